@@ -1,0 +1,38 @@
+//! Who is calling, and what they may do.
+//!
+//! - [`api_key`]: bearer API keys, kept only as SHA-256 digests.
+//! - [`policy`]: roles with principal patterns and permissions; deny by
+//!   default.
+//! - [`dev`]: the embedded default's development identities.
+
+pub mod api_key;
+pub mod dev;
+pub mod policy;
+
+use std::fmt;
+
+/// An authenticated caller: `apikey:NAME`, `cert:URI`, `iam:ARN`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Principal(String);
+
+impl Principal {
+    pub fn new(id: String) -> Self {
+        Self(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,143 @@
+//! Sealing one value into one record.
+//!
+//! Each record gets its own key, HKDF-SHA256(data key, info = format version
+//! ‖ classification ‖ token), so GCM nonce limits are far away however many
+//! records share a data key, and the associated data binds the ciphertext to
+//! its record: a ciphertext copied into another record does not open.
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
+use zeroize::Zeroizing;
+
+use super::provider::DataKey;
+
+/// The record layout version, bound into every record key and its AAD.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// What a sealed value is bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    pub token: &'a str,
+    pub classification: &'a str,
+    pub data_key_id: &'a str,
+    pub format_version: u8,
+}
+
+impl Binding<'_> {
+    fn hkdf_info(&self) -> Vec<u8> {
+        let mut v = vec![self.format_version];
+        push_field(&mut v, self.classification);
+        push_field(&mut v, self.token);
+        v
+    }
+
+    fn aad(&self) -> Vec<u8> {
+        let mut v = vec![self.format_version];
+        push_field(&mut v, self.token);
+        push_field(&mut v, self.classification);
+        push_field(&mut v, self.data_key_id);
+        v
+    }
+}
+
+fn push_field(v: &mut Vec<u8>, s: &str) {
+    v.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    v.extend_from_slice(s.as_bytes());
+}
+
+/// A sealed value: all a record stores besides the data-key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+/// Sealing or opening failed; says nothing of keys or values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the record did not open: it was altered or moved")]
+    Open,
+    #[error("sealing failed")]
+    Seal,
+}
+
+fn record_key(dk: &DataKey, b: &Binding<'_>) -> Result<RandomizedNonceKey, EnvelopeError> {
+    let info = b.hkdf_info();
+    let info_parts: [&[u8]; 1] = [&info];
+    let prk = Salt::new(HKDF_SHA256, &[]).extract(dk.expose());
+    let okm = prk
+        .expand(&info_parts, HKDF_SHA256)
+        .map_err(|_| EnvelopeError::Seal)?;
+    let mut k = Zeroizing::new([0u8; 32]);
+    okm.fill(k.as_mut()).map_err(|_| EnvelopeError::Seal)?;
+    RandomizedNonceKey::new(&AES_256_GCM, k.as_ref()).map_err(|_| EnvelopeError::Seal)
+}
+
+/// Seals `plaintext` under the record key derived for `b`.
+pub fn seal(dk: &DataKey, b: &Binding<'_>, plaintext: &[u8]) -> Result<Sealed, EnvelopeError> {
+    let key = record_key(dk, b)?;
+    let mut buf = plaintext.to_vec();
+    let nonce = key
+        .seal_in_place_append_tag(Aad::from(b.aad()), &mut buf)
+        .map_err(|_| EnvelopeError::Seal)?;
+    Ok(Sealed {
+        nonce: nonce.as_ref().to_vec(),
+        ciphertext: buf,
+    })
+}
+
+/// Opens a sealed value; fails unless every bound field matches.
+pub fn open(
+    dk: &DataKey,
+    b: &Binding<'_>,
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    if nonce.len() != NONCE_LEN {
+        return Err(EnvelopeError::Open);
+    }
+    let key = record_key(dk, b).map_err(|_| EnvelopeError::Open)?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| EnvelopeError::Open)?;
+    let mut buf = Zeroizing::new(ciphertext.to_vec());
+    let len = key
+        .open_in_place(nonce, Aad::from(b.aad()), &mut buf)
+        .map_err(|_| EnvelopeError::Open)?
+        .len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(token: &str) -> Binding<'_> {
+        Binding {
+            token,
+            classification: "pan",
+            data_key_id: "dk/pan/1",
+            format_version: FORMAT_VERSION,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_refuses_a_moved_ciphertext() {
+        let dk = DataKey::from_bytes([7u8; 32]);
+        let s = seal(&dk, &binding("tok_a"), b"4111111111111111").unwrap();
+        assert!(!s.ciphertext.windows(4).any(|w| w == b"4111"));
+        let p = open(&dk, &binding("tok_a"), &s.nonce, &s.ciphertext).unwrap();
+        assert_eq!(&p[..], b"4111111111111111");
+        assert_eq!(
+            open(&dk, &binding("tok_b"), &s.nonce, &s.ciphertext),
+            Err(EnvelopeError::Open)
+        );
+        let other = Binding {
+            data_key_id: "dk/pan/2",
+            ..binding("tok_a")
+        };
+        assert_eq!(
+            open(&dk, &other, &s.nonce, &s.ciphertext),
+            Err(EnvelopeError::Open)
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Epoch data keys and service-held secrets.
+//!
+//! A data key per classification per epoch (default a day) is made once by
+//! whichever replica first needs it and kept wrapped in the store, so every
+//! replica shares it and the number of keys grows with days, not requests.
+//! Unwrapped keys sit in a bounded cache with a TTL; when the provider is
+//! down, work on cached keys goes on until they expire, then 503.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::clock::Clock;
+use crate::store::{KeyItem, StoreError, TokenStore};
+use crate::telemetry::{Metrics, ResultLabels};
+
+use super::provider::{DataKey, EncryptionContext, KeyError, KeyProvider, WrappedKey};
+
+/// How many unwrapped data keys we hold at most (a year of daily keys for a
+/// couple of classifications, beyond which old epochs are evicted first).
+const CACHE_CAPACITY: usize = 1024;
+
+/// Keyring failures.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown data key id")]
+    UnknownKey,
+}
+
+impl KeyringError {
+    /// Whether a retry may succeed (answer 503, not 500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            KeyringError::Key(KeyError::Unavailable(_))
+                | KeyringError::Store(StoreError::Unavailable(_))
+        )
+    }
+}
+
+struct Cached {
+    key: Arc<DataKey>,
+    expires_at: i64,
+}
+
+/// Settings the keyring needs.
+#[derive(Debug, Clone)]
+pub struct KeyringSettings {
+    pub environment: String,
+    pub epoch_seconds: i64,
+    pub cache_seconds: i64,
+}
+
+/// Finds, makes and caches data keys.
+pub struct Keyring {
+    provider: Arc<dyn KeyProvider>,
+    store: Arc<dyn TokenStore>,
+    settings: KeyringSettings,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    cache: Mutex<HashMap<String, Cached>>,
+    /// Serializes cache misses so a burst of requests for a cold key makes
+    /// one provider call, not one each.
+    load: tokio::sync::Mutex<()>,
+}
+
+impl Keyring {
+    pub fn new(
+        provider: Arc<dyn KeyProvider>,
+        store: Arc<dyn TokenStore>,
+        settings: KeyringSettings,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            provider,
+            store,
+            settings,
+            clock,
+            metrics,
+            cache: Mutex::new(HashMap::new()),
+            load: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
+    }
+
+    /// The id of a classification's data key for the epoch holding `unix`.
+    pub fn data_key_id(&self, classification: &str, unix: i64) -> String {
+        let epoch = unix.div_euclid(self.settings.epoch_seconds.max(1));
+        format!("dk/{classification}/{epoch}")
+    }
+
+    /// The current epoch's data key of a classification, made if needed.
+    pub async fn current(
+        &self,
+        classification: &str,
+    ) -> Result<(String, Arc<DataKey>), KeyringError> {
+        let id = self.data_key_id(classification, self.clock.unix());
+        let key = self.get(&id, classification, true).await?;
+        Ok((id, key))
+    }
+
+    /// The data key with `id` (from a record), for opening.
+    pub async fn by_id(&self, id: &str) -> Result<Arc<DataKey>, KeyringError> {
+        let classification = parse_classification(id).ok_or(KeyringError::UnknownKey)?;
+        self.get(id, classification, false).await
+    }
+
+    /// A service-held secret (fingerprint, audit, session-signing key):
+    /// made once, wrapped under the `pan` classification's key with its
+    /// purpose in the context, kept in the store; not cached here (callers
+    /// hold it for their lifetime).
+    pub async fn service_secret(&self, name: &str, version: u32) -> Result<DataKey, KeyringError> {
+        let id = format!("secret/{name}/v{version}");
+        let ctx = EncryptionContext::new(&self.settings.environment, "pan").with("purpose", name);
+        self.load_or_create(&id, "pan", &ctx, true).await
+    }
+
+    async fn get(
+        &self,
+        id: &str,
+        classification: &str,
+        create: bool,
+    ) -> Result<Arc<DataKey>, KeyringError> {
+        if let Some(k) = self.cached(id) {
+            self.count_cache("hit");
+            return Ok(k);
+        }
+        self.count_cache("miss");
+        let _guard = self.load.lock().await;
+        if let Some(k) = self.cached(id) {
+            return Ok(k);
+        }
+        let ctx = EncryptionContext::new(&self.settings.environment, classification);
+        let key = Arc::new(
+            self.load_or_create(id, classification, &ctx, create)
+                .await?,
+        );
+        self.insert(id, key.clone());
+        Ok(key)
+    }
+
+    fn cached(&self, id: &str) -> Option<Arc<DataKey>> {
+        let now = self.clock.unix();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(id) {
+            Some(c) if c.expires_at > now => Some(c.key.clone()),
+            Some(_) => {
+                cache.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, id: &str, key: Arc<DataKey>) {
+        let now = self.clock.unix();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, c| c.expires_at > now);
+        if cache.len() >= CACHE_CAPACITY
+            && let Some(oldest) = cache
+                .iter()
+                .min_by_key(|(_, c)| c.expires_at)
+                .map(|(k, _)| k.clone())
+        {
+            cache.remove(&oldest);
+        }
+        cache.insert(
+            id.to_owned(),
+            Cached {
+                key,
+                expires_at: now + self.settings.cache_seconds,
+            },
+        );
+    }
+
+    fn count_cache(&self, result: &'static str) {
+        self.metrics
+            .datakey_cache
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Reads the wrapped key item and unwraps it; when absent (and
+    /// `create`), generates one and puts it conditionally, and if another
+    /// replica won the race, unwraps the winner's instead.
+    async fn load_or_create(
+        &self,
+        id: &str,
+        classification: &str,
+        ctx: &EncryptionContext,
+        create: bool,
+    ) -> Result<DataKey, KeyringError> {
+        if let Some(item) = self.store.get_key_item(id).await? {
+            return self.unwrap_item(&item, ctx).await;
+        }
+        if !create {
+            return Err(KeyringError::UnknownKey);
+        }
+        let generated = self.provider.generate_data_key(ctx).await;
+        self.metrics.kms("GenerateDataKey", generated.is_ok());
+        let (key, wrapped) = generated?;
+        let item = KeyItem {
+            id: id.to_owned(),
+            classification: classification.to_owned(),
+            wrapping_key_id: wrapped.key_id,
+            wrapped: wrapped.blob,
+            created_at: self.clock.unix(),
+        };
+        match self.store.put_key_item(&item).await? {
+            None => Ok(key),
+            Some(winner) => self.unwrap_item(&winner, ctx).await,
+        }
+    }
+
+    async fn unwrap_item(
+        &self,
+        item: &KeyItem,
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, KeyringError> {
+        let wrapped = WrappedKey {
+            key_id: item.wrapping_key_id.clone(),
+            blob: item.wrapped.clone(),
+        };
+        let r = self.provider.decrypt_data_key(&wrapped, ctx).await;
+        self.metrics.kms("Decrypt", r.is_ok());
+        Ok(r?)
+    }
+}
+
+/// `dk/<classification>/<epoch>` → classification.
+fn parse_classification(id: &str) -> Option<&str> {
+    let mut parts = id.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("dk"), Some(c), Some(e), None) if !c.is_empty() && e.parse::<i64>().is_ok() => {
+            Some(c)
+        }
+        _ => None,
+    }
+}

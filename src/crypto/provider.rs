@@ -1,0 +1,117 @@
+//! The seam between the vault and whoever holds the root keys.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+/// Key-value pairs bound to every wrapped key: `{service, environment,
+/// classification}`. With KMS this is the EncryptionContext and shows in
+/// CloudTrail, so nothing derived from a value may ever go in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionContext(BTreeMap<String, String>);
+
+impl EncryptionContext {
+    /// The context of a classification's data keys.
+    pub fn new(environment: &str, classification: &str) -> Self {
+        let mut m = BTreeMap::new();
+        m.insert("service".to_owned(), "tokenvault".to_owned());
+        m.insert("environment".to_owned(), environment.to_owned());
+        m.insert("classification".to_owned(), classification.to_owned());
+        Self(m)
+    }
+
+    /// Adds a pair (the purpose of a service-held secret, say).
+    pub fn with(mut self, k: &str, v: &str) -> Self {
+        self.0.insert(k.to_owned(), v.to_owned());
+        self
+    }
+
+    pub fn pairs(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    /// A canonical byte encoding (sorted, length-prefixed), used as
+    /// associated data by the local provider.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in &self.0 {
+            for part in [k, v] {
+                out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                out.extend_from_slice(part.as_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// A 256-bit plaintext key, zeroized on drop and never printed.
+pub struct DataKey(Zeroizing<[u8; 32]>);
+
+impl DataKey {
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        Self(Zeroizing::new(b))
+    }
+
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+/// A data key as the provider wrapped it, safe to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// Which root key wrapped it (a KMS key ARN, or `local:<id>`), so a
+    /// rewrap can find every item still under an old key.
+    pub key_id: String,
+    pub blob: Vec<u8>,
+}
+
+/// Key provider failures. None carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The provider cannot be reached or refused for a passing reason:
+    /// callers answer 503 and retry.
+    #[error("key provider unavailable: {0}")]
+    Unavailable(String),
+    /// A wrapped key did not open: wrong context, wrong root key or tampering.
+    #[error("a wrapped key did not open under its context")]
+    Unwrap,
+    /// Misconfiguration or a broken key file: an operator must act.
+    #[error("key provider misconfigured: {0}")]
+    Config(String),
+}
+
+/// Whoever holds the root keys: KMS in production, a local master key file
+/// on the embedded default. Implementations count nothing themselves: the
+/// keyring counts calls under the AWS operation names.
+#[async_trait]
+pub trait KeyProvider: Send + Sync + 'static {
+    /// `local` or `kms`, for logs and `doctor`.
+    fn kind(&self) -> &'static str;
+
+    /// A fresh 256-bit key and the same key wrapped under the root key for
+    /// `ctx` (KMS GenerateDataKey).
+    async fn generate_data_key(
+        &self,
+        ctx: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KeyError>;
+
+    /// Unwraps a key produced by `generate_data_key` with the same context
+    /// (KMS Decrypt).
+    async fn decrypt_data_key(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, KeyError>;
+
+    /// Whether the provider answers; for `/readyz`.
+    async fn check(&self) -> Result<(), KeyError>;
+}

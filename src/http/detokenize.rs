@@ -1,0 +1,194 @@
+//! `POST /detokenize`: support tools read a card back, in full or masked,
+//! as their role allows; every attempt is audited before the answer leaves.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditEvent;
+use crate::auth::policy::Permission;
+use crate::redact::Options;
+use crate::telemetry::DetokenizeLabels;
+use crate::vault::Vault;
+use crate::vault::token::Token;
+
+use super::AppState;
+use super::batch::{Items, Outcome};
+use super::error::{Problem, ProblemKind, current_request_id};
+use super::extract::{Caller, JsonBody};
+
+/// Longest `reason`, in characters.
+const MAX_REASON: usize = 512;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetokenizeBody {
+    token: Option<String>,
+    tokens: Option<Vec<String>>,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct DetokenizeAnswer {
+    token: String,
+    value: String,
+    masked: bool,
+    classification: String,
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    JsonBody { value: body, .. }: JsonBody<DetokenizeBody>,
+) -> Result<Response, Problem> {
+    let items = Items::new(
+        body.token,
+        body.tokens,
+        "token",
+        "tokens",
+        state.limits.batch,
+    )?;
+    let reason = body.reason.filter(|r| !r.trim().is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON)
+    {
+        return Err(Problem::new(
+            ProblemKind::InvalidRequest,
+            format!("reason holds at most {MAX_REASON} characters"),
+        ));
+    }
+    // The reason is free text that lands in the audit log: redact it first.
+    let audited_reason = reason.as_ref().map(|r| {
+        let mut f = crate::redact::Findings::default();
+        state
+            .redactor
+            .redact_str(r, &Options::default(), &mut f)
+            .unwrap_or_else(|| r.clone())
+    });
+    let access = state.access();
+    let policy = &access.policy;
+    if policy
+        .grant(&caller, Permission::Detokenize, None)
+        .is_none()
+        && policy
+            .grant(&caller, Permission::DetokenizeMasked, None)
+            .is_none()
+    {
+        let each = items
+            .values
+            .iter()
+            .map(|t| (Token::parse(t).ok().map(Token::into_string), None))
+            .collect();
+        state.count_detokenize(&caller, "deny");
+        return Err(state.deny(&caller, "detokenize", each, "detokenize").await);
+    }
+
+    let mut results = Vec::with_capacity(items.values.len());
+    let mut events = Vec::with_capacity(items.values.len());
+    for raw in &items.values {
+        let mut event = AuditEvent {
+            request_id: current_request_id(),
+            principal: caller.to_string(),
+            role: policy.role_of(&caller).map(|r| r.name.clone()),
+            action: "detokenize",
+            decision: "deny",
+            ..Default::default()
+        };
+        let result = detokenize_one(&state, &caller, raw, reason.is_some(), &mut event).await;
+        if event.decision == "allow" {
+            event.reason = audited_reason.clone();
+        }
+        state.count_detokenize(
+            &caller,
+            if event.decision == "allow" {
+                "allow"
+            } else {
+                "deny"
+            },
+        );
+        events.push(event);
+        results.push(result.map(|a| (StatusCode::OK, a)));
+    }
+    if let Err(e) = state.audit.record(events).await {
+        // Fail closed: no value leaves without its audit event on disk.
+        return Err(Problem::unavailable(&e));
+    }
+    Ok(Outcome::collect(items.batch, results).into_response())
+}
+
+/// One token: parse, look up, decide full or masked, reveal. Fills in the
+/// audit event as it learns.
+async fn detokenize_one(
+    state: &AppState,
+    caller: &crate::auth::Principal,
+    raw: &str,
+    has_reason: bool,
+    event: &mut AuditEvent,
+) -> Result<DetokenizeAnswer, Problem> {
+    let token = Token::parse(raw).map_err(|e| {
+        event.reason = Some("invalid token".into());
+        Problem::new(ProblemKind::InvalidToken, e.to_string())
+    })?;
+    event.token = Some(token.as_str().to_owned());
+    let record = state.vault.record(&token).await.map_err(|e| {
+        event.decision = "error";
+        event.reason = Some("not found".into());
+        Problem::from(e)
+    })?;
+    event.classification = Some(record.classification.clone());
+    let access = state.access();
+    let class = Some(record.classification.as_str());
+    if let Some(role) = access.policy.grant(caller, Permission::Detokenize, class) {
+        if role.require_reason && !has_reason {
+            event.reason = Some("reason required".into());
+            return Err(Problem::new(
+                ProblemKind::ReasonRequired,
+                format!("role {} requires a reason for the full value", role.name),
+            ));
+        }
+        let value = state.vault.reveal(&record).await.map_err(|e| {
+            event.decision = "error";
+            Problem::from(e)
+        })?;
+        event.decision = "allow";
+        return Ok(DetokenizeAnswer {
+            token: record.token.clone(),
+            value: value.as_str().to_owned(),
+            masked: false,
+            classification: record.classification.clone(),
+        });
+    }
+    if access
+        .policy
+        .grant(caller, Permission::DetokenizeMasked, class)
+        .is_some()
+    {
+        event.decision = "allow";
+        event.action = "detokenize:masked";
+        return Ok(DetokenizeAnswer {
+            token: record.token.clone(),
+            value: Vault::masked(&record),
+            masked: true,
+            classification: record.classification.clone(),
+        });
+    }
+    event.reason = Some(format!("no role may detokenize {}", record.classification));
+    Err(Problem::new(
+        ProblemKind::Forbidden,
+        format!("{caller} may not detokenize {}", record.classification),
+    ))
+}
+
+impl AppState {
+    fn count_detokenize(&self, caller: &crate::auth::Principal, decision: &'static str) {
+        self.metrics
+            .detokenize
+            .get_or_create(&DetokenizeLabels {
+                principal: caller.to_string(),
+                decision,
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,193 @@
+//! The HTTP API: one module per endpoint, over shared state.
+//!
+//! - [`error`]: RFC 9457 problems, the only error shape.
+//! - [`extract`]: the JSON body and caller extractors.
+//! - [`tokenize`], [`detokenize`], [`tokens`], [`redact`]: the vault API.
+//! - [`health`], [`metrics`]: probes and Prometheus.
+//!
+//! Requests pass `observe` (request id, metrics, one log line naming the
+//! route template, never the raw path or query), then the handler. Every
+//! error, including those raised below the handlers (unknown route, body
+//! limit, timeout), leaves as problem+json.
+
+pub mod batch;
+pub mod detokenize;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod redact;
+pub mod tokenize;
+pub mod tokens;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::auth::Principal;
+use crate::auth::api_key::ApiKeys;
+use crate::auth::policy::Policy;
+use crate::clock::Clock;
+use crate::config::Limits;
+use crate::crypto::Keyring;
+use crate::redact::Redactor;
+use crate::telemetry::{HttpLabels, Metrics, ReasonLabels, RouteLabels};
+use crate::vault::Vault;
+
+use error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
+
+/// How long one request may take end to end.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who may call, and what they may do; swapped whole on reload.
+pub struct Access {
+    pub api_keys: ApiKeys,
+    pub policy: Policy,
+}
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub vault: Arc<Vault>,
+    pub keyring: Arc<Keyring>,
+    pub redactor: Arc<Redactor>,
+    pub audit: AuditLog,
+    pub metrics: Arc<Metrics>,
+    pub access: Arc<RwLock<Arc<Access>>>,
+    pub limits: Limits,
+    pub metrics_bearer: Option<[u8; 32]>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// The access rules in force for this request.
+    pub fn access(&self) -> Arc<Access> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Audits a refusal (one event per item) and returns the 403 to send,
+    /// or a 503 if the audit log cannot take the events.
+    pub async fn deny(
+        &self,
+        caller: &Principal,
+        action: &'static str,
+        items: Vec<(Option<String>, Option<String>)>,
+        reason: &str,
+    ) -> Problem {
+        self.metrics
+            .denials
+            .get_or_create(&ReasonLabels {
+                reason: "forbidden",
+            })
+            .inc();
+        let role = self.access().policy.role_of(caller).map(|r| r.name.clone());
+        let events = items
+            .into_iter()
+            .map(|(token, classification)| AuditEvent {
+                request_id: current_request_id(),
+                principal: caller.to_string(),
+                role: role.clone(),
+                action,
+                token,
+                classification,
+                decision: "deny",
+                reason: Some(reason.to_owned()),
+            })
+            .collect();
+        if let Err(e) = self.audit.record(events).await {
+            return Problem::unavailable(&e);
+        }
+        Problem::new(ProblemKind::Forbidden, format!("{caller} may not {reason}"))
+    }
+}
+
+/// The router with every route and layer.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/tokenize", post(tokenize::handle))
+        .route("/detokenize", post(detokenize::handle))
+        .route("/tokens/{token}", get(tokens::get).delete(tokens::delete))
+        .route("/redact", post(redact::handle))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::handle))
+        .fallback(|| async { Problem::new(ProblemKind::NotFound, "no such route") })
+        .layer(DefaultBodyLimit::max(state.limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Request id, problem shaping, metrics and the access log line.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    let start = Instant::now();
+    let mut res = REQUEST_ID
+        .scope(id.clone(), async move {
+            let res = next.run(req).await;
+            as_problem(res)
+        })
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    let elapsed = start.elapsed();
+    let status = res.status().as_u16();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            status: status.to_string(),
+        })
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status,
+        duration_us = elapsed.as_micros() as u64,
+        "request"
+    );
+    res
+}
+
+/// Turns an error response that is not already a problem into one.
+fn as_problem(res: Response) -> Response {
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return res;
+    }
+    Problem::bare(ProblemKind::from_status(status)).into_response()
+}

@@ -1,0 +1,227 @@
+//! `POST /tokenize`: checkout backends trade card numbers for tokens.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::audit::AuditEvent;
+use crate::auth::policy::Permission;
+use crate::store::IdempotencyClaim;
+use crate::vault::service::{TokenizeOptions, Tokenized};
+use crate::vault::token::TokenFormat;
+use crate::vault::value::Classification;
+
+use super::AppState;
+use super::batch::{Items, Outcome, json_response};
+use super::error::{Problem, ProblemKind, current_request_id};
+use super::extract::{Caller, JsonBody};
+
+/// How long an answered Idempotency-Key replays its answer.
+const IDEMPOTENCY_SECONDS: i64 = 24 * 3600;
+/// How long a claimed key blocks a concurrent retry if its request dies.
+const IDEMPOTENCY_LEASE_SECONDS: i64 = 60;
+
+/// The request: `value` or `values`, and options shared by every item.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeBody {
+    value: Option<String>,
+    values: Option<Vec<String>>,
+    format: Option<TokenFormat>,
+    deterministic: Option<bool>,
+    classification: Option<String>,
+    ttl_seconds: Option<i64>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+/// One item's answer.
+#[derive(Serialize)]
+pub struct TokenizeAnswer {
+    token: String,
+    last4: Option<String>,
+    brand: Option<String>,
+    classification: String,
+    created: bool,
+    expires_at: Option<String>,
+}
+
+impl From<Tokenized> for TokenizeAnswer {
+    fn from(t: Tokenized) -> Self {
+        Self {
+            token: t.token,
+            last4: t.last4,
+            brand: t.brand,
+            classification: t.classification,
+            created: t.created,
+            expires_at: t.expires_at.and_then(rfc3339),
+        }
+    }
+}
+
+/// Unix seconds as RFC 3339.
+pub fn rfc3339(unix: i64) -> Option<String> {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    JsonBody { value: body, raw }: JsonBody<TokenizeBody>,
+) -> Result<Response, Problem> {
+    let class_name = body.classification.as_deref().unwrap_or("pan");
+    let classification = Classification::parse(class_name).ok_or_else(|| {
+        Problem::new(
+            ProblemKind::UnsupportedClassification,
+            "classification must be pan or pii",
+        )
+    })?;
+    let items = Items::new(
+        body.value,
+        body.values,
+        "value",
+        "values",
+        state.limits.batch,
+    )?;
+    let access = state.access();
+    let Some(role) =
+        access
+            .policy
+            .grant(&caller, Permission::Tokenize, Some(classification.as_str()))
+    else {
+        let each = vec![(None, Some(classification.as_str().to_owned())); items.values.len()];
+        return Err(state.deny(&caller, "tokenize", each, "tokenize").await);
+    };
+    let role = role.name.clone();
+
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or_else(|| {
+                    Problem::new(
+                        ProblemKind::InvalidRequest,
+                        "Idempotency-Key holds 1 to 255 visible ASCII characters",
+                    )
+                })?;
+            // Keyed digests: the body holds a card, and a bare hash of it
+            // could be brute-forced.
+            let fp = state.vault.fingerprints();
+            let id = hex::encode(fp.mac(&[
+                b"idempotency-key",
+                caller.as_str().as_bytes(),
+                key.as_bytes(),
+            ]));
+            let hash = hex::encode(fp.mac(&[b"idempotency-body", &raw]));
+            let now = state.clock.unix();
+            let claim = state
+                .vault
+                .store()
+                .claim_idempotency(&id, &hash, now, now + IDEMPOTENCY_LEASE_SECONDS)
+                .await
+                .map_err(|e| Problem::from(crate::vault::VaultError::from(e)))?;
+            match claim {
+                IdempotencyClaim::Claimed => Some(id),
+                IdempotencyClaim::Done {
+                    request_hash,
+                    status,
+                    response,
+                } if request_hash == hash => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    let mut res = json_response(status, response.into_bytes());
+                    res.headers_mut().insert(
+                        "idempotent-replayed",
+                        axum::http::HeaderValue::from_static("true"),
+                    );
+                    return Ok(res);
+                }
+                IdempotencyClaim::InProgress { request_hash } if request_hash == hash => {
+                    return Err(Problem::new(
+                        ProblemKind::IdempotencyInProgress,
+                        "a request with this Idempotency-Key is still running; retry shortly",
+                    )
+                    .retry_after(1));
+                }
+                _ => {
+                    return Err(Problem::new(
+                        ProblemKind::IdempotencyKeyReused,
+                        "this Idempotency-Key was used with a different body",
+                    ));
+                }
+            }
+        }
+    };
+
+    let defaults = state.vault.defaults();
+    let opts = TokenizeOptions {
+        classification,
+        format: body.format.unwrap_or(defaults.format),
+        deterministic: body.deterministic.unwrap_or(defaults.deterministic),
+        ttl_seconds: body.ttl_seconds.or(Some(defaults.default_ttl_seconds)),
+        metadata: body.metadata,
+    };
+    let mut results = Vec::with_capacity(items.values.len());
+    let mut events = Vec::with_capacity(items.values.len());
+    for value in &items.values {
+        let r = state.vault.tokenize(value, &opts).await;
+        let (token, decision, reason) = match &r {
+            Ok(t) => (Some(t.token.clone()), "allow", None),
+            Err(_) => (None, "error", None),
+        };
+        let result = r.map_err(Problem::from).map(|t| {
+            let status = if t.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, TokenizeAnswer::from(t))
+        });
+        let reason = reason.or_else(|| result.as_ref().err().map(|p| p.kind.slug().to_owned()));
+        events.push(AuditEvent {
+            request_id: current_request_id(),
+            principal: caller.to_string(),
+            role: Some(role.clone()),
+            action: "tokenize",
+            token,
+            classification: Some(classification.as_str().to_owned()),
+            decision,
+            reason,
+        });
+        results.push(result);
+    }
+    let outcome = Outcome::collect(items.batch, results);
+    let store = state.vault.store();
+    if let Err(e) = state.audit.record(events).await {
+        if let Some(id) = &idempotency {
+            let _ = store.release_idempotency(id).await;
+        }
+        return Err(Problem::unavailable(&e));
+    }
+    if let Some(id) = &idempotency {
+        let saved = match &outcome {
+            Outcome::Json(status, body) if status.is_success() => {
+                let text = String::from_utf8_lossy(body);
+                let until = state.clock.unix() + IDEMPOTENCY_SECONDS;
+                store
+                    .complete_idempotency(id, status.as_u16(), &text, until)
+                    .await
+            }
+            _ => store.release_idempotency(id).await,
+        };
+        if let Err(e) = saved {
+            tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer");
+        }
+    }
+    Ok(outcome.into_response())
+}

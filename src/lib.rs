@@ -1,0 +1,43 @@
+//! tokenvault: a payment-data vault and PII redaction service.
+//!
+//! Checkout backends send card numbers to `/tokenize` and keep only tokens;
+//! support tools call `/detokenize` and see a card (or its last four) only
+//! when their role allows it, with every attempt audited; log shippers send
+//! their logs through `/redact`.
+//!
+//! # Layout
+//!
+//! Data flows one way: [`http`] → [`auth`] → [`vault`] / [`redact`] →
+//! [`crypto`] + [`store`].
+//!
+//! - [`cli`]: the command line (`serve`, `redact`, `audit verify`).
+//! - [`config`]: [`config::Settings`], read once from TOML and
+//!   `TOKENVAULT_*` and validated.
+//! - [`app`]: builds the service from settings and serves it on a bound
+//!   listener until a shutdown future resolves.
+//! - [`tls`]: rustls server configuration and the generated dev certificate.
+//! - [`http`]: one module per endpoint; `http::error` renders RFC 9457
+//!   problems.
+//! - [`auth`]: principals, API keys, the role policy, dev credentials.
+//! - [`vault`]: `Pan`, tokens, the tokenization service.
+//! - [`redact`]: the scanner, detectors, and text/JSON/NDJSON walkers.
+//! - [`crypto`]: key providers, the data-key keyring, envelope sealing,
+//!   fingerprints.
+//! - [`store`]: the `TokenStore` trait and its SQLite implementation.
+//! - [`audit`]: the HMAC-chained audit log.
+//! - [`telemetry`]: JSON logs and Prometheus metrics.
+//! - [`clock`]: injectable time.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod http;
+pub mod redact;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
+pub mod vault;

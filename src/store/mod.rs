@@ -1,0 +1,127 @@
+//! Where records live. The store keeps opaque bytes: it knows nothing of
+//! crypto, and nothing in it is a value in the clear.
+//!
+//! - [`sqlite`]: the embedded default, one file in the data directory.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+/// One tokenized value as stored. `ciphertext` is the only field derived
+/// from the value; `last4`/`first6` are the parts PCI DSS lets us show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token: String,
+    pub classification: String,
+    pub format_version: u8,
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub data_key_id: String,
+    pub fingerprint: Option<String>,
+    pub brand: Option<String>,
+    pub last4: Option<String>,
+    pub first6: Option<String>,
+    pub value_len: u32,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    /// Caller metadata as a JSON object.
+    pub metadata: String,
+}
+
+/// A wrapped key (an epoch data key or a service-held secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyItem {
+    pub id: String,
+    pub classification: String,
+    /// The root key that wrapped it (KMS ARN or `local:<id>`).
+    pub wrapping_key_id: String,
+    pub wrapped: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// The result of a conditional token insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// The token already exists (a random collision): pick another.
+    TokenTaken,
+    /// Another token already holds this fingerprint: use it.
+    FingerprintTaken {
+        token: String,
+    },
+}
+
+/// The state of an idempotency key when a request tries to claim it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// This request owns the key now and must complete or release it.
+    Claimed,
+    /// Another request with this key is still running.
+    InProgress { request_hash: String },
+    /// A finished request: replay its answer if the body matches.
+    Done {
+        request_hash: String,
+        status: u16,
+        response: String,
+    },
+}
+
+/// Store failures. Messages never hold record contents.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store is down or busy: answer 503 and let the caller retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a corrupt store.
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+/// The persistence seam: SQLite on the embedded default, DynamoDB in
+/// production. Every insert is conditional so nothing is ever overwritten.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Inserts the record and, when it has one, its fingerprint item, in one
+    /// transaction: both or neither.
+    async fn insert_token(&self, record: &TokenRecord) -> Result<InsertOutcome, StoreError>;
+
+    async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// The token holding a fingerprint, if any.
+    async fn token_for_fingerprint(&self, fingerprint: &str) -> Result<Option<String>, StoreError>;
+
+    /// Removes a record and its fingerprint item; false when absent.
+    async fn delete_token(&self, token: &str) -> Result<bool, StoreError>;
+
+    /// Puts a key item unless one with its id exists; returns the existing
+    /// one when it does (the loser of a race uses the winner's key).
+    async fn put_key_item(&self, item: &KeyItem) -> Result<Option<KeyItem>, StoreError>;
+
+    async fn get_key_item(&self, id: &str) -> Result<Option<KeyItem>, StoreError>;
+
+    /// Claims an idempotency key for `request_hash`, leased until
+    /// `lease_until` (so a claim whose request died frees itself); an
+    /// expired entry is replaced.
+    async fn claim_idempotency(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<IdempotencyClaim, StoreError>;
+
+    /// Records the answer of a claimed key, kept until `expires_at`.
+    async fn complete_idempotency(
+        &self,
+        key: &str,
+        status: u16,
+        response: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Gives a claimed key up after a failure, so a retry can run.
+    async fn release_idempotency(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Whether the store answers; for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

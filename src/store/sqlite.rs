@@ -1,0 +1,476 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! SQLite calls block, so every call runs on tokio's blocking pool, never on
+//! the async workers. One writer connection serializes writes (SQLite allows
+//! one writer anyway); a few reader connections serve reads concurrently
+//! beside it, which WAL permits. `synchronous = FULL` makes every commit
+//! durable (fsync) before the answer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::{IdempotencyClaim, InsertOutcome, KeyItem, StoreError, TokenRecord, TokenStore};
+
+/// The numbered files of `migrations/sqlite`, applied in order and recorded
+/// in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "0001_init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+const READERS: usize = 4;
+
+/// The SQLite token store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies any
+    /// migrations it has not recorded yet.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let mut writer = Connection::open(path).map_err(map_err)?;
+        configure(&writer).map_err(map_err)?;
+        migrate(&mut writer).map_err(map_err)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(map_err)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                path: path.to_owned(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn).map_err(map_err)
+        })
+        .await
+        .map_err(|_| StoreError::Internal("store task failed".into()))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let conn = inner.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn).map_err(map_err)
+        })
+        .await
+        .map_err(|_| StoreError::Internal("store task failed".into()))?
+    }
+}
+
+fn configure(c: &Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
+        ) STRICT;",
+    )?;
+    for &(version, name, sql) in MIGRATIONS {
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, unixepoch())",
+                params![version, name],
+            )?;
+            tracing::info!(version, name, "applied sqlite migration");
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Busy, locked, I/O, full or read-only databases are passing conditions
+/// (503, retry); anything else is a bug.
+fn map_err(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e
+        && matches!(
+            f.code,
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+        )
+    {
+        return StoreError::Unavailable(format!("sqlite: {:?}", f.code));
+    }
+    // rusqlite's messages name SQL and columns, never bound parameters.
+    StoreError::Internal(format!("sqlite: {e}"))
+}
+
+const TOKEN_COLUMNS: &str = "token, classification, format_version, ciphertext, nonce, data_key_id, \
+     fingerprint, brand, last4, first6, value_len, created_at, expires_at, metadata";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        token: r.get(0)?,
+        classification: r.get(1)?,
+        format_version: r.get(2)?,
+        ciphertext: r.get(3)?,
+        nonce: r.get(4)?,
+        data_key_id: r.get(5)?,
+        fingerprint: r.get(6)?,
+        brand: r.get(7)?,
+        last4: r.get(8)?,
+        first6: r.get(9)?,
+        value_len: r.get(10)?,
+        created_at: r.get(11)?,
+        expires_at: r.get(12)?,
+        metadata: r.get(13)?,
+    })
+}
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyItem> {
+    Ok(KeyItem {
+        id: r.get(0)?,
+        classification: r.get(1)?,
+        wrapping_key_id: r.get(2)?,
+        wrapped: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+fn get_key(c: &Connection, id: &str) -> rusqlite::Result<Option<KeyItem>> {
+    c.query_row(
+        "SELECT id, classification, wrapping_key_id, wrapped, created_at FROM key_items WHERE id = ?1",
+        [id],
+        key_row,
+    )
+    .optional()
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn insert_token(&self, record: &TokenRecord) -> Result<InsertOutcome, StoreError> {
+        let rec = record.clone();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(fp) = &rec.fingerprint {
+                let holder: Option<String> = tx
+                    .query_row(
+                        "SELECT token FROM fingerprints WHERE fingerprint = ?1",
+                        [fp],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(token) = holder {
+                    return Ok(InsertOutcome::FingerprintTaken { token });
+                }
+            }
+            let n = tx.execute(
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                     ON CONFLICT (token) DO NOTHING"
+                ),
+                params![
+                    rec.token,
+                    rec.classification,
+                    rec.format_version,
+                    rec.ciphertext,
+                    rec.nonce,
+                    rec.data_key_id,
+                    rec.fingerprint,
+                    rec.brand,
+                    rec.last4,
+                    rec.first6,
+                    rec.value_len,
+                    rec.created_at,
+                    rec.expires_at,
+                    rec.metadata,
+                ],
+            )?;
+            if n == 0 {
+                return Ok(InsertOutcome::TokenTaken);
+            }
+            if let Some(fp) = &rec.fingerprint {
+                tx.execute(
+                    "INSERT INTO fingerprints (fingerprint, token) VALUES (?1, ?2)",
+                    params![fp, rec.token],
+                )?;
+            }
+            tx.commit()?;
+            Ok(InsertOutcome::Inserted)
+        })
+        .await
+    }
+
+    async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let token = token.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE token = ?1"),
+                [token],
+                token_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn token_for_fingerprint(&self, fingerprint: &str) -> Result<Option<String>, StoreError> {
+        let fp = fingerprint.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT token FROM fingerprints WHERE fingerprint = ?1",
+                [fp],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn delete_token(&self, token: &str) -> Result<bool, StoreError> {
+        let token = token.to_owned();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM fingerprints WHERE token = ?1", [&token])?;
+            let n = tx.execute("DELETE FROM tokens WHERE token = ?1", [&token])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn put_key_item(&self, item: &KeyItem) -> Result<Option<KeyItem>, StoreError> {
+        let item = item.clone();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "INSERT INTO key_items (id, classification, wrapping_key_id, wrapped, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+                params![
+                    item.id,
+                    item.classification,
+                    item.wrapping_key_id,
+                    item.wrapped,
+                    item.created_at
+                ],
+            )?;
+            let existing = if n == 0 {
+                get_key(&tx, &item.id)?
+            } else {
+                None
+            };
+            tx.commit()?;
+            Ok(existing)
+        })
+        .await
+    }
+
+    async fn get_key_item(&self, id: &str) -> Result<Option<KeyItem>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| get_key(c, &id)).await
+    }
+
+    async fn claim_idempotency(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        let key = key.to_owned();
+        let hash = request_hash.to_owned();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(String, Option<u16>, Option<String>, i64)> = tx
+                .query_row(
+                    "SELECT request_hash, status, response, expires_at FROM idempotency WHERE key = ?1",
+                    [&key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let claim = match row {
+                Some((request_hash, Some(status), Some(response), exp)) if exp > now => {
+                    IdempotencyClaim::Done {
+                        request_hash,
+                        status,
+                        response,
+                    }
+                }
+                Some((request_hash, _, _, exp)) if exp > now => {
+                    IdempotencyClaim::InProgress { request_hash }
+                }
+                _ => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO idempotency (key, request_hash, status, response, expires_at) \
+                         VALUES (?1, ?2, NULL, NULL, ?3)",
+                        params![key, hash, lease_until],
+                    )?;
+                    IdempotencyClaim::Claimed
+                }
+            };
+            tx.commit()?;
+            Ok(claim)
+        })
+        .await
+    }
+
+    async fn complete_idempotency(
+        &self,
+        key: &str,
+        status: u16,
+        response: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        let response = response.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE idempotency SET status = ?2, response = ?3, expires_at = ?4 WHERE key = ?1",
+                params![key, status, response, expires_at],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn release_idempotency(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM idempotency WHERE key = ?1 AND status IS NULL",
+                [key],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS.iter().map(|m| format!("{}.sql", m.1)).collect();
+        assert_eq!(files, listed);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.0, i as i64 + 1);
+        }
+    }
+
+    fn record(token: &str, fp: Option<&str>) -> TokenRecord {
+        TokenRecord {
+            token: token.into(),
+            classification: "pan".into(),
+            format_version: 1,
+            ciphertext: vec![1, 2, 3],
+            nonce: vec![0; 12],
+            data_key_id: "dk/pan/1".into(),
+            fingerprint: fp.map(Into::into),
+            brand: Some("visa".into()),
+            last4: Some("1111".into()),
+            first6: None,
+            value_len: 16,
+            created_at: 1,
+            expires_at: None,
+            metadata: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn inserts_are_conditional_and_migrations_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            s.insert_token(&record("a", Some("f"))).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(
+            s.insert_token(&record("a", None)).await.unwrap(),
+            InsertOutcome::TokenTaken
+        );
+        assert_eq!(
+            s.insert_token(&record("b", Some("f"))).await.unwrap(),
+            InsertOutcome::FingerprintTaken { token: "a".into() }
+        );
+        assert!(s.get_token("b").await.unwrap().is_none());
+        assert!(s.delete_token("a").await.unwrap());
+        assert_eq!(s.token_for_fingerprint("f").await.unwrap(), None);
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        s.ping().await.unwrap();
+    }
+}

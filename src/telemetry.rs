@@ -1,0 +1,171 @@
+//! Logs and metrics.
+//!
+//! Logs are JSON lines on stderr (stdout belongs to `tokenvault redact`'s
+//! output). Metrics are Prometheus counters whose labels are routes, status
+//! codes, principals, operation names and detector types: never a value.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Installs the JSON log subscriber writing to `writer`; `RUST_LOG` filters
+/// (default `info`). Safe to call twice: the second call is ignored.
+pub fn init_logging<W>(writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .try_init();
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KmsLabels {
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetokenizeLabels {
+    pub principal: String,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Every metric the service exports, registered once.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram>,
+    pub kms_requests: Family<KmsLabels, Counter>,
+    pub datakey_cache: Family<ResultLabels, Counter>,
+    pub detokenize: Family<DetokenizeLabels, Counter>,
+    pub denials: Family<ReasonLabels, Counter>,
+    pub redact_bytes: Counter,
+    pub redact_findings: Family<TypeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("tokenvault");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        r.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
+        });
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_duration.clone(),
+        );
+        let kms_requests = Family::<KmsLabels, Counter>::default();
+        r.register(
+            "kms_requests",
+            "Key provider calls by AWS operation name and outcome",
+            kms_requests.clone(),
+        );
+        let datakey_cache = Family::<ResultLabels, Counter>::default();
+        r.register(
+            "datakey_cache",
+            "Data-key cache lookups by result",
+            datakey_cache.clone(),
+        );
+        let detokenize = Family::<DetokenizeLabels, Counter>::default();
+        r.register(
+            "detokenize",
+            "Detokenize decisions per principal",
+            detokenize.clone(),
+        );
+        let denials = Family::<ReasonLabels, Counter>::default();
+        r.register("denials", "Requests refused, by reason", denials.clone());
+        let redact_bytes = Counter::default();
+        r.register(
+            "redact_bytes",
+            "Bytes scanned by the redactor",
+            redact_bytes.clone(),
+        );
+        let redact_findings = Family::<TypeLabels, Counter>::default();
+        r.register(
+            "redact_findings",
+            "Redactor findings by detector type",
+            redact_findings.clone(),
+        );
+        Self {
+            registry: Mutex::new(r),
+            http_requests,
+            http_duration,
+            kms_requests,
+            datakey_cache,
+            detokenize,
+            denials,
+            redact_bytes,
+            redact_findings,
+        }
+    }
+
+    /// Counts one key provider call.
+    pub fn kms(&self, operation: &'static str, ok: bool) {
+        self.kms_requests
+            .get_or_create(&KmsLabels {
+                operation,
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+        out
+    }
+}

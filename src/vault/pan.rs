@@ -1,0 +1,395 @@
+//! Primary account numbers, parsed once at the edge.
+//!
+//! A [`Pan`] can only be built by [`Pan::parse`], so any code holding one
+//! knows it is 12 to 19 digits, passes Luhn and falls in a known issuer
+//! range. The redactor uses the same rules through [`Pan::check_digits`].
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+/// Card brands we recognise by issuer identification number (IIN) range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Brand {
+    Visa,
+    Mastercard,
+    Amex,
+    Discover,
+    Jcb,
+    Diners,
+    UnionPay,
+    Maestro,
+}
+
+impl Brand {
+    /// The lower-case name used in API answers and stored records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Brand::Visa => "visa",
+            Brand::Mastercard => "mastercard",
+            Brand::Amex => "amex",
+            Brand::Discover => "discover",
+            Brand::Jcb => "jcb",
+            Brand::Diners => "diners",
+            Brand::UnionPay => "unionpay",
+            Brand::Maestro => "maestro",
+        }
+    }
+
+    /// Identifies the brand of a digit string from its prefix and length.
+    ///
+    /// Order matters: Discover's co-branded 622126-622925 range sits inside
+    /// UnionPay's 62, and Maestro's ranges overlap nothing else we accept.
+    pub fn from_digits(d: &[u8]) -> Option<Brand> {
+        let len = d.len();
+        let prefix = |n: usize| -> u32 {
+            d.iter()
+                .take(n)
+                .fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'))
+        };
+        let p1 = prefix(1);
+        let p2 = prefix(2);
+        let p3 = prefix(3);
+        let p4 = prefix(4);
+        let p6 = prefix(6);
+        if p1 == 4 && matches!(len, 13 | 16 | 19) {
+            return Some(Brand::Visa);
+        }
+        if ((51..=55).contains(&p2) || (2221..=2720).contains(&p4)) && len == 16 {
+            return Some(Brand::Mastercard);
+        }
+        if (p2 == 34 || p2 == 37) && len == 15 {
+            return Some(Brand::Amex);
+        }
+        if (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622126..=622925).contains(&p6))
+            && (16..=19).contains(&len)
+        {
+            return Some(Brand::Discover);
+        }
+        if (3528..=3589).contains(&p4) && (16..=19).contains(&len) {
+            return Some(Brand::Jcb);
+        }
+        if ((300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39)
+            && (14..=19).contains(&len)
+        {
+            return Some(Brand::Diners);
+        }
+        if p2 == 62 && (16..=19).contains(&len) {
+            return Some(Brand::UnionPay);
+        }
+        if (p2 == 50 || (56..=58).contains(&p2) || p2 == 63 || p2 == 67 || p2 == 69)
+            && (12..=19).contains(&len)
+        {
+            return Some(Brand::Maestro);
+        }
+        None
+    }
+}
+
+/// Why a string is not a card number. Never carries the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PanError {
+    #[error("the card number is empty")]
+    Empty,
+    #[error("a card number holds only digits, spaces and dashes")]
+    NotDigits,
+    #[error("a card number has 12 to 19 digits")]
+    Length,
+    #[error("the card number fails its check digit (Luhn)")]
+    Luhn,
+    #[error("the card number is in no known issuer range")]
+    UnknownIssuer,
+}
+
+/// A validated card number. Zeroized on drop, no `Display`, and its `Debug`
+/// shows only brand and last four, so it cannot leak through a log line.
+pub struct Pan {
+    digits: Zeroizing<Vec<u8>>,
+    brand: Brand,
+}
+
+impl Pan {
+    /// Strips spaces and dashes, then requires 12 to 19 digits, a valid Luhn
+    /// check and a known issuer range.
+    pub fn parse(input: &str) -> Result<Pan, PanError> {
+        let mut digits = Zeroizing::new(Vec::with_capacity(19));
+        for b in input.bytes() {
+            match b {
+                b'0'..=b'9' => {
+                    if digits.len() == 19 {
+                        return Err(PanError::Length);
+                    }
+                    digits.push(b)
+                }
+                b' ' | b'-' => {}
+                _ => return Err(PanError::NotDigits),
+            }
+        }
+        let brand = Self::check_digits(&digits)?;
+        Ok(Pan { digits, brand })
+    }
+
+    /// The card rules on a bare digit string, without copying it; shared
+    /// with the redactor so both agree on what a card is.
+    pub fn check_digits(digits: &[u8]) -> Result<Brand, PanError> {
+        if digits.is_empty() {
+            return Err(PanError::Empty);
+        }
+        if !(12..=19).contains(&digits.len()) {
+            return Err(PanError::Length);
+        }
+        if !luhn_valid(digits) {
+            return Err(PanError::Luhn);
+        }
+        Brand::from_digits(digits).ok_or(PanError::UnknownIssuer)
+    }
+
+    pub fn brand(&self) -> Brand {
+        self.brand
+    }
+
+    /// The last four digits, which PCI DSS allows to be shown.
+    pub fn last4(&self) -> String {
+        ascii(&self.digits[self.digits.len() - 4..])
+    }
+
+    /// The first six digits (the BIN), kept only for `preserving_bin` tokens.
+    pub fn first6(&self) -> String {
+        ascii(&self.digits[..6])
+    }
+
+    pub fn len(&self) -> usize {
+        self.digits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digits.is_empty()
+    }
+
+    /// The bare digits, for sealing and fingerprinting only.
+    pub fn expose_digits(&self) -> &[u8] {
+        &self.digits
+    }
+
+    /// `*` for every digit but the last four, the same length as the card.
+    pub fn masked(&self) -> String {
+        mask_with_last4(self.digits.len(), &self.last4())
+    }
+}
+
+/// The mask of a card with `len` digits whose last four are `last4`.
+pub fn mask_with_last4(len: usize, last4: &str) -> String {
+    let mut s = "*".repeat(len.saturating_sub(4));
+    s.push_str(last4);
+    s
+}
+
+fn ascii(b: &[u8]) -> String {
+    b.iter().map(|&c| c as char).collect()
+}
+
+impl fmt::Debug for Pan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pan")
+            .field("brand", &self.brand)
+            .field("last4", &self.last4())
+            .finish()
+    }
+}
+
+/// The Luhn (mod 10) check over ASCII digits.
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    luhn_sum(digits).is_multiple_of(10)
+}
+
+/// The Luhn sum, exposed so token generation can deliberately miss it.
+pub fn luhn_sum(digits: &[u8]) -> u32 {
+    digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &c)| {
+            let d = u32::from(c - b'0');
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum()
+}
+
+/// Finds the cards inside one run of digits and single space or dash
+/// separators (`run` starts and ends on a digit), appending their byte
+/// ranges to `out`.
+///
+/// A card must stand alone: its first digit may not follow a letter or
+/// digit, nor its last precede one, so a card-shaped run inside a longer
+/// number or an identifier is left alone. Dashes bind (a dashed group is
+/// taken whole, which keeps UUID-like ids intact); spaces split, so a card
+/// followed by a year or preceded by an amount is still found. From each
+/// start, the longest valid card wins.
+pub fn cards_in_run(
+    text: &[u8],
+    run: std::ops::Range<usize>,
+    out: &mut Vec<std::ops::Range<usize>>,
+) {
+    // Chunks: space-separated pieces of the run, as (start, end, digits).
+    let mut chunks: [(usize, usize, usize); 24] = [(0, 0, 0); 24];
+    let mut n = 0;
+    let mut i = run.start;
+    while i < run.end {
+        let start = i;
+        let mut digits = 0;
+        while i < run.end && text[i] != b' ' {
+            if text[i].is_ascii_digit() {
+                digits += 1;
+            }
+            i += 1;
+        }
+        if n == chunks.len() {
+            break;
+        }
+        chunks[n] = (start, i, digits);
+        n += 1;
+        i += 1;
+    }
+    let glued = |b: Option<&u8>| b.is_some_and(|c| c.is_ascii_alphanumeric());
+    let left_dirty = run.start > 0 && glued(text.get(run.start - 1));
+    let right_dirty = glued(text.get(run.end));
+    let mut digits = [0u8; 19];
+    let mut a = if left_dirty { 1 } else { 0 };
+    let last_clean = if right_dirty { n.saturating_sub(1) } else { n };
+    while a < last_clean {
+        let mut total = 0;
+        let mut best = None;
+        for (b, chunk) in chunks.iter().enumerate().take(last_clean).skip(a) {
+            total += chunk.2;
+            if total > 19 {
+                break;
+            }
+            if total >= 12 {
+                let mut k = 0;
+                for &c in &text[chunks[a].0..chunk.1] {
+                    if c.is_ascii_digit() {
+                        digits[k] = c;
+                        k += 1;
+                    }
+                }
+                // Later ends are longer, so the last valid one is the longest.
+                if Pan::check_digits(&digits[..k]).is_ok() {
+                    best = Some(b);
+                }
+            }
+        }
+        match best {
+            Some(b) => {
+                out.push(chunks[a].0..chunks[b].1);
+                a = b + 1;
+            }
+            None => a += 1,
+        }
+    }
+    digits.iter_mut().for_each(|d| *d = 0);
+}
+
+/// Every card in free text, by the same rules as the redactor.
+pub fn find_cards(text: &str) -> Vec<std::ops::Range<usize>> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut end = i + 1;
+        let mut j = i + 1;
+        while j < b.len() {
+            if b[j].is_ascii_digit() {
+                j += 1;
+                end = j;
+            } else if (b[j] == b' ' || b[j] == b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit)
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        cards_in_run(b, start..end, &mut out);
+        i = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_brand() {
+        let cases = [
+            ("4111 1111 1111 1111", Brand::Visa),
+            ("5555-5555-5555-4444", Brand::Mastercard),
+            ("2223003122003222", Brand::Mastercard),
+            ("378282246310005", Brand::Amex),
+            ("6011111111111117", Brand::Discover),
+            ("3530111333300000", Brand::Jcb),
+            ("36227206271667", Brand::Diners),
+            ("6200000000000005", Brand::UnionPay),
+            ("6759649826438453", Brand::Maestro),
+        ];
+        for (s, brand) in cases {
+            assert_eq!(Pan::parse(s).map(|p| p.brand()), Ok(brand), "{brand:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        assert_eq!(Pan::parse("").unwrap_err(), PanError::Empty);
+        assert_eq!(Pan::parse("4111x111").unwrap_err(), PanError::NotDigits);
+        assert_eq!(Pan::parse("41111111111").unwrap_err(), PanError::Length);
+        assert_eq!(
+            Pan::parse("41111111111111111111").unwrap_err(),
+            PanError::Length
+        );
+        assert_eq!(Pan::parse("4111111111111112").unwrap_err(), PanError::Luhn);
+        assert_eq!(
+            Pan::parse("1234567812345670").unwrap_err(),
+            PanError::UnknownIssuer
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_number() {
+        let p = Pan::parse("4111111111111111").unwrap();
+        let s = format!("{p:?}");
+        assert!(!s.contains("411111"), "{s}");
+        assert!(s.contains("1111") && s.contains("Visa"));
+        assert_eq!(p.masked(), "************1111");
+    }
+
+    #[test]
+    fn finds_cards_by_boundaries_and_separators() {
+        let found = |t: &str| -> Vec<String> {
+            find_cards(t).into_iter().map(|r| t[r].to_owned()).collect()
+        };
+        assert_eq!(
+            found("card 4111 1111 1111 1111 2026 ok"),
+            ["4111 1111 1111 1111"]
+        );
+        assert_eq!(found("x=4111-1111-1111-1111."), ["4111-1111-1111-1111"]);
+        assert_eq!(found("id 94111111111111111123"), Vec::<String>::new());
+        assert_eq!(found("sku A4111111111111111"), Vec::<String>::new());
+        assert_eq!(
+            found("ts=1701541583094 amex 378282246310005"),
+            ["378282246310005"]
+        );
+        assert_eq!(
+            found("41111111-1111-1111-1111-111111111111"),
+            Vec::<String>::new()
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! The vault: tokenize, detokenize, read metadata, delete.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::config::TokenSettings;
+use crate::crypto::envelope::{self, Binding, EnvelopeError, FORMAT_VERSION};
+use crate::crypto::fingerprint::FingerprintKey;
+use crate::crypto::keyring::{Keyring, KeyringError};
+use crate::store::{InsertOutcome, StoreError, TokenRecord, TokenStore};
+
+use super::metadata::{self, MetadataError};
+use super::pan::mask_with_last4;
+use super::token::{FormatError, Token, TokenFormat};
+use super::value::{Classification, Value, ValueError};
+
+/// Attempts at a fresh token before giving up; a collision of 131 random
+/// bits never happens, of a preserving token's few digits rarely.
+const INSERT_ATTEMPTS: usize = 16;
+
+/// What can go wrong in the vault. Messages never hold a value.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(transparent)]
+    InvalidValue(#[from] ValueError),
+    #[error(transparent)]
+    InvalidMetadata(#[from] MetadataError),
+    #[error("{0}")]
+    UnsupportedFormat(String),
+    #[error("ttl_seconds must be between 1 and 3153600000 (100 years)")]
+    InvalidTtl,
+    #[error("no such token")]
+    NotFound,
+    #[error("a dependency is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for VaultError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => VaultError::Unavailable(m),
+            StoreError::Internal(m) => VaultError::Internal(m),
+        }
+    }
+}
+
+impl From<KeyringError> for VaultError {
+    fn from(e: KeyringError) -> Self {
+        if e.is_unavailable() {
+            VaultError::Unavailable(e.to_string())
+        } else {
+            VaultError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<EnvelopeError> for VaultError {
+    fn from(e: EnvelopeError) -> Self {
+        VaultError::Internal(e.to_string())
+    }
+}
+
+impl From<FormatError> for VaultError {
+    fn from(e: FormatError) -> Self {
+        VaultError::UnsupportedFormat(e.to_string())
+    }
+}
+
+/// Options of one tokenization, defaults already applied.
+#[derive(Debug, Clone)]
+pub struct TokenizeOptions {
+    pub classification: Classification,
+    pub format: TokenFormat,
+    pub deterministic: bool,
+    /// None or 0: never expires.
+    pub ttl_seconds: Option<i64>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The answer to a tokenization.
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    pub token: String,
+    pub classification: String,
+    pub brand: Option<String>,
+    pub last4: Option<String>,
+    pub expires_at: Option<i64>,
+    /// False when a deterministic request found the value's existing token.
+    pub created: bool,
+}
+
+impl Tokenized {
+    fn from_record(r: &TokenRecord, created: bool) -> Self {
+        Self {
+            token: r.token.clone(),
+            classification: r.classification.clone(),
+            brand: r.brand.clone(),
+            last4: r.last4.clone(),
+            expires_at: r.expires_at,
+            created,
+        }
+    }
+}
+
+/// The tokenization service.
+pub struct Vault {
+    store: Arc<dyn TokenStore>,
+    keyring: Arc<Keyring>,
+    fingerprints: FingerprintKey,
+    clock: Arc<dyn Clock>,
+    defaults: TokenSettings,
+}
+
+impl Vault {
+    pub fn new(
+        store: Arc<dyn TokenStore>,
+        keyring: Arc<Keyring>,
+        fingerprints: FingerprintKey,
+        clock: Arc<dyn Clock>,
+        defaults: TokenSettings,
+    ) -> Self {
+        Self {
+            store,
+            keyring,
+            fingerprints,
+            clock,
+            defaults,
+        }
+    }
+
+    pub fn defaults(&self) -> &TokenSettings {
+        &self.defaults
+    }
+
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
+    }
+
+    pub fn fingerprints(&self) -> &FingerprintKey {
+        &self.fingerprints
+    }
+
+    /// Stores `input` and returns its token. Deterministic requests for the
+    /// same value converge on one token even when they race: the token item
+    /// and the fingerprint item are inserted together, conditionally.
+    pub async fn tokenize(
+        &self,
+        input: &str,
+        opts: &TokenizeOptions,
+    ) -> Result<Tokenized, VaultError> {
+        let value = Value::parse(opts.classification, input)?;
+        let meta = metadata::validate(&opts.metadata)?;
+        if opts.classification != Classification::Pan && opts.format != TokenFormat::Random {
+            return Err(VaultError::UnsupportedFormat(format!(
+                "format {} is for cards only; use random",
+                opts.format.as_str()
+            )));
+        }
+        let ttl = match opts.ttl_seconds {
+            None | Some(0) => None,
+            Some(t) if (1..=3_153_600_000).contains(&t) => Some(t),
+            Some(_) => return Err(VaultError::InvalidTtl),
+        };
+        let class = opts.classification.as_str();
+        let fingerprint = opts
+            .deterministic
+            .then(|| self.fingerprints.fingerprint(class, value.normalized()));
+        if let Some(fp) = &fingerprint
+            && let Some(existing) = self.live_holder(fp).await?
+        {
+            return Ok(Tokenized::from_record(&existing, false));
+        }
+        let (dk_id, dk) = self.keyring.current(class).await?;
+        for _ in 0..INSERT_ATTEMPTS {
+            let token = match (&value, opts.format) {
+                (Value::Pan(p), TokenFormat::Preserving) => Token::preserving(p, false)?,
+                (Value::Pan(p), TokenFormat::PreservingBin) => Token::preserving(p, true)?,
+                _ => Token::random(),
+            };
+            let sealed = envelope::seal(
+                &dk,
+                &Binding {
+                    token: token.as_str(),
+                    classification: class,
+                    data_key_id: &dk_id,
+                    format_version: FORMAT_VERSION,
+                },
+                value.normalized(),
+            )?;
+            let now = self.clock.unix();
+            let (brand, last4, first6) = match &value {
+                Value::Pan(p) => (
+                    Some(p.brand().as_str().to_owned()),
+                    Some(p.last4()),
+                    (opts.format == TokenFormat::PreservingBin).then(|| p.first6()),
+                ),
+                Value::Pii(_) => (None, None, None),
+            };
+            let record = TokenRecord {
+                token: token.into_string(),
+                classification: class.to_owned(),
+                format_version: FORMAT_VERSION,
+                ciphertext: sealed.ciphertext,
+                nonce: sealed.nonce,
+                data_key_id: dk_id.clone(),
+                fingerprint: fingerprint.clone(),
+                brand,
+                last4,
+                first6,
+                value_len: value.display_len() as u32,
+                created_at: now,
+                expires_at: ttl.map(|t| now + t),
+                metadata: meta.clone(),
+            };
+            match self.store.insert_token(&record).await? {
+                InsertOutcome::Inserted => return Ok(Tokenized::from_record(&record, true)),
+                InsertOutcome::TokenTaken => continue,
+                InsertOutcome::FingerprintTaken { .. } => {
+                    // Lost a race to a concurrent request for the same value,
+                    // or found an expired holder: use or clear it.
+                    if let Some(existing) = self
+                        .live_holder(fingerprint.as_deref().unwrap_or_default())
+                        .await?
+                    {
+                        return Ok(Tokenized::from_record(&existing, false));
+                    }
+                }
+            }
+        }
+        Err(VaultError::Internal("could not find a free token".into()))
+    }
+
+    /// The live record holding `fp`; an expired or dangling holder is
+    /// deleted so the value can be tokenized afresh.
+    async fn live_holder(&self, fp: &str) -> Result<Option<TokenRecord>, VaultError> {
+        let Some(token) = self.store.token_for_fingerprint(fp).await? else {
+            return Ok(None);
+        };
+        match self.store.get_token(&token).await? {
+            Some(r) if !self.expired(&r) => Ok(Some(r)),
+            _ => {
+                self.store.delete_token(&token).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn expired(&self, r: &TokenRecord) -> bool {
+        r.expires_at.is_some_and(|e| e <= self.clock.unix())
+    }
+
+    /// The live record of a token: unknown, deleted and expired are one
+    /// answer (404), so a caller learns nothing from the difference.
+    pub async fn record(&self, token: &Token) -> Result<TokenRecord, VaultError> {
+        match self.store.get_token(token.as_str()).await? {
+            Some(r) if !self.expired(&r) => Ok(r),
+            _ => Err(VaultError::NotFound),
+        }
+    }
+
+    /// The full value of a record.
+    pub async fn reveal(&self, r: &TokenRecord) -> Result<Zeroizing<String>, VaultError> {
+        let dk = self.keyring.by_id(&r.data_key_id).await?;
+        let plain = envelope::open(
+            &dk,
+            &Binding {
+                token: &r.token,
+                classification: &r.classification,
+                data_key_id: &r.data_key_id,
+                format_version: r.format_version,
+            },
+            &r.nonce,
+            &r.ciphertext,
+        )?;
+        let s = std::str::from_utf8(&plain)
+            .map_err(|_| VaultError::Internal("stored value is not UTF-8".into()))?;
+        Ok(Zeroizing::new(s.to_owned()))
+    }
+
+    /// The masked value of a record, made without decrypting: a card keeps
+    /// its length and last four, anything else is all `*`.
+    pub fn masked(r: &TokenRecord) -> String {
+        match (&r.classification[..], &r.last4) {
+            ("pan", Some(last4)) => mask_with_last4(r.value_len as usize, last4),
+            _ => "*".repeat(r.value_len as usize),
+        }
+    }
+
+    /// Deletes a token and its fingerprint item; `NotFound` when absent.
+    pub async fn delete(&self, token: &Token) -> Result<(), VaultError> {
+        if self.store.delete_token(token.as_str()).await? {
+            Ok(())
+        } else {
+            Err(VaultError::NotFound)
+        }
+    }
+}

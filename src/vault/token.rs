@@ -1,0 +1,211 @@
+//! Token formats and their syntax.
+//!
+//! Tokens are what callers keep instead of a card, so they must be cheap to
+//! check before a round trip (`Token::parse` rejects a mistyped random token
+//! by its check characters) and impossible to mistake for a card (preserving
+//! tokens fail Luhn on purpose).
+
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use super::pan::{Pan, luhn_valid};
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const PREFIX: &str = "tok_";
+/// 22 base62 characters carry 130.9 bits from the CSPRNG.
+const RANDOM_CHARS: usize = 22;
+const CHECK_CHARS: usize = 2;
+
+/// The token formats a caller may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFormat {
+    /// `tok_` + 22 random base62 characters + 2 check characters.
+    #[default]
+    Random,
+    /// Digits, the card's length, the last four kept, failing Luhn.
+    Preserving,
+    /// As `Preserving`, also keeping the first six (the BIN).
+    PreservingBin,
+}
+
+impl TokenFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenFormat::Random => "random",
+            TokenFormat::Preserving => "preserving",
+            TokenFormat::PreservingBin => "preserving_bin",
+        }
+    }
+}
+
+/// Why a string is not a token. Never carries the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("a token is `tok_` and 24 letters or digits, or the digits of a preserving token")]
+    Syntax,
+    #[error("the token's check characters do not match: it was mistyped or altered")]
+    Check,
+    #[error("that is a card number, not a token")]
+    IsCard,
+}
+
+/// Why a token of the asked format cannot be made for a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("preserving_bin needs at least six random digits: the card is too short")]
+    TooShortForBin,
+}
+
+/// A syntactically valid token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Token(String);
+
+impl Token {
+    /// Accepts a random token with a correct check, or a digit string of 12
+    /// to 19 digits that fails Luhn (a preserving token).
+    pub fn parse(s: &str) -> Result<Token, TokenError> {
+        if let Some(rest) = s.strip_prefix(PREFIX) {
+            if rest.len() != RANDOM_CHARS + CHECK_CHARS || !rest.bytes().all(is_base62) {
+                return Err(TokenError::Syntax);
+            }
+            let (body, check) = rest.split_at(RANDOM_CHARS);
+            if check_chars(body.as_bytes()) != check.as_bytes() {
+                return Err(TokenError::Check);
+            }
+            return Ok(Token(s.to_owned()));
+        }
+        let b = s.as_bytes();
+        if (12..=19).contains(&b.len()) && b.iter().all(u8::is_ascii_digit) {
+            if luhn_valid(b) {
+                return Err(TokenError::IsCard);
+            }
+            return Ok(Token(s.to_owned()));
+        }
+        Err(TokenError::Syntax)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// A new random token, never derived from the value.
+    pub fn random() -> Token {
+        let rng = SystemRandom::new();
+        let mut body = [0u8; RANDOM_CHARS];
+        let mut filled = 0;
+        let mut buf = [0u8; 32];
+        while filled < RANDOM_CHARS {
+            rng.fill(&mut buf).expect("OS random source");
+            for &b in &buf {
+                // Rejection sampling: 248 = 4 * 62, so b % 62 is uniform.
+                if b < 248 && filled < RANDOM_CHARS {
+                    body[filled] = BASE62[usize::from(b % 62)];
+                    filled += 1;
+                }
+            }
+        }
+        let check = check_chars(&body);
+        let mut s = String::with_capacity(PREFIX.len() + RANDOM_CHARS + CHECK_CHARS);
+        s.push_str(PREFIX);
+        s.extend(body.iter().map(|&c| c as char));
+        s.extend(check.iter().map(|&c| c as char));
+        Token(s)
+    }
+
+    /// A format-preserving token for `pan`: same length, last four kept
+    /// (and first six for `keep_bin`), random digits between, and a Luhn
+    /// failure forced so the token can never pass for a card.
+    pub fn preserving(pan: &Pan, keep_bin: bool) -> Result<Token, FormatError> {
+        let len = pan.len();
+        let head = if keep_bin { 6 } else { 0 };
+        let random = len - 4 - head;
+        if keep_bin && random < 6 {
+            return Err(FormatError::TooShortForBin);
+        }
+        let digits = pan.expose_digits();
+        let rng = SystemRandom::new();
+        let mut out = vec![0u8; len];
+        out[..head].copy_from_slice(&digits[..head]);
+        out[len - 4..].copy_from_slice(&digits[len - 4..]);
+        let mut buf = [0u8; 32];
+        let mut i = head;
+        while i < len - 4 {
+            rng.fill(&mut buf).expect("OS random source");
+            for &b in &buf {
+                // 250 = 25 * 10, so b % 10 is uniform.
+                if b < 250 && i < len - 4 {
+                    out[i] = b'0' + b % 10;
+                    i += 1;
+                }
+            }
+        }
+        if luhn_valid(&out) {
+            // Changing any one digit changes the Luhn sum by a non-multiple of
+            // 10, so bumping the first random digit always breaks the check.
+            out[head] = b'0' + (out[head] - b'0' + 1) % 10;
+        }
+        debug_assert!(!luhn_valid(&out));
+        Ok(Token(out.into_iter().map(|c| c as char).collect()))
+    }
+}
+
+fn is_base62(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+/// A public checksum over the random part: it catches typos, it protects
+/// nothing (anyone can compute it).
+fn check_chars(body: &[u8]) -> [u8; CHECK_CHARS] {
+    let d = digest::digest(&digest::SHA256, body);
+    let n = u16::from_be_bytes([d.as_ref()[0], d.as_ref()[1]]) as usize % (62 * 62);
+    [BASE62[n / 62], BASE62[n % 62]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tokens_round_trip_and_catch_typos() {
+        let t = Token::random();
+        assert_eq!(t.as_str().len(), 28);
+        assert_eq!(Token::parse(t.as_str()), Ok(t.clone()));
+        let mut s = t.as_str().to_owned().into_bytes();
+        s[10] = if s[10] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(s).unwrap();
+        assert_eq!(Token::parse(&typo), Err(TokenError::Check));
+    }
+
+    #[test]
+    fn preserving_tokens_keep_shape_and_fail_luhn() {
+        let pan = Pan::parse("4111111111111111").unwrap();
+        for _ in 0..200 {
+            let t = Token::preserving(&pan, false).unwrap();
+            assert_eq!(t.as_str().len(), 16);
+            assert!(t.as_str().ends_with("1111"));
+            assert!(!luhn_valid(t.as_str().as_bytes()));
+            assert!(Token::parse(t.as_str()).is_ok());
+            let b = Token::preserving(&pan, true).unwrap();
+            assert!(b.as_str().starts_with("411111"));
+            assert!(!luhn_valid(b.as_str().as_bytes()));
+        }
+        let amex = Pan::parse("378282246310005").unwrap();
+        assert_eq!(
+            Token::preserving(&amex, true),
+            Err(FormatError::TooShortForBin)
+        );
+    }
+
+    #[test]
+    fn a_card_is_not_a_token() {
+        assert_eq!(Token::parse("4111111111111111"), Err(TokenError::IsCard));
+        assert_eq!(Token::parse("tok_short"), Err(TokenError::Syntax));
+        assert_eq!(Token::parse(""), Err(TokenError::Syntax));
+    }
+}
