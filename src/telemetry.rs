@@ -169,3 +169,21 @@ impl Metrics {
         out
     }
 }
+
+/// Routes panic messages through the log (as JSON lines) instead of bare
+/// stderr, so the same leak checks that cover logs cover panics too.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%location, %message, "panic");
+    }));
+}

@@ -50,6 +50,33 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// Every kind, for the contract test against `openapi.yaml`.
+    pub const ALL: [ProblemKind; 20] = {
+        use ProblemKind::*;
+        [
+            InvalidRequest,
+            InvalidValue,
+            InvalidToken,
+            InvalidMetadata,
+            ReasonRequired,
+            BatchTooLarge,
+            UnsupportedFormat,
+            UnsupportedClassification,
+            Unauthenticated,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            RequestTimeout,
+            IdempotencyInProgress,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            IdempotencyKeyReused,
+            RateLimited,
+            Internal,
+            Unavailable,
+        ]
+    };
+
     pub fn slug(self) -> &'static str {
         use ProblemKind::*;
         match self {

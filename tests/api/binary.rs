@@ -1,0 +1,248 @@
+//! The real binary, as a user runs it: `serve` on the embedded default,
+//! `audit verify`, `redact`. Every child writes to a file and is killed
+//! when the test ends, failure included.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{CARDS, client_trusting};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenvault");
+
+/// Kills the child on drop, so a failing test leaves nothing running.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A command with no inherited TOKENVAULT_* settings.
+fn tokenvault() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TOKENVAULT_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn wait_for(log: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {needle:?}; output:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_embedded_default_from_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out_path = tmp.path().join("serve.log");
+    let out = File::create(&out_path).unwrap();
+    let child = tokenvault()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(child);
+    let banner = wait_for(&out_path, "BACK UP");
+    let url = banner
+        .lines()
+        .find_map(|l| l.strip_prefix("tokenvault listening on "))
+        .unwrap()
+        .trim()
+        .replace("127.0.0.1", "localhost");
+    assert!(banner.contains("dev-credentials.json"));
+    assert!(banner.contains("WARNING: the local key provider is for development"));
+    assert_eq!(mode(&data.join("master.key")), 0o600);
+    assert_eq!(
+        std::fs::metadata(data.join("master.key")).unwrap().len(),
+        32
+    );
+    assert_eq!(mode(&data.join("dev-credentials.json")), 0o600);
+    assert_eq!(mode(&data.join("tls/key.pem")), 0o600);
+    assert!(data.join("vault.db").exists());
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("dev-credentials.json")).unwrap()).unwrap();
+    for role in ["checkout", "support", "admin", "log-shipper"] {
+        assert!(creds[role].as_str().unwrap().len() >= 32, "{role}");
+    }
+
+    let client = client_trusting(&data.join("tls/cert.pem"));
+    let health = client.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let card = CARDS[0].1;
+    let t: serde_json::Value = client
+        .post(format!("{url}/tokenize"))
+        .bearer_auth(creds["checkout"].as_str().unwrap())
+        .json(&json!({ "value": card }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = t["token"].as_str().unwrap();
+    let d: serde_json::Value = client
+        .post(format!("{url}/detokenize"))
+        .bearer_auth(creds["admin"].as_str().unwrap())
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["value"], card);
+
+    // SIGTERM drains and exits cleanly.
+    let pid = guard.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = guard.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&out_path).unwrap();
+    assert!(!log.contains(card), "a card reached the server's output");
+
+    // A second start reuses what the first made.
+    let first_cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
+    let first_creds = std::fs::read(data.join("dev-credentials.json")).unwrap();
+    verify_audit(&data, true);
+    let out2 = tmp.path().join("serve2.log");
+    let child = tokenvault()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out2).unwrap())
+        .stderr(File::create(tmp.path().join("serve2.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let _guard2 = ChildGuard(child);
+    let err2 = tmp.path().join("serve2.err");
+    wait_for(&err2, "BACK UP");
+    assert_eq!(
+        std::fs::read(data.join("tls/cert.pem")).unwrap(),
+        first_cert
+    );
+    assert_eq!(
+        std::fs::read(data.join("dev-credentials.json")).unwrap(),
+        first_creds
+    );
+    // audit verify works beside a running service, and catches an edit.
+    verify_audit(&data, true);
+    let audit = data.join("audit.log");
+    let mut bytes = std::fs::read(&audit).unwrap();
+    let i = bytes.iter().position(|&b| b == b'a').unwrap();
+    bytes[i] = b'e';
+    std::fs::write(&audit, bytes).unwrap();
+    verify_audit(&data, false);
+}
+
+fn verify_audit(data: &PathBuf, ok: bool) {
+    let out = tokenvault()
+        .args(["audit", "verify"])
+        .arg(data.join("audit.log"))
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.success(),
+        ok,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with(if ok { "ok:" } else { "BROKEN" }),
+        "{text}"
+    );
+}
+
+#[test]
+fn redact_filters_stdin_to_stdout() {
+    let mut child = tokenvault()
+        .args(["redact", "--format", "ndjson"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"{\"card\": 4111111111111111, \"who\": \"a@b.io\"}\nplain 5555-5555-5555-4444\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"card\":\"************1111\",\"who\":\"******\"}\nplain ****-****-****-4444\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("findings: email=1, pan=2"));
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tokenvault()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path())
+        .env("TOKENVAULT_LIMITS__BATCH", "lots")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TOKENVAULT_LIMITS__BATCH"));
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "[tokens]\nformatt = \"random\"\n").unwrap();
+    let out = tokenvault()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("formatt"));
+}

@@ -1,0 +1,338 @@
+//! Spawning the service for tests: real TLS on 127.0.0.1:0, a real SQLite
+//! file in a temporary data dir, a manual clock, and every log line the
+//! process writes captured so tests can check that no card leaked.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::Value;
+use tokenvault::clock::ManualClock;
+use tokenvault::config::{Overrides, Settings};
+
+/// Cards of every brand, all valid test numbers. Any of them showing up in
+/// a log line, an audit event or an error body is a leak.
+pub const CARDS: &[(&str, &str)] = &[
+    ("visa", "4111111111111111"),
+    ("visa", "4222222222222"),
+    ("mastercard", "5555555555554444"),
+    ("mastercard", "2223003122003222"),
+    ("amex", "378282246310005"),
+    ("discover", "6011111111111117"),
+    ("jcb", "3530111333300000"),
+    ("diners", "36227206271667"),
+    ("unionpay", "6200000000000005"),
+    ("maestro", "6759649826438453"),
+];
+
+/// Cards used only by particular tests, also checked for leaks.
+pub const MORE_CARDS: &[&str] = &["4012888888881881", "5105105105105100", "371449635398431"];
+
+/// Everything the tracing subscriber writes, for every app in this process.
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        tokenvault::telemetry::init_logging(move || Capture(writer.clone()));
+        tokenvault::telemetry::install_panic_hook();
+        buf
+    })
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured log so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+/// A running service.
+pub struct TestApp {
+    pub url: String,
+    pub client: Client,
+    pub keys: BTreeMap<String, String>,
+    pub clock: Arc<ManualClock>,
+    /// Keeps the data dir alive for the test.
+    _dir: tempfile::TempDir,
+    pub settings: Settings,
+    /// Bodies of every error answer, checked for leaks.
+    pub error_bodies: Mutex<Vec<String>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the embedded default in a fresh data dir.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the service with settings adjusted by `f`.
+pub async fn spawn_app_with(f: impl FnOnce(&mut Settings)) -> TestApp {
+    log_buffer();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::load(
+        None,
+        Vec::<(String, String)>::new(),
+        &Overrides {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: Some(dir.path().join("data")),
+        },
+    )
+    .unwrap();
+    f(&mut settings);
+    let clock = ManualClock::new();
+    let mut app = TestApp {
+        url: String::new(),
+        client: Client::new(),
+        keys: BTreeMap::new(),
+        clock,
+        _dir: dir,
+        settings,
+        error_bodies: Mutex::new(Vec::new()),
+        stop: None,
+        task: None,
+    };
+    app.start().await;
+    app
+}
+
+/// A reqwest client that trusts exactly `cert` (PEM).
+pub fn client_trusting(cert: &Path) -> Client {
+    let pem = std::fs::read(cert).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+use rustls::pki_types::pem::PemObject;
+
+impl TestApp {
+    pub fn data_dir(&self) -> PathBuf {
+        self.settings.data_dir.clone()
+    }
+
+    async fn start(&mut self) {
+        log_buffer();
+        let app = tokenvault::app::build(&self.settings, self.clock.clone())
+            .await
+            .expect("app builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tokenvault::app::serve(listener, app.tls, app.router, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        self.url = format!("https://localhost:{}", addr.port());
+        self.client = client_trusting(&app.info.cert);
+        let creds = std::fs::read(self.data_dir().join("dev-credentials.json")).unwrap();
+        self.keys = serde_json::from_slice(&creds).unwrap();
+        self.stop = Some(tx);
+        self.task = Some(task);
+    }
+
+    /// Stops the service (draining requests) and starts it again on the same
+    /// data dir.
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        self.start().await;
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(35), t)
+                .await
+                .expect("server drains")
+                .unwrap();
+        }
+    }
+
+    /// The dev API key of a role.
+    pub fn key(&self, role: &str) -> &str {
+        &self.keys[role]
+    }
+
+    async fn record(&self, res: Response) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.text().await.unwrap();
+        if status.as_u16() >= 400 {
+            self.error_bodies.lock().unwrap().push(body.clone());
+        }
+        (status, headers, body)
+    }
+
+    /// POSTs JSON as `role` (None: no credentials); returns status and body.
+    pub async fn post(&self, path: &str, role: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let (s, _, b) = self
+            .post_raw(path, role, "application/json", body.to_string(), &[])
+            .await;
+        (s, serde_json::from_str(&b).unwrap_or(Value::Null))
+    }
+
+    /// POSTs raw bytes with a content type and extra headers.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        role: Option<&str>,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(r) = role {
+            req = req.bearer_auth(self.key(r));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.unwrap();
+        self.record(res).await
+    }
+
+    pub async fn get(&self, path: &str, role: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.client.get(format!("{}{path}", self.url));
+        if let Some(r) = role {
+            req = req.bearer_auth(self.key(r));
+        }
+        let (s, _, b) = self.record(req.send().await.unwrap()).await;
+        (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    }
+
+    pub async fn delete(&self, path: &str, role: Option<&str>) -> StatusCode {
+        let mut req = self.client.delete(format!("{}{path}", self.url));
+        if let Some(r) = role {
+            req = req.bearer_auth(self.key(r));
+        }
+        self.record(req.send().await.unwrap()).await.0
+    }
+
+    /// Tokenizes one card as checkout and returns the answer.
+    pub async fn tokenize(&self, card: &str, extra: Value) -> Value {
+        let mut body = serde_json::json!({ "value": card });
+        if let Value::Object(m) = extra {
+            body.as_object_mut().unwrap().extend(m);
+        }
+        let (s, v) = self.post("/tokenize", Some("checkout"), &body).await;
+        assert!(s.is_success(), "tokenize: {s} {v}");
+        v
+    }
+
+    pub async fn detokenize(&self, role: &str, token: &str) -> (StatusCode, Value) {
+        self.post(
+            "/detokenize",
+            Some(role),
+            &serde_json::json!({ "token": token }),
+        )
+        .await
+    }
+
+    /// Rows in the tokens table, read straight from the SQLite file.
+    pub fn token_rows(&self) -> i64 {
+        let c = rusqlite::Connection::open(self.data_dir().join("vault.db")).unwrap();
+        c.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("audit.log")).unwrap_or_default()
+    }
+
+    /// Fails if any test card stands in the logs, the audit log or an
+    /// error body, bare or with separators.
+    pub fn assert_no_leaks(&self) {
+        let logs = captured_logs();
+        let audit = self.audit_text();
+        let errors = self.error_bodies.lock().unwrap().join("\n");
+        for card in CARDS.iter().map(|c| c.1).chain(MORE_CARDS.iter().copied()) {
+            for (name, text) in [
+                ("log", &logs),
+                ("audit log", &audit),
+                ("error body", &errors),
+            ] {
+                assert!(!text.contains(card), "a test card leaked into the {name}");
+                let spaced = spaced(card);
+                assert!(
+                    !text.contains(&spaced),
+                    "a test card leaked into the {name}"
+                );
+            }
+        }
+    }
+}
+
+/// `4111 1111 1111 1111`.
+pub fn spaced(card: &str) -> String {
+    card.as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Luhn check, independent of the crate's.
+pub fn luhn(digits: &str) -> bool {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = u32::from(c - b'0');
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}

@@ -1,0 +1,74 @@
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_metrics() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz", None).await.0, 200);
+    let (s, v) = app.get("/readyz", None).await;
+    assert_eq!((s.as_u16(), v["status"].as_str()), (200, Some("ready")));
+    let t = app.tokenize("4111111111111111", json!({})).await;
+    app.detokenize("support", t["token"].as_str().unwrap())
+        .await;
+    app.post_raw(
+        "/redact",
+        Some("log-shipper"),
+        "text/plain",
+        "4111111111111111",
+        &[],
+    )
+    .await;
+    let (s, m) = app.get("/metrics", None).await;
+    assert_eq!(s, 200);
+    let m = m.as_str().unwrap();
+    for name in [
+        "tokenvault_http_requests_total{route=\"/tokenize\",status=\"201\"} 1",
+        "tokenvault_http_request_duration_seconds_bucket",
+        "tokenvault_kms_requests_total{operation=\"GenerateDataKey\",outcome=\"ok\"}",
+        "tokenvault_datakey_cache_total{result=\"miss\"}",
+        "tokenvault_detokenize_total{principal=\"apikey:support\",decision=\"allow\"} 1",
+        "tokenvault_redact_bytes_total 16",
+        "tokenvault_redact_findings_total{type=\"pan\"} 1",
+    ] {
+        assert!(m.contains(name), "missing {name} in\n{m}");
+    }
+    assert!(!m.contains("4111111111111111"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(format!("{}/nope", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert!(res.headers().contains_key("x-request-id"));
+    let res = app
+        .client
+        .put(format!("{}/tokenize", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_bearer() {
+    let digest = tokenvault::auth::api_key::digest_hex("scrape-secret");
+    let app = crate::helpers::spawn_app_with(|s| s.metrics.bearer_digest = digest).await;
+    assert_eq!(app.get("/metrics", None).await.0, 401);
+    let res = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

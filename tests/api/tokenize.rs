@@ -1,0 +1,225 @@
+use serde_json::json;
+
+use crate::helpers::{CARDS, luhn, spawn_app};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_brand_round_trips() {
+    let app = spawn_app().await;
+    for (brand, card) in CARDS {
+        let t = app.tokenize(card, json!({})).await;
+        assert_eq!(t["brand"], *brand);
+        assert_eq!(t["last4"], card[card.len() - 4..]);
+        assert_eq!(t["created"], true);
+        let token = t["token"].as_str().unwrap();
+        assert!(token.starts_with("tok_") && token.len() == 28, "{token}");
+        let (s, v) = app.detokenize("admin", token).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["value"], *card);
+        assert_eq!(v["masked"], false);
+    }
+    app.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spaced_and_dashed_cards_are_normalized() {
+    let app = spawn_app().await;
+    let t = app.tokenize("4111 1111-1111 1111", json!({})).await;
+    let (_, v) = app.detokenize("admin", t["token"].as_str().unwrap()).await;
+    assert_eq!(v["value"], "4111111111111111");
+    app.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_deterministic_requests_give_one_token() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.tokenize("5555555555554444", json!({"deterministic": true}))
+                .await
+        }));
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    let mut created = 0;
+    for t in tasks {
+        let v = t.await.unwrap();
+        tokens.insert(v["token"].as_str().unwrap().to_owned());
+        if v["created"] == true {
+            created += 1;
+        }
+    }
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(created, 1);
+    assert_eq!(app.token_rows(), 1);
+    // A later request answers 200 with created=false.
+    let (s, v) = app
+        .post(
+            "/tokenize",
+            Some("checkout"),
+            &json!({"value": "5555555555554444", "deterministic": true}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["created"], false);
+    assert_eq!(v["token"], tokens.into_iter().next().unwrap());
+    app.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_replays_the_first_answer() {
+    let app = spawn_app().await;
+    let body = json!({"value": "4012888888881881"}).to_string();
+    let send = |b: String| {
+        app.post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            b,
+            &[("idempotency-key", "order-42-attempt")],
+        )
+    };
+    let (s1, _, b1) = send(body.clone()).await;
+    let (s2, h2, b2) = send(body.clone()).await;
+    assert_eq!((s1.as_u16(), s2.as_u16()), (201, 201));
+    assert_eq!(b1, b2);
+    assert_eq!(h2.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(app.token_rows(), 1);
+    // The same key with another body is refused.
+    let (s3, _, b3) = send(json!({"value": "4111111111111111"}).to_string()).await;
+    assert_eq!(s3, 422, "{b3}");
+    assert_eq!(app.token_rows(), 1);
+    app.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preserving_tokens_keep_last_four_and_length_and_fail_luhn() {
+    let app = spawn_app().await;
+    for (_, card) in CARDS {
+        let t = app.tokenize(card, json!({"format": "preserving"})).await;
+        let tok = t["token"].as_str().unwrap();
+        assert_eq!(tok.len(), card.len());
+        assert!(tok.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(&tok[tok.len() - 4..], &card[card.len() - 4..]);
+        assert!(!luhn(tok), "a preserving token passed Luhn");
+        let (_, v) = app.detokenize("admin", tok).await;
+        assert_eq!(v["value"], *card);
+    }
+    let t = app
+        .tokenize("4111111111111111", json!({"format": "preserving_bin"}))
+        .await;
+    let tok = t["token"].as_str().unwrap();
+    assert!(tok.starts_with("411111") && tok.ends_with("1111") && !luhn(tok));
+    let (s, m) = app.get(&format!("/tokens/{tok}"), Some("admin")).await;
+    assert_eq!(s, 200);
+    assert_eq!(m["first6"], "411111");
+    // Amex keeps too few random digits between BIN and last four.
+    let (s, v) = app
+        .post(
+            "/tokenize",
+            Some("checkout"),
+            &json!({"value": "378282246310005", "format": "preserving_bin"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(v["type"], "urn:tokenvault:problem:unsupported-format");
+    app.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expire_by_the_clock() {
+    let app = spawn_app().await;
+    let t = app
+        .tokenize("6011111111111117", json!({"ttl_seconds": 3600}))
+        .await;
+    let token = t["token"].as_str().unwrap();
+    assert!(t["expires_at"].is_string());
+    app.clock.advance(3599);
+    assert_eq!(app.detokenize("admin", token).await.0, 200);
+    app.clock.advance(1);
+    let (s, v) = app.detokenize("admin", token).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(
+        app.get(&format!("/tokens/{token}"), Some("admin")).await.0,
+        404
+    );
+    // A deterministic token that expired is replaced, not resurrected.
+    let d1 = app
+        .tokenize(
+            "6011111111111117",
+            json!({"deterministic": true, "ttl_seconds": 60}),
+        )
+        .await;
+    app.clock.advance(61);
+    let d2 = app
+        .tokenize("6011111111111117", json!({"deterministic": true}))
+        .await;
+    assert_ne!(d1["token"], d2["token"]);
+    assert_eq!(d2["created"], true);
+    app.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_keep_order_and_report_per_item_problems() {
+    let app = spawn_app().await;
+    let (s, v) = app
+        .post(
+            "/tokenize",
+            Some("checkout"),
+            &json!({"values": ["4111111111111111", "4111111111111112", "378282246310005", "abc"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r.len(), 4);
+    assert_eq!(r[0]["last4"], "1111");
+    assert_eq!(
+        r[1]["problem"]["type"],
+        "urn:tokenvault:problem:invalid-value"
+    );
+    assert_eq!(r[1]["problem"]["status"], 400);
+    assert_eq!(r[2]["brand"], "amex");
+    assert_eq!(r[3]["problem"]["status"], 400);
+    assert_eq!(app.token_rows(), 2);
+
+    let tokens = json!([
+        r[0]["token"],
+        "tok_notavalidtokenatallxxxxxx",
+        r[2]["token"]
+    ]);
+    let (s, v) = app
+        .post("/detokenize", Some("support"), &json!({ "tokens": tokens }))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r[0]["value"], "************1111");
+    assert_eq!(
+        r[1]["problem"]["type"],
+        "urn:tokenvault:problem:invalid-token"
+    );
+    assert_eq!(r[2]["value"], "***********0005");
+    assert_eq!(r[2]["masked"], true);
+
+    let many: Vec<String> = (0..1001).map(|_| "4111111111111111".to_owned()).collect();
+    let (s, v) = app
+        .post("/tokenize", Some("checkout"), &json!({ "values": many }))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(v["type"], "urn:tokenvault:problem:batch-too-large");
+    app.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pii_values_tokenize_and_mask_whole() {
+    let app = spawn_app().await;
+    let t = app
+        .tokenize("jane.doe@example.com", json!({"classification": "pii"}))
+        .await;
+    assert_eq!(t["classification"], "pii");
+    assert!(t["last4"].is_null());
+    let token = t["token"].as_str().unwrap();
+    let (_, v) = app.detokenize("support", token).await;
+    assert_eq!(v["value"], "********************");
+    let (_, v) = app.detokenize("admin", token).await;
+    assert_eq!(v["value"], "jane.doe@example.com");
+}
