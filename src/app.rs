@@ -136,6 +136,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<App, Bu
         access: Arc::new(RwLock::new(Arc::new(access))),
         limits: settings.limits.clone(),
         metrics_bearer: parse_digest(&settings.metrics.bearer_digest),
+        limiter: Arc::new(crate::auth::rate::RateLimiter::new(clock.clone())),
         clock,
     };
     let router = crate::http::router(state.clone());

@@ -8,6 +8,7 @@
 pub mod api_key;
 pub mod dev;
 pub mod policy;
+pub mod rate;
 
 use std::fmt;
 

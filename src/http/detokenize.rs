@@ -69,20 +69,45 @@ pub async fn handle(
     });
     let access = state.access();
     let policy = &access.policy;
-    if policy
-        .grant(&caller, Permission::Detokenize, None)
-        .is_none()
-        && policy
-            .grant(&caller, Permission::DetokenizeMasked, None)
-            .is_none()
-    {
-        let each = items
+    let each = || {
+        items
             .values
             .iter()
             .map(|t| (Token::parse(t).ok().map(Token::into_string), None))
-            .collect();
+            .collect()
+    };
+    let Some(granting) = policy
+        .grant(&caller, Permission::Detokenize, None)
+        .or_else(|| policy.grant(&caller, Permission::DetokenizeMasked, None))
+    else {
         state.count_detokenize(&caller, "deny");
-        return Err(state.deny(&caller, "detokenize", each, "detokenize").await);
+        return Err(state
+            .deny(&caller, "detokenize", each(), "detokenize")
+            .await);
+    };
+    let per_minute = granting.detokenize_per_minute;
+    if per_minute > 0
+        && let Err(wait) =
+            state
+                .limiter
+                .take(caller.as_str(), per_minute, items.values.len() as u32)
+    {
+        state.count_detokenize(&caller, "deny");
+        let problem = Problem::new(
+            ProblemKind::RateLimited,
+            format!("at most {per_minute} detokenizations a minute for this caller"),
+        )
+        .retry_after(wait);
+        return Err(state
+            .refuse(
+                &caller,
+                "detokenize",
+                each(),
+                "rate_limited",
+                "rate limited",
+                problem,
+            )
+            .await);
     }
 
     let mut results = Vec::with_capacity(items.values.len());

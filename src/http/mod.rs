@@ -35,6 +35,7 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::Principal;
 use crate::auth::api_key::ApiKeys;
 use crate::auth::policy::Policy;
+use crate::auth::rate::RateLimiter;
 use crate::clock::Clock;
 use crate::config::Limits;
 use crate::crypto::Keyring;
@@ -64,6 +65,7 @@ pub struct AppState {
     pub access: Arc<RwLock<Arc<Access>>>,
     pub limits: Limits,
     pub metrics_bearer: Option<[u8; 32]>,
+    pub limiter: Arc<RateLimiter>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -85,11 +87,26 @@ impl AppState {
         items: Vec<(Option<String>, Option<String>)>,
         reason: &str,
     ) -> Problem {
+        let problem = Problem::new(ProblemKind::Forbidden, format!("{caller} may not {reason}"));
+        self.refuse(caller, action, items, "forbidden", reason, problem)
+            .await
+    }
+
+    /// Audits a refusal of any kind (`label` counts it in
+    /// `tokenvault_denials_total`) and returns `problem`, or a 503 if the
+    /// audit log cannot take the events: nothing is answered unaudited.
+    pub async fn refuse(
+        &self,
+        caller: &Principal,
+        action: &'static str,
+        items: Vec<(Option<String>, Option<String>)>,
+        label: &'static str,
+        reason: &str,
+        problem: Problem,
+    ) -> Problem {
         self.metrics
             .denials
-            .get_or_create(&ReasonLabels {
-                reason: "forbidden",
-            })
+            .get_or_create(&ReasonLabels { reason: label })
             .inc();
         let role = self.access().policy.role_of(caller).map(|r| r.name.clone());
         let events = items
@@ -108,7 +125,7 @@ impl AppState {
         if let Err(e) = self.audit.record(events).await {
             return Problem::unavailable(&e);
         }
-        Problem::new(ProblemKind::Forbidden, format!("{caller} may not {reason}"))
+        problem
     }
 }
 

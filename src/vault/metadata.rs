@@ -39,6 +39,8 @@ pub enum MetadataError {
     Forbidden(String),
     #[error("metadata key {0:?}: its value holds a card number")]
     HoldsCard(String),
+    #[error("a metadata key holds a card number")]
+    KeyHoldsCard,
 }
 
 /// Checks metadata and returns it as a JSON object string.
@@ -47,13 +49,13 @@ pub fn validate(m: &BTreeMap<String, String>) -> Result<String, MetadataError> {
         return Err(MetadataError::TooManyKeys);
     }
     for (k, v) in m {
-        // A key naming a card would be echoed in the error; cut it short.
+        // Keys are echoed in errors, so first make sure a key holds no card.
+        if !find_cards(k).is_empty() {
+            return Err(MetadataError::KeyHoldsCard);
+        }
         let shown: String = k.chars().take(32).collect();
         if k.is_empty() || k.len() > MAX_BYTES || v.len() > MAX_BYTES {
             return Err(MetadataError::Size(shown));
-        }
-        if !find_cards(k).is_empty() {
-            return Err(MetadataError::HoldsCard("(a key)".into()));
         }
         let norm: String = k
             .chars()

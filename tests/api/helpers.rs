@@ -39,7 +39,15 @@ fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
         let writer = buf.clone();
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         tokenvault::telemetry::init_logging(move || Capture(writer.clone()));
+        // Panics go to the captured log (checked for leaks) and, for the
+        // test's own report, to the default hook as well.
+        let default = std::panic::take_hook();
         tokenvault::telemetry::install_panic_hook();
+        let logged = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            logged(info);
+            default(info);
+        }));
         buf
     })
 }
@@ -119,11 +127,15 @@ pub fn client_trusting(cert: &Path) -> Client {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // Negotiate HTTP/2 as curl and browsers do. Over HTTP/1.1 an early
+    // answer (413 before the body is read) closes the connection while a
+    // large upload is still being written, and the client sees EPIPE.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(Duration::from_secs(30))
@@ -155,8 +167,11 @@ impl TestApp {
         });
         self.url = format!("https://localhost:{}", addr.port());
         self.client = client_trusting(&app.info.cert);
-        let creds = std::fs::read(self.data_dir().join("dev-credentials.json")).unwrap();
-        self.keys = serde_json::from_slice(&creds).unwrap();
+        // With configured API keys there are no dev credentials; such tests
+        // put their own keys in `keys`.
+        if let Ok(creds) = std::fs::read(self.data_dir().join("dev-credentials.json")) {
+            self.keys = serde_json::from_slice(&creds).unwrap();
+        }
         self.stop = Some(tx);
         self.task = Some(task);
     }

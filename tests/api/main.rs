@@ -7,6 +7,7 @@ mod contract;
 mod detokenize;
 mod helpers;
 mod ops;
+mod policy;
 mod redact;
 mod restart;
 mod tokenize;
