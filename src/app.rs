@@ -29,7 +29,7 @@ use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::KeyringSettings;
 use crate::crypto::local::LocalKeyProvider;
 use crate::http::{Access, AppState};
-use crate::redact::Redactor;
+use crate::redact::{HashKey, Redactor};
 use crate::store::TokenStore;
 use crate::store::sqlite::SqliteStore;
 use crate::telemetry::Metrics;
@@ -127,10 +127,19 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<App, Bu
         clock.clone(),
         settings.tokens.clone(),
     ));
+    let hash_secret = keyring
+        .service_secret("redact-hash", 1)
+        .await
+        .map_err(|e| fail("redaction hash key")(&e))?;
+    let redactor = Redactor::new(
+        &settings.redact.engine(),
+        Some(HashKey::new("rh1", hash_secret.expose())),
+    )
+    .map_err(|e| fail("redact")(&e))?;
     let state = AppState {
         vault,
         keyring,
-        redactor: Arc::new(Redactor::new()),
+        redactor: Arc::new(redactor),
         audit,
         metrics,
         access: Arc::new(RwLock::new(Arc::new(access))),

@@ -1,6 +1,6 @@
 //! The command line: `serve`, `redact`, `audit verify`.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +10,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::clock::SystemClock;
 use crate::config::{Overrides, Settings};
-use crate::redact::{Findings, Format, Options, Redactor};
+use crate::redact::format::RedactError;
+use crate::redact::lines::{LineSplitter, Piece, TOO_LONG};
+use crate::redact::{Action, Format, HashKey, Redactor};
+
+/// Longest line the filter holds; a longer one is replaced by a marker.
+const MAX_LINE: usize = 1 << 20;
 
 /// tokenvault: a payment-data vault and PII redaction service.
 #[derive(Debug, Parser)]
@@ -56,16 +61,29 @@ enum FormatArg {
 
 #[derive(Debug, clap::Args)]
 struct RedactArgs {
-    /// Input format: text and ndjson stream line by line; json reads the
-    /// whole input.
+    /// Input format: text and ndjson stream line by line with bounded
+    /// memory; json reads one whole document.
     #[arg(long, value_enum, default_value = "text")]
     format: FormatArg,
-    /// Detectors to run, comma-separated (default: all on by default).
+    /// Detectors to run, comma-separated (default: every detector but ip).
     #[arg(long)]
     detectors: Option<String>,
-    /// Actions per detector, e.g. `pan:label,email:mask` (default: mask).
+    /// Actions per detector, e.g. `pan:label,email:hash` (default: mask).
     #[arg(long)]
     actions: Option<String>,
+    /// A line taking longer than this is masked whole (fail closed).
+    #[arg(long)]
+    budget_ms: Option<u64>,
+    /// Scan only: print counts and JSON paths, never values.
+    #[arg(long)]
+    report: bool,
+    /// Key file for the hash action (at least 32 bytes). Anyone holding the
+    /// key can brute-force a card's hash: keep it as secret as the cards.
+    #[arg(long)]
+    hash_key: Option<PathBuf>,
+    /// TOML configuration whose [redact] section sets the defaults.
+    #[arg(long, env = "TOKENVAULT_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,44 +212,97 @@ async fn shutdown_signal() {
 }
 
 fn redact(args: RedactArgs) -> anyhow::Result<ExitCode> {
-    let opts = Options::default()
+    let settings = match &args.config {
+        Some(c) => Settings::load(Some(c), std::env::vars(), &Overrides::default())?.redact,
+        None => Default::default(),
+    };
+    let hash_key = match &args.hash_key {
+        Some(path) => {
+            let key = zeroize::Zeroizing::new(
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            );
+            anyhow::ensure!(
+                key.len() >= 32,
+                "{}: a hash key holds at least 32 bytes",
+                path.display()
+            );
+            let id = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &key);
+            Some(HashKey::new(
+                &format!("f{}", hex::encode(&id.as_ref()[..4])),
+                &key,
+            ))
+        }
+        None => None,
+    };
+    let redactor = Redactor::new(&settings.engine(), hash_key)?;
+    let mut opts = redactor
+        .options()
         .with_detectors(args.detectors.as_deref())?
         .with_actions(args.actions.as_deref())?;
+    opts.report = args.report;
+    opts.budget = args.budget_ms.map(std::time::Duration::from_millis);
+    anyhow::ensure!(
+        !opts.uses(Action::Tokenize) || opts.report,
+        "the tokenize action needs the vault: use POST /redact"
+    );
+    anyhow::ensure!(
+        !opts.uses(Action::Hash) || redactor.has_hash_key() || opts.report,
+        "the hash action needs --hash-key FILE"
+    );
     let format = match args.format {
         FormatArg::Text => Format::Text,
         FormatArg::Json => Format::Json,
         FormatArg::Ndjson => Format::Ndjson,
     };
-    let redactor = Redactor::new();
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let stdout = std::io::stdout();
-    let mut output = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-    let mut findings = Findings::default();
-    let mut out = Vec::with_capacity(64 * 1024);
-    match format {
-        Format::Json => {
-            let mut buf = Vec::new();
-            input.read_to_end(&mut buf)?;
-            redactor.redact_body(format, &buf, &opts, &mut out, &mut findings)?;
-            output.write_all(&out)?;
-        }
-        Format::Text | Format::Ndjson => {
-            let mut line = Vec::with_capacity(4096);
-            loop {
-                line.clear();
-                if input.read_until(b'\n', &mut line)? == 0 {
-                    break;
+    let mut session = redactor.session(&opts, None);
+    let mut input = std::io::stdin().lock();
+    let mut output = std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout().lock());
+    let mut out = Vec::with_capacity(256 * 1024);
+    if format == Format::Json {
+        let mut buf = Vec::new();
+        input.read_to_end(&mut buf)?;
+        session.body(format, &buf, &mut out)?;
+        output.write_all(&out)?;
+    } else {
+        let mut splitter = LineSplitter::new(MAX_LINE);
+        let mut take = |p: Piece<'_>, out: &mut Vec<u8>| -> Result<(), RedactError> {
+            match p {
+                Piece::Line(l) => session.line(format, l, out),
+                Piece::TooLong { newline } => {
+                    out.extend_from_slice(TOO_LONG);
+                    if newline {
+                        out.push(b'\n');
+                    }
+                    Ok(())
                 }
-                out.clear();
-                redactor.redact_body(format, &line, &opts, &mut out, &mut findings)?;
+            }
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            splitter.push(&buf[..n], |p| take(p, &mut out))?;
+            if !opts.report {
                 output.write_all(&out)?;
             }
+            out.clear();
+        }
+        splitter.finish(|p| take(p, &mut out))?;
+        if !opts.report {
+            output.write_all(&out)?;
         }
     }
+    if opts.report {
+        serde_json::to_writer(&mut output, &session.findings.report())?;
+        output.write_all(b"\n")?;
+    }
     output.flush()?;
-    if !findings.is_empty() {
-        eprintln!("findings: {}", findings.header_value());
+    if !session.findings.is_empty() {
+        eprintln!("findings: {}", session.findings.header_value());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -39,6 +39,7 @@ pub struct Settings {
     pub limits: Limits,
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
+    pub redact: RedactSettings,
 }
 
 impl Default for Settings {
@@ -56,6 +57,31 @@ impl Default for Settings {
             limits: Limits::default(),
             audit: AuditSettings::default(),
             metrics: MetricsSettings::default(),
+            redact: RedactSettings::default(),
+        }
+    }
+}
+
+/// `[redact]`: the redaction engine's defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactSettings {
+    /// Detectors on by default (absent: every detector but `ip`).
+    pub detectors: Option<Vec<String>>,
+    /// Detector → default action (`mask`, `label`, `hash`, `tokenize`,
+    /// `drop`); unlisted detectors mask.
+    pub actions: BTreeMap<String, String>,
+    /// Extra JSON field names → the type their values hold
+    /// (`national_id = "ssn"`), on top of the built-in names.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl RedactSettings {
+    pub fn engine(&self) -> crate::redact::EngineSettings {
+        crate::redact::EngineSettings {
+            detectors: self.detectors.clone(),
+            actions: self.actions.clone(),
+            fields: self.fields.clone(),
         }
     }
 }
@@ -365,6 +391,8 @@ impl Settings {
             return fail("metrics.bearer_digest: expected 64 hex digits".into());
         }
         crate::auth::policy::Policy::from_settings(&self.roles).map_err(ConfigError)?;
+        crate::redact::Redactor::new(&self.redact.engine(), None)
+            .map_err(|e| ConfigError(format!("redact: {e}")))?;
         Ok(())
     }
 }

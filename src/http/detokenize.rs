@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::auth::policy::Permission;
-use crate::redact::Options;
 use crate::telemetry::DetokenizeLabels;
 use crate::vault::Vault;
 use crate::vault::token::Token;
@@ -60,13 +59,7 @@ pub async fn handle(
         ));
     }
     // The reason is free text that lands in the audit log: redact it first.
-    let audited_reason = reason.as_ref().map(|r| {
-        let mut f = crate::redact::Findings::default();
-        state
-            .redactor
-            .redact_str(r, &Options::default(), &mut f)
-            .unwrap_or_else(|| r.clone())
-    });
+    let audited_reason = reason.as_ref().map(|r| state.redactor.redact_text(r));
     let access = state.access();
     let policy = &access.policy;
     let each = || {

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod redact;
+pub mod redact_stream;
 pub mod tokenize;
 pub mod tokens;
 

@@ -1,19 +1,40 @@
 //! `POST /redact`: log shippers send logs through before storing them.
+//!
+//! A body with a known length within `limits.body_bytes` (and any JSON
+//! body) is redacted whole and answered with a `Tokenvault-Findings`
+//! header. A text or NDJSON body without a length, or a longer one (up to
+//! `limits.redact_stream_bytes`), is streamed: read, redacted and sent line
+//! by line with bounded memory, the findings as an HTTP trailer, and any
+//! error aborting the response so the client sees a truncated body, never
+//! unredacted data. `?report=true` scans without changing and answers
+//! counts and JSON paths.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::audit::AuditEvent;
+use crate::auth::Principal;
 use crate::auth::policy::Permission;
-use crate::redact::{Findings, Format, Options};
+use crate::redact::{Action, ActionError, Findings, Format, Options, Tokenizer};
 use crate::telemetry::TypeLabels;
+use crate::vault::Vault;
+use crate::vault::service::TokenizeOptions;
+use crate::vault::token::TokenFormat;
+use crate::vault::value::Classification;
 
 use super::AppState;
-use super::error::{Problem, ProblemKind};
+use super::error::{Problem, ProblemKind, current_request_id};
 use super::extract::Caller;
+
+/// Largest `budget_ms` a caller may ask for.
+const MAX_BUDGET_MS: u64 = 60_000;
 
 /// Per-request options.
 #[derive(Deserialize)]
@@ -21,17 +42,19 @@ use super::extract::Caller;
 pub struct RedactQuery {
     detectors: Option<String>,
     actions: Option<String>,
+    budget_ms: Option<u64>,
+    report: Option<bool>,
 }
 
 pub async fn handle(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    query: Result<Query<RedactQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<RedactQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, Problem> {
-    if state
-        .access()
+    let access = state.access();
+    if access
         .policy
         .grant(&caller, Permission::Redact, None)
         .is_none()
@@ -43,13 +66,41 @@ pub async fn handle(
     let Query(q) = query.map_err(|_| {
         Problem::new(
             ProblemKind::InvalidRequest,
-            "query parameters are detectors and actions",
+            "query parameters: detectors, actions, budget_ms, report",
         )
     })?;
-    let opts = Options::default()
+    let mut opts = state
+        .redactor
+        .options()
         .with_detectors(q.detectors.as_deref())
         .and_then(|o| o.with_actions(q.actions.as_deref()))
         .map_err(|e| Problem::new(ProblemKind::InvalidRequest, e.0))?;
+    opts.report = q.report.unwrap_or(false);
+    if let Some(ms) = q.budget_ms {
+        if ms > MAX_BUDGET_MS {
+            return Err(Problem::new(
+                ProblemKind::InvalidRequest,
+                format!("budget_ms is at most {MAX_BUDGET_MS}"),
+            ));
+        }
+        opts.budget = Some(Duration::from_millis(ms));
+    }
+    if opts.uses(Action::Tokenize)
+        && !opts.report
+        && access
+            .policy
+            .grant(&caller, Permission::Tokenize, Some("pan"))
+            .is_none()
+    {
+        return Err(state
+            .deny(
+                &caller,
+                "redact",
+                vec![(None, Some("pan".into()))],
+                "tokenize cards while redacting",
+            )
+            .await);
+    }
     let format = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -60,32 +111,45 @@ pub async fn handle(
                 "send text/plain, application/json or application/x-ndjson",
             )
         })?;
-    let body = body.map_err(|r| match r.status().as_u16() {
-        413 => Problem::new(
-            ProblemKind::PayloadTooLarge,
-            "the body is over limits.body_bytes",
-        ),
-        _ => Problem::new(ProblemKind::InvalidRequest, "the body could not be read"),
-    })?;
-    let redactor = state.redactor.clone();
-    let len = body.len();
-    let (out, findings) = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::with_capacity(len + len / 8);
-        let mut findings = Findings::default();
-        redactor
-            .redact_body(format, &body, &opts, &mut out, &mut findings)
-            .map(|()| (out, findings))
-    })
-    .await
-    .map_err(|e| Problem::internal(&e))?
-    .map_err(|e| Problem::new(ProblemKind::InvalidRequest, e.to_string()))?;
-    state.metrics.redact_bytes.inc_by(len as u64);
-    for (kind, n) in findings.iter() {
-        state
-            .metrics
-            .redact_findings
-            .get_or_create(&TypeLabels { r#type: kind })
-            .inc_by(n);
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let small = length.is_some_and(|l| l <= state.limits.body_bytes as u64);
+    let job = Job {
+        state: state.clone(),
+        caller,
+        opts,
+        format,
+    };
+    if format.is_line_based() && !small {
+        if length.is_some_and(|l| l > state.limits.redact_stream_bytes) {
+            return Err(Problem::new(
+                ProblemKind::PayloadTooLarge,
+                "the body is over limits.redact_stream_bytes",
+            ));
+        }
+        return Ok(super::redact_stream::respond(job, body));
+    }
+    let bytes = axum::body::to_bytes(body, state.limits.body_bytes)
+        .await
+        .map_err(|_| {
+            Problem::new(
+                ProblemKind::PayloadTooLarge,
+                "the body is over limits.body_bytes",
+            )
+        })?;
+    let report = job.opts.report;
+    let (out, findings, events) = tokio::task::spawn_blocking(move || job.whole(&bytes))
+        .await
+        .map_err(|e| Problem::internal(&e))??;
+    state
+        .audit
+        .record(events)
+        .await
+        .map_err(|e| Problem::unavailable(&e))?;
+    if report {
+        return Ok(axum::Json(findings.report()).into_response());
     }
     let mut res = out.into_response();
     let h = res.headers_mut();
@@ -99,4 +163,117 @@ pub async fn handle(
         h.insert("tokenvault-findings", v);
     }
     Ok(res)
+}
+
+/// One redaction request's work, run on a blocking thread.
+pub struct Job {
+    pub state: AppState,
+    pub caller: Principal,
+    pub opts: Options,
+    pub format: Format,
+}
+
+impl Job {
+    /// Redacts a whole body; returns output, findings and the audit events
+    /// of cards it tokenized.
+    fn whole(&self, input: &[u8]) -> Result<(Vec<u8>, Findings, Vec<AuditEvent>), Problem> {
+        let tokenizer = self.tokenizer();
+        let mut session = self
+            .state
+            .redactor
+            .session(&self.opts, Some(&tokenizer as &dyn Tokenizer));
+        let mut out = Vec::with_capacity(input.len() + input.len() / 8);
+        session
+            .body(self.format, input, &mut out)
+            .map_err(|e| match e {
+                crate::redact::format::RedactError::Json { .. } => {
+                    Problem::new(ProblemKind::InvalidRequest, e.to_string())
+                }
+                crate::redact::format::RedactError::Action(a) => action_problem(&a),
+            })?;
+        self.count(input.len(), &session.findings);
+        Ok((out, session.findings, tokenizer.take_events()))
+    }
+
+    /// The vault adapter for the `tokenize` action.
+    pub fn tokenizer(&self) -> VaultTokenizer {
+        VaultTokenizer {
+            vault: self.state.vault.clone(),
+            handle: tokio::runtime::Handle::current(),
+            caller: self.caller.clone(),
+            role: self
+                .state
+                .access()
+                .policy
+                .grant(&self.caller, Permission::Tokenize, Some("pan"))
+                .map(|r| r.name.clone()),
+            events: Mutex::new(Vec::new()),
+            request_id: current_request_id(),
+        }
+    }
+
+    pub fn count(&self, bytes: usize, findings: &Findings) {
+        let m = &self.state.metrics;
+        m.redact_bytes.inc_by(bytes as u64);
+        for (kind, n) in findings.iter() {
+            m.redact_findings
+                .get_or_create(&TypeLabels { r#type: kind })
+                .inc_by(n);
+        }
+    }
+}
+
+pub fn action_problem(e: &ActionError) -> Problem {
+    match e {
+        ActionError::Tokenize(_) => Problem::unavailable(e),
+        _ => Problem::internal(e),
+    }
+}
+
+/// Cards to deterministic vault tokens (one card, one token across logs),
+/// each call recorded for the audit log.
+pub struct VaultTokenizer {
+    vault: Arc<Vault>,
+    handle: tokio::runtime::Handle,
+    caller: Principal,
+    role: Option<String>,
+    events: Mutex<Vec<AuditEvent>>,
+    request_id: String,
+}
+
+impl VaultTokenizer {
+    /// The audit events of tokenizations since the last call.
+    pub fn take_events(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Tokenizer for VaultTokenizer {
+    fn tokenize_card(&self, digits: &str) -> Result<String, ActionError> {
+        let opts = TokenizeOptions {
+            classification: Classification::Pan,
+            format: TokenFormat::Random,
+            deterministic: true,
+            ttl_seconds: None,
+            metadata: Default::default(),
+        };
+        let t = self
+            .handle
+            .block_on(self.vault.tokenize(digits, &opts))
+            .map_err(|e| ActionError::Tokenize(e.to_string()))?;
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(AuditEvent {
+                request_id: self.request_id.clone(),
+                principal: self.caller.to_string(),
+                role: self.role.clone(),
+                action: "tokenize",
+                token: Some(t.token.clone()),
+                classification: Some("pan".into()),
+                decision: "allow",
+                reason: Some("redact".into()),
+            });
+        Ok(t.token)
+    }
 }

@@ -1,8 +1,17 @@
-//! Input formats: the same shape and content type out as in.
+//! Input formats, walked by a [`Session`]: the same shape and content type
+//! out as in.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{Findings, Options, Redactor};
+use super::action::{Action, ActionError, Tools};
+use super::detectors::private_key::find_end;
+use super::detectors::{Finding, Kind, pan::is_card_number};
+use super::fields::FieldRules;
+use super::scanner::Scanner;
+use super::{Findings, Options};
 
 /// A body format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,15 +44,6 @@ impl Format {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Format> {
-        match s {
-            "text" => Some(Format::Text),
-            "json" => Some(Format::Json),
-            "ndjson" => Some(Format::Ndjson),
-            _ => None,
-        }
-    }
-
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Text => "text/plain; charset=utf-8",
@@ -51,171 +51,375 @@ impl Format {
             Format::Ndjson => "application/x-ndjson",
         }
     }
+
+    /// Text and NDJSON are processed line by line and can stream.
+    pub fn is_line_based(self) -> bool {
+        self != Format::Json
+    }
 }
 
-/// A JSON body that is not JSON.
+/// Why a redaction stopped.
 #[derive(Debug, thiserror::Error)]
-#[error("the body is not valid JSON (line {line}, column {column})")]
-pub struct JsonError {
-    pub line: usize,
-    pub column: usize,
+pub enum RedactError {
+    #[error("the body is not valid JSON (line {line}, column {column})")]
+    Json { line: usize, column: usize },
+    #[error(transparent)]
+    Action(#[from] ActionError),
 }
 
-impl Redactor {
-    /// Redacts a whole body of `format` into `out`.
-    pub fn redact_body(
-        &self,
+/// One request's (or stream's) redaction: options, tools, findings, and
+/// the state that runs across lines (an open PEM block).
+pub struct Session<'a> {
+    scanner: Arc<Scanner>,
+    opts: &'a Options,
+    fields: &'a FieldRules,
+    tools: Tools<'a>,
+    pub findings: Findings,
+    pem_open: bool,
+    found: Vec<Finding>,
+    /// The type of the last finding replaced (for report paths).
+    last_kind: Kind,
+    /// Whether a finding since the last reset had the `drop` action.
+    dropped: bool,
+}
+
+impl<'a> Session<'a> {
+    pub(super) fn new(
+        scanner: Arc<Scanner>,
+        opts: &'a Options,
+        fields: &'a FieldRules,
+        tools: Tools<'a>,
+    ) -> Self {
+        Self {
+            scanner,
+            opts,
+            fields,
+            tools,
+            findings: Findings::default(),
+            pem_open: false,
+            found: Vec::new(),
+            last_kind: Kind::Secret,
+            dropped: false,
+        }
+    }
+
+    /// A whole body: text and NDJSON line by line, JSON as one document.
+    pub fn body(
+        &mut self,
         format: Format,
         input: &[u8],
-        opts: &Options,
         out: &mut Vec<u8>,
-        findings: &mut Findings,
-    ) -> Result<(), JsonError> {
+    ) -> Result<(), RedactError> {
         match format {
-            Format::Text => {
+            Format::Json => self.json_document(input, out),
+            Format::Text | Format::Ndjson => {
                 for line in input.split_inclusive(|&b| b == b'\n') {
-                    self.redact_into(line, opts, out, findings);
+                    self.line(format, line, out)?;
                 }
-            }
-            Format::Ndjson => {
-                for line in input.split_inclusive(|&b| b == b'\n') {
-                    self.redact_ndjson_line(line, opts, out, findings);
-                }
-            }
-            Format::Json => {
-                let mut v: Value = serde_json::from_slice(input).map_err(|e| JsonError {
-                    line: e.line(),
-                    column: e.column(),
-                })?;
-                self.redact_value(&mut v, opts, findings);
-                serde_json::to_writer(&mut *out, &v).expect("writing to a Vec");
+                Ok(())
             }
         }
+    }
+
+    /// One line (with its newline, if any) of a line-based format.
+    pub fn line(
+        &mut self,
+        format: Format,
+        line: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RedactError> {
+        let started = Instant::now();
+        let mark = out.len();
+        match format {
+            Format::Ndjson => self.ndjson_line(line, out)?,
+            _ => self.text_line(line, out)?,
+        }
+        self.enforce_budget(started, line, mark, out);
         Ok(())
     }
 
-    /// One NDJSON line (with its newline, if any).
-    pub fn redact_ndjson_line(
-        &self,
-        line: &[u8],
-        opts: &Options,
-        out: &mut Vec<u8>,
-        findings: &mut Findings,
-    ) {
+    /// Fail closed: output of a line that took longer than its budget is
+    /// replaced by `*` for every byte but the newline.
+    fn enforce_budget(&mut self, started: Instant, line: &[u8], mark: usize, out: &mut Vec<u8>) {
+        if let Some(b) = self.opts.budget
+            && started.elapsed() >= b
+        {
+            out.truncate(mark);
+            if !self.opts.report {
+                out.extend(line.iter().map(|&c| if c == b'\n' { b'\n' } else { b'*' }));
+            }
+        }
+    }
+
+    /// One line of text: every finding replaced; a PEM block left open at
+    /// the end of the line keeps masking the following lines until its end
+    /// marker.
+    pub fn text_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
+        let mut rest = line;
+        if self.pem_open {
+            match find_end(line) {
+                Some(e) => {
+                    self.emit_mask_plain(&line[..e], out);
+                    self.pem_open = false;
+                    rest = &line[e..];
+                }
+                None => {
+                    self.emit_mask_plain(line, out);
+                    return Ok(());
+                }
+            }
+        }
+        self.replace(rest, out)?;
+        Ok(())
+    }
+
+    fn emit_mask_plain(&mut self, s: &[u8], out: &mut Vec<u8>) {
+        if !self.opts.report {
+            out.extend(s.iter().map(|&c| if c == b'\n' { b'\n' } else { b'*' }));
+        }
+    }
+
+    /// Scans `text` and writes it with every enabled finding replaced.
+    /// Returns the number of findings.
+    fn replace(&mut self, text: &[u8], out: &mut Vec<u8>) -> Result<usize, RedactError> {
+        let mut found = std::mem::take(&mut self.found);
+        found.clear();
+        self.scanner.scan(text, &mut found);
+        let mut at = 0;
+        let mut n = 0;
+        let mut result = Ok(());
+        for f in found.iter().filter(|f| self.opts.enabled(f.kind)) {
+            self.findings.add(f.kind);
+            self.last_kind = f.kind;
+            self.dropped |= self.opts.action(f.kind) == Action::Drop;
+            n += 1;
+            if f.kind == Kind::PrivateKey && find_end(&text[f.range.start..]).is_none() {
+                self.pem_open = true;
+            }
+            if self.opts.report {
+                continue;
+            }
+            out.extend_from_slice(&text[at..f.range.start]);
+            if let Err(e) =
+                self.opts
+                    .action(f.kind)
+                    .apply(f.kind, &text[f.range.clone()], self.tools, out)
+            {
+                result = Err(e);
+                break;
+            }
+            at = f.range.end;
+        }
+        if !self.opts.report {
+            out.extend_from_slice(&text[at..]);
+        }
+        self.found = found;
+        result?;
+        Ok(n)
+    }
+
+    /// `s` redacted as a new string (None when nothing was found or in
+    /// report mode), and whether a finding's action was `drop`.
+    fn redact_string(&mut self, s: &str) -> Result<(Option<String>, bool), RedactError> {
+        self.dropped = false;
+        let mut out = Vec::new();
+        if self.replace(s.as_bytes(), &mut out)? == 0 || self.opts.report {
+            return Ok((None, self.dropped));
+        }
+        // Replacements are ASCII over ASCII matches, so UTF-8 is kept.
+        let s = String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Ok((Some(s), self.dropped))
+    }
+
+    /// One NDJSON line: a JSON document if it parses, text otherwise.
+    pub fn ndjson_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
         let (body, nl) = match line.strip_suffix(b"\n") {
             Some(b) => (b, &b"\n"[..]),
             None => (line, &b""[..]),
         };
         let trimmed = body.strip_suffix(b"\r").unwrap_or(body);
         if trimmed.iter().all(u8::is_ascii_whitespace) {
-            out.extend_from_slice(line);
-            return;
+            if !self.opts.report {
+                out.extend_from_slice(line);
+            }
+            return Ok(());
         }
         match serde_json::from_slice::<Value>(trimmed) {
             Ok(mut v) => {
-                self.redact_value(&mut v, opts, findings);
-                serde_json::to_writer(&mut *out, &v).expect("writing to a Vec");
-                out.extend_from_slice(&body[trimmed.len()..]);
-                out.extend_from_slice(nl);
+                let mut path = String::from("$");
+                if self.value(&mut v, &mut path)? {
+                    v = Value::Null;
+                }
+                if !self.opts.report {
+                    serde_json::to_writer(&mut *out, &v).expect("writing to a Vec");
+                    out.extend_from_slice(&body[trimmed.len()..]);
+                    out.extend_from_slice(nl);
+                }
+                Ok(())
             }
-            Err(_) => {
-                self.redact_into(line, opts, out, findings);
-            }
+            Err(_) => self.text_line(line, out),
         }
     }
 
-    /// Redacts every string, key and card-holding number in place.
-    pub fn redact_value(&self, v: &mut Value, opts: &Options, findings: &mut Findings) {
+    /// One JSON document.
+    pub fn json_document(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
+        let started = Instant::now();
+        let mut v: Value = serde_json::from_slice(input).map_err(|e| RedactError::Json {
+            line: e.line(),
+            column: e.column(),
+        })?;
+        let mut path = String::from("$");
+        if self.value(&mut v, &mut path)? {
+            v = Value::Null;
+        }
+        if !self.opts.report {
+            serde_json::to_writer(&mut *out, &v).expect("writing to a Vec");
+        }
+        if let Some(b) = self.opts.budget
+            && started.elapsed() >= b
+        {
+            out.clear();
+            if !self.opts.report {
+                out.extend_from_slice(b"\"[REDACTED:budget]\"");
+            }
+        }
+        Ok(())
+    }
+
+    fn note_path(&mut self, path: &str, k: Kind) {
+        if self.opts.report {
+            self.findings
+                .paths
+                .entry(path.to_owned())
+                .or_insert(k.as_str());
+        }
+    }
+
+    /// Redacts a value in place; true when it is to be dropped.
+    fn value(&mut self, v: &mut Value, path: &mut String) -> Result<bool, RedactError> {
         match v {
             Value::String(s) => {
-                if let Some(r) = self.redact_str(s, opts, findings) {
-                    *s = r;
+                let before = self.findings.total();
+                let (new, drop) = self.redact_string(s)?;
+                if self.findings.total() > before {
+                    self.note_path(path, self.last_kind);
                 }
+                if let Some(n) = new {
+                    *s = n;
+                }
+                Ok(drop)
             }
             Value::Number(n) => {
-                if let Some(r) = self.redact_number(&n.to_string(), opts, findings) {
-                    *v = Value::String(r);
+                let digits = n.to_string();
+                if self.opts.enabled(Kind::Pan) && is_card_number(&digits) {
+                    self.findings.add(Kind::Pan);
+                    self.note_path(path, Kind::Pan);
+                    return self.replace_scalar(v, Kind::Pan, &digits);
                 }
+                Ok(false)
             }
             Value::Array(items) => {
-                for item in items {
-                    self.redact_value(item, opts, findings);
+                let len = path.len();
+                for (i, item) in items.iter_mut().enumerate() {
+                    path.push_str(&format!("[{i}]"));
+                    if self.value(item, path)? {
+                        *item = Value::Null;
+                    }
+                    path.truncate(len);
                 }
+                Ok(false)
             }
             Value::Object(map) => {
-                let needs_key_change = map.keys().any(|k| {
-                    let mut f = Findings::default();
-                    self.redact_str(k, opts, &mut f).is_some()
-                });
-                if needs_key_change {
-                    let old = std::mem::take(map);
-                    for (k, mut val) in old {
-                        let k = self.redact_str(&k, opts, findings).unwrap_or(k);
-                        self.redact_value(&mut val, opts, findings);
-                        map.insert(k, val);
-                    }
-                } else {
-                    for val in map.values_mut() {
-                        self.redact_value(val, opts, findings);
+                let len = path.len();
+                let old = std::mem::take(map);
+                for (k, mut val) in old {
+                    push_key(path, &k);
+                    let drop = match self.fields.kind_of(&k) {
+                        Some(kind)
+                            if self.opts.enabled(kind)
+                                && is_scalar(&val)
+                                && !is_vault_token(&val) =>
+                        {
+                            self.findings.add(kind);
+                            self.note_path(path, kind);
+                            let text = scalar_text(&val);
+                            self.replace_scalar(&mut val, kind, &text)?
+                        }
+                        _ => self.value(&mut val, path)?,
+                    };
+                    path.truncate(len);
+                    let (key, _) = self.redact_string(&k)?;
+                    if !drop {
+                        map.insert(key.unwrap_or(k), val);
                     }
                 }
+                Ok(false)
             }
-            Value::Bool(_) | Value::Null => {}
+            Value::Bool(_) | Value::Null => Ok(false),
         }
+    }
+
+    /// Replaces a whole scalar by its action's output; true for drop.
+    fn replace_scalar(
+        &mut self,
+        v: &mut Value,
+        kind: Kind,
+        text: &str,
+    ) -> Result<bool, RedactError> {
+        let action = self.opts.action(kind);
+        if self.opts.report {
+            return Ok(false);
+        }
+        if action == Action::Drop {
+            return Ok(true);
+        }
+        // Tokenize and the card mask need a card; anything else in a card
+        // field is masked whole.
+        let card_like = kind == Kind::Pan && is_card_number(&text.replace([' ', '-'], ""));
+        let action = match action {
+            Action::Tokenize if !card_like => Action::Mask,
+            a => a,
+        };
+        let kind_for_mask = if card_like { Kind::Pan } else { Kind::Secret };
+        let mut out = Vec::new();
+        let k = if action == Action::Mask {
+            kind_for_mask
+        } else {
+            kind
+        };
+        action.apply(k, text.as_bytes(), self.tools, &mut out)?;
+        *v = Value::String(String::from_utf8_lossy(&out).into_owned());
+        Ok(false)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn is_scalar(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
+}
 
-    fn run(format: Format, input: &str) -> (String, Findings) {
-        let r = Redactor::new();
-        let mut out = Vec::new();
-        let mut f = Findings::default();
-        r.redact_body(
-            format,
-            input.as_bytes(),
-            &Options::default(),
-            &mut out,
-            &mut f,
-        )
-        .unwrap();
-        (String::from_utf8(out).unwrap(), f)
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
+}
 
-    #[test]
-    fn text_masks_cards_and_emails_and_keeps_tokens() {
-        let (out, f) = run(
-            Format::Text,
-            "pay 4111 1111 1111 1111 by bob@example.com tok_FORl3FnIyAedSrx8rNbHlV\nts=1701541583094\n",
-        );
-        assert_eq!(
-            out,
-            "pay **** **** **** 1111 by *************** tok_FORl3FnIyAedSrx8rNbHlV\nts=1701541583094\n"
-        );
-        assert_eq!(f.header_value(), "email=1, pan=1");
-    }
+/// A vault token is never redacted, whatever field holds it: `tok_…`, or
+/// the digits of a preserving token (which fail Luhn).
+fn is_vault_token(v: &Value) -> bool {
+    let Value::String(s) = v else {
+        return false;
+    };
+    crate::vault::token::Token::parse(s).is_ok() || (s.starts_with("tok_") && s.len() >= 20)
+}
 
-    #[test]
-    fn json_numbers_become_strings_and_order_is_kept() {
-        let (out, _) = run(
-            Format::Json,
-            r#"{"z":4111111111111111,"a":{"m":"x@y.io"},"n":12}"#,
-        );
-        assert_eq!(out, r#"{"z":"************1111","a":{"m":"******"},"n":12}"#);
-    }
-
-    #[test]
-    fn ndjson_scans_malformed_lines_as_text() {
-        let (out, f) = run(
-            Format::Ndjson,
-            "{\"c\":\"5555555555554444\"}\n{broken 5555555555554444\n",
-        );
-        assert_eq!(
-            out,
-            "{\"c\":\"************4444\"}\n{broken ************4444\n"
-        );
-        assert_eq!(f.header_value(), "pan=2");
+/// `$.a`, or `$["odd key"]` for keys that are not plain identifiers.
+fn push_key(path: &mut String, k: &str) {
+    if !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        path.push('.');
+        path.push_str(k);
+    } else {
+        path.push_str("[\"…\"]");
     }
 }

@@ -1,33 +1,46 @@
 //! The redactor: finds cards and other personal data in log payloads and
 //! replaces them before the logs are stored.
 //!
-//! - [`scanner`]: one multi-pattern pass over the input for every detector,
-//!   then each detector's validator on its candidates.
 //! - [`detectors`]: one file per detector (pattern + validator).
-//! - [`action`]: what a finding becomes (mask, label).
-//! - [`format`]: text (line by line), JSON (structure kept, numbers too)
-//!   and NDJSON (a malformed line is scanned as text, never passed through).
+//! - [`scanner`]: one multi-pattern pass for all enabled detectors.
+//! - [`fields`]: JSON field-name rules (`cvv`, `password`, …).
+//! - [`action`]: what a finding becomes (mask, label, hash, tokenize, drop).
+//! - [`format`]: text lines, JSON documents and NDJSON lines, walked by a
+//!   [`Session`] that carries one request's options and findings.
+//! - [`lines`]: splitting a byte stream into bounded lines, for streaming.
 //!
 //! The engine knows nothing of HTTP: `/redact` and `tokenvault redact` both
-//! drive [`Redactor`].
+//! drive it. It reaches the vault only through [`action::Tokenizer`].
 
 pub mod action;
 pub mod detectors;
+pub mod fields;
 pub mod format;
+pub mod lines;
 pub mod scanner;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-pub use action::Action;
+pub use action::{Action, ActionError, HashKey, Tokenizer, Tools};
 pub use detectors::Kind;
-pub use format::Format;
-use scanner::{Finding, Scanner};
+use fields::FieldRules;
+pub use format::{Format, Session};
+use scanner::Scanner;
 
-/// Per-request choices: which detectors run and what each finding becomes.
+/// How many distinct detector sets keep a compiled scanner.
+const SCANNER_CACHE: usize = 64;
+
+/// One request's choices.
 #[derive(Debug, Clone)]
 pub struct Options {
     enabled: u32,
     actions: [Action; Kind::COUNT],
+    /// Scan and count only; change nothing.
+    pub report: bool,
+    /// A line (or JSON document) that takes longer is masked whole.
+    pub budget: Option<Duration>,
 }
 
 impl Default for Options {
@@ -41,179 +54,241 @@ impl Default for Options {
         Self {
             enabled,
             actions: [Action::Mask; Kind::COUNT],
+            report: false,
+            budget: None,
         }
     }
 }
 
-/// A bad option; names the part of the option at fault.
+/// A bad option; names the part at fault, never echoes more than a few
+/// characters of it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct OptionError(pub String);
-
-impl Options {
-    /// Parses `detectors=pan,email` (None: the defaults).
-    pub fn with_detectors(mut self, list: Option<&str>) -> Result<Self, OptionError> {
-        if let Some(list) = list {
-            self.enabled = 0;
-            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let k = Kind::parse(name).ok_or_else(|| {
-                    OptionError(format!(
-                        "unknown detector {:?}; known: {}",
-                        truncate(name),
-                        Kind::names()
-                    ))
-                })?;
-                self.enabled |= k.bit();
-            }
-        }
-        Ok(self)
-    }
-
-    /// Parses `actions=pan:label,email:mask` (None: mask everything).
-    pub fn with_actions(mut self, list: Option<&str>) -> Result<Self, OptionError> {
-        if let Some(list) = list {
-            for pair in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let (k, a) = pair.split_once(':').ok_or_else(|| {
-                    OptionError(format!("{:?}: expected detector:action", truncate(pair)))
-                })?;
-                let kind = Kind::parse(k).ok_or_else(|| {
-                    OptionError(format!(
-                        "unknown detector {:?}; known: {}",
-                        truncate(k),
-                        Kind::names()
-                    ))
-                })?;
-                let action = Action::parse(a).ok_or_else(|| {
-                    OptionError(format!(
-                        "unknown action {:?}; known: mask, label",
-                        truncate(a)
-                    ))
-                })?;
-                self.actions[kind as usize] = action;
-            }
-        }
-        Ok(self)
-    }
-
-    fn enabled(&self, k: Kind) -> bool {
-        self.enabled & k.bit() != 0
-    }
-
-    fn action(&self, k: Kind) -> Action {
-        self.actions[k as usize]
-    }
-}
 
 fn truncate(s: &str) -> String {
     s.chars().take(32).collect()
 }
 
-/// Counts of findings per detector type.
+fn kind(name: &str) -> Result<Kind, OptionError> {
+    Kind::parse(name).ok_or_else(|| {
+        OptionError(format!(
+            "unknown detector {:?}; known: {}",
+            truncate(name),
+            Kind::names()
+        ))
+    })
+}
+
+impl Options {
+    /// Replaces the enabled set with a comma-separated list (None: keep).
+    pub fn with_detectors(mut self, list: Option<&str>) -> Result<Self, OptionError> {
+        if let Some(list) = list {
+            self.enabled = 0;
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                self.enabled |= kind(name)?.bit();
+            }
+        }
+        Ok(self)
+    }
+
+    /// Sets actions from `pan:label,email:hash` (None: keep).
+    pub fn with_actions(mut self, list: Option<&str>) -> Result<Self, OptionError> {
+        for pair in list
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let (k, a) = pair.split_once(':').ok_or_else(|| {
+                OptionError(format!("{:?}: expected detector:action", truncate(pair)))
+            })?;
+            self = self.with_action(kind(k.trim())?, a.trim())?;
+        }
+        Ok(self)
+    }
+
+    /// Sets one detector's action by name.
+    pub fn with_action(mut self, k: Kind, action: &str) -> Result<Self, OptionError> {
+        let a = Action::parse(action).ok_or_else(|| {
+            OptionError(format!(
+                "unknown action {:?}; known: mask, label, hash, tokenize, drop",
+                truncate(action)
+            ))
+        })?;
+        if a == Action::Tokenize && k != Kind::Pan {
+            return Err(OptionError("tokenize applies to pan only".into()));
+        }
+        self.actions[k as usize] = a;
+        Ok(self)
+    }
+
+    pub fn enabled(&self, k: Kind) -> bool {
+        self.enabled & k.bit() != 0
+    }
+
+    pub fn action(&self, k: Kind) -> Action {
+        self.actions[k as usize]
+    }
+
+    /// Whether any enabled detector uses `a`.
+    pub fn uses(&self, a: Action) -> bool {
+        Kind::ALL
+            .iter()
+            .any(|&k| self.enabled(k) && self.action(k) == a)
+    }
+}
+
+/// Counts per type, and (in report mode) the JSON paths where they were.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Findings(BTreeMap<&'static str, u64>);
+pub struct Findings {
+    counts: [u64; Kind::COUNT],
+    pub paths: BTreeMap<String, &'static str>,
+}
 
 impl Findings {
     pub fn add(&mut self, k: Kind) {
-        *self.0.entry(k.as_str()).or_default() += 1;
+        self.counts[k as usize] += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.total() == 0
     }
 
+    /// (type, count) for every type found, in type order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        self.0.iter().map(|(k, v)| (*k, *v))
+        Kind::ALL
+            .iter()
+            .filter(|k| self.counts[**k as usize] > 0)
+            .map(|k| (k.as_str(), self.counts[*k as usize]))
     }
 
-    /// `pan=3, email=1`, the `Tokenvault-Findings` header form.
+    /// `pan=3, email=1`, the `Tokenvault-Findings` form.
     pub fn header_value(&self) -> String {
-        self.0
-            .iter()
+        self.iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(", ")
     }
 
     pub fn merge(&mut self, other: &Findings) {
-        for (k, v) in &other.0 {
-            *self.0.entry(k).or_default() += v;
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
         }
+        for (p, k) in &other.paths {
+            self.paths.entry(p.clone()).or_insert(k);
+        }
+    }
+
+    /// The `?report=true` answer: counts and paths, never values.
+    pub fn report(&self) -> serde_json::Value {
+        let findings: serde_json::Map<String, serde_json::Value> =
+            self.iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+        serde_json::json!({ "findings": findings, "paths": self.paths })
     }
 }
 
-/// The engine: a compiled scanner, shared by every request.
+/// Engine-wide settings (from `[redact]`).
+#[derive(Debug, Clone, Default)]
+pub struct EngineSettings {
+    /// Detector names on by default (None: the built-in set).
+    pub detectors: Option<Vec<String>>,
+    /// Detector name → action name.
+    pub actions: BTreeMap<String, String>,
+    /// Extra field names → type name.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// The engine: compiled scanners, field rules, defaults, and the hash key.
 pub struct Redactor {
-    scanner: Scanner,
+    defaults: Options,
+    fields: FieldRules,
+    hash_key: Option<HashKey>,
+    scanners: Mutex<HashMap<u32, Arc<Scanner>>>,
 }
 
 impl Default for Redactor {
     fn default() -> Self {
-        Self::new()
+        Self::new(&EngineSettings::default(), None).expect("built-in settings are valid")
     }
 }
 
 impl Redactor {
-    pub fn new() -> Self {
-        Self {
-            scanner: Scanner::new(),
+    pub fn new(settings: &EngineSettings, hash_key: Option<HashKey>) -> Result<Self, OptionError> {
+        let mut defaults = Options::default();
+        if let Some(list) = &settings.detectors {
+            defaults = defaults.with_detectors(Some(&list.join(",")))?;
         }
+        for (k, a) in &settings.actions {
+            defaults = defaults.with_action(kind(k)?, a)?;
+        }
+        let fields = FieldRules::with(&settings.fields).map_err(OptionError)?;
+        let r = Self {
+            defaults,
+            fields,
+            hash_key,
+            scanners: Mutex::new(HashMap::new()),
+        };
+        r.scanner(r.defaults.enabled);
+        Ok(r)
     }
 
-    /// Appends `input` to `out` with every enabled finding replaced;
-    /// returns how many were.
-    pub fn redact_into(
-        &self,
-        input: &[u8],
-        opts: &Options,
-        out: &mut Vec<u8>,
-        findings: &mut Findings,
-    ) -> usize {
-        let mut found: Vec<Finding> = Vec::new();
-        self.scanner.scan(input, &mut found);
-        let mut at = 0;
-        let mut n = 0;
-        for f in found.iter().filter(|f| opts.enabled(f.kind)) {
-            out.extend_from_slice(&input[at..f.range.start]);
-            opts.action(f.kind)
-                .apply(f.kind, &input[f.range.clone()], out);
-            findings.add(f.kind);
-            at = f.range.end;
-            n += 1;
-        }
-        out.extend_from_slice(&input[at..]);
-        n
+    /// The configured defaults, to refine per request.
+    pub fn options(&self) -> Options {
+        self.defaults.clone()
     }
 
-    /// `input` redacted, as a new string (for JSON string values).
-    pub fn redact_str(
-        &self,
-        input: &str,
-        opts: &Options,
-        findings: &mut Findings,
-    ) -> Option<String> {
-        let mut out = Vec::with_capacity(input.len());
-        if self.redact_into(input.as_bytes(), opts, &mut out, findings) == 0 {
-            return None;
-        }
-        // Replacements are ASCII over ASCII matches, so UTF-8 is kept.
-        Some(String::from_utf8(out).expect("redaction keeps UTF-8"))
+    pub fn has_hash_key(&self) -> bool {
+        self.hash_key.is_some()
     }
 
-    /// A card held in a JSON number becomes a string holding its
-    /// replacement; None when the number is no card or cards are off.
-    pub fn redact_number(
-        &self,
-        digits: &str,
-        opts: &Options,
-        findings: &mut Findings,
-    ) -> Option<String> {
-        if !opts.enabled(Kind::Pan) || !detectors::pan::is_card_number(digits) {
-            return None;
+    fn scanner(&self, enabled: u32) -> Arc<Scanner> {
+        let mut cache = self.scanners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.get(&enabled) {
+            return s.clone();
         }
-        let mut out = Vec::new();
-        opts.action(Kind::Pan)
-            .apply(Kind::Pan, digits.as_bytes(), &mut out);
-        findings.add(Kind::Pan);
-        Some(String::from_utf8(out).expect("ASCII"))
+        if cache.len() >= SCANNER_CACHE {
+            cache.retain(|k, _| *k == self.defaults.enabled);
+        }
+        let s = Arc::new(Scanner::new(enabled));
+        cache.insert(enabled, s.clone());
+        s
+    }
+
+    /// A session for one request or stream.
+    pub fn session<'a>(
+        &'a self,
+        opts: &'a Options,
+        tokenizer: Option<&'a dyn Tokenizer>,
+    ) -> Session<'a> {
+        Session::new(
+            self.scanner(opts.enabled),
+            opts,
+            &self.fields,
+            Tools {
+                hash_key: self.hash_key.as_ref(),
+                tokenizer,
+            },
+        )
+    }
+
+    /// Redacts one string with the default options (for free text such as
+    /// a detokenize reason before it is audited).
+    pub fn redact_text(&self, s: &str) -> String {
+        let opts = self.options();
+        let mut session = self.session(&opts, None);
+        let mut out = Vec::with_capacity(s.len());
+        match session.text_line(s.as_bytes(), &mut out) {
+            // Mask and label keep UTF-8; hash/tokenize never run without tools.
+            Ok(()) => String::from_utf8(out).unwrap_or_else(|_| "[REDACTED]".into()),
+            Err(_) => "[REDACTED]".into(),
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,68 +1,187 @@
-//! One pass over the input for every detector.
+//! One pass over the input for every enabled detector.
 //!
-//! All detector patterns (and a keep-pattern for vault tokens) compile into
-//! one regex-automata multi-pattern regex; each match names its pattern and
-//! goes to that detector's validator. The cost of a pass does not grow with
-//! one replace pass per detector.
+//! The patterns of all enabled detectors (and a keep-pattern for vault
+//! tokens) compile into one regex-automata multi-pattern regex; each match
+//! names its pattern and goes to that detector's validator. Where a
+//! validator rejects all or part of its match (a 13-digit timestamp is not
+//! a card), only that span is searched again, with the other detectors'
+//! own regexes, and only those whose necessary bytes occur in it, so the
+//! common case stays one pass.
 
 use std::ops::Range;
 
 use regex_automata::meta::Regex;
+use regex_automata::util::syntax;
+use regex_automata::{Input, PatternID};
 
-use super::detectors::{DETECTORS, Kind};
+use super::detectors::{DETECTORS, Detector, Finding};
 
 /// Vault tokens are never redacted: matching them first consumes them, so
 /// no other detector sees their characters.
 const TOKEN_KEEP: &str = r"tok_[0-9A-Za-z]{16,}";
 
-/// A confirmed finding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub kind: Kind,
-    pub range: Range<usize>,
-}
+/// Lazy-DFA cache per search thread: enough that the combined automaton's
+/// states are built once and reused, not rebuilt after a cache clear.
+const CACHE_BYTES: usize = 16 << 20;
 
-/// The compiled multi-pattern scanner.
-pub struct Scanner {
-    re: Regex,
-}
+/// Cheap facts about a span, to skip detectors that cannot match in it.
+#[derive(Clone, Copy)]
+struct Features(u16);
 
-impl Default for Scanner {
-    fn default() -> Self {
-        Self::new()
+const DIGIT: u16 = 1;
+const UPPER: u16 = 2;
+const LOWER: u16 = 4;
+const AT: u16 = 8;
+const PLUS: u16 = 16;
+const DOT: u16 = 32;
+const COLON: u16 = 64;
+const DASH: u16 = 128;
+const SEP: u16 = 256;
+
+impl Features {
+    fn of(s: &[u8]) -> Features {
+        let mut f = 0;
+        for &b in s {
+            f |= match b {
+                b'0'..=b'9' => DIGIT,
+                b'A'..=b'Z' => UPPER,
+                b'a'..=b'z' => LOWER,
+                b'@' => AT,
+                b'+' => PLUS,
+                b'.' => DOT | SEP,
+                b':' => COLON,
+                b'-' => DASH | SEP,
+                b' ' | b'(' | b')' => SEP,
+                _ => 0,
+            };
+        }
+        Features(f)
     }
+
+    fn has(self, bits: u16) -> bool {
+        self.0 & bits == bits
+    }
+}
+
+/// What a detector needs in a span to have any chance of matching there.
+fn needs(d: &Detector) -> u16 {
+    use super::detectors::Kind::*;
+    match d.kind {
+        Pan | Ssn => DIGIT,
+        Phone => DIGIT | SEP,
+        Email => AT,
+        Iban => UPPER | DIGIT,
+        AwsKeyId => UPPER,
+        AwsSecret | Jwt => UPPER | LOWER,
+        PrivateKey => DASH | UPPER,
+        Secret | Cvv => 0,
+        Ip => DIGIT,
+    }
+}
+
+/// The compiled scanner for one set of enabled detectors.
+pub struct Scanner {
+    all: Regex,
+    /// Index into `DETECTORS` of each pattern after the keep-pattern.
+    index: Vec<usize>,
+    /// Each enabled detector alone, for rescanning rejected spans.
+    each: Vec<(usize, Regex)>,
+}
+
+fn build(patterns: &[&str]) -> Regex {
+    Regex::builder()
+        .configure(Regex::config().hybrid_cache_capacity(CACHE_BYTES))
+        .syntax(syntax::Config::new().unicode(false).utf8(false))
+        .build_many(patterns)
+        .expect("detector patterns compile")
 }
 
 impl Scanner {
-    pub fn new() -> Self {
-        let mut patterns: Vec<&str> = vec![TOKEN_KEEP];
-        patterns.extend(DETECTORS.iter().map(|d| d.pattern));
-        let re = Regex::builder()
-            .syntax(
-                regex_automata::util::syntax::Config::new()
-                    .unicode(false)
-                    .utf8(false),
-            )
-            .build_many(&patterns)
-            .expect("detector patterns compile");
-        Self { re }
+    /// A scanner for the detectors whose bit is set in `enabled`.
+    pub fn new(enabled: u32) -> Self {
+        let index: Vec<usize> = (0..DETECTORS.len())
+            .filter(|&i| enabled & DETECTORS[i].kind.bit() != 0)
+            .collect();
+        let mut patterns = vec![TOKEN_KEEP];
+        patterns.extend(index.iter().map(|&i| DETECTORS[i].pattern));
+        let each = index
+            .iter()
+            .map(|&i| (i, build(&[DETECTORS[i].pattern])))
+            .collect();
+        Self {
+            all: build(&patterns),
+            index,
+            each,
+        }
     }
 
-    /// Appends the findings of `text`, in order and not overlapping.
+    /// Appends the findings of `text` to `out`, in order, not overlapping.
     pub fn scan(&self, text: &[u8], out: &mut Vec<Finding>) {
-        let mut ranges = Vec::new();
-        for m in self.re.find_iter(text) {
-            let pid = m.pattern().as_usize();
-            if pid == 0 {
+        let first = out.len();
+        let mut found = Vec::new();
+        for m in self.all.find_iter(text) {
+            if m.pattern() == PatternID::ZERO {
                 continue;
             }
-            let d = &DETECTORS[pid - 1];
-            ranges.clear();
-            (d.validate)(text, m.range(), &mut ranges);
-            out.extend(ranges.drain(..).map(|range| Finding {
-                kind: d.kind,
-                range,
-            }));
+            let di = self.index[m.pattern().as_usize() - 1];
+            found.clear();
+            (DETECTORS[di].validate)(text, m.range(), &mut found);
+            // Rescan what the validator did not claim inside the match.
+            let mut at = m.start();
+            found.sort_by_key(|f| f.range.start);
+            for f in &found {
+                if f.range.start > at {
+                    self.rescan(text, at..f.range.start, di, out);
+                }
+                at = at.max(f.range.end);
+            }
+            if at < m.end() {
+                self.rescan(text, at..m.end(), di, out);
+            }
+            out.append(&mut found);
+        }
+        normalize(&mut out[first..]);
+        let mut keep = first;
+        for i in first..out.len() {
+            if out[i].range.start != usize::MAX {
+                out.swap(keep, i);
+                keep += 1;
+            }
+        }
+        out.truncate(keep);
+    }
+
+    /// Searches `span` (widened by one byte to the left, for a `+` or `(`
+    /// that starts a phone number) with every enabled detector but `skip`.
+    fn rescan(&self, text: &[u8], span: Range<usize>, skip: usize, out: &mut Vec<Finding>) {
+        let span = span.start.saturating_sub(1)..span.end;
+        let features = Features::of(&text[span.clone()]);
+        for (di, re) in &self.each {
+            if *di == skip || !features.has(needs(&DETECTORS[*di])) {
+                continue;
+            }
+            for m in re.find_iter(Input::new(text).range(span.clone())) {
+                (DETECTORS[*di].validate)(text, m.range(), out);
+            }
+        }
+    }
+}
+
+/// Sorts findings by start and marks (start = MAX) any that overlap an
+/// earlier one, keeping the longer of two that start together.
+fn normalize(f: &mut [Finding]) {
+    f.sort_by(|a, b| {
+        a.range
+            .start
+            .cmp(&b.range.start)
+            .then(b.range.end.cmp(&a.range.end))
+    });
+    let mut end = 0;
+    for x in f.iter_mut() {
+        if x.range.start < end {
+            x.range = usize::MAX..usize::MAX;
+        } else {
+            end = x.range.end;
         }
     }
 }

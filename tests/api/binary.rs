@@ -220,7 +220,7 @@ fn redact_filters_stdin_to_stdout() {
         String::from_utf8(out.stdout).unwrap(),
         "{\"card\":\"************1111\",\"who\":\"******\"}\nplain ****-****-****-4444\n"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("findings: email=1, pan=2"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("findings: pan=2, email=1"));
 }
 
 #[test]

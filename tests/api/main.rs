@@ -5,6 +5,7 @@ mod bad_input;
 mod binary;
 mod contract;
 mod detokenize;
+mod eval;
 mod helpers;
 mod ops;
 mod policy;

@@ -23,7 +23,7 @@ async fn text_json_and_ndjson_are_redacted_in_shape() {
             .unwrap()
             .starts_with("text/plain")
     );
-    assert_eq!(h["tokenvault-findings"], "email=1, pan=1");
+    assert_eq!(h["tokenvault-findings"], "pan=1, email=1");
 
     let (s, h, b) = app
         .post_raw(
@@ -114,4 +114,179 @@ async fn options_select_detectors_and_actions() {
         .await;
     assert_eq!(s, 400);
     assert!(!b.contains("378282246310005"));
+}
+
+/// A chunked (length-less) body as reqwest sends it.
+fn chunked(parts: Vec<String>) -> reqwest::Body {
+    let items: Vec<Result<String, std::io::Error>> = parts.into_iter().map(Ok).collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(items))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_bodies_end_with_a_findings_trailer() {
+    let app = spawn_app().await;
+    // curl shows trailers in its header dump; reqwest does not expose them.
+    let dump = app.data_dir().join("headers.txt");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--fail-with-body",
+            "-X",
+            "POST",
+            "-T",
+            "-",
+            "-H",
+            "TE: trailers",
+        ])
+        .arg("--cacert")
+        .arg(app.data_dir().join("tls/cert.pem"))
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", app.key("log-shipper")),
+        ])
+        .args(["-H", "Content-Type: text/plain", "-D"])
+        .arg(&dump)
+        .arg(format!("{}/redact", app.url))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"a 4111111111111111\nb x@y.io\n")?;
+            c.wait_with_output()
+        })
+        .expect("curl runs");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a ************1111\nb ******\n"
+    );
+    let headers = std::fs::read_to_string(&dump).unwrap().to_ascii_lowercase();
+    assert!(
+        headers.contains("tokenvault-findings: pan=1, email=1"),
+        "{headers}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_over_its_limit_is_cut_short_never_passed_through() {
+    let app = crate::helpers::spawn_app_with(|s| s.limits.redact_stream_bytes = 4096).await;
+    let mut parts: Vec<String> = (0..100)
+        .map(|i| format!("line {i} {}\n", "x".repeat(60)))
+        .collect();
+    parts.push("late card 4111111111111111\n".into());
+    let res = app
+        .client
+        .post(format!("{}/redact", app.url))
+        .bearer_auth(app.key("log-shipper"))
+        .header("content-type", "text/plain")
+        .body(chunked(parts))
+        .send()
+        .await
+        .unwrap();
+    let body = res.bytes().await;
+    match body {
+        Err(_) => {}
+        Ok(b) => panic!("a stream over its limit completed: {} bytes", b.len()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_hash_report_and_budget_over_http() {
+    let app = spawn_app().await;
+    let text = "paid 4111111111111111 then 4111 1111 1111 1111 by a@b.io\n";
+    let (s, _, b) = app
+        .post_raw(
+            "/redact?actions=pan:tokenize",
+            Some("checkout"),
+            "text/plain",
+            text,
+            &[],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let tokens: Vec<&str> = b
+        .split_whitespace()
+        .filter(|w| w.starts_with("tok_"))
+        .collect();
+    assert_eq!(tokens.len(), 2, "{b}");
+    assert_eq!(tokens[0], tokens[1], "one card, one token");
+    let (_, v) = app.detokenize("admin", tokens[0]).await;
+    assert_eq!(v["value"], "4111111111111111");
+    assert!(app.audit_text().contains("\"reason\":\"redact\""));
+    // Tokenizing while redacting needs the tokenize permission.
+    let (s, _, _) = app
+        .post_raw(
+            "/redact?actions=pan:tokenize",
+            Some("log-shipper"),
+            "text/plain",
+            text,
+            &[],
+        )
+        .await;
+    assert_eq!(s, 403);
+
+    let (_, _, b) = app
+        .post_raw(
+            "/redact?actions=pan:hash,email:hash",
+            Some("log-shipper"),
+            "text/plain",
+            text,
+            &[],
+        )
+        .await;
+    let hashes: Vec<&str> = b
+        .split_whitespace()
+        .filter(|w| w.starts_with("[HASH:pan:rh1:"))
+        .collect();
+    assert_eq!(hashes.len(), 2, "{b}");
+    assert_eq!(
+        hashes[0], hashes[1],
+        "separators do not change a card's hash"
+    );
+    assert!(b.contains("[HASH:email:rh1:"));
+
+    let (s, h, b) = app
+        .post_raw(
+            "/redact?report=true",
+            Some("log-shipper"),
+            "application/json",
+            r#"{"payment":{"card":"4111111111111111","cvv":"123"},"who":"a@b.io"}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["content-type"], "application/json");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["findings"]["pan"], 1);
+    assert_eq!(v["findings"]["cvv"], 1);
+    assert_eq!(v["paths"]["$.payment.card"], "pan");
+    assert_eq!(v["paths"]["$.payment.cvv"], "cvv");
+    assert!(!b.contains("4111") && !b.contains("123\""));
+
+    let (_, _, b) = app
+        .post_raw(
+            "/redact?budget_ms=0",
+            Some("log-shipper"),
+            "text/plain",
+            "abc\nde\n",
+            &[],
+        )
+        .await;
+    assert_eq!(b, "***\n**\n");
+    let (s, _, _) = app
+        .post_raw(
+            "/redact?budget_ms=999999",
+            Some("log-shipper"),
+            "text/plain",
+            "x",
+            &[],
+        )
+        .await;
+    assert_eq!(s, 400);
+    app.assert_no_leaks();
 }

@@ -1,27 +1,73 @@
 //! Detectors: each a pattern for the shared scan and a validator that
-//! confirms (or splits) its candidates.
+//! confirms, narrows or splits what the pattern matched.
+//!
+//! Patterns are cheap and loose; validators hold the rules (Luhn and issuer
+//! ranges, SSN area rules, IBAN mod 97, boundaries, context words).
 
+pub mod aws_key_id;
+pub mod aws_secret;
+pub mod cvv;
 pub mod email;
+pub mod iban;
+pub mod ip;
+pub mod jwt;
 pub mod pan;
+pub mod phone;
+pub mod private_key;
+pub mod secret;
+pub mod ssn;
 
 use std::ops::Range;
 
 /// The detector types; the discriminant indexes per-type tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Kind {
     Pan = 0,
-    Email = 1,
+    Email,
+    Ssn,
+    Phone,
+    Ip,
+    Iban,
+    AwsKeyId,
+    AwsSecret,
+    Jwt,
+    PrivateKey,
+    Secret,
+    Cvv,
 }
 
 impl Kind {
-    pub const COUNT: usize = 2;
-    pub const ALL: [Kind; Kind::COUNT] = [Kind::Pan, Kind::Email];
+    pub const COUNT: usize = 12;
+    pub const ALL: [Kind; Kind::COUNT] = [
+        Kind::Pan,
+        Kind::Email,
+        Kind::Ssn,
+        Kind::Phone,
+        Kind::Ip,
+        Kind::Iban,
+        Kind::AwsKeyId,
+        Kind::AwsSecret,
+        Kind::Jwt,
+        Kind::PrivateKey,
+        Kind::Secret,
+        Kind::Cvv,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Pan => "pan",
             Kind::Email => "email",
+            Kind::Ssn => "ssn",
+            Kind::Phone => "phone",
+            Kind::Ip => "ip",
+            Kind::Iban => "iban",
+            Kind::AwsKeyId => "aws_key_id",
+            Kind::AwsSecret => "aws_secret",
+            Kind::Jwt => "jwt",
+            Kind::PrivateKey => "private_key",
+            Kind::Secret => "secret",
+            Kind::Cvv => "cvv",
         }
     }
 
@@ -37,14 +83,24 @@ impl Kind {
         1 << (self as u32)
     }
 
+    /// IP addresses are routine in logs and rarely personal data on their
+    /// own; everything else is on unless switched off.
     pub fn on_by_default(self) -> bool {
-        true
+        self != Kind::Ip
     }
 }
 
+/// A confirmed finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: Kind,
+    pub range: Range<usize>,
+}
+
 /// A detector's validator: given the haystack and a pattern match, push
-/// the confirmed finding ranges (none, the match, or parts of it).
-pub type Validator = fn(&[u8], Range<usize>, &mut Vec<Range<usize>>);
+/// the confirmed findings (none, the match, parts of it, or, for a PEM
+/// block, the match extended to its end marker).
+pub type Validator = fn(&[u8], Range<usize>, &mut Vec<Finding>);
 
 /// One detector.
 pub struct Detector {
@@ -53,5 +109,67 @@ pub struct Detector {
     pub validate: Validator,
 }
 
-/// Every detector, in scan order.
-pub const DETECTORS: &[Detector] = &[pan::DETECTOR, email::DETECTOR];
+/// Every detector, in priority order: where two patterns match at the same
+/// position the earlier wins, so specific shapes come before loose ones.
+pub const DETECTORS: &[Detector] = &[
+    private_key::DETECTOR,
+    jwt::DETECTOR,
+    secret::BEARER,
+    secret::DETECTOR,
+    cvv::DETECTOR,
+    aws_key_id::DETECTOR,
+    iban::DETECTOR,
+    email::DETECTOR,
+    pan::DETECTOR,
+    ssn::DETECTOR,
+    phone::INTERNATIONAL,
+    phone::NANP,
+    ip::V4,
+    ip::V6,
+    aws_secret::DETECTOR,
+];
+
+/// True when the byte is a letter or digit.
+pub fn alnum(b: Option<&u8>) -> bool {
+    b.is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// A number stands alone: no letter or digit touches it, and it does not
+/// continue a longer number through a separator (`12-345…`, `1.2.3`).
+pub fn number_stands_alone(text: &[u8], r: &Range<usize>) -> bool {
+    let before = r.start.checked_sub(1).and_then(|i| text.get(i));
+    let before2 = r.start.checked_sub(2).and_then(|i| text.get(i));
+    let after = text.get(r.end);
+    let after2 = text.get(r.end + 1);
+    let sep = |b: Option<&u8>| matches!(b, Some(b'-' | b'.' | b'/'));
+    let digit = |b: Option<&u8>| b.is_some_and(u8::is_ascii_digit);
+    let glued = alnum(before)
+        || alnum(after)
+        || (sep(before) && digit(before2))
+        || (sep(after) && digit(after2));
+    !glued
+}
+
+/// Whether one of `words` (lower case) appears within `window` bytes
+/// before `at`, case-insensitively.
+pub fn context_before(text: &[u8], at: usize, window: usize, words: &[&str]) -> bool {
+    let start = at.saturating_sub(window);
+    let hay: Vec<u8> = text[start..at].iter().map(u8::to_ascii_lowercase).collect();
+    words
+        .iter()
+        .any(|w| hay.windows(w.len()).any(|x| x == w.as_bytes()))
+}
+
+/// Digits of a range, separators dropped.
+pub fn digits(text: &[u8], r: &Range<usize>) -> Vec<u8> {
+    text[r.clone()]
+        .iter()
+        .copied()
+        .filter(u8::is_ascii_digit)
+        .collect()
+}
+
+/// Pushes a finding of `kind` over `r`.
+pub fn push(out: &mut Vec<Finding>, kind: Kind, r: Range<usize>) {
+    out.push(Finding { kind, range: r });
+}

@@ -1,0 +1,178 @@
+//! Streamed redaction: request body → lines → redacted lines → response
+//! body, with bounded channels on both sides so memory stays flat whatever
+//! the body's size.
+//!
+//! An async task reads the request; a blocking thread splits lines,
+//! redacts them, audits any cards it tokenized, and sends output chunks;
+//! the response body takes them as they come and ends with the findings as
+//! a trailer. Any error (over the limit, client abort, vault down) sends an
+//! error frame, which aborts the response: the client sees a truncated
+//! body, never unredacted data.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+
+use crate::redact::format::RedactError;
+use crate::redact::lines::{LineSplitter, Piece, TOO_LONG};
+
+use super::redact::Job;
+
+/// Chunks in flight on each side.
+const DEPTH: usize = 4;
+/// Output is sent once this much has built up (or the input chunk ends).
+const FLUSH_BYTES: usize = 64 * 1024;
+
+type Out = Result<Frame<Bytes>, std::io::Error>;
+
+/// A response body fed by a channel; data frames, then trailers.
+struct ChannelBody {
+    rx: mpsc::Receiver<Out>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Out>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Starts the stream and returns the response that carries it.
+pub fn respond(job: Job, body: Body) -> Response {
+    let (in_tx, in_rx) = mpsc::channel::<Result<Bytes, String>>(DEPTH);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(DEPTH);
+    let limit = job.state.limits.redact_stream_bytes;
+    tokio::spawn(read(body, limit, in_tx));
+    let report = job.opts.report;
+    let format = job.format;
+    tokio::task::spawn_blocking(move || work(job, in_rx, out_tx));
+    let mut res = Body::new(ChannelBody { rx: out_rx }).into_response();
+    let h = res.headers_mut();
+    let ct = if report {
+        "application/json"
+    } else {
+        format.content_type()
+    };
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    h.insert(
+        header::TRAILER,
+        HeaderValue::from_static("tokenvault-findings"),
+    );
+    res
+}
+
+/// Forwards the request body, enforcing `limit`.
+async fn read(mut body: Body, limit: u64, tx: mpsc::Sender<Result<Bytes, String>>) {
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let item = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => {
+                    total += d.len() as u64;
+                    if total > limit {
+                        Err("the body is over limits.redact_stream_bytes".to_owned())
+                    } else {
+                        Ok(d)
+                    }
+                }
+                Err(_) => continue,
+            },
+            Err(e) => Err(format!("reading the body failed: {e}")),
+        };
+        let stop = item.is_err();
+        if tx.send(item).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// The blocking side: split, redact, audit, send.
+fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, String>>, tx: mpsc::Sender<Out>) {
+    let abort = |why: String| {
+        tracing::warn!(error = %why, "streamed redaction aborted");
+        let _ = tx.blocking_send(Err(std::io::Error::other("redaction aborted")));
+    };
+    let handle = tokio::runtime::Handle::current();
+    let tokenizer = job.tokenizer();
+    let mut session = job
+        .state
+        .redactor
+        .session(&job.opts, Some(&tokenizer as &dyn crate::redact::Tokenizer));
+    let mut splitter = LineSplitter::new(job.state.limits.body_bytes);
+    let mut out = Vec::with_capacity(FLUSH_BYTES * 2);
+    let mut total = 0usize;
+    let format = job.format;
+    let report = job.opts.report;
+    let mut take = |piece: Piece<'_>, out: &mut Vec<u8>| -> Result<(), RedactError> {
+        match piece {
+            Piece::Line(l) => session.line(format, l, out),
+            Piece::TooLong { newline } => {
+                if !report {
+                    out.extend_from_slice(TOO_LONG);
+                    if newline {
+                        out.push(b'\n');
+                    }
+                }
+                Ok(())
+            }
+        }
+    };
+    // Sends what has built up, after auditing the cards it tokenized.
+    let flush = |out: &mut Vec<u8>| -> Result<bool, String> {
+        let events = tokenizer.take_events();
+        if !events.is_empty() {
+            handle
+                .block_on(job.state.audit.record(events))
+                .map_err(|e| e.to_string())?;
+        }
+        if out.is_empty() || report {
+            return Ok(true);
+        }
+        let chunk = Bytes::from(std::mem::take(out));
+        Ok(tx.blocking_send(Ok(Frame::data(chunk))).is_ok())
+    };
+    while let Some(item) = rx.blocking_recv() {
+        let chunk = match item {
+            Ok(c) => c,
+            Err(why) => return abort(why),
+        };
+        total += chunk.len();
+        if let Err(e) = splitter.push(&chunk, |p| take(p, &mut out)) {
+            return abort(e.to_string());
+        }
+        if out.len() >= FLUSH_BYTES || rx.is_empty() {
+            match flush(&mut out) {
+                Ok(true) => {}
+                Ok(false) => return, // the client went away
+                Err(why) => return abort(why),
+            }
+        }
+    }
+    if let Err(e) = splitter.finish(|p| take(p, &mut out)) {
+        return abort(e.to_string());
+    }
+    match flush(&mut out) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(why) => return abort(why),
+    }
+    let findings = session.findings.clone();
+    job.count(total, &findings);
+    if report {
+        let body = serde_json::to_vec(&findings.report()).expect("serializable");
+        let _ = tx.blocking_send(Ok(Frame::data(Bytes::from(body))));
+    }
+    let mut trailers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&findings.header_value()) {
+        trailers.insert("tokenvault-findings", v);
+    }
+    let _ = tx.blocking_send(Ok(Frame::trailers(trailers)));
+}

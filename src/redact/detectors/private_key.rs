@@ -1,0 +1,38 @@
+//! PEM private keys. The finding runs from `-----BEGIN … PRIVATE KEY-----`
+//! to its end marker, or, when the end is not in this input, to the end of
+//! the input: fail closed. Line-by-line formats carry the open block over
+//! to the next lines (see `format`).
+
+use std::ops::Range;
+
+use super::{Detector, Finding, Kind, push};
+
+pub const DETECTOR: Detector = Detector {
+    kind: Kind::PrivateKey,
+    pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----",
+    validate,
+};
+
+const END_TAIL: &[u8] = b"PRIVATE KEY-----";
+
+fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    let end = find_end(&text[m.end..]).map_or(text.len(), |e| m.end + e);
+    push(out, Kind::PrivateKey, m.start..end);
+}
+
+/// The offset just past the first `-----END … PRIVATE KEY-----` in `s`.
+pub fn find_end(s: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = s[from..].windows(9).position(|w| w == b"-----END ") {
+        let start = from + i + 9;
+        let limit = (start + 60).min(s.len());
+        if let Some(j) = s[start..limit]
+            .windows(END_TAIL.len())
+            .position(|w| w == END_TAIL)
+        {
+            return Some(start + j + END_TAIL.len());
+        }
+        from = start;
+    }
+    None
+}

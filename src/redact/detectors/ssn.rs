@@ -1,0 +1,51 @@
+//! US Social Security numbers.
+
+use std::ops::Range;
+
+use super::{Detector, Finding, Kind, context_before, digits, number_stands_alone, push};
+
+/// Dashed `123-45-6789`, or spaced `123 45 6789` and bare `123456789`
+/// right after a word that says what they are (`ssn: 123456789`).
+pub const DETECTOR: Detector = Detector {
+    kind: Kind::Ssn,
+    pattern: r"[0-9]{3}-[0-9]{2}-[0-9]{4}|(?i:ssn|social security(?: number)?|ss#)[^0-9A-Za-z
+]{1,4}[0-9]{3} ?[0-9]{2} ?[0-9]{4}",
+    validate,
+};
+
+fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    // The keyword form (`ssn: 123456789`): the number is the match's tail.
+    let m = if text[m.start].is_ascii_alphabetic() {
+        let s = &text[m.clone()];
+        let tail = s
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_digit() || **b == b' ')
+            .count();
+        let lead = s[s.len() - tail..]
+            .iter()
+            .take_while(|&&b| b == b' ')
+            .count();
+        m.end - tail + lead..m.end
+    } else {
+        m
+    };
+    if !number_stands_alone(text, &m) {
+        return;
+    }
+    let d = digits(text, &m);
+    if d.len() != 9 {
+        return;
+    }
+    let dashed = text[m.clone()].contains(&b'-');
+    if !dashed && !context_before(text, m.start, 32, &["ssn", "social", "ss#", "tin"]) {
+        return;
+    }
+    let n = |r: Range<usize>| d[r].iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0'));
+    let (area, group, serial) = (n(0..3), n(3..5), n(5..9));
+    // SSA rules: no area 000, 666 or 900-999; no group 00; no serial 0000.
+    if area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0 {
+        return;
+    }
+    push(out, Kind::Ssn, m);
+}

@@ -1,0 +1,201 @@
+//! Engine tests: each detector on shapes of its own (not the evaluation
+//! corpus's templates), look-alikes that must survive, and the walkers.
+
+use super::*;
+
+fn redact(format: Format, input: &str, opts: &Options) -> (String, Findings) {
+    let r = Redactor::new(
+        &EngineSettings::default(),
+        Some(HashKey::new("t1", &[9; 32])),
+    )
+    .unwrap();
+    let mut s = r.session(opts, None);
+    let mut out = Vec::new();
+    s.body(format, input.as_bytes(), &mut out).unwrap();
+    (String::from_utf8(out).unwrap(), s.findings)
+}
+
+fn text(input: &str) -> String {
+    redact(Format::Text, input, &Options::default()).0
+}
+
+fn label(input: &str) -> String {
+    let opts = Kind::ALL.iter().fold(Options::default(), |o, k| {
+        o.with_action(*k, "label").unwrap()
+    });
+    redact(Format::Text, input, &opts).0
+}
+
+#[test]
+fn each_detector_finds_its_own() {
+    let cases = [
+        ("visa 4000 0566 5566 5556 ok", "visa [REDACTED:pan] ok"),
+        (
+            "mail John.Smith+tag@mail.example.co.uk.",
+            "mail [REDACTED:email].",
+        ),
+        ("ssn=078-05-1120;", "ssn=[REDACTED:ssn];"),
+        ("SSN 078051120 on file", "SSN [REDACTED:ssn] on file"),
+        ("call +49 30 901820 now", "call [REDACTED:phone] now"),
+        ("call +14155550100.", "call [REDACTED:phone]."),
+        ("tel (212) 555-0199 x", "tel [REDACTED:phone] x"),
+        ("tel 212.555.0199", "tel [REDACTED:phone]"),
+        (
+            "iban DE89 3704 0044 0532 0130 00 paid",
+            "iban [REDACTED:iban] paid",
+        ),
+        ("iban FR1420041010050500013M02606", "iban [REDACTED:iban]"),
+        (
+            "key ASIAY34FZKBOKMUTVV7A used",
+            "key [REDACTED:aws_key_id] used",
+        ),
+        (
+            "SecretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "SecretAccessKey: [REDACTED:aws_secret]",
+        ),
+        (
+            "id AKIAIOSFODNN7EXAMPLE k wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "id [REDACTED:aws_key_id] k [REDACTED:aws_secret]",
+        ),
+        (
+            "auth eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0. end",
+            "auth [REDACTED:jwt] end",
+        ),
+        (
+            "password=hunter2 user=bob",
+            "password=[REDACTED:secret] user=bob",
+        ),
+        (
+            "{\"api_key\": \"sk_live_abcdef\"}",
+            "{\"api_key\": \"[REDACTED:secret]\"}",
+        ),
+        (
+            "Authorization: Bearer abcDEF123456ghiJKL789",
+            "Authorization: Bearer [REDACTED:secret]",
+        ),
+        ("card cvv=0412 exp", "card cvv=[REDACTED:cvv] exp"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(label(input), want, "{input}");
+    }
+}
+
+#[test]
+fn look_alikes_survive() {
+    let keep = [
+        "ts=1701541583094 done",                      // Luhn-valid ms timestamp
+        "order 4111111111111112",                     // fails Luhn
+        "acct 8014459711667514",                      // Luhn-valid, no issuer
+        "ledger 49442699102374095436111",             // card window in a longer number
+        "trace 73ab4876-7734-47c1-87fd-e805ec99108d", // UUID
+        "commit 9fceb02d0ae598e95dc970b74767f19372d61af8 merged", // git SHA-1, 40 hex
+        "sha256=29a80b21ead8f062d15a4f4ef27e9589c6948f6d30c01c3f252edc87ff4adfa3",
+        "build v9.14.48 amount=919.60",
+        "date 2026-11-28 12:30:00",
+        "id 123456789 qty 3", // 9 digits, no SSN context
+        "token tok_FORl3FnIyAedSrx8rNbHlV and tok_hFqG4UYmwfOrJmub7WbdpjNB",
+        "range 10-20-2030",
+        "port 127.0.0.1:8443",        // IP is off by default
+        "ssn 000-12-3456 is invalid", // area 000
+    ];
+    for k in keep {
+        assert_eq!(text(k), k);
+    }
+}
+
+#[test]
+fn mask_keeps_shape_and_last_four() {
+    assert_eq!(text("pan 4111-1111-1111-1111."), "pan ****-****-****-1111.");
+    assert_eq!(text("a@b.io"), "******");
+}
+
+#[test]
+fn hash_is_stable_keyed_and_normalized() {
+    let opts = Options::default().with_actions(Some("pan:hash")).unwrap();
+    let (a, _) = redact(Format::Text, "4111 1111 1111 1111", &opts);
+    let (b, _) = redact(Format::Text, "4111-1111-1111-1111", &opts);
+    assert_eq!(a, b);
+    assert!(
+        a.starts_with("[HASH:pan:t1:") && a.len() == "[HASH:pan:t1:]".len() + 24,
+        "{a}"
+    );
+    assert!(!a.contains("1111"));
+}
+
+#[test]
+fn pem_blocks_are_masked_across_lines() {
+    let input = "before\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nabcd\n-----END RSA PRIVATE KEY----- after\nnext 4111111111111111\n";
+    let out = text(input);
+    assert!(
+        !out.contains("MIIE") && !out.contains("abcd") && !out.contains("BEGIN"),
+        "{out}"
+    );
+    assert!(out.contains(" after\nnext ************1111\n"), "{out}");
+    assert_eq!(out.lines().count(), input.lines().count());
+    let (j, _) = redact(
+        Format::Json,
+        r#"{"k":"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----","n":1}"#,
+        &Options::default(),
+    );
+    assert!(!j.contains("MIIB") && j.contains("\"n\":1"), "{j}");
+}
+
+#[test]
+fn json_fields_numbers_tokens_and_drop() {
+    let input = r#"{"payment":{"cvv":"061","card_number":4111111111111111,"token":"tok_FORl3FnIyAedSrx8rNbHlV","amount":733.9},"pin":1234,"cardNumber":"4111111111111112"}"#;
+    let (out, f) = redact(Format::Json, input, &Options::default());
+    assert_eq!(
+        out,
+        r#"{"payment":{"cvv":"***","card_number":"************1111","token":"tok_FORl3FnIyAedSrx8rNbHlV","amount":733.9},"pin":"****","cardNumber":"4111111111111112"}"#
+    );
+    assert_eq!(f.header_value(), "pan=1, secret=1, cvv=1");
+    let opts = Options::default()
+        .with_actions(Some("cvv:drop,email:drop"))
+        .unwrap();
+    let (out, _) = redact(
+        Format::Json,
+        r#"{"cvv":"123","who":"a@b.io","keep":1}"#,
+        &opts,
+    );
+    assert_eq!(out, r#"{"keep":1}"#);
+}
+
+#[test]
+fn report_counts_and_paths_without_values() {
+    let opts = Options {
+        report: true,
+        ..Default::default()
+    };
+    let input =
+        "{\"payment\":{\"card\":\"4111111111111111\"},\"items\":[{\"note\":\"to a@b.io\"}]}\n";
+    let (out, f) = redact(Format::Ndjson, input, &opts);
+    assert_eq!(out, "");
+    let r = f.report();
+    assert_eq!(r["findings"]["pan"], 1);
+    assert_eq!(r["paths"]["$.payment.card"], "pan");
+    assert_eq!(r["paths"]["$.items[0].note"], "email");
+    assert!(!r.to_string().contains("4111"));
+}
+
+#[test]
+fn a_zero_budget_masks_every_line() {
+    let opts = Options {
+        budget: Some(std::time::Duration::ZERO),
+        ..Default::default()
+    };
+    let (out, _) = redact(Format::Text, "abc\nde\n", &opts);
+    assert_eq!(out, "***\n**\n");
+}
+
+#[test]
+fn detectors_can_be_switched() {
+    let opts = Options::default().with_detectors(Some("ip")).unwrap();
+    let (out, _) = redact(Format::Text, "from 10.1.2.3 and ::1 by a@b.io", &opts);
+    assert_eq!(out, "from ******** and *** by a@b.io");
+    assert!(
+        Options::default()
+            .with_actions(Some("email:tokenize"))
+            .is_err()
+    );
+    assert!(Options::default().with_detectors(Some("dna")).is_err());
+}
