@@ -38,7 +38,7 @@ impl LineSplitter {
         mut f: impl FnMut(Piece<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         while !chunk.is_empty() {
-            let nl = chunk.iter().position(|&b| b == b'\n');
+            let nl = memchr::memchr(b'\n', chunk);
             if self.skipping {
                 match nl {
                     Some(i) => {

@@ -17,6 +17,7 @@ pub mod detectors;
 pub mod fields;
 pub mod format;
 pub mod lines;
+pub mod numeric;
 pub mod scanner;
 
 use std::collections::{BTreeMap, HashMap};

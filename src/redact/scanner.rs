@@ -14,7 +14,8 @@ use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 use regex_automata::{Input, PatternID};
 
-use super::detectors::{DETECTORS, Detector, Finding};
+use super::detectors::{DETECTORS, Detector, Finding, Kind};
+use super::numeric;
 
 /// Vault tokens are never redacted: matching them first consumes them, so
 /// no other detector sees their characters.
@@ -86,6 +87,8 @@ pub struct Scanner {
     index: Vec<usize>,
     /// Each enabled detector alone, for rescanning rejected spans.
     each: Vec<(usize, Regex)>,
+    /// Which digit-run detectors are on: cards, SSNs, phones.
+    numeric: [bool; 3],
 }
 
 fn build(patterns: &[&str]) -> Regex {
@@ -108,10 +111,12 @@ impl Scanner {
             .iter()
             .map(|&i| (i, build(&[DETECTORS[i].pattern])))
             .collect();
+        let on = |k: Kind| enabled & k.bit() != 0;
         Self {
             all: build(&patterns),
             index,
             each,
+            numeric: [on(Kind::Pan), on(Kind::Ssn), on(Kind::Phone)],
         }
     }
 
@@ -119,26 +124,43 @@ impl Scanner {
     pub fn scan(&self, text: &[u8], out: &mut Vec<Finding>) {
         let first = out.len();
         let mut found = Vec::new();
+        let mut keep: Vec<Range<usize>> = Vec::new();
         for m in self.all.find_iter(text) {
             if m.pattern() == PatternID::ZERO {
+                keep.push(m.range());
                 continue;
             }
             let di = self.index[m.pattern().as_usize() - 1];
             found.clear();
             (DETECTORS[di].validate)(text, m.range(), &mut found);
-            // Rescan what the validator did not claim inside the match.
-            let mut at = m.start();
-            found.sort_by_key(|f| f.range.start);
-            for f in &found {
-                if f.range.start > at {
-                    self.rescan(text, at..f.range.start, di, out);
+            // Rescan what the validator did not claim: all of a rejected
+            // match, or the trimmed tail of one that may split (a value
+            // after its key name is never rescanned: the rest is the name).
+            if found.is_empty() {
+                self.rescan(text, m.range(), di, out);
+            } else if DETECTORS[di].splits {
+                let end = found.iter().map(|f| f.range.end).max().unwrap_or(m.end());
+                if end < m.end() {
+                    self.rescan(text, end..m.end(), di, out);
                 }
-                at = at.max(f.range.end);
-            }
-            if at < m.end() {
-                self.rescan(text, at..m.end(), di, out);
             }
             out.append(&mut found);
+        }
+        let [pan, ssn, phone] = self.numeric;
+        if pan || ssn || phone {
+            let from = out.len();
+            numeric::scan(text, pan, ssn, phone, out);
+            // Nothing inside a vault token is redacted.
+            if !keep.is_empty() {
+                for f in &mut out[from..] {
+                    if keep
+                        .iter()
+                        .any(|k| k.start < f.range.end && f.range.start < k.end)
+                    {
+                        f.range = usize::MAX..usize::MAX;
+                    }
+                }
+            }
         }
         normalize(&mut out[first..]);
         let mut keep = first;

@@ -9,6 +9,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::AwsKeyId,
     pattern: r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z2-7]{16}",
     validate,
+    splits: false,
 };
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

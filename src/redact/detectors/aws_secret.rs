@@ -15,6 +15,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::AwsSecret,
     pattern: r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)"?\s{0,3}[:=]\s{0,3}"?[A-Za-z0-9/+]+=*"#,
     validate,
+    splits: false,
 };
 
 /// How far after an access key id a bare secret is looked for.

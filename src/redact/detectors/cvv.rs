@@ -9,6 +9,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::Cvv,
     pattern: r#"(?i)\b(?:cvv2?|cvc2?|cid|csc|card_?code|security_?code)"?\s{0,3}[:=]\s{0,3}"?[0-9]{3,4}\b"#,
     validate,
+    splits: false,
 };
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

@@ -9,6 +9,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::Email,
     pattern: r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
     validate,
+    splits: false,
 };
 
 /// RFC 5321 sizes: local part at most 64 bytes, the whole at most 254,

@@ -10,6 +10,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::Iban,
     pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?",
     validate,
+    splits: true,
 };
 
 /// Takes the longest prefix (by whole groups) that passes mod 97, so a

@@ -10,12 +10,14 @@ pub const V4: Detector = Detector {
     kind: Kind::Ip,
     pattern: r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
     validate: validate_v4,
+    splits: false,
 };
 
 pub const V6: Detector = Detector {
     kind: Kind::Ip,
     pattern: r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{1,40}",
     validate: validate_v6,
+    splits: false,
 };
 
 fn dotted(b: Option<&u8>) -> bool {

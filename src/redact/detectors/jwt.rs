@@ -9,6 +9,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::Jwt,
     pattern: r"eyJ[A-Za-z0-9_\-]{2,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*",
     validate,
+    splits: false,
 };
 
 fn b64url(b: Option<&u8>) -> bool {

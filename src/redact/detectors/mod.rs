@@ -107,9 +107,13 @@ pub struct Detector {
     pub kind: Kind,
     pub pattern: &'static str,
     pub validate: Validator,
+    /// Whether the validator may accept a prefix and give back a tail that
+    /// can hold something else (a phone number's trailing year).
+    pub splits: bool,
 }
 
-/// Every detector, in priority order: where two patterns match at the same
+/// Every regex detector, in priority order (cards, dashed SSNs and North
+/// American phones are found by the digit-run scan in `numeric`): where two patterns match at the same
 /// position the earlier wins, so specific shapes come before loose ones.
 pub const DETECTORS: &[Detector] = &[
     private_key::DETECTOR,
@@ -120,10 +124,8 @@ pub const DETECTORS: &[Detector] = &[
     aws_key_id::DETECTOR,
     iban::DETECTOR,
     email::DETECTOR,
-    pan::DETECTOR,
     ssn::DETECTOR,
     phone::INTERNATIONAL,
-    phone::NANP,
     ip::V4,
     ip::V6,
     aws_secret::DETECTOR,

@@ -1,27 +1,8 @@
 //! Card numbers, by the vault's own `Pan` rules.
+//! Cards in text are found among digit runs (`numeric`) by the vault's
+//! `cards_in_run`; this holds the JSON-number check.
 
-use std::ops::Range;
-
-use crate::vault::pan::{Pan, cards_in_run};
-
-use super::{Detector, Finding, Kind, push};
-
-/// Any run of at least 12 digits with single spaces or dashes between; the
-/// validator finds the cards inside it, with digit boundaries, so a
-/// card-shaped window of a longer number is left alone.
-pub const DETECTOR: Detector = Detector {
-    kind: Kind::Pan,
-    pattern: r"[0-9](?:[ \-]?[0-9]){11,}",
-    validate,
-};
-
-fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
-    let mut cards = Vec::new();
-    cards_in_run(text, m, &mut cards);
-    for r in cards {
-        push(out, Kind::Pan, r);
-    }
-}
+use crate::vault::pan::Pan;
 
 /// Whether a JSON number's digits are a card.
 pub fn is_card_number(digits: &str) -> bool {

@@ -5,20 +5,17 @@ use std::ops::Range;
 
 use super::{Detector, Finding, Kind, alnum, digits, number_stands_alone, push};
 
+/// North American forms (`(916) 333-7189`, `685-821-8949`,
+/// `415.555.0100`, `1-800-555-0100`) are found among digit runs
+/// (`numeric`), which hand them to [`validate_nanp`]; bare ten-digit ids
+/// are left alone.
+///
 /// `+44 20 8990 8286`, `+1-318-550-9128`, `+14155550100`, `+49 (0)30 1234567`.
 pub const INTERNATIONAL: Detector = Detector {
     kind: Kind::Phone,
     pattern: r"\+[1-9][0-9]*(?:[ .\-]?\([0-9]+\)|[ .\-][0-9]+)*",
     validate: validate_international,
-};
-
-/// `(916) 333-7189`, `685-821-8949`, `415.555.0100`, `1-800-555-0100`: a
-/// separator before the last four digits is required, so bare ten-digit
-/// ids are left alone.
-pub const NANP: Detector = Detector {
-    kind: Kind::Phone,
-    pattern: r"(?:1[ .\-])?\(?[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}",
-    validate: validate_nanp,
+    splits: true,
 };
 
 fn balanced(s: &[u8]) -> bool {
@@ -52,7 +49,7 @@ fn validate_international(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) 
     }
 }
 
-fn validate_nanp(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+pub fn validate_nanp(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     if number_stands_alone(text, &m) && balanced(&text[m.clone()]) {
         push(out, Kind::Phone, m);
     }

@@ -11,6 +11,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::PrivateKey,
     pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----",
     validate,
+    splits: false,
 };
 
 const END_TAIL: &[u8] = b"PRIVATE KEY-----";

@@ -10,6 +10,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: r#"(?i)\b(?:password|passwd|pwd|passphrase|secret|client_secret|api_key|apikey|api-key|access_token|refresh_token|auth_token|private_key|secret_key)"?\s{0,3}[:=]\s{0,3}"?[^\s"',;&}\]]+"#,
     validate: validate_pair,
+    splits: false,
 };
 
 /// `Bearer <opaque token>` (a JWT after `Bearer` is reported as a JWT).
@@ -17,6 +18,7 @@ pub const BEARER: Detector = Detector {
     kind: Kind::Secret,
     pattern: r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]+=*",
     validate: validate_bearer,
+    splits: false,
 };
 
 fn validate_pair(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

@@ -11,7 +11,13 @@ pub const DETECTOR: Detector = Detector {
     pattern: r"[0-9]{3}-[0-9]{2}-[0-9]{4}|(?i:ssn|social security(?: number)?|ss#)[^0-9A-Za-z
 ]{1,4}[0-9]{3} ?[0-9]{2} ?[0-9]{4}",
     validate,
+    splits: false,
 };
+
+/// A dashed candidate from the digit-run scan.
+pub fn validate_dashed(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    validate(text, m, out);
+}
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     // The keyword form (`ssn: 123456789`): the number is the match's tail.

@@ -1,0 +1,239 @@
+//! Digit runs, classified without a regex.
+//!
+//! Cards, dashed SSNs and North American phone numbers are all runs of
+//! digit groups joined by short separators. In a regex union their
+//! counters multiply the automaton's states and logs are full of digits
+//! (timestamps, ids, amounts), so one byte loop finds the runs instead and
+//! hands the plausible ones to the same validators the detectors use.
+
+use super::detectors::{Finding, Kind, phone, ssn};
+use crate::vault::pan::cards_in_run;
+
+/// Fewest digits any numeric detector needs (an SSN has 9).
+const MIN_DIGITS: usize = 9;
+/// Most groups a run is split into; longer runs are cut (and rescanned
+/// from where they were cut).
+const MAX_GROUPS: usize = 24;
+
+fn is_digit(b: u8) -> bool {
+    b.is_ascii_digit()
+}
+
+/// Whether any byte of `w` is an ASCII digit: `b ^ 0x30` is below 10
+/// exactly for digits, and the classic has-less-than bit trick tests all
+/// eight bytes at once.
+fn has_digit(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let x = w ^ (0x30 * ONES);
+    x.wrapping_sub(10 * ONES) & !x & (0x80 * ONES) != 0
+}
+
+fn is_sep(b: u8) -> bool {
+    matches!(b, b' ' | b'-' | b'.' | b'(' | b')')
+}
+
+/// One maximal digit sequence inside a run.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    start: usize,
+    end: usize,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// Appends the numeric findings of `text` for the enabled kinds.
+pub fn scan(text: &[u8], pan: bool, ssn: bool, phone: bool, out: &mut Vec<Finding>) {
+    let mut groups = [Group { start: 0, end: 0 }; MAX_GROUPS];
+    let mut i = 0;
+    let n = text.len();
+    while i < n {
+        if !is_digit(text[i]) {
+            i += 1;
+            // Most bytes are not digits: skip eight at a time.
+            while i + 8 <= n
+                && !has_digit(u64::from_le_bytes(
+                    text[i..i + 8].try_into().expect("8 bytes"),
+                ))
+            {
+                i += 8;
+            }
+            continue;
+        }
+        // A run: digit groups joined by one or two separator bytes.
+        let mut g = 0;
+        let mut j = i;
+        let mut digits = 0;
+        loop {
+            let start = j;
+            while j < n && is_digit(text[j]) {
+                j += 1;
+            }
+            groups[g] = Group { start, end: j };
+            digits += j - start;
+            g += 1;
+            let mut k = j;
+            while k < n && k - j < 2 && is_sep(text[k]) {
+                k += 1;
+            }
+            if g == MAX_GROUPS || k == j || k >= n || !is_digit(text[k]) {
+                break;
+            }
+            j = k;
+        }
+        if digits >= MIN_DIGITS {
+            classify(text, &groups[..g], pan, ssn, phone, out);
+        }
+        i = j;
+    }
+}
+
+fn classify(
+    text: &[u8],
+    groups: &[Group],
+    pan: bool,
+    ssn: bool,
+    phone: bool,
+    out: &mut Vec<Finding>,
+) {
+    if pan {
+        cards(text, groups, out);
+    }
+    for w in 0..groups.len() {
+        if ssn && w + 3 <= groups.len() {
+            let [a, b, c] = [groups[w], groups[w + 1], groups[w + 2]];
+            if (a.len(), b.len(), c.len()) == (3, 2, 4)
+                && &text[a.end..b.start] == b"-"
+                && &text[b.end..c.start] == b"-"
+            {
+                ssn::validate_dashed(text, a.start..c.end, out);
+            }
+        }
+        if phone {
+            nanp(text, groups, w, out);
+        }
+    }
+}
+
+/// Cards: the stretches of the run whose groups are joined by exactly one
+/// space or dash, given to the vault's own card finder.
+fn cards(text: &[u8], groups: &[Group], out: &mut Vec<Finding>) {
+    let mut from = 0;
+    for k in 0..groups.len() {
+        let joined = k + 1 < groups.len() && {
+            let sep = &text[groups[k].end..groups[k + 1].start];
+            sep == b" " || sep == b"-"
+        };
+        if !joined {
+            let seg = groups[from].start..groups[k].end;
+            let digits: usize = groups[from..=k].iter().map(Group::len).sum();
+            if digits >= 12 {
+                let mut found = Vec::new();
+                cards_in_run(text, seg, &mut found);
+                out.extend(found.into_iter().map(|range| Finding {
+                    kind: Kind::Pan,
+                    range,
+                }));
+            }
+            from = k + 1;
+        }
+    }
+}
+
+/// `[1 ]area exchange line` starting at group `w`: area in parentheses or
+/// not, area and exchange from 2-9, a single separator before the line.
+fn nanp(text: &[u8], groups: &[Group], w: usize, out: &mut Vec<Finding>) {
+    let mut a = w;
+    let mut start = groups[w].start;
+    if groups[w].len() == 1 && text[groups[w].start] == b'1' {
+        let sep = &text[groups[w].end..groups.get(w + 1).map_or(groups[w].end, |g| g.start)];
+        if !matches!(sep, b" " | b"-" | b"." | b" (") {
+            return;
+        }
+        a = w + 1;
+    }
+    if a + 3 > groups.len() {
+        return;
+    }
+    let (area, exch, line) = (groups[a], groups[a + 1], groups[a + 2]);
+    let lead = |g: Group| (b'2'..=b'9').contains(&text[g.start]);
+    if (area.len(), exch.len(), line.len()) != (3, 3, 4) || !lead(area) || !lead(exch) {
+        return;
+    }
+    let mid = &text[area.end..exch.start];
+    let last = &text[exch.end..line.start];
+    let paren = area.start > 0 && text[area.start - 1] == b'(';
+    let mid_ok = if paren {
+        matches!(mid, b")" | b") " | b")-")
+    } else {
+        matches!(mid, b" " | b"-" | b".")
+    };
+    if !mid_ok || !matches!(last, b" " | b"-" | b".") {
+        return;
+    }
+    if a == w && paren {
+        start = area.start - 1;
+    }
+    phone::validate_nanp(text, start..line.end, out);
+}
+
+/// The ranges a scan of `text` finds, for tests.
+#[cfg(test)]
+fn found(text: &str) -> Vec<(Kind, String)> {
+    let mut out = Vec::new();
+    scan(text.as_bytes(), true, true, true, &mut out);
+    out.into_iter()
+        .map(|f: Finding| (f.kind, text[f.range].to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_classified() {
+        assert_eq!(
+            found("c 4111 1111 1111 1111 2026"),
+            [(Kind::Pan, "4111 1111 1111 1111".into())]
+        );
+        assert_eq!(found("s 078-05-1120."), [(Kind::Ssn, "078-05-1120".into())]);
+        assert_eq!(
+            found("t (212) 555-0199,"),
+            [(Kind::Phone, "(212) 555-0199".into())]
+        );
+        assert_eq!(
+            found("t 1-800-555-0199"),
+            [(Kind::Phone, "1-800-555-0199".into())]
+        );
+        assert_eq!(
+            found("t 212.555.0199"),
+            [(Kind::Phone, "212.555.0199".into())]
+        );
+        assert!(found("ts=1701541583094 id 4155550100 d 2026-11-28 v1.2.3").is_empty());
+    }
+
+    #[test]
+    fn has_digit_is_exact() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let mut w = [b'x'; 8];
+                w[pos] = b;
+                assert_eq!(
+                    has_digit(u64::from_le_bytes(w)),
+                    b.is_ascii_digit(),
+                    "{b} at {pos}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_do_not_leak_outside_the_text() {
+        assert!(found("9").is_empty());
+        assert!(found("123456789012").is_empty());
+    }
+}
