@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use aho_corasick::AhoCorasick;
+
 use super::Kind;
 
 const DEFAULTS: &[(&str, Kind)] = &[
@@ -39,9 +41,13 @@ const DEFAULTS: &[(&str, Kind)] = &[
     ("socialsecuritynumber", Kind::Ssn),
 ];
 
-/// Field names (normalized: lower case, letters and digits only) → type.
+/// Field names (normalized: lower case, letters and digits only) → type,
+/// and an automaton over the names for a one-pass "could any be here?".
 #[derive(Debug, Clone)]
-pub struct FieldRules(HashMap<String, Kind>);
+pub struct FieldRules {
+    names: HashMap<String, Kind>,
+    any: AhoCorasick,
+}
 
 /// Lower case, letters and digits only: `Card_Number` = `cardNumber`.
 pub fn normalize(name: &str) -> String {
@@ -51,21 +57,23 @@ pub fn normalize(name: &str) -> String {
         .collect()
 }
 
+fn defaults() -> HashMap<String, Kind> {
+    DEFAULTS
+        .iter()
+        .map(|(n, k)| ((*n).to_owned(), *k))
+        .collect()
+}
+
 impl Default for FieldRules {
     fn default() -> Self {
-        Self(
-            DEFAULTS
-                .iter()
-                .map(|(n, k)| ((*n).to_owned(), *k))
-                .collect(),
-        )
+        Self::from_names(defaults())
     }
 }
 
 impl FieldRules {
     /// The defaults plus `extra` (name → type name); unknown types refused.
     pub fn with(extra: &std::collections::BTreeMap<String, String>) -> Result<Self, String> {
-        let mut rules = Self::default();
+        let mut names = defaults();
         for (name, kind) in extra {
             let k = Kind::parse(kind).ok_or_else(|| {
                 format!(
@@ -73,9 +81,30 @@ impl FieldRules {
                     Kind::names()
                 )
             })?;
-            rules.0.insert(normalize(name), k);
+            let n = normalize(name);
+            if n.is_empty() {
+                return Err(format!("redact.fields: {name:?} has no letters or digits"));
+            }
+            names.insert(n, k);
         }
-        Ok(rules)
+        Ok(Self::from_names(names))
+    }
+
+    fn from_names(names: HashMap<String, Kind>) -> Self {
+        let any = AhoCorasick::new(names.keys()).expect("field names build an automaton");
+        Self { names, any }
+    }
+
+    /// Whether any rule's name could be a key in `raw` JSON: a cheap,
+    /// over-inclusive test on the letters of the line (case, `_` and `-`
+    /// ignored), so a miss is certain and a hit only means "look closer".
+    pub fn any_named_in(&self, raw: &[u8]) -> bool {
+        let letters: Vec<u8> = raw
+            .iter()
+            .filter(|b| b.is_ascii_alphanumeric())
+            .map(u8::to_ascii_lowercase)
+            .collect();
+        self.any.is_match(&letters)
     }
 
     /// The type a field of this name holds, if it names sensitive data.
@@ -83,6 +112,6 @@ impl FieldRules {
         if name.len() > 64 {
             return None;
         }
-        self.0.get(&normalize(name)).copied()
+        self.names.get(&normalize(name)).copied()
     }
 }

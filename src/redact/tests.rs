@@ -199,3 +199,20 @@ fn detectors_can_be_switched() {
     );
     assert!(Options::default().with_detectors(Some("dna")).is_err());
 }
+
+#[test]
+fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
+    // A clean line passes through byte for byte (spacing kept).
+    let clean = "{\"msg\": \"ok\",  \"n\": 12}\n";
+    assert_eq!(redact(Format::Ndjson, clean, &Options::default()).0, clean);
+    // An escape can hide digits from the raw scan: the walk still runs.
+    let escaped = "{\"c\":\"\\u0034111111111111111\"}\n";
+    let (out, f) = redact(Format::Ndjson, escaped, &Options::default());
+    assert_eq!(f.header_value(), "pan=1", "{out}");
+    // A field rule needs no shape in the value.
+    let cvv = "{\"payment\":{\"CVV\":\"123\"}}\n";
+    assert_eq!(
+        redact(Format::Ndjson, cvv, &Options::default()).0,
+        "{\"payment\":{\"CVV\":\"***\"}}\n"
+    );
+}
