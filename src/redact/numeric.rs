@@ -11,9 +11,6 @@ use crate::vault::pan::cards_in_run;
 
 /// Fewest digits any numeric detector needs (an SSN has 9).
 const MIN_DIGITS: usize = 9;
-/// Most groups a run is split into; longer runs are cut (and rescanned
-/// from where they were cut).
-const MAX_GROUPS: usize = 24;
 
 fn is_digit(b: u8) -> bool {
     b.is_ascii_digit()
@@ -47,7 +44,8 @@ impl Group {
 
 /// Appends the numeric findings of `text` for the enabled kinds.
 pub fn scan(text: &[u8], pan: bool, ssn: bool, phone: bool, out: &mut Vec<Finding>) {
-    let mut groups = [Group { start: 0, end: 0 }; MAX_GROUPS];
+    // Reused across runs; no cap, so a card after many groups is found.
+    let mut groups: Vec<Group> = Vec::new();
     let mut i = 0;
     let n = text.len();
     while i < n {
@@ -64,7 +62,7 @@ pub fn scan(text: &[u8], pan: bool, ssn: bool, phone: bool, out: &mut Vec<Findin
             continue;
         }
         // A run: digit groups joined by one or two separator bytes.
-        let mut g = 0;
+        groups.clear();
         let mut j = i;
         let mut digits = 0;
         loop {
@@ -72,20 +70,19 @@ pub fn scan(text: &[u8], pan: bool, ssn: bool, phone: bool, out: &mut Vec<Findin
             while j < n && is_digit(text[j]) {
                 j += 1;
             }
-            groups[g] = Group { start, end: j };
+            groups.push(Group { start, end: j });
             digits += j - start;
-            g += 1;
             let mut k = j;
             while k < n && k - j < 2 && is_sep(text[k]) {
                 k += 1;
             }
-            if g == MAX_GROUPS || k == j || k >= n || !is_digit(text[k]) {
+            if k == j || k >= n || !is_digit(text[k]) {
                 break;
             }
             j = k;
         }
         if digits >= MIN_DIGITS {
-            classify(text, &groups[..g], pan, ssn, phone, out);
+            classify(text, &groups, pan, ssn, phone, out);
         }
         i = j;
     }
@@ -214,6 +211,8 @@ mod tests {
             [(Kind::Phone, "212.555.0199".into())]
         );
         assert!(found("ts=1701541583094 id 4155550100 d 2026-11-28 v1.2.3").is_empty());
+        let long = format!("{} 4111 1111 1111 1111", "7 ".repeat(40).trim_end());
+        assert_eq!(found(&long), [(Kind::Pan, "4111 1111 1111 1111".into())]);
     }
 
     #[test]

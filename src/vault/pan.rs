@@ -236,8 +236,9 @@ pub fn cards_in_run(
     out: &mut Vec<std::ops::Range<usize>>,
 ) {
     // Chunks: space-separated pieces of the run, as (start, end, digits).
-    let mut chunks: [(usize, usize, usize); 24] = [(0, 0, 0); 24];
-    let mut n = 0;
+    // No cap: a card spans at most 19 chunks, so the search below stays
+    // linear however long the run is.
+    let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
     let mut i = run.start;
     while i < run.end {
         let start = i;
@@ -248,13 +249,10 @@ pub fn cards_in_run(
             }
             i += 1;
         }
-        if n == chunks.len() {
-            break;
-        }
-        chunks[n] = (start, i, digits);
-        n += 1;
+        chunks.push((start, i, digits));
         i += 1;
     }
+    let n = chunks.len();
     let glued = |b: Option<&u8>| b.is_some_and(|c| c.is_ascii_alphanumeric());
     let left_dirty = run.start > 0 && glued(text.get(run.start - 1));
     let right_dirty = glued(text.get(run.end));
