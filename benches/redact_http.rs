@@ -8,7 +8,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokenvault::clock::SystemClock;
 use tokenvault::config::{Overrides, Settings};
 
-#[path = "corpus.rs"]
+#[path = "common/corpus.rs"]
 mod corpus;
 
 fn redact_http(c: &mut Criterion) {
