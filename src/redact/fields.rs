@@ -107,11 +107,22 @@ impl FieldRules {
         self.any.is_match(&letters)
     }
 
-    /// The type a field of this name holds, if it names sensitive data.
+    /// The type a field of this name holds, if it names sensitive data:
+    /// the name itself, or one ending in it (`db_password`, `card_cvv`);
+    /// the shortest names (`pin`, `cid`) only exactly, as many words end in
+    /// them.
     pub fn kind_of(&self, name: &str) -> Option<Kind> {
         if name.len() > 64 {
             return None;
         }
-        self.names.get(&normalize(name)).copied()
+        let n = normalize(name);
+        if let Some(k) = self.names.get(&n) {
+            return Some(*k);
+        }
+        self.names
+            .iter()
+            .filter(|(rule, _)| !matches!(rule.as_str(), "pin" | "cid"))
+            .find(|(rule, _)| n.ends_with(rule.as_str()))
+            .map(|(_, k)| *k)
     }
 }

@@ -187,7 +187,7 @@ impl<'a> Session<'a> {
         self.scanner.scan(text, &mut found);
         let mut at = 0;
         let mut n = 0;
-        let mut result = Ok(());
+        let mut failed = None;
         for f in found.iter().filter(|f| self.opts.enabled(f.kind)) {
             self.findings.add(f.kind);
             self.last_kind = f.kind;
@@ -205,16 +205,19 @@ impl<'a> Session<'a> {
                     .action(f.kind)
                     .apply(f.kind, &text[f.range.clone()], self.tools, out)
             {
-                result = Err(e);
+                failed = Some(e);
                 break;
             }
             at = f.range.end;
         }
-        if !self.opts.report {
+        // After a failed action nothing more is written: the caller aborts.
+        if !self.opts.report && failed.is_none() {
             out.extend_from_slice(&text[at..]);
         }
         self.found = found;
-        result?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         Ok(n)
     }
 
@@ -339,7 +342,14 @@ impl<'a> Session<'a> {
                 Ok(drop)
             }
             Value::Number(n) => {
-                let digits = n.to_string();
+                // A whole float (`4111111111111111.0`, `4.111e15`) is checked
+                // by its integer digits, so it cannot hide a card.
+                let digits = match n.as_f64() {
+                    Some(f) if !n.is_u64() && !n.is_i64() && f.fract() == 0.0 && f.abs() < 1e20 => {
+                        format!("{:.0}", f.abs())
+                    }
+                    _ => n.to_string(),
+                };
                 if self.opts.enabled(Kind::Pan) && is_card_number(&digits) {
                     self.findings.add(Kind::Pan);
                     self.note_path(path, Kind::Pan);
@@ -364,15 +374,8 @@ impl<'a> Session<'a> {
                 for (k, mut val) in old {
                     push_key(path, &k);
                     let drop = match self.fields.kind_of(&k) {
-                        Some(kind)
-                            if self.opts.enabled(kind)
-                                && is_scalar(&val)
-                                && !is_vault_token(&val) =>
-                        {
-                            self.findings.add(kind);
-                            self.note_path(path, kind);
-                            let text = scalar_text(&val);
-                            self.replace_scalar(&mut val, kind, &text)?
+                        Some(kind) if self.opts.enabled(kind) => {
+                            self.sensitive(&mut val, kind, path)?
                         }
                         _ => self.value(&mut val, path)?,
                     };
@@ -385,6 +388,47 @@ impl<'a> Session<'a> {
                 Ok(false)
             }
             Value::Bool(_) | Value::Null => Ok(false),
+        }
+    }
+
+    /// Everything under a key that names sensitive data is redacted, nested
+    /// arrays and objects included; true when the field is to be dropped.
+    /// Only a card field may hold a vault token, which is kept.
+    fn sensitive(
+        &mut self,
+        v: &mut Value,
+        kind: Kind,
+        path: &mut String,
+    ) -> Result<bool, RedactError> {
+        match v {
+            Value::Null => Ok(false),
+            Value::Array(items) => {
+                for item in items.iter_mut() {
+                    if self.sensitive(item, kind, path)? {
+                        *item = Value::Null;
+                    }
+                }
+                Ok(false)
+            }
+            Value::Object(map) => {
+                let mut dropped = Vec::new();
+                for (k, item) in map.iter_mut() {
+                    if self.sensitive(item, kind, path)? {
+                        dropped.push(k.clone());
+                    }
+                }
+                for k in dropped {
+                    map.shift_remove(&k);
+                }
+                Ok(false)
+            }
+            _ if kind == Kind::Pan && is_vault_token(v) => Ok(false),
+            _ => {
+                self.findings.add(kind);
+                self.note_path(path, kind);
+                let text = scalar_text(v);
+                self.replace_scalar(v, kind, &text)
+            }
         }
     }
 
@@ -431,10 +475,6 @@ fn cannot_hold_anything(s: &[u8]) -> bool {
             .any(|&b| b.is_ascii_digit() || matches!(b, b'@' | b'=' | b':'))
 }
 
-fn is_scalar(v: &Value) -> bool {
-    matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
-}
-
 fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -442,18 +482,22 @@ fn scalar_text(v: &Value) -> String {
     }
 }
 
-/// A vault token is never redacted, whatever field holds it: `tok_…`, or
-/// the digits of a preserving token (which fail Luhn).
+/// A vault token (a random token with a valid check, or the digits of a
+/// preserving token, which fail Luhn) in a card field is kept.
 fn is_vault_token(v: &Value) -> bool {
-    let Value::String(s) = v else {
-        return false;
-    };
-    crate::vault::token::Token::parse(s).is_ok() || (s.starts_with("tok_") && s.len() >= 20)
+    matches!(v, Value::String(s) if crate::vault::token::Token::parse(s).is_ok())
 }
 
-/// `$.a`, or `$["odd key"]` for keys that are not plain identifiers.
+/// `$.a`, or `$["…"]` for keys that are not plain identifiers or hold
+/// more than four digits (a key can hold a card; a report never holds
+/// values).
 fn push_key(path: &mut String, k: &str) {
-    if !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    let digits = k.bytes().filter(u8::is_ascii_digit).count();
+    if !k.is_empty()
+        && k.len() <= 64
+        && digits <= 4
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         path.push('.');
         path.push_str(k);
     } else {

@@ -51,11 +51,11 @@ impl LineSplitter {
                 continue;
             }
             match nl {
-                Some(i) if self.buf.is_empty() && i < self.max_line => {
+                Some(i) if self.buf.is_empty() && i <= self.max_line => {
                     f(Piece::Line(&chunk[..=i]))?;
                     chunk = &chunk[i + 1..];
                 }
-                Some(i) if self.buf.len() + i < self.max_line => {
+                Some(i) if self.buf.len() + i <= self.max_line => {
                     self.buf.extend_from_slice(&chunk[..=i]);
                     let line = std::mem::take(&mut self.buf);
                     f(Piece::Line(&line))?;
@@ -120,6 +120,12 @@ mod tests {
     #[test]
     fn lines_cross_chunks_and_overlong_lines_are_dropped() {
         assert_eq!(split(&[b"ab", b"c\nde\nf"], 10), ["abc\n", "de\n", "f"]);
+        // Exactly the limit passes, terminated or not; one more does not.
+        assert_eq!(split(&[b"abc\nabc"], 3), ["abc\n", "abc"]);
+        assert_eq!(
+            split(&[b"abcd\nabcd"], 3),
+            ["TOO LONG true", "TOO LONG false"]
+        );
         assert_eq!(
             split(&[b"0123456789ABC", b"DEF\nok\n", b"xxxxxxxxxxxxxxxxx"], 10),
             ["TOO LONG true", "ok\n", "TOO LONG false"]

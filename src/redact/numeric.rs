@@ -106,7 +106,7 @@ fn classify(
                 && &text[a.end..b.start] == b"-"
                 && &text[b.end..c.start] == b"-"
             {
-                ssn::validate_dashed(text, a.start..c.end, out);
+                ssn::validate(text, a.start..c.end, out);
             }
         }
         if phone {

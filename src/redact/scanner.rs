@@ -3,10 +3,11 @@
 //! The patterns of all enabled detectors (and a keep-pattern for vault
 //! tokens) compile into one regex-automata multi-pattern regex; each match
 //! names its pattern and goes to that detector's validator. Where a
-//! validator rejects all or part of its match (a 13-digit timestamp is not
-//! a card), only that span is searched again, with the other detectors'
-//! own regexes, and only those whose necessary bytes occur in it, so the
-//! common case stays one pass.
+//! validator rejects all or part of its match, only that span is searched
+//! again, with the other detectors' own regexes, and only those whose
+//! necessary bytes occur in it. Digit runs (cards, dashed SSNs, North
+//! American phones) are found by a byte loop (`numeric`) beside the regex
+//! pass; the two sets of findings are merged.
 
 use std::ops::Range;
 
@@ -17,9 +18,19 @@ use regex_automata::{Input, PatternID};
 use super::detectors::{DETECTORS, Detector, Finding, Kind};
 use super::numeric;
 
-/// Vault tokens are never redacted: matching them first consumes them, so
-/// no other detector sees their characters.
+/// Vault tokens are never redacted: a match that is a real token (its
+/// check characters agree, nothing glued to its left) is kept and nothing
+/// inside it is reported; any other `tok_…` is scanned like other text.
 const TOKEN_KEEP: &str = r"tok_[0-9A-Za-z]{16,}";
+
+/// Whether a `tok_…` match is a vault token to keep.
+fn is_vault_token(text: &[u8], r: &Range<usize>) -> bool {
+    let glued =
+        r.start > 0 && (text[r.start - 1].is_ascii_alphanumeric() || text[r.start - 1] == b'_');
+    !glued
+        && std::str::from_utf8(&text[r.clone()])
+            .is_ok_and(|t| crate::vault::token::Token::parse(t).is_ok())
+}
 
 /// Lazy-DFA cache per search thread: enough that the combined automaton's
 /// states are built once and reused, not rebuilt after a cache clear.
@@ -68,7 +79,9 @@ impl Features {
 fn needs(d: &Detector) -> u16 {
     use super::detectors::Kind::*;
     match d.kind {
-        Pan | Ssn => DIGIT,
+        Ssn => DIGIT,
+        // Cards are found by the digit-run scan, never by a regex.
+        Pan => u16::MAX,
         Phone => DIGIT | SEP,
         Email => AT,
         Iban => UPPER | DIGIT,
@@ -127,7 +140,11 @@ impl Scanner {
         let mut keep: Vec<Range<usize>> = Vec::new();
         for m in self.all.find_iter(text) {
             if m.pattern() == PatternID::ZERO {
-                keep.push(m.range());
+                if is_vault_token(text, &m.range()) {
+                    keep.push(m.range());
+                } else {
+                    self.rescan(text, m.range(), usize::MAX, out);
+                }
                 continue;
             }
             let di = self.index[m.pattern().as_usize() - 1];
@@ -189,8 +206,9 @@ impl Scanner {
     }
 }
 
-/// Sorts findings by start and marks (start = MAX) any that overlap an
-/// earlier one, keeping the longer of two that start together.
+/// Sorts findings by start and merges overlapping ones into the earlier
+/// (which keeps its type), so no part of either is left in the clear; the
+/// absorbed ones are marked (start = MAX) for removal.
 fn normalize(f: &mut [Finding]) {
     f.sort_by(|a, b| {
         a.range
@@ -198,12 +216,17 @@ fn normalize(f: &mut [Finding]) {
             .cmp(&b.range.start)
             .then(b.range.end.cmp(&a.range.end))
     });
-    let mut end = 0;
-    for x in f.iter_mut() {
-        if x.range.start < end {
-            x.range = usize::MAX..usize::MAX;
-        } else {
-            end = x.range.end;
+    let mut last: Option<usize> = None;
+    for i in 0..f.len() {
+        if f[i].range.start == usize::MAX {
+            continue;
+        }
+        match last {
+            Some(l) if f[i].range.start < f[l].range.end => {
+                f[l].range.end = f[l].range.end.max(f[i].range.end);
+                f[i].range = usize::MAX..usize::MAX;
+            }
+            _ => last = Some(i),
         }
     }
 }

@@ -216,3 +216,60 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
         "{\"payment\":{\"CVV\":\"***\"}}\n"
     );
 }
+
+/// Regressions from review: each of these once let data through.
+#[test]
+fn nothing_slips_through_tokens_overlaps_floats_or_field_names() {
+    let real = crate::vault::token::Token::random().into_string();
+    let kept = format!("keep {real} ok");
+    assert_eq!(text(&kept), kept, "a real vault token is kept");
+    assert_eq!(
+        text("card tok_4111111111111111"),
+        "card tok_************1111"
+    );
+    // Overlapping findings merge: no part of either stays in the clear.
+    let out = text("password=ab-4111 1111 1111 1111 end");
+    assert!(!out.contains("1111 1111"), "{out}");
+    // A card as a whole JSON float.
+    let (out, _) = redact(
+        Format::Json,
+        r#"{"c":4111111111111111.0}"#,
+        &Options::default(),
+    );
+    assert!(!out.contains("411111"), "{out}");
+    // Field rules: prefixed names, nested values, tokens only in card fields.
+    let (out, _) = redact(
+        Format::Json,
+        r#"{"db_password":"x","password":["hunter2"],"cvv":[123],"pinblock":"0412345678901234","api_key":"tok_anything-16-chars"}"#,
+        &Options::default(),
+    );
+    for leak in ["hunter2", "123", "0412", "anything"] {
+        assert!(!out.contains(leak), "{leak} in {out}");
+    }
+    assert_eq!(
+        label("DB_PASSWORD=hunter2 x"),
+        "DB_PASSWORD=[REDACTED:secret] x"
+    );
+    assert_eq!(
+        label(r#"password: "correct horse battery" ok"#),
+        r#"password: "[REDACTED:secret]" ok"#
+    );
+}
+
+#[test]
+fn reports_and_option_errors_never_echo_input() {
+    let opts = Options {
+        report: true,
+        ..Default::default()
+    };
+    let (_, f) = redact(Format::Json, r#"{"4111111111111111":"a@b.io"}"#, &opts);
+    assert!(!f.report().to_string().contains("4111"), "{}", f.report());
+    let e = Options::default()
+        .with_detectors(Some("4111111111111111"))
+        .unwrap_err();
+    assert!(!e.0.contains("4111"), "{e}");
+    let e = Options::default()
+        .with_actions(Some("pan:4111111111111111"))
+        .unwrap_err();
+    assert!(!e.0.contains("4111"), "{e}");
+}

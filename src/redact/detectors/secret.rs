@@ -5,10 +5,12 @@ use std::ops::Range;
 
 use super::{Detector, Finding, Kind, push};
 
-/// `password=…`, `"api_key": "…"`, `client_secret: …`.
+/// `password=…`, `DB_PASSWORD=…`, `"api_key": "…"`, `client_secret: "two
+/// words"`: the name may follow a word boundary or an underscore; a quoted
+/// value runs to its closing quote.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"(?i)\b(?:password|passwd|pwd|passphrase|secret|client_secret|api_key|apikey|api-key|access_token|refresh_token|auth_token|private_key|secret_key)"?\s{0,3}[:=]\s{0,3}"?[^\s"',;&}\]]+"#,
+    pattern: r#"(?i)(?:\b|_)(?:password|passwd|pwd|passphrase|secret|client_secret|api_key|apikey|api-key|access_token|refresh_token|auth_token|private_key|secret_key)"?[ \t]{0,3}[:=][ \t]{0,3}(?:"[^"\n]+"|[^\s"',;&}\]]+)"#,
     validate: validate_pair,
     splits: false,
 };
@@ -30,10 +32,17 @@ fn validate_pair(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     while start < s.len() && matches!(s[start], b' ' | b'\t' | b'"') {
         start += 1;
     }
-    let value = &s[start..];
+    let end = if s.ends_with(b"\"") && s[start - 1] == b'"' {
+        s.len() - 1
+    } else {
+        s.len()
+    };
+    if start >= end {
+        return;
+    }
+    let value = &s[start..end];
     let lower: Vec<u8> = value.iter().map(u8::to_ascii_lowercase).collect();
-    let skip = value.is_empty()
-        || value.starts_with(b"tok_")
+    let skip = is_token(value)
         || value.starts_with(b"***")
         || value.starts_with(b"[REDACTED")
         || matches!(
@@ -41,7 +50,7 @@ fn validate_pair(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
             b"null" | b"true" | b"false" | b"none" | b"redacted"
         );
     if !skip {
-        push(out, Kind::Secret, m.start + start..m.end);
+        push(out, Kind::Secret, m.start + start..m.start + end);
     }
 }
 
@@ -52,7 +61,7 @@ fn validate_bearer(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
         .take_while(|b| b.is_ascii_whitespace())
         .count();
     let value = &s[start..];
-    if value.len() < 16 || value.starts_with(b"tok_") {
+    if value.len() < 16 || is_token(value) {
         return;
     }
     let kind = if value.starts_with(b"eyJ") {
@@ -61,4 +70,9 @@ fn validate_bearer(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
         Kind::Secret
     };
     push(out, kind, m.start + start..m.end);
+}
+
+/// A vault token as a value is not a secret (it is what replaced one).
+fn is_token(v: &[u8]) -> bool {
+    std::str::from_utf8(v).is_ok_and(|t| crate::vault::token::Token::parse(t).is_ok())
 }

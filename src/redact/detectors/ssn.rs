@@ -14,12 +14,8 @@ pub const DETECTOR: Detector = Detector {
     splits: false,
 };
 
-/// A dashed candidate from the digit-run scan.
-pub fn validate_dashed(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
-    validate(text, m, out);
-}
-
-fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+/// Also called by the digit-run scan with dashed candidates.
+pub fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     // The keyword form (`ssn: 123456789`): the number is the match's tail.
     let m = if text[m.start].is_ascii_alphabetic() {
         let s = &text[m.clone()];
