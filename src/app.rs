@@ -214,8 +214,9 @@ fn open_vault(
 }
 
 /// The audit chain key of a vault, for `audit verify`: opens the store and
-/// key provider read-side only (SQLite WAL allows it beside a running
-/// service) and unwraps the service-held audit key.
+/// key provider (SQLite WAL allows it beside a running service), refuses a
+/// vault or master key that does not exist, and unwraps the service-held
+/// audit key without ever creating one.
 pub async fn audit_key(settings: &Settings) -> Result<AuditKey, BuildError> {
     let opened = open_vault(
         settings,
@@ -225,7 +226,7 @@ pub async fn audit_key(settings: &Settings) -> Result<AuditKey, BuildError> {
     )?;
     let keyring = opened.keyring;
     let secret = keyring
-        .service_secret("audit", 1)
+        .existing_service_secret("audit", 1)
         .await
         .map_err(|e| fail("audit key")(&e))?;
     Ok(AuditKey::new(&secret))

@@ -248,7 +248,20 @@ fn resume(file: &mut File, path: &Path, key: &AuditKey) -> Result<(u64, String, 
     file.read_to_end(&mut tail).map_err(io)?;
     let mut end = len;
     if tail.last() != Some(&b'\n') {
-        let keep = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let Some(nl) = tail.iter().rposition(|&b| b == b'\n') else {
+            if start > 0 {
+                return Err(AuditError::Broken {
+                    path: path.to_owned(),
+                    line: 0,
+                    why: format!("the last line is over {TAIL_BYTES} bytes: not an audit line"),
+                });
+            }
+            // The whole file is one partial line: start a new chain.
+            tracing::warn!(path = %path.display(), "audit log held only a partial line; removed it");
+            file.set_len(0).map_err(io)?;
+            return Ok((0, GENESIS.to_owned(), 0));
+        };
+        let keep = nl + 1;
         end = start + keep as u64;
         tracing::warn!(path = %path.display(), "audit log ended in a partial line (a crash mid-write); removed it");
         file.set_len(end).map_err(io)?;
@@ -264,7 +277,7 @@ fn resume(file: &mut File, path: &Path, key: &AuditKey) -> Result<(u64, String, 
         line: 0,
         why: "last line is not UTF-8".into(),
     })?;
-    let (seq, mac) = check_line(last, key).map_err(|why| AuditError::Broken {
+    let (seq, mac, _) = check_line_full(last, key).map_err(|why| AuditError::Broken {
         path: path.to_owned(),
         line: 0,
         why: format!("last line: {why}"),
@@ -288,10 +301,6 @@ fn check_line_full(line: &str, key: &AuditKey) -> Result<(u64, String, String), 
     Ok((parsed.seq, mac.to_owned(), parsed.prev.to_owned()))
 }
 
-fn check_line(line: &str, key: &AuditKey) -> Result<(u64, String), String> {
-    check_line_full(line, key).map(|(s, m, _)| (s, m))
-}
-
 /// What a verification found.
 #[derive(Debug)]
 pub struct VerifyReport {
@@ -299,14 +308,16 @@ pub struct VerifyReport {
 }
 
 /// Verifies the whole chain of a file; the error names the first broken
-/// line (1-based).
+/// line (1-based). A last line without its newline is a write in progress
+/// (the service runs beside us) and is not judged.
 pub fn verify(path: &Path, key: &AuditKey) -> Result<VerifyReport, AuditError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| AuditError::Unavailable(format!("{}: {e}", path.display())))?;
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
     let mut prev = GENESIS.to_owned();
     let mut expect_seq = None;
     let mut n = 0u64;
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in complete.lines().enumerate() {
         let lineno = i as u64 + 1;
         let broken = |why: String| AuditError::Broken {
             path: path.to_owned(),

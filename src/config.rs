@@ -34,6 +34,7 @@ pub struct Settings {
     /// API key name → SHA-256 of the key (hex, `sha256:` prefix optional).
     /// The principal is `apikey:NAME`.
     pub api_keys: BTreeMap<String, String>,
+    pub auth: AuthSettings,
     pub roles: Vec<RoleSettings>,
     pub tokens: TokenSettings,
     pub limits: Limits,
@@ -52,6 +53,7 @@ impl Default for Settings {
             store: StoreSettings::default(),
             keys: KeySettings::default(),
             api_keys: BTreeMap::new(),
+            auth: AuthSettings::default(),
             roles: Vec::new(),
             tokens: TokenSettings::default(),
             limits: Limits::default(),
@@ -167,6 +169,33 @@ impl Default for KeySettings {
 pub enum KeyKind {
     Local,
     Kms,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub iam: Option<IamSettings>,
+}
+
+/// `[auth.iam]`: callers proving an AWS IAM role with a signed
+/// `sts:GetCallerIdentity`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamSettings {
+    /// Must be a signed `X-Tokenvault-Server-Id`.
+    pub server_id: String,
+    pub sts_endpoint: String,
+    pub sts_region: String,
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_seconds: u64,
+    /// Plain http to STS, for a local emulator only.
+    #[serde(default)]
+    pub allow_insecure_sts: bool,
+}
+
+fn default_session_ttl() -> u64 {
+    900
 }
 
 /// `[[roles]]`: who may do what.
@@ -349,8 +378,13 @@ impl Settings {
                 "keys.kind = \"kms\" is not available in this build yet; use \"local\"".into(),
             );
         }
-        if self.audit.sink == AuditSink::Dynamodb {
-            return fail("audit.sink = \"dynamodb\" is not available in this build yet".into());
+        if self.audit.sink != AuditSink::File {
+            return fail("audit.sink: only \"file\" is available in this build yet".into());
+        }
+        if self.auth.iam.is_some() {
+            return fail(
+                "auth.iam (callers under AWS IAM roles) is not available in this build yet".into(),
+            );
         }
         if self.tls.client_auth != ClientAuth::Off || self.tls.client_ca.is_some() {
             return fail(

@@ -138,6 +138,23 @@ impl Policy {
             .find(|r| r.matches(principal) && r.grants(p, classification))
     }
 
+    /// The strictest (smallest non-zero) `detokenize_per_minute` among the
+    /// principal's roles that allow any detokenize: a looser role cannot
+    /// lift a limit another role imposes. 0: no limit.
+    pub fn detokenize_limit(&self, principal: &Principal) -> u32 {
+        self.roles
+            .iter()
+            .filter(|r| {
+                r.matches(principal)
+                    && (r.grants(Permission::Detokenize, None)
+                        || r.grants(Permission::DetokenizeMasked, None))
+                    && r.detokenize_per_minute > 0
+            })
+            .map(|r| r.detokenize_per_minute)
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Whether the principal matches any role at all (for audit: the role
     /// name of a denied caller).
     pub fn role_of(&self, principal: &Principal) -> Option<&Role> {
@@ -146,8 +163,9 @@ impl Policy {
 }
 
 /// `*` matches a run of characters other than `/` and `:`; `**` also
-/// crosses `/`. Iterative with backtracking to the last star, like a
-/// classic glob, so a hostile pattern cannot blow up.
+/// crosses `/`. Recursive backtracking, bounded: patterns come from the
+/// operator's config (never from callers) and at most 16 stars deep are
+/// followed; a deeper pattern matches nothing.
 fn pattern_matches(pat: &[u8], s: &[u8]) -> bool {
     fn rec(pat: &[u8], s: &[u8], depth: usize) -> bool {
         if depth > 16 {

@@ -16,6 +16,17 @@ const MAX_BUCKETS: usize = 100_000;
 struct Bucket {
     tokens: f64,
     at_ms: i64,
+    /// The bucket's own rate (per minute), for refilling it when swept.
+    per_minute: u32,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the rate now; it passes after this many seconds.
+    RetryAfter(u64),
+    /// Costs more than a whole minute's allowance: it never passes.
+    TooLarge,
 }
 
 /// The limiter shared by all requests.
@@ -37,24 +48,29 @@ impl RateLimiter {
     }
 
     /// Takes `cost` from `principal`'s bucket of `per_minute` (burst up to a
-    /// minute's worth). On refusal, returns the seconds until it would pass.
-    pub fn take(&self, principal: &str, per_minute: u32, cost: u32) -> Result<(), u64> {
+    /// minute's worth).
+    pub fn take(&self, principal: &str, per_minute: u32, cost: u32) -> Result<(), Refusal> {
         let capacity = f64::from(per_minute);
         let per_ms = capacity / 60_000.0;
         let cost = f64::from(cost);
         if cost > capacity {
-            // Can never pass: tell the caller to split the batch, retry later.
-            return Err(60);
+            return Err(Refusal::TooLarge);
         }
         let now = self.now_ms();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(principal) {
-            buckets.retain(|_, b| b.tokens + (now - b.at_ms) as f64 * per_ms < capacity);
+            // Drop buckets that have refilled completely at their own rate.
+            buckets.retain(|_, b| {
+                let cap = f64::from(b.per_minute);
+                b.tokens + (now - b.at_ms) as f64 * cap / 60_000.0 < cap
+            });
         }
         let b = buckets.entry(principal.to_owned()).or_insert(Bucket {
             tokens: capacity,
             at_ms: now,
+            per_minute,
         });
+        b.per_minute = per_minute;
         b.tokens = (b.tokens + (now - b.at_ms).max(0) as f64 * per_ms).min(capacity);
         b.at_ms = now;
         if b.tokens >= cost {
@@ -62,7 +78,9 @@ impl RateLimiter {
             Ok(())
         } else {
             let wait_ms = (cost - b.tokens) / per_ms;
-            Err((wait_ms / 1000.0).ceil().max(1.0) as u64)
+            Err(Refusal::RetryAfter(
+                (wait_ms / 1000.0).ceil().max(1.0) as u64
+            ))
         }
     }
 }
@@ -79,7 +97,7 @@ mod tests {
         for _ in 0..3 {
             assert!(l.take("apikey:a", 3, 1).is_ok());
         }
-        assert_eq!(l.take("apikey:a", 3, 1), Err(20));
+        assert_eq!(l.take("apikey:a", 3, 1), Err(Refusal::RetryAfter(20)));
         assert!(
             l.take("apikey:b", 3, 1).is_ok(),
             "buckets are per principal"
@@ -87,6 +105,6 @@ mod tests {
         clock.advance(20);
         assert!(l.take("apikey:a", 3, 1).is_ok());
         assert!(l.take("apikey:a", 3, 1).is_err());
-        assert_eq!(l.take("apikey:a", 3, 4), Err(60));
+        assert_eq!(l.take("apikey:a", 3, 4), Err(Refusal::TooLarge));
     }
 }

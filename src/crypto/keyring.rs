@@ -16,7 +16,8 @@ use crate::telemetry::{Metrics, ResultLabels};
 use super::provider::{DataKey, EncryptionContext, KeyError, KeyProvider, WrappedKey};
 
 /// How many unwrapped data keys we hold at most (a year of daily keys for a
-/// couple of classifications, beyond which old epochs are evicted first).
+/// couple of classifications); when full, the entry loaded longest ago is
+/// evicted first.
 const CACHE_CAPACITY: usize = 1024;
 
 /// Keyring failures.
@@ -117,9 +118,28 @@ impl Keyring {
     /// purpose in the context, kept in the store; not cached here (callers
     /// hold it for their lifetime).
     pub async fn service_secret(&self, name: &str, version: u32) -> Result<DataKey, KeyringError> {
+        self.secret(name, version, true).await
+    }
+
+    /// A service-held secret that must already exist (for tools that read a
+    /// vault and must never add to it).
+    pub async fn existing_service_secret(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<DataKey, KeyringError> {
+        self.secret(name, version, false).await
+    }
+
+    async fn secret(
+        &self,
+        name: &str,
+        version: u32,
+        create: bool,
+    ) -> Result<DataKey, KeyringError> {
         let id = format!("secret/{name}/v{version}");
         let ctx = EncryptionContext::new(&self.settings.environment, "pan").with("purpose", name);
-        self.load_or_create(&id, "pan", &ctx, true).await
+        self.load_or_create(&id, "pan", &ctx, create).await
     }
 
     async fn get(

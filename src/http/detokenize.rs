@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::auth::policy::Permission;
+use crate::auth::rate::Refusal;
 use crate::telemetry::DetokenizeLabels;
 use crate::vault::Vault;
 use crate::vault::token::Token;
@@ -69,28 +70,39 @@ pub async fn handle(
             .map(|t| (Token::parse(t).ok().map(Token::into_string), None))
             .collect()
     };
-    let Some(granting) = policy
+    if policy
         .grant(&caller, Permission::Detokenize, None)
-        .or_else(|| policy.grant(&caller, Permission::DetokenizeMasked, None))
-    else {
+        .is_none()
+        && policy
+            .grant(&caller, Permission::DetokenizeMasked, None)
+            .is_none()
+    {
         state.count_detokenize(&caller, "deny");
         return Err(state
             .deny(&caller, "detokenize", each(), "detokenize")
             .await);
-    };
-    let per_minute = granting.detokenize_per_minute;
+    }
+    let per_minute = policy.detokenize_limit(&caller);
     if per_minute > 0
-        && let Err(wait) =
+        && let Err(refusal) =
             state
                 .limiter
                 .take(caller.as_str(), per_minute, items.values.len() as u32)
     {
         state.count_detokenize(&caller, "deny");
-        let problem = Problem::new(
-            ProblemKind::RateLimited,
-            format!("at most {per_minute} detokenizations a minute for this caller"),
-        )
-        .retry_after(wait);
+        let problem = match refusal {
+            Refusal::RetryAfter(wait) => Problem::new(
+                ProblemKind::RateLimited,
+                format!("at most {per_minute} detokenizations a minute for this caller"),
+            )
+            .retry_after(wait),
+            Refusal::TooLarge => Problem::new(
+                ProblemKind::BatchTooLarge,
+                format!(
+                    "this caller may detokenize at most {per_minute} tokens a minute: split the batch"
+                ),
+            ),
+        };
         return Err(state
             .refuse(
                 &caller,
@@ -151,14 +163,22 @@ async fn detokenize_one(
     })?;
     event.token = Some(token.as_str().to_owned());
     let record = state.vault.record(&token).await.map_err(|e| {
+        event.reason = Some(
+            match e {
+                crate::vault::VaultError::NotFound => "not found",
+                crate::vault::VaultError::Unavailable(_) => "unavailable",
+                _ => "error",
+            }
+            .into(),
+        );
         event.decision = "error";
-        event.reason = Some("not found".into());
         Problem::from(e)
     })?;
     event.classification = Some(record.classification.clone());
     let access = state.access();
     let class = Some(record.classification.as_str());
     if let Some(role) = access.policy.grant(caller, Permission::Detokenize, class) {
+        event.role = Some(role.name.clone());
         if role.require_reason && !has_reason {
             event.reason = Some("reason required".into());
             return Err(Problem::new(
@@ -178,11 +198,11 @@ async fn detokenize_one(
             classification: record.classification.clone(),
         });
     }
-    if access
+    if let Some(role) = access
         .policy
         .grant(caller, Permission::DetokenizeMasked, class)
-        .is_some()
     {
+        event.role = Some(role.name.clone());
         event.decision = "allow";
         event.action = "detokenize:masked";
         return Ok(DetokenizeAnswer {

@@ -49,7 +49,8 @@ use error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
 /// How long one request may take end to end.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Who may call, and what they may do; swapped whole on reload.
+/// Who may call, and what they may do; behind a lock so a reload (not in
+/// this build yet) can swap it whole.
 pub struct Access {
     pub api_keys: ApiKeys,
     pub policy: Policy,

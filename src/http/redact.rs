@@ -121,6 +121,7 @@ pub async fn handle(
         caller,
         opts,
         format,
+        request_id: current_request_id(),
     };
     if format.is_line_based() && !small {
         if length.is_some_and(|l| l > state.limits.redact_stream_bytes) {
@@ -140,14 +141,17 @@ pub async fn handle(
             )
         })?;
     let report = job.opts.report;
-    let (out, findings, events) = tokio::task::spawn_blocking(move || job.whole(&bytes))
+    let (result, events) = tokio::task::spawn_blocking(move || job.whole(&bytes))
         .await
-        .map_err(|e| Problem::internal(&e))??;
+        // A JoinError's text quotes the panic message: say only what happened.
+        .map_err(|_| Problem::internal(&"redaction task failed"))?;
+    // Cards tokenized before a failure are stored: audit them either way.
     state
         .audit
         .record(events)
         .await
         .map_err(|e| Problem::unavailable(&e))?;
+    let (out, findings) = result?;
     if report {
         return Ok(axum::Json(findings.report()).into_response());
     }
@@ -171,28 +175,35 @@ pub struct Job {
     pub caller: Principal,
     pub opts: Options,
     pub format: Format,
+    /// Captured on the request's task: the blocking thread has no
+    /// task-local request id.
+    pub request_id: String,
 }
 
 impl Job {
-    /// Redacts a whole body; returns output, findings and the audit events
-    /// of cards it tokenized.
-    fn whole(&self, input: &[u8]) -> Result<(Vec<u8>, Findings, Vec<AuditEvent>), Problem> {
+    /// Redacts a whole body; returns output and findings (or the problem),
+    /// and in every case the audit events of the cards it tokenized.
+    #[allow(clippy::type_complexity)]
+    fn whole(&self, input: &[u8]) -> (Result<(Vec<u8>, Findings), Problem>, Vec<AuditEvent>) {
         let tokenizer = self.tokenizer();
         let mut session = self
             .state
             .redactor
             .session(&self.opts, Some(&tokenizer as &dyn Tokenizer));
         let mut out = Vec::with_capacity(input.len() + input.len() / 8);
-        session
+        let result = session
             .body(self.format, input, &mut out)
             .map_err(|e| match e {
                 crate::redact::format::RedactError::Json { .. } => {
                     Problem::new(ProblemKind::InvalidRequest, e.to_string())
                 }
                 crate::redact::format::RedactError::Action(a) => action_problem(&a),
-            })?;
-        self.count(input.len(), &session.findings);
-        Ok((out, session.findings, tokenizer.take_events()))
+            })
+            .map(|()| {
+                self.count(input.len(), &session.findings);
+                (out, session.findings)
+            });
+        (result, tokenizer.take_events())
     }
 
     /// The vault adapter for the `tokenize` action.
@@ -208,7 +219,7 @@ impl Job {
                 .grant(&self.caller, Permission::Tokenize, Some("pan"))
                 .map(|r| r.name.clone()),
             events: Mutex::new(Vec::new()),
-            request_id: current_request_id(),
+            request_id: self.request_id.clone(),
         }
     }
 

@@ -96,12 +96,19 @@ async fn read(mut body: Body, limit: u64, tx: mpsc::Sender<Result<Bytes, String>
 
 /// The blocking side: split, redact, audit, send.
 fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, String>>, tx: mpsc::Sender<Out>) {
-    let abort = |why: String| {
-        tracing::warn!(error = %why, "streamed redaction aborted");
-        let _ = tx.blocking_send(Err(std::io::Error::other("redaction aborted")));
-    };
     let handle = tokio::runtime::Handle::current();
     let tokenizer = job.tokenizer();
+    let abort = |why: String| {
+        tracing::warn!(request_id = %job.request_id, error = %why, "streamed redaction aborted");
+        // Cards tokenized before the failure are stored: audit them anyway.
+        let events = tokenizer.take_events();
+        if !events.is_empty()
+            && let Err(e) = handle.block_on(job.state.audit.record(events))
+        {
+            tracing::error!(request_id = %job.request_id, error = %e, "could not audit tokenizations of an aborted stream");
+        }
+        let _ = tx.blocking_send(Err(std::io::Error::other("redaction aborted")));
+    };
     let mut session = job
         .state
         .redactor
