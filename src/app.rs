@@ -86,6 +86,11 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<App, Bu
         master_key_created,
     } = open_vault(settings, clock.clone(), metrics.clone(), true)?;
     let keyring = Arc::new(keyring);
+    tracing::info!(
+        key_provider = keyring.provider().kind(),
+        store = %settings.resolve(&settings.store.path).display(),
+        "vault opened"
+    );
     let fp_secret = keyring
         .service_secret("fingerprint", 1)
         .await

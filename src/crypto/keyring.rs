@@ -63,9 +63,10 @@ pub struct Keyring {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     cache: Mutex<HashMap<String, Cached>>,
-    /// Serializes cache misses so a burst of requests for a cold key makes
-    /// one provider call, not one each.
-    load: tokio::sync::Mutex<()>,
+    /// One lock per key being loaded, so a burst of requests for a cold key
+    /// makes one provider call, not one each, and a slow unwrap of an old
+    /// epoch's key does not hold up loading the current one.
+    loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Keyring {
@@ -83,7 +84,7 @@ impl Keyring {
             clock,
             metrics,
             cache: Mutex::new(HashMap::new()),
-            load: tokio::sync::Mutex::new(()),
+            loads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -153,17 +154,32 @@ impl Keyring {
             return Ok(k);
         }
         self.count_cache("miss");
-        let _guard = self.load.lock().await;
+        let lock = self
+            .loads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
         if let Some(k) = self.cached(id) {
             return Ok(k);
         }
         let ctx = EncryptionContext::new(&self.settings.environment, classification);
-        let key = Arc::new(
-            self.load_or_create(id, classification, &ctx, create)
-                .await?,
-        );
-        self.insert(id, key.clone());
-        Ok(key)
+        let loaded = self
+            .load_or_create(id, classification, &ctx, create)
+            .await
+            .map(Arc::new);
+        if let Ok(key) = &loaded {
+            self.insert(id, key.clone());
+        }
+        // Cached first, then unlocked: waiters hold the lock's Arc, and new
+        // arrivals find the key in the cache.
+        self.loads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        loaded
     }
 
     fn cached(&self, id: &str) -> Option<Arc<DataKey>> {

@@ -7,7 +7,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_trait::async_trait;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
@@ -24,7 +24,6 @@ const NONCE_LEN: usize = 12;
 pub struct LocalKeyProvider {
     key: RandomizedNonceKey,
     key_id: String,
-    path: PathBuf,
 }
 
 impl LocalKeyProvider {
@@ -71,18 +70,7 @@ impl LocalKeyProvider {
         let key_id = format!("local:{}", hex::encode(&id.as_ref()[..8]));
         let key = RandomizedNonceKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| KeyError::Config("master key rejected".into()))?;
-        Ok((
-            Self {
-                key,
-                key_id,
-                path: path.to_owned(),
-            },
-            created,
-        ))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok((Self { key, key_id }, created))
     }
 }
 

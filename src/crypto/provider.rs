@@ -28,10 +28,6 @@ impl EncryptionContext {
         self
     }
 
-    pub fn pairs(&self) -> &BTreeMap<String, String> {
-        &self.0
-    }
-
     /// A canonical byte encoding (sorted, length-prefixed), used as
     /// associated data by the local provider.
     pub fn canonical_bytes(&self) -> Vec<u8> {

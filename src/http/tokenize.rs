@@ -125,14 +125,15 @@ pub async fn handle(
             ]));
             let hash = hex::encode(fp.mac(&[b"idempotency-body", &raw]));
             let now = state.clock.unix();
+            let owner = uuid::Uuid::new_v4().to_string();
             let claim = state
                 .vault
                 .store()
-                .claim_idempotency(&id, &hash, now, now + IDEMPOTENCY_LEASE_SECONDS)
+                .claim_idempotency(&id, &hash, &owner, now, now + IDEMPOTENCY_LEASE_SECONDS)
                 .await
                 .map_err(|e| Problem::from(crate::vault::VaultError::from(e)))?;
             match claim {
-                IdempotencyClaim::Claimed => Some(id),
+                IdempotencyClaim::Claimed => Some((id, owner)),
                 IdempotencyClaim::Done {
                     request_hash,
                     status,
@@ -203,21 +204,21 @@ pub async fn handle(
     let outcome = Outcome::collect(items.batch, results);
     let store = state.vault.store();
     if let Err(e) = state.audit.record(events).await {
-        if let Some(id) = &idempotency {
-            let _ = store.release_idempotency(id).await;
+        if let Some((id, owner)) = &idempotency {
+            let _ = store.release_idempotency(id, owner).await;
         }
         return Err(Problem::unavailable(&e));
     }
-    if let Some(id) = &idempotency {
+    if let Some((id, owner)) = &idempotency {
         let saved = match &outcome {
             Outcome::Json(status, body) if status.is_success() => {
                 let text = String::from_utf8_lossy(body);
                 let until = state.clock.unix() + IDEMPOTENCY_SECONDS;
                 store
-                    .complete_idempotency(id, status.as_u16(), &text, until)
+                    .complete_idempotency(id, owner, status.as_u16(), &text, until)
                     .await
             }
-            _ => store.release_idempotency(id).await,
+            _ => store.release_idempotency(id, owner).await,
         };
         if let Err(e) = saved {
             tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer");

@@ -99,28 +99,31 @@ pub trait TokenStore: Send + Sync + 'static {
 
     async fn get_key_item(&self, id: &str) -> Result<Option<KeyItem>, StoreError>;
 
-    /// Claims an idempotency key for `request_hash`, leased until
-    /// `lease_until` (so a claim whose request died frees itself); an
-    /// expired entry is replaced.
+    /// Claims an idempotency key for `request_hash` on behalf of `owner` (a
+    /// random id per request), leased until `lease_until` so a claim whose
+    /// request died frees itself; an expired entry is replaced.
     async fn claim_idempotency(
         &self,
         key: &str,
         request_hash: &str,
+        owner: &str,
         now: i64,
         lease_until: i64,
     ) -> Result<IdempotencyClaim, StoreError>;
 
-    /// Records the answer of a claimed key, kept until `expires_at`.
+    /// Records the answer of a key `owner` still holds, kept until
+    /// `expires_at`; does nothing if the claim passed to another request.
     async fn complete_idempotency(
         &self,
         key: &str,
+        owner: &str,
         status: u16,
         response: &str,
         expires_at: i64,
     ) -> Result<(), StoreError>;
 
-    /// Gives a claimed key up after a failure, so a retry can run.
-    async fn release_idempotency(&self, key: &str) -> Result<(), StoreError>;
+    /// Gives up a key `owner` still holds, so a retry can run.
+    async fn release_idempotency(&self, key: &str, owner: &str) -> Result<(), StoreError>;
 
     /// Whether the store answers; for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

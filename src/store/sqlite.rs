@@ -6,7 +6,7 @@
 //! beside it, which WAL permits. `synchronous = FULL` makes every commit
 //! durable (fsync) before the answer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,11 +17,18 @@ use super::{IdempotencyClaim, InsertOutcome, KeyItem, StoreError, TokenRecord, T
 
 /// The numbered files of `migrations/sqlite`, applied in order and recorded
 /// in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_idempotency_owner",
+        include_str!("../../migrations/sqlite/0002_idempotency_owner.sql"),
+    ),
+];
 
 const READERS: usize = 4;
 
@@ -35,7 +42,6 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -65,13 +71,8 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
-                path: path.to_owned(),
             }),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -330,11 +331,13 @@ impl TokenStore for SqliteStore {
         &self,
         key: &str,
         request_hash: &str,
+        owner: &str,
         now: i64,
         lease_until: i64,
     ) -> Result<IdempotencyClaim, StoreError> {
         let key = key.to_owned();
         let hash = request_hash.to_owned();
+        let owner = owner.to_owned();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row: Option<(String, Option<u16>, Option<String>, i64)> = tx
@@ -357,9 +360,9 @@ impl TokenStore for SqliteStore {
                 }
                 _ => {
                     tx.execute(
-                        "INSERT OR REPLACE INTO idempotency (key, request_hash, status, response, expires_at) \
-                         VALUES (?1, ?2, NULL, NULL, ?3)",
-                        params![key, hash, lease_until],
+                        "INSERT OR REPLACE INTO idempotency (key, request_hash, status, response, expires_at, owner) \
+                         VALUES (?1, ?2, NULL, NULL, ?3, ?4)",
+                        params![key, hash, lease_until, owner],
                     )?;
                     IdempotencyClaim::Claimed
                 }
@@ -373,28 +376,32 @@ impl TokenStore for SqliteStore {
     async fn complete_idempotency(
         &self,
         key: &str,
+        owner: &str,
         status: u16,
         response: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
         let key = key.to_owned();
+        let owner = owner.to_owned();
         let response = response.to_owned();
         self.write(move |c| {
             c.execute(
-                "UPDATE idempotency SET status = ?2, response = ?3, expires_at = ?4 WHERE key = ?1",
-                params![key, status, response, expires_at],
+                "UPDATE idempotency SET status = ?2, response = ?3, expires_at = ?4 \
+                 WHERE key = ?1 AND owner = ?5 AND status IS NULL",
+                params![key, status, response, expires_at, owner],
             )
             .map(|_| ())
         })
         .await
     }
 
-    async fn release_idempotency(&self, key: &str) -> Result<(), StoreError> {
+    async fn release_idempotency(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         let key = key.to_owned();
+        let owner = owner.to_owned();
         self.write(move |c| {
             c.execute(
-                "DELETE FROM idempotency WHERE key = ?1 AND status IS NULL",
-                [key],
+                "DELETE FROM idempotency WHERE key = ?1 AND owner = ?2 AND status IS NULL",
+                [key, owner],
             )
             .map(|_| ())
         })
@@ -469,6 +476,32 @@ mod tests {
         assert!(s.get_token("b").await.unwrap().is_none());
         assert!(s.delete_token("a").await.unwrap());
         assert_eq!(s.token_for_fingerprint("f").await.unwrap(), None);
+        // A claim is completed or released only by its owner.
+        assert_eq!(
+            s.claim_idempotency("k", "h", "a", 0, 10).await.unwrap(),
+            IdempotencyClaim::Claimed
+        );
+        assert_eq!(
+            s.claim_idempotency("k", "h", "b", 11, 20).await.unwrap(),
+            IdempotencyClaim::Claimed
+        );
+        s.release_idempotency("k", "a").await.unwrap();
+        s.complete_idempotency("k", "a", 201, "late", 99)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.claim_idempotency("k", "h", "c", 12, 20).await.unwrap(),
+            IdempotencyClaim::InProgress {
+                request_hash: "h".into()
+            }
+        );
+        s.complete_idempotency("k", "b", 201, "{}", 99)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.claim_idempotency("k", "h", "c", 13, 20).await.unwrap(),
+            IdempotencyClaim::Done { status: 201, .. }
+        ));
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
         s.ping().await.unwrap();
