@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let redactor = &*REDACTOR;
     for opts in [
         Options::default(),
-        Options::default().with_actions(Some("pan:label,email:label,secret:drop")).unwrap(),
+        Options::default().with_actions(Some("pan:label,email:label,secret:drop,private_key:label")).unwrap(),
     ] {
         let mut session = redactor.session(&opts, None);
         let mut out = Vec::new();

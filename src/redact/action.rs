@@ -108,7 +108,25 @@ pub struct Tools<'a> {
 
 impl Action {
     /// Appends the replacement of `matched` (a finding of `kind`) to `out`.
+    ///
+    /// A finding can span lines (a PEM block): every action but `mask`
+    /// (which keeps them itself) re-emits its line breaks, so the output
+    /// keeps one line per input line.
     pub fn apply(
+        self,
+        kind: Kind,
+        matched: &[u8],
+        tools: Tools<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ActionError> {
+        self.replace(kind, matched, tools, out)?;
+        if self != Action::Mask {
+            out.extend(matched.iter().filter(|&&b| b == b'\n'));
+        }
+        Ok(())
+    }
+
+    fn replace(
         self,
         kind: Kind,
         matched: &[u8],

@@ -138,6 +138,22 @@ fn pem_blocks_are_masked_across_lines() {
         &Options::default(),
     );
     assert!(!j.contains("MIIB") && j.contains("\"n\":1"), "{j}");
+    // Every action keeps the line count of a multi-line block.
+    for action in ["label", "hash", "drop"] {
+        let opts = Options::default()
+            .with_actions(Some(&format!("private_key:{action}")))
+            .unwrap();
+        let (out, _) = redact(Format::Text, input, &opts);
+        assert_eq!(
+            out.lines().count(),
+            input.lines().count(),
+            "{action}: {out}"
+        );
+        assert!(
+            !out.contains("MIIE") && !out.contains("abcd"),
+            "{action}: {out}"
+        );
+    }
 }
 
 #[test]

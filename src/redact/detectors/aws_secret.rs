@@ -13,7 +13,7 @@ use super::{Detector, Finding, Kind, push};
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::AwsSecret,
-    pattern: r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)"?\s{0,3}[:=]\s{0,3}"?[A-Za-z0-9/+]+=*"#,
+    pattern: r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)"?[ \t]{0,3}[:=][ \t]{0,3}"?[A-Za-z0-9/+]+=*"#,
     validate,
     splits: false,
 };

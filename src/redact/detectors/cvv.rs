@@ -7,7 +7,7 @@ use super::{Detector, Finding, Kind, push};
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Cvv,
-    pattern: r#"(?i)\b(?:cvv2?|cvc2?|cid|csc|card_?code|security_?code)"?\s{0,3}[:=]\s{0,3}"?[0-9]{3,4}\b"#,
+    pattern: r#"(?i)\b(?:cvv2?|cvc2?|cid|csc|card_?code|security_?code)"?[ \t]{0,3}[:=][ \t]{0,3}"?[0-9]{3,4}\b"#,
     validate,
     splits: false,
 };

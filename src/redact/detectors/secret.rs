@@ -18,7 +18,7 @@ pub const DETECTOR: Detector = Detector {
 /// `Bearer <opaque token>` (a JWT after `Bearer` is reported as a JWT).
 pub const BEARER: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]+=*",
+    pattern: r"(?i)\bbearer[ \t]+[A-Za-z0-9._~+/\-]+=*",
     validate: validate_bearer,
     splits: false,
 };
