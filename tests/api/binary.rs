@@ -97,22 +97,20 @@ async fn serve_runs_the_embedded_default_from_nothing() {
     let health = client.get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let card = CARDS[0].1;
-    let t: serde_json::Value = client
-        .post(format!("{url}/tokenize"))
-        .bearer_auth(creds["checkout"].as_str().unwrap())
-        .json(&json!({ "value": card }))
-        .send()
+    let post = |path: &str, role: &str, body: serde_json::Value| {
+        client
+            .post(format!("{url}{path}"))
+            .bearer_auth(creds[role].as_str().unwrap())
+            .json(&body)
+            .send()
+    };
+    let t: serde_json::Value = post("/tokenize", "checkout", json!({ "value": card }))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let token = t["token"].as_str().unwrap();
-    let d: serde_json::Value = client
-        .post(format!("{url}/detokenize"))
-        .bearer_auth(creds["admin"].as_str().unwrap())
-        .json(&json!({ "token": token }))
-        .send()
+    let d: serde_json::Value = post("/detokenize", "admin", json!({ "token": t["token"] }))
         .await
         .unwrap()
         .json()

@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, push};
+use super::{Detector, Finding, Kind, push, value_start};
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::AwsSecret,
@@ -27,13 +27,9 @@ fn is_b64(b: u8) -> bool {
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
-    let Some(sep) = s.iter().position(|&b| b == b'=' || b == b':') else {
+    let Some(start) = value_start(s) else {
         return;
     };
-    let mut start = sep + 1;
-    while start < s.len() && matches!(s[start], b' ' | b'\t' | b'"') {
-        start += 1;
-    }
     if s.len() - start >= 16 {
         push(out, Kind::AwsSecret, m.start + start..m.end);
     }

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, push};
+use super::{Detector, Finding, Kind, push, value_start};
 
 /// `password=…`, `DB_PASSWORD=…`, `"api_key": "…"`, `client_secret: "two
 /// words"`: the name may follow a word boundary or an underscore; a quoted
@@ -25,13 +25,9 @@ pub const BEARER: Detector = Detector {
 
 fn validate_pair(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
-    let Some(sep) = s.iter().position(|&b| b == b'=' || b == b':') else {
+    let Some(start) = value_start(s) else {
         return;
     };
-    let mut start = sep + 1;
-    while start < s.len() && matches!(s[start], b' ' | b'\t' | b'"') {
-        start += 1;
-    }
     let end = if s.ends_with(b"\"") && s[start - 1] == b'"' {
         s.len() - 1
     } else {
