@@ -252,8 +252,8 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         if self.clean_json_line(trimmed) {
-            // Valid JSON is required of the pass-through too: a malformed
-            // line is scanned as text below, which found nothing either.
+            // Whether or not it parses, nothing in it would change: a JSON
+            // walk and a text scan both find what the raw scan found.
             if !self.opts.report {
                 out.extend_from_slice(line);
             }
@@ -279,10 +279,15 @@ impl<'a> Session<'a> {
     /// Whether a JSON line can pass through untouched: one scan of its raw
     /// bytes finds nothing, it holds no escape (an escape could hide digits
     /// from the raw scan) and no key that names sensitive data (a CVV is
-    /// just digits). Most log lines are clean; this spares them a parse,
-    /// a walk and a scan per string.
+    /// just digits), and no PEM block opened by an earlier line is still
+    /// open (its body lines scan clean but must be masked). Most log lines
+    /// are clean; this spares them a parse, a walk and a scan per string.
     fn clean_json_line(&mut self, line: &[u8]) -> bool {
-        if self.opts.budget.is_some() || line.contains(&b'\\') || self.fields.any_named_in(line) {
+        if self.pem_open
+            || self.opts.budget.is_some()
+            || line.contains(&b'\\')
+            || self.fields.any_named_in(line)
+        {
             return false;
         }
         let mut found = std::mem::take(&mut self.found);

@@ -225,6 +225,11 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
     let escaped = "{\"c\":\"\\u0034111111111111111\"}\n";
     let (out, f) = redact(Format::Ndjson, escaped, &Options::default());
     assert_eq!(f.header_value(), "pan=1", "{out}");
+    // A PEM block opened by a malformed line masks the lines after it.
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG\n-----END PRIVATE KEY-----\n{\"ok\":1}\n";
+    let (out, _) = redact(Format::Ndjson, pem, &Options::default());
+    assert!(!out.contains("MIIE"), "{out}");
+    assert!(out.ends_with("{\"ok\":1}\n"), "{out}");
     // A field rule needs no shape in the value.
     let cvv = "{\"payment\":{\"CVV\":\"123\"}}\n";
     assert_eq!(
