@@ -22,15 +22,19 @@ use crate::audit::{AuditKey, AuditLog};
 use crate::auth::api_key::{ApiKeys, parse_digest};
 use crate::auth::dev;
 use crate::auth::policy::Policy;
+use crate::aws::Clients;
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{KeyKind, Settings, StoreKind};
+use crate::crypto::KeyProvider;
 use crate::crypto::Keyring;
 use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::KeyringSettings;
+use crate::crypto::kms::KmsKeyProvider;
 use crate::crypto::local::LocalKeyProvider;
 use crate::http::{Access, AppState};
 use crate::redact::{HashKey, Redactor};
 use crate::store::TokenStore;
+use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::telemetry::Metrics;
 use crate::vault::Vault;
@@ -59,8 +63,11 @@ pub struct StartupInfo {
     pub cert_generated: bool,
     /// The dev credentials file, when dev identities are in force.
     pub dev_credentials: Option<PathBuf>,
-    pub master_key: PathBuf,
-    pub master_key_created: bool,
+    /// What holds the records (`sqlite FILE` or `dynamodb TABLE`).
+    pub store: String,
+    /// The local master key file and whether it was just created; `None`
+    /// with KMS.
+    pub master_key: Option<(PathBuf, bool)>,
     pub audit_log: PathBuf,
 }
 
@@ -74,21 +81,31 @@ fn fail(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> BuildError + '_ {
 }
 
 /// Opens the store and keys, loads the service-held secrets, the access
-/// rules and the certificate, and assembles the router.
+/// rules and the certificate, and assembles the router. AWS clients, when
+/// the settings need them, come from the standard AWS chain.
 pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<App, BuildError> {
+    build_with_aws(settings, clock, None).await
+}
+
+/// [`build`] with the AWS clients given (tests point them at an emulator).
+pub async fn build_with_aws(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    aws: Option<Clients>,
+) -> Result<App, BuildError> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| fail("data_dir")(&e))?;
     let metrics = Arc::new(Metrics::new());
 
     let Opened {
         store,
+        store_name,
         keyring,
         master_key,
-        master_key_created,
-    } = open_vault(settings, clock.clone(), metrics.clone(), true)?;
+    } = open_vault(settings, clock.clone(), metrics.clone(), true, aws).await?;
     let keyring = Arc::new(keyring);
     tracing::info!(
         key_provider = keyring.provider().kind(),
-        store = %settings.resolve(&settings.store.path).display(),
+        store = %store_name,
         "vault opened"
     );
     let fp_secret = keyring
@@ -163,44 +180,78 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<App, Bu
             cert,
             cert_generated,
             dev_credentials,
+            store: store_name,
             master_key,
-            master_key_created,
             audit_log,
         },
     })
 }
 
 /// The store and keyring of a vault.
-struct Opened {
-    store: Arc<dyn TokenStore>,
-    keyring: Keyring,
-    master_key: PathBuf,
-    master_key_created: bool,
+pub struct Opened {
+    pub store: Arc<dyn TokenStore>,
+    /// For logs and the banner.
+    pub store_name: String,
+    pub keyring: Keyring,
+    /// The local master key file and whether it was just created.
+    pub master_key: Option<(PathBuf, bool)>,
 }
 
 /// Opens the store and the key provider; with `create` false, refuses to
-/// make a new vault or master key (for tools that only read one).
-fn open_vault(
+/// make a new SQLite vault or master key (for tools that only read one).
+/// `aws`: clients to use; loaded from the standard chain when the settings
+/// need AWS and none are given.
+pub async fn open_vault(
     settings: &Settings,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     create: bool,
+    aws: Option<Clients>,
 ) -> Result<Opened, BuildError> {
-    let store_path = settings.resolve(&settings.store.path);
-    let master_key = settings.resolve(&settings.keys.master_key);
-    if !create {
-        for p in [&store_path, &master_key] {
-            if !p.exists() {
-                return Err(BuildError(format!("{} does not exist", p.display())));
-            }
+    let needs_aws =
+        settings.store.kind == StoreKind::Dynamodb || settings.keys.kind == KeyKind::Kms;
+    let aws = match (needs_aws, aws) {
+        (false, _) => None,
+        (true, Some(c)) => Some(c),
+        (true, None) => Some(Clients::from_env().await.map_err(BuildError)?),
+    };
+    let (store, store_name): (Arc<dyn TokenStore>, String) = match (settings.store.kind, &aws) {
+        (StoreKind::Dynamodb, Some(aws)) => {
+            let table = settings.store.table.as_deref().unwrap_or_default();
+            let store = DynamoStore::open(aws.dynamodb.clone(), table)
+                .await
+                .map_err(|e| fail("store")(&e))?;
+            (Arc::new(store), format!("dynamodb {table}"))
         }
-    }
-    let store: Arc<dyn TokenStore> =
-        Arc::new(SqliteStore::open(&store_path).map_err(|e| fail("store")(&e))?);
-    let (provider, master_key_created) =
-        LocalKeyProvider::open_or_create(&master_key).map_err(|e| fail("keys")(&e))?;
+        _ => {
+            let path = settings.resolve(&settings.store.path);
+            if !create && !path.exists() {
+                return Err(BuildError(format!("{} does not exist", path.display())));
+            }
+            let store = SqliteStore::open(&path).map_err(|e| fail("store")(&e))?;
+            (Arc::new(store), format!("sqlite {}", path.display()))
+        }
+    };
+    let (provider, master_key): (Arc<dyn KeyProvider>, _) = match (settings.keys.kind, &aws) {
+        (KeyKind::Kms, Some(aws)) => (
+            Arc::new(KmsKeyProvider::new(
+                aws.kms.clone(),
+                settings.keys.kms.clone(),
+            )),
+            None,
+        ),
+        _ => {
+            let path = settings.resolve(&settings.keys.master_key);
+            if !create && !path.exists() {
+                return Err(BuildError(format!("{} does not exist", path.display())));
+            }
+            let (provider, created) =
+                LocalKeyProvider::open_or_create(&path).map_err(|e| fail("keys")(&e))?;
+            (Arc::new(provider), Some((path, created)))
+        }
+    };
     let keyring = Keyring::new(
-        Arc::new(provider),
+        provider,
         store.clone(),
         KeyringSettings {
             environment: settings.environment.clone(),
@@ -212,9 +263,9 @@ fn open_vault(
     );
     Ok(Opened {
         store,
+        store_name,
         keyring,
         master_key,
-        master_key_created,
     })
 }
 
@@ -222,13 +273,15 @@ fn open_vault(
 /// key provider (SQLite WAL allows it beside a running service), refuses a
 /// vault or master key that does not exist, and unwraps the service-held
 /// audit key without ever creating one.
-pub async fn audit_key(settings: &Settings) -> Result<AuditKey, BuildError> {
+pub async fn audit_key(settings: &Settings, aws: Option<Clients>) -> Result<AuditKey, BuildError> {
     let opened = open_vault(
         settings,
         Arc::new(crate::clock::SystemClock),
         Arc::new(Metrics::new()),
         false,
-    )?;
+        aws,
+    )
+    .await?;
     let keyring = opened.keyring;
     let secret = keyring
         .existing_service_secret("audit", 1)

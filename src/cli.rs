@@ -1,6 +1,7 @@
-//! The command line: `serve`, `redact`, `audit verify`.
+//! The command line: `serve`, `redact`, `migrate`, `rewrap`, `doctor`,
+//! `audit verify`.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +9,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::aws::Clients;
 use crate::clock::SystemClock;
-use crate::config::{Overrides, Settings};
+use crate::config::{KeyKind, Overrides, Settings, StoreKind};
 use crate::redact::format::RedactError;
 use crate::redact::lines::{LineSplitter, Piece, TOO_LONG};
 use crate::redact::{Action, Format, HashKey, Redactor};
@@ -31,6 +33,12 @@ enum Command {
     Serve(VaultArgs),
     /// Redact stdin to stdout with the engine behind /redact.
     Redact(RedactArgs),
+    /// Create or update the DynamoDB table (idempotent; reports changes).
+    Migrate(VaultArgs),
+    /// Re-wrap every stored key under another KMS key (KMS ReEncrypt).
+    Rewrap(RewrapArgs),
+    /// Check KMS keys, the table and the certificate; non-zero on a failure.
+    Doctor(VaultArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -86,6 +94,24 @@ struct RedactArgs {
     config: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct RewrapArgs {
+    #[command(flatten)]
+    vault: VaultArgs,
+    /// The KMS key to move to (id, ARN or alias).
+    #[arg(long)]
+    to_key: String,
+    /// Only this classification's keys (service secrets count as pan).
+    #[arg(long)]
+    classification: Option<String>,
+    /// Report what would change, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Re-wrap at most N items this run; the next run resumes after them.
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Verify the hash chain of an audit log; names the first broken line.
@@ -103,6 +129,9 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Redact(args) => redact(args),
+        Command::Migrate(args) => migrate(args),
+        Command::Rewrap(args) => rewrap(args),
+        Command::Doctor(args) => doctor(args),
         Command::Audit {
             command: AuditCommand::Verify { file, vault },
         } => audit_verify(file, vault),
@@ -172,22 +201,21 @@ fn print_banner(addr: SocketAddr, info: &crate::app::StartupInfo) {
             c.display()
         );
     }
+    let _ = writeln!(e, "  store:        {}", info.store);
     let _ = writeln!(e, "  audit log:    {}", info.audit_log.display());
-    let _ = writeln!(
-        e,
-        "  WARNING: the local key provider is for development and small single-node use only: \
-         the master key sits on the same machine as the data. Keep production keys in AWS KMS."
-    );
-    let _ = writeln!(
-        e,
-        "  BACK UP {}{}: without it nothing in the vault can be decrypted.",
-        info.master_key.display(),
-        if info.master_key_created {
-            " (just created)"
-        } else {
-            ""
-        }
-    );
+    if let Some((master_key, created)) = &info.master_key {
+        let _ = writeln!(
+            e,
+            "  WARNING: the local key provider is for development and small single-node use only: \
+             the master key sits on the same machine as the data. Keep production keys in AWS KMS."
+        );
+        let _ = writeln!(
+            e,
+            "  BACK UP {}{}: without it nothing in the vault can be decrypted.",
+            master_key.display(),
+            if *created { " (just created)" } else { "" }
+        );
+    }
 }
 
 async fn shutdown_signal() {
@@ -307,10 +335,152 @@ fn redact(args: RedactArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn migrate(args: VaultArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(&args)?;
+    anyhow::ensure!(
+        settings.store.kind == StoreKind::Dynamodb,
+        "migrate is for store.kind = \"dynamodb\"; the SQLite store migrates itself at start-up"
+    );
+    let table = settings.store.table.clone().unwrap_or_default();
+    runtime()?.block_on(async move {
+        let aws = Clients::from_env().await.map_err(anyhow::Error::msg)?;
+        let changes = crate::store::migrate::migrate(
+            &aws.dynamodb,
+            &table,
+            settings.store.sse_kms_key.as_deref(),
+        )
+        .await?;
+        if changes.is_empty() {
+            println!("table {table} is up to date");
+        }
+        for c in changes {
+            println!("{c}");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn rewrap(args: RewrapArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(&args.vault)?;
+    anyhow::ensure!(
+        settings.keys.kind == KeyKind::Kms,
+        "rewrap moves keys between KMS keys: set keys.kind = \"kms\""
+    );
+    if let Some(c) = &args.classification {
+        anyhow::ensure!(
+            crate::vault::value::Classification::parse(c).is_some(),
+            "--classification: expected pan or pii"
+        );
+    }
+    runtime()?.block_on(async move {
+        let aws = Clients::from_env().await.map_err(anyhow::Error::msg)?;
+        let opened = crate::app::open_vault(
+            &settings,
+            Arc::new(SystemClock),
+            Arc::new(crate::telemetry::Metrics::new()),
+            false,
+            Some(aws.clone()),
+        )
+        .await?;
+        let kms = crate::crypto::kms::KmsKeyProvider::new(aws.kms.clone(), settings.keys.kms.clone());
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let opts = crate::rewrap::RewrapOptions {
+            to_key: args.to_key.clone(),
+            classification: args.classification.clone(),
+            dry_run: args.dry_run,
+            limit: args.limit,
+            checkpoint: settings.data_dir.join("rewrap.checkpoint"),
+        };
+        let bar = std::io::stderr().is_terminal();
+        let summary = crate::rewrap::run(
+            opened.store.as_ref(),
+            &kms,
+            &settings.environment,
+            &opts,
+            |done, total| {
+                if bar {
+                    eprint!("\r{}", progress_bar(done, total));
+                }
+            },
+        )
+        .await?;
+        if bar {
+            eprintln!();
+        }
+        let verb = if args.dry_run { "would re-wrap" } else { "re-wrapped" };
+        println!(
+            "{verb} {} key items under {}; {} already there; {} of another classification; \
+             {} changed by another writer meanwhile (rerun to pick them up); {} done by an earlier run",
+            summary.rewrapped,
+            summary.target,
+            summary.already,
+            summary.other_classification,
+            summary.changed_meanwhile,
+            summary.resumed_past
+        );
+        if !summary.complete {
+            println!("stopped at --limit; run again to go on from the checkpoint");
+        } else if !args.dry_run && summary.rewrapped > 0 {
+            println!(
+                "next: point [keys.kms] at {} so new data keys are made under it",
+                args.to_key
+            );
+        }
+        Ok(if summary.changed_meanwhile > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+}
+
+/// `[#####.....] 12/40`, for a terminal.
+fn progress_bar(done: u64, total: u64) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH) as usize;
+    format!(
+        "rewrap [{}{}] {done}/{total}",
+        "#".repeat(filled),
+        ".".repeat(WIDTH as usize - filled)
+    )
+}
+
+fn doctor(args: VaultArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(&args)?;
+    let needs_aws =
+        settings.store.kind == StoreKind::Dynamodb || settings.keys.kind == KeyKind::Kms;
+    let cert = match &settings.tls.cert {
+        Some(c) => settings.resolve(c),
+        None => settings.data_dir.join("tls").join("cert.pem"),
+    };
+    runtime()?.block_on(async move {
+        let aws = if needs_aws {
+            Some(Clients::from_env().await.map_err(anyhow::Error::msg)?)
+        } else {
+            None
+        };
+        let now = crate::clock::Clock::unix(&SystemClock);
+        let checks = crate::doctor::run(&settings, aws.as_ref(), &cert, now).await;
+        let mut failed = 0;
+        for c in &checks {
+            println!("{c}");
+            if matches!(c.outcome, crate::doctor::Outcome::Fail(_)) {
+                failed += 1;
+            }
+        }
+        println!("{} checks, {failed} failed", checks.len());
+        Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}
+
 fn audit_verify(file: PathBuf, args: VaultArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(&args)?;
     runtime()?.block_on(async move {
-        let key = crate::app::audit_key(&settings).await?;
+        let key = crate::app::audit_key(&settings, None).await?;
         match crate::audit::verify(&file, &key) {
             Ok(report) => {
                 println!(

@@ -116,8 +116,11 @@ pub struct StoreSettings {
     pub kind: StoreKind,
     /// SQLite file (relative to `data_dir`).
     pub path: PathBuf,
-    /// DynamoDB table.
+    /// DynamoDB table (made by `tokenvault migrate`).
     pub table: Option<String>,
+    /// KMS key (id, ARN or alias) `migrate` gives the table for its
+    /// encryption at rest; absent: the AWS managed key for DynamoDB.
+    pub sse_kms_key: Option<String>,
 }
 
 impl Default for StoreSettings {
@@ -126,6 +129,7 @@ impl Default for StoreSettings {
             kind: StoreKind::Sqlite,
             path: "vault.db".into(),
             table: None,
+            sse_kms_key: None,
         }
     }
 }
@@ -148,7 +152,9 @@ pub struct KeySettings {
     pub data_key_epoch_seconds: i64,
     /// How long an unwrapped data key stays in memory.
     pub cache_seconds: i64,
-    /// KMS: classification → key id, ARN or alias.
+    /// KMS: classification (`pan`, `pii`) → key id, ARN or alias; the
+    /// optional `system` entry wraps the service-held secrets instead of
+    /// the `pan` key.
     pub kms: BTreeMap<String, String>,
 }
 
@@ -368,15 +374,34 @@ impl Settings {
             return fail("environment must not be empty".into());
         }
         if self.store.kind == StoreKind::Dynamodb {
-            return fail(
-                "store.kind = \"dynamodb\" is not available in this build yet; use \"sqlite\""
-                    .into(),
-            );
+            match self.store.table.as_deref() {
+                None => {
+                    return fail("store.table is required with store.kind = \"dynamodb\"".into());
+                }
+                Some(t) if !valid_table_name(t) => {
+                    return fail(format!(
+                        "store.table: {t:?} is not a DynamoDB table name (3 to 255 of a-z A-Z 0-9 _ - .)"
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         if self.keys.kind == KeyKind::Kms {
-            return fail(
-                "keys.kind = \"kms\" is not available in this build yet; use \"local\"".into(),
-            );
+            for class in crate::vault::value::Classification::ALL {
+                let c = class.as_str();
+                if self.keys.kms.get(c).is_none_or(|k| k.trim().is_empty()) {
+                    return fail(format!(
+                        "keys.kms.{c} is required with keys.kind = \"kms\" (a key id, ARN or alias)"
+                    ));
+                }
+            }
+            for name in self.keys.kms.keys() {
+                if name != "system" && crate::vault::value::Classification::parse(name).is_none() {
+                    return fail(format!(
+                        "keys.kms.{name}: not a classification (pan, pii) or \"system\""
+                    ));
+                }
+            }
         }
         if self.audit.sink != AuditSink::File {
             return fail("audit.sink: only \"file\" is available in this build yet".into());
@@ -429,6 +454,13 @@ impl Settings {
             .map_err(|e| ConfigError(format!("redact: {e}")))?;
         Ok(())
     }
+}
+
+/// DynamoDB's table naming rule.
+fn valid_table_name(t: &str) -> bool {
+    (3..=255).contains(&t.len())
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn merge(base: &mut toml::Table, over: toml::Table) {
@@ -544,5 +576,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("weird"), "{e}");
+    }
+
+    #[test]
+    fn production_backends_need_their_names() {
+        let e = Settings::load(
+            None,
+            env(&[("TOKENVAULT_STORE__KIND", "dynamodb")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("store.table"), "{e}");
+        let e = Settings::load(
+            None,
+            env(&[
+                ("TOKENVAULT_KEYS__KIND", "kms"),
+                ("TOKENVAULT_KEYS__KMS__PAN", "alias/p"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("keys.kms.pii"), "{e}");
+        let s = Settings::load(
+            None,
+            env(&[
+                ("TOKENVAULT_STORE__KIND", "dynamodb"),
+                ("TOKENVAULT_STORE__TABLE", "tokenvault-prod"),
+                ("TOKENVAULT_KEYS__KIND", "kms"),
+                ("TOKENVAULT_KEYS__KMS__PAN", "alias/p"),
+                ("TOKENVAULT_KEYS__KMS__PII", "alias/q"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.keys.kms["pii"], "alias/q");
+        let e = Settings::load(
+            None,
+            env(&[
+                ("TOKENVAULT_STORE__KIND", "dynamodb"),
+                ("TOKENVAULT_STORE__TABLE", "no spaces"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("table name"), "{e}");
     }
 }

@@ -10,11 +10,16 @@
 //! Data flows one way: [`http`] → [`auth`] → [`vault`] / [`redact`] →
 //! [`crypto`] + [`store`].
 //!
-//! - [`cli`]: the command line (`serve`, `redact`, `audit verify`).
+//! - [`cli`]: the command line (`serve`, `redact`, `migrate`, `rewrap`,
+//!   `doctor`, `audit verify`).
+//! - [`rewrap`]: moving stored keys to another KMS key with ReEncrypt.
+//! - [`doctor`]: pass/fail checks of KMS keys, the table and the certificate.
 //! - [`config`]: [`config::Settings`], read once from TOML and
 //!   `TOKENVAULT_*` and validated.
 //! - [`app`]: builds the service from settings and serves it on a bound
 //!   listener until a shutdown future resolves.
+//! - [`aws`]: AWS clients from the standard chain, bounded in time, and
+//!   the reduction of SDK errors to what callers act on.
 //! - [`tls`]: rustls server configuration and the generated dev certificate.
 //! - [`http`]: one module per endpoint; `http::error` renders RFC 9457
 //!   problems.
@@ -23,7 +28,7 @@
 //! - [`redact`]: the scanner, detectors, and text/JSON/NDJSON walkers.
 //! - [`crypto`]: key providers, the data-key keyring, envelope sealing,
 //!   fingerprints.
-//! - [`store`]: the `TokenStore` trait and its SQLite implementation.
+//! - [`store`]: the `TokenStore` trait, SQLite and DynamoDB, and `migrate`.
 //! - [`audit`]: the HMAC-chained audit log.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`clock`]: injectable time.
@@ -31,12 +36,15 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod aws;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod doctor;
 pub mod http;
 pub mod redact;
+pub mod rewrap;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -102,3 +102,16 @@ fn short(e: &rustls::pki_types::pem::Error) -> &'static str {
         _ => "malformed PEM",
     }
 }
+
+/// When the first certificate in a PEM file stops being valid (Unix
+/// seconds), for `doctor`.
+pub fn not_after(cert: &Path) -> Result<i64, String> {
+    let pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let der = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .ok_or_else(|| format!("{}: no certificate in the file", cert.display()))?
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    Ok(parsed.validity().not_after.timestamp())
+}

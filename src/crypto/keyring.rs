@@ -20,6 +20,10 @@ use super::provider::{DataKey, EncryptionContext, KeyError, KeyProvider, Wrapped
 /// evicted first.
 const CACHE_CAPACITY: usize = 1024;
 
+/// Service-held secrets are wrapped under this classification's key (or
+/// the provider's `system` key).
+const SECRET_CLASSIFICATION: &str = "pan";
+
 /// Keyring failures.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
@@ -139,8 +143,20 @@ impl Keyring {
         create: bool,
     ) -> Result<DataKey, KeyringError> {
         let id = format!("secret/{name}/v{version}");
-        let ctx = EncryptionContext::new(&self.settings.environment, "pan").with("purpose", name);
-        self.load_or_create(&id, "pan", &ctx, create).await
+        let ctx = self.context_for(&id).ok_or(KeyringError::UnknownKey)?;
+        self.load_or_create(&id, SECRET_CLASSIFICATION, &ctx, create)
+            .await
+    }
+
+    pub fn context_for(&self, id: &str) -> Option<EncryptionContext> {
+        context_for(&self.settings.environment, id)
+    }
+
+    /// Whether the current `pan` data key is at hand (cached, or loadable
+    /// from the store and the provider): what `/readyz` reports, without a
+    /// provider call per probe while the key is cached.
+    pub async fn ready(&self) -> Result<(), KeyringError> {
+        self.current(SECRET_CLASSIFICATION).await.map(|_| ())
     }
 
     async fn get(
@@ -267,6 +283,26 @@ impl Keyring {
         let r = self.provider.decrypt_data_key(&wrapped, ctx).await;
         self.metrics.kms("Decrypt", r.is_ok());
         Ok(r?)
+    }
+}
+
+/// The encryption context a key item with `id` is wrapped under, so
+/// `rewrap` can re-wrap it with the same one: a data key's names its
+/// classification; a secret's is the `pan` context plus its purpose.
+pub fn context_for(environment: &str, id: &str) -> Option<EncryptionContext> {
+    if let Some(class) = parse_classification(id) {
+        return Some(EncryptionContext::new(environment, class));
+    }
+    let mut parts = id.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("secret"), Some(name), Some(v), None)
+            if !name.is_empty()
+                && v.strip_prefix('v')
+                    .is_some_and(|n| n.parse::<u32>().is_ok()) =>
+        {
+            Some(EncryptionContext::new(environment, SECRET_CLASSIFICATION).with("purpose", name))
+        }
+        _ => None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`provider`]: the [`KeyProvider`] trait (KMS in production, a local
 //!   master key for the embedded default).
 //! - [`local`]: the master-key-file provider.
+//! - [`kms`]: the AWS KMS provider (and ReEncrypt for rewrap).
 //! - [`keyring`]: epoch data keys and service-held secrets, kept wrapped in
 //!   the store and unwrapped into a bounded, expiring cache.
 //! - [`envelope`]: per-record keys (HKDF) and AES-256-GCM sealing bound to
@@ -14,6 +15,7 @@
 pub mod envelope;
 pub mod fingerprint;
 pub mod keyring;
+pub mod kms;
 pub mod local;
 pub mod provider;
 

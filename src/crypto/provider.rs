@@ -28,6 +28,16 @@ impl EncryptionContext {
         self
     }
 
+    /// The value of `k`, if set.
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    /// The pairs as the AWS SDK takes them.
+    pub fn to_map(&self) -> std::collections::HashMap<String, String> {
+        self.0.clone().into_iter().collect()
+    }
+
     /// A canonical byte encoding (sorted, length-prefixed), used as
     /// associated data by the local provider.
     pub fn canonical_bytes(&self) -> Vec<u8> {

@@ -10,8 +10,11 @@ use crate::audit::AuditEvent;
 use crate::auth::policy::Permission;
 use crate::auth::rate::Refusal;
 use crate::telemetry::DetokenizeLabels;
-use crate::vault::Vault;
+use std::collections::HashMap;
+
+use crate::store::TokenRecord;
 use crate::vault::token::Token;
+use crate::vault::{Vault, VaultError};
 
 use super::AppState;
 use super::batch::{Items, Outcome};
@@ -115,6 +118,13 @@ pub async fn handle(
             .await);
     }
 
+    // One store round trip for the whole batch.
+    let tokens: Vec<Token> = items
+        .values
+        .iter()
+        .filter_map(|t| Token::parse(t).ok())
+        .collect();
+    let records = state.vault.records(&tokens).await;
     let mut results = Vec::with_capacity(items.values.len());
     let mut events = Vec::with_capacity(items.values.len());
     for raw in &items.values {
@@ -126,7 +136,8 @@ pub async fn handle(
             decision: "deny",
             ..Default::default()
         };
-        let result = detokenize_one(&state, &caller, raw, reason.is_some(), &mut event).await;
+        let result =
+            detokenize_one(&state, &caller, raw, &records, reason.is_some(), &mut event).await;
         if event.decision == "allow" {
             event.reason = audited_reason.clone();
         }
@@ -154,6 +165,7 @@ async fn detokenize_one(
     state: &AppState,
     caller: &crate::auth::Principal,
     raw: &str,
+    records: &Result<HashMap<String, TokenRecord>, VaultError>,
     has_reason: bool,
     event: &mut AuditEvent,
 ) -> Result<DetokenizeAnswer, Problem> {
@@ -162,11 +174,16 @@ async fn detokenize_one(
         Problem::new(ProblemKind::InvalidToken, e.to_string())
     })?;
     event.token = Some(token.as_str().to_owned());
-    let record = state.vault.record(&token).await.map_err(|e| {
+    let found = match records {
+        Ok(m) => m.get(token.as_str()).cloned().ok_or(VaultError::NotFound),
+        Err(VaultError::Unavailable(m)) => Err(VaultError::Unavailable(m.clone())),
+        Err(e) => Err(VaultError::Internal(e.to_string())),
+    };
+    let record = found.map_err(|e| {
         event.reason = Some(
             match e {
-                crate::vault::VaultError::NotFound => "not found",
-                crate::vault::VaultError::Unavailable(_) => "unavailable",
+                VaultError::NotFound => "not found",
+                VaultError::Unavailable(_) => "unavailable",
                 _ => "error",
             }
             .into(),

@@ -12,7 +12,8 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The store and the key provider answer.
+/// The store answers and the current data key is at hand (cached, or
+/// loadable from the store and the key provider).
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     state
         .vault
@@ -22,8 +23,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Proble
         .map_err(|e| Problem::unavailable(&e))?;
     state
         .keyring
-        .provider()
-        .check()
+        .ready()
         .await
         .map_err(|e| Problem::unavailable(&e))?;
     Ok(Json(json!({"status": "ready"})))

@@ -2,7 +2,11 @@
 //! crypto, and nothing in it is a value in the clear.
 //!
 //! - [`sqlite`]: the embedded default, one file in the data directory.
+//! - [`dynamodb`]: production, one DynamoDB table.
+//! - [`migrate`]: creates and configures that table.
 
+pub mod dynamodb;
+pub mod migrate;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -87,6 +91,15 @@ pub trait TokenStore: Send + Sync + 'static {
 
     async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
 
+    /// Several records at once, in the order asked (DynamoDB: BatchGetItem).
+    async fn get_tokens(&self, tokens: &[&str]) -> Result<Vec<Option<TokenRecord>>, StoreError> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            out.push(self.get_token(t).await?);
+        }
+        Ok(out)
+    }
+
     /// The token holding a fingerprint, if any.
     async fn token_for_fingerprint(&self, fingerprint: &str) -> Result<Option<String>, StoreError>;
 
@@ -98,6 +111,23 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn put_key_item(&self, item: &KeyItem) -> Result<Option<KeyItem>, StoreError>;
 
     async fn get_key_item(&self, id: &str) -> Result<Option<KeyItem>, StoreError>;
+
+    /// Up to `limit` key items in id order, after `after` (for `rewrap`).
+    async fn key_items_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyItem>, StoreError>;
+
+    /// Replaces a key item's wrapping only if it still holds `old` (a
+    /// concurrent change is never overwritten); whether it was replaced.
+    async fn rewrap_key_item(
+        &self,
+        id: &str,
+        old: &[u8],
+        new_key_id: &str,
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
 
     /// Claims an idempotency key for `request_hash` on behalf of `owner` (a
     /// random id per request), leased until `lease_until` so a claim whose

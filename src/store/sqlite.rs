@@ -327,6 +327,46 @@ impl TokenStore for SqliteStore {
         self.read(move |c| get_key(c, &id)).await
     }
 
+    async fn key_items_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyItem>, StoreError> {
+        let after = after.unwrap_or("").to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT id, classification, wrapping_key_id, wrapped, created_at FROM key_items \
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            st.query_map(params![after, limit], key_row)?.collect()
+        })
+        .await
+    }
+
+    async fn rewrap_key_item(
+        &self,
+        id: &str,
+        old: &[u8],
+        new_key_id: &str,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let (id, old, new_key_id, new) = (
+            id.to_owned(),
+            old.to_vec(),
+            new_key_id.to_owned(),
+            new.to_vec(),
+        );
+        self.write(move |c| {
+            c.execute(
+                "UPDATE key_items SET wrapping_key_id = ?3, wrapped = ?4 WHERE id = ?1 AND wrapped = ?2",
+                params![id, old, new_key_id, new],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
     async fn claim_idempotency(
         &self,
         key: &str,

@@ -263,6 +263,23 @@ impl Vault {
         }
     }
 
+    /// The live records of several tokens in one store round trip
+    /// (DynamoDB BatchGetItem), by token; absent, deleted and expired ones
+    /// are simply missing.
+    pub async fn records(
+        &self,
+        tokens: &[Token],
+    ) -> Result<std::collections::HashMap<String, TokenRecord>, VaultError> {
+        let names: Vec<&str> = tokens.iter().map(Token::as_str).collect();
+        let found = self.store.get_tokens(&names).await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .filter(|r| !self.expired(r))
+            .map(|r| (r.token.clone(), r))
+            .collect())
+    }
+
     /// The full value of a record.
     pub async fn reveal(&self, r: &TokenRecord) -> Result<Zeroizing<String>, VaultError> {
         let dk = self.keyring.by_id(&r.data_key_id).await?;

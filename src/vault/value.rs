@@ -15,6 +15,9 @@ pub enum Classification {
 }
 
 impl Classification {
+    /// Every classification, for checks that each has a key.
+    pub const ALL: [Classification; 2] = [Self::Pan, Self::Pii];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "pan" => Some(Self::Pan),

@@ -77,7 +77,7 @@ async fn bad_tokenize_requests_get_problems_and_change_nothing() {
         .await;
     is_problem(s, &h, &b, 413, "payload-too-large");
 
-    assert_eq!(app.token_rows(), 0);
+    assert_eq!(app.token_rows().await, 0);
     app.assert_no_leaks();
 }
 
@@ -121,6 +121,6 @@ async fn bad_tokens_get_problems() {
     is_problem(s, &h, &b, 400, "invalid-request");
     let (s, v) = app.get("/tokens/4111111111111111", Some("admin")).await;
     assert_eq!(s, 400, "{v}");
-    assert_eq!(app.token_rows(), 1);
+    assert_eq!(app.token_rows().await, 1);
     app.assert_no_leaks();
 }

@@ -57,7 +57,7 @@ async fn unauthenticated_callers_get_401_and_are_audited() {
         .unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
-    assert_eq!(app.token_rows(), 0);
+    assert_eq!(app.token_rows().await, 0);
     let audit = app.audit_text();
     assert_eq!(
         audit.matches("\"action\":\"authenticate\"").count(),
@@ -99,7 +99,7 @@ async fn forbidden_actions_get_403_and_change_nothing() {
             .0,
         403
     );
-    assert_eq!(app.token_rows(), 1);
+    assert_eq!(app.token_rows().await, 1);
     assert_eq!(app.detokenize("admin", token).await.0, 200);
     app.assert_no_leaks();
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 use tokenvault::clock::ManualClock;
-use tokenvault::config::{Overrides, Settings};
+use tokenvault::config::{KeyKind, Overrides, Settings, StoreKind};
+
+use crate::emulator::{Backend, backend, clients, provision, shared_moto};
 
 /// Cards of every brand, all valid test numbers. Any of them showing up in
 /// a log line, an audit event or an error body is a leak.
@@ -78,6 +80,8 @@ pub struct TestApp {
     /// Keeps the data dir alive for the test.
     _dir: tempfile::TempDir,
     pub settings: Settings,
+    /// AWS clients (at the emulator) when the backend is `aws`.
+    pub aws: Option<tokenvault::aws::Clients>,
     /// Bodies of every error answer, checked for leaks.
     pub error_bodies: Mutex<Vec<String>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -89,8 +93,25 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Starts the service with settings adjusted by `f`.
+/// Starts the service with settings adjusted by `f`, on the backend
+/// `TOKENVAULT_TEST_BACKEND` names.
 pub async fn spawn_app_with(f: impl FnOnce(&mut Settings)) -> TestApp {
+    let aws = match backend() {
+        Backend::Sqlite => None,
+        Backend::Aws => {
+            let moto = shared_moto().expect("TOKENVAULT_TEST_BACKEND=aws needs moto in .venv");
+            Some(clients(&moto.endpoint).await)
+        }
+    };
+    spawn_app_on(aws, f).await
+}
+
+/// Starts the service on DynamoDB and KMS through `aws` (a table and keys
+/// of its own are made first), or on the embedded default with `None`.
+pub async fn spawn_app_on(
+    aws: Option<tokenvault::aws::Clients>,
+    f: impl FnOnce(&mut Settings),
+) -> TestApp {
     log_buffer();
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::load(
@@ -102,6 +123,13 @@ pub async fn spawn_app_with(f: impl FnOnce(&mut Settings)) -> TestApp {
         },
     )
     .unwrap();
+    if let Some(clients) = &aws {
+        let p = provision(clients).await;
+        settings.store.kind = StoreKind::Dynamodb;
+        settings.store.table = Some(p.table);
+        settings.keys.kind = KeyKind::Kms;
+        settings.keys.kms = p.keys;
+    }
     f(&mut settings);
     let clock = ManualClock::new();
     let mut app = TestApp {
@@ -111,6 +139,7 @@ pub async fn spawn_app_with(f: impl FnOnce(&mut Settings)) -> TestApp {
         clock,
         _dir: dir,
         settings,
+        aws,
         error_bodies: Mutex::new(Vec::new()),
         stop: None,
         task: None,
@@ -152,9 +181,10 @@ impl TestApp {
 
     async fn start(&mut self) {
         log_buffer();
-        let app = tokenvault::app::build(&self.settings, self.clock.clone())
-            .await
-            .expect("app builds");
+        let app =
+            tokenvault::app::build_with_aws(&self.settings, self.clock.clone(), self.aws.clone())
+                .await
+                .expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -279,11 +309,70 @@ impl TestApp {
         .await
     }
 
-    /// Rows in the tokens table, read straight from the SQLite file.
-    pub fn token_rows(&self) -> i64 {
-        let c = rusqlite::Connection::open(self.data_dir().join("vault.db")).unwrap();
-        c.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
-            .unwrap()
+    /// Token records in the store, read straight from it (the SQLite file
+    /// or a scan of the DynamoDB table).
+    pub async fn token_rows(&self) -> i64 {
+        match &self.aws {
+            None => {
+                let c = rusqlite::Connection::open(self.data_dir().join("vault.db")).unwrap();
+                c.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
+                    .unwrap()
+            }
+            Some(_) => self
+                .stored_items()
+                .await
+                .iter()
+                .filter(|(name, _)| name.starts_with("tok#"))
+                .count() as i64,
+        }
+    }
+
+    /// Everything the store holds, as (name, bytes): the SQLite files
+    /// (WAL included), or every DynamoDB item with every attribute, binary
+    /// ones included, named by its partition key.
+    pub async fn stored_items(&self) -> Vec<(String, Vec<u8>)> {
+        let Some(aws) = &self.aws else {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(self.data_dir()).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if name.starts_with("vault.db") {
+                    out.push((name, std::fs::read(&path).unwrap()));
+                }
+            }
+            return out;
+        };
+        let table = self.settings.store.table.clone().unwrap();
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = aws
+                .dynamodb
+                .scan()
+                .table_name(&table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            for item in page.items() {
+                let mut bytes = Vec::new();
+                for (k, v) in item {
+                    bytes.extend_from_slice(k.as_bytes());
+                    bytes.push(b'=');
+                    attribute_bytes(v, &mut bytes);
+                    bytes.push(b'\n');
+                }
+                let name = match item.get("pk") {
+                    Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)) => pk.clone(),
+                    _ => "?".into(),
+                };
+                out.push((name, bytes));
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return out;
+            }
+        }
     }
 
     pub fn audit_text(&self) -> String {
@@ -310,6 +399,23 @@ impl TestApp {
                 );
             }
         }
+    }
+}
+
+/// The raw bytes of an attribute, nested ones included.
+fn attribute_bytes(v: &aws_sdk_dynamodb::types::AttributeValue, out: &mut Vec<u8>) {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) | A::N(s) => out.extend_from_slice(s.as_bytes()),
+        A::B(b) => out.extend_from_slice(b.as_ref()),
+        A::Ss(v) | A::Ns(v) => v.iter().for_each(|s| out.extend_from_slice(s.as_bytes())),
+        A::Bs(v) => v.iter().for_each(|b| out.extend_from_slice(b.as_ref())),
+        A::L(v) => v.iter().for_each(|x| attribute_bytes(x, out)),
+        A::M(m) => m.iter().for_each(|(k, x)| {
+            out.extend_from_slice(k.as_bytes());
+            attribute_bytes(x, out)
+        }),
+        _ => {}
     }
 }
 

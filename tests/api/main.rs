@@ -1,10 +1,15 @@
 //! Integration tests: the whole service over real TLS on 127.0.0.1:0, on
-//! the embedded default (a real SQLite file, a local master key).
+//! the embedded default (a real SQLite file, a local master key), or with
+//! `TOKENVAULT_TEST_BACKEND=aws` on DynamoDB and KMS in a moto server: one
+//! suite, two backends. `aws_backends` holds what only the AWS backends
+//! have (KMS outages, rewrap, migrate, doctor); it always runs on moto.
 
+mod aws_backends;
 mod bad_input;
 mod binary;
 mod contract;
 mod detokenize;
+mod emulator;
 mod eval;
 mod helpers;
 mod ops;

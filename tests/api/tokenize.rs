@@ -51,7 +51,7 @@ async fn fifty_concurrent_deterministic_requests_give_one_token() {
     }
     assert_eq!(tokens.len(), 1, "{tokens:?}");
     assert_eq!(created, 1);
-    assert_eq!(app.token_rows(), 1);
+    assert_eq!(app.token_rows().await, 1);
     // A later request answers 200 with created=false.
     let (s, v) = app
         .post(
@@ -84,11 +84,11 @@ async fn an_idempotency_key_replays_the_first_answer() {
     assert_eq!((s1.as_u16(), s2.as_u16()), (201, 201));
     assert_eq!(b1, b2);
     assert_eq!(h2.get("idempotent-replayed").unwrap(), "true");
-    assert_eq!(app.token_rows(), 1);
+    assert_eq!(app.token_rows().await, 1);
     // The same key with another body is refused.
     let (s3, _, b3) = send(json!({"value": "4111111111111111"}).to_string()).await;
     assert_eq!(s3, 422, "{b3}");
-    assert_eq!(app.token_rows(), 1);
+    assert_eq!(app.token_rows().await, 1);
     app.assert_no_leaks();
 }
 
@@ -180,7 +180,7 @@ async fn batches_keep_order_and_report_per_item_problems() {
     assert_eq!(r[1]["problem"]["status"], 400);
     assert_eq!(r[2]["brand"], "amex");
     assert_eq!(r[3]["problem"]["status"], 400);
-    assert_eq!(app.token_rows(), 2);
+    assert_eq!(app.token_rows().await, 2);
 
     let tokens = json!([
         r[0]["token"],

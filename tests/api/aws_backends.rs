@@ -1,0 +1,512 @@
+//! What only the production backends have, against moto: KMS encryption
+//! contexts, ciphertexts that do not move between items, conditional key
+//! items, a KMS outage ridden out on cached keys, rewrap, and the real
+//! binary's `migrate`, `doctor` and `rewrap` configured from the standard
+//! AWS environment variables.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokenvault::crypto::kms::KmsKeyProvider;
+use tokenvault::crypto::{EncryptionContext, KeyError, KeyProvider};
+use tokenvault::store::{KeyItem, TokenStore};
+
+use crate::emulator::{clients, clients_split, create_key, provision, shared_moto};
+use crate::helpers::{CARDS, TestApp, spawn_app_on};
+
+/// The shared emulator's clients, or `None` (test skipped) outside CI when
+/// moto is not installed.
+async fn moto_clients() -> Option<tokenvault::aws::Clients> {
+    Some(clients(&shared_moto()?.endpoint).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_wraps_under_the_encryption_context_and_refuses_another() {
+    let Some(c) = moto_clients().await else {
+        return;
+    };
+    let p = provision(&c).await;
+    let kms = KmsKeyProvider::new(c.kms.clone(), p.keys.clone());
+    let ctx = EncryptionContext::new("test", "pan");
+    let (key, wrapped) = kms.generate_data_key(&ctx).await.unwrap();
+    assert_eq!(wrapped.key_id, p.keys["pan"], "wrapped under the pan key");
+    let again = kms.decrypt_data_key(&wrapped, &ctx).await.unwrap();
+    assert_eq!(key.expose(), again.expose());
+    for other in [
+        EncryptionContext::new("test", "pii"),
+        EncryptionContext::new("prod", "pan"),
+        ctx.clone().with("purpose", "fingerprint"),
+    ] {
+        assert!(
+            matches!(
+                kms.decrypt_data_key(&wrapped, &other).await,
+                Err(KeyError::Unwrap)
+            ),
+            "a wrong context must not open the key"
+        );
+    }
+    // A pii key is wrapped under the pii key.
+    let (_, w) = kms
+        .generate_data_key(&EncryptionContext::new("test", "pii"))
+        .await
+        .unwrap();
+    assert_eq!(w.key_id, p.keys["pii"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loser_of_a_key_item_race_reads_the_winners() {
+    let Some(c) = moto_clients().await else {
+        return;
+    };
+    let p = provision(&c).await;
+    let store = tokenvault::store::dynamodb::DynamoStore::open(c.dynamodb.clone(), &p.table)
+        .await
+        .unwrap();
+    let item = |wrapped: &[u8]| KeyItem {
+        id: "dk/pan/1".into(),
+        classification: "pan".into(),
+        wrapping_key_id: p.keys["pan"].clone(),
+        wrapped: wrapped.to_vec(),
+        created_at: 1,
+    };
+    assert_eq!(store.put_key_item(&item(b"first")).await.unwrap(), None);
+    assert_eq!(
+        store.put_key_item(&item(b"second")).await.unwrap(),
+        Some(item(b"first")),
+        "the second put keeps the first and returns it"
+    );
+    assert_eq!(
+        store.get_key_item("dk/pan/1").await.unwrap(),
+        Some(item(b"first"))
+    );
+}
+
+/// Moves `attr` of one token item into another's.
+async fn copy_attribute(app: &TestApp, from: &str, to: &str, attrs: &[&str]) {
+    let aws = app.aws.as_ref().unwrap();
+    let table = app.settings.store.table.clone().unwrap();
+    let key = |t: &str| {
+        std::collections::HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(format!("tok#{t}"))),
+            ("sk".to_owned(), AttributeValue::S("tok".into())),
+        ])
+    };
+    let source = aws
+        .dynamodb
+        .get_item()
+        .table_name(&table)
+        .set_key(Some(key(from)))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    for attr in attrs {
+        aws.dynamodb
+            .update_item()
+            .table_name(&table)
+            .set_key(Some(key(to)))
+            .update_expression("SET #a = :v")
+            .expression_attribute_names("#a", *attr)
+            .expression_attribute_values(":v", source[*attr].clone())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ciphertext_moved_into_another_item_does_not_open() {
+    let Some(c) = moto_clients().await else {
+        return;
+    };
+    let app = spawn_app_on(Some(c), |_| {}).await;
+    let a = app.tokenize(CARDS[0].1, json!({})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = app.tokenize(CARDS[2].1, json!({})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    copy_attribute(&app, &a, &b, &["ciphertext", "nonce"]).await;
+    let (status, body) = app.detokenize("admin", &b).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(!body.to_string().contains(CARDS[0].1));
+    // The original still opens.
+    let (status, body) = app.detokenize("admin", &a).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["value"], CARDS[0].1);
+    app.assert_no_leaks();
+}
+
+/// A TCP proxy in front of the emulator that a test can cut: while down it
+/// drops new connections at once and ends open ones.
+struct Cuttable {
+    endpoint: String,
+    up: Arc<AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Cuttable {
+    async fn start(upstream: &str) -> Cuttable {
+        let target = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (flag, gen_tx) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut = gen_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Cuttable {
+            endpoint,
+            up,
+            generation,
+        }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_outage_runs_on_cached_keys_then_answers_503_and_recovers() {
+    let Some(moto) = shared_moto() else { return };
+    let proxy = Cuttable::start(&moto.endpoint).await;
+    let c = clients_split(&moto.endpoint, &proxy.endpoint).await;
+    let app = spawn_app_on(Some(c), |s| s.keys.cache_seconds = 60).await;
+    let card = CARDS[0].1;
+    let token = app.tokenize(card, json!({})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    proxy.set(false);
+    // Within the cache period: both directions keep working.
+    let (s, _) = app
+        .post("/tokenize", Some("checkout"), &json!({"value": CARDS[2].1}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "tokenize on a cached data key");
+    let (s, body) = app.detokenize("admin", &token).await;
+    assert_eq!((s, body["value"].as_str()), (StatusCode::OK, Some(card)));
+
+    // Past it: 503 with Retry-After, nothing written.
+    app.clock.advance(61);
+    let rows = app.token_rows().await;
+    let (s, h, body) = app
+        .post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            json!({"value": CARDS[4].1}).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(app.token_rows().await, rows, "no partial write");
+    let (s, _) = app.detokenize("admin", &token).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let (s, _) = app.get("/readyz", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "not ready without keys");
+
+    // KMS back: recovery without a restart.
+    proxy.set(true);
+    let (s, body) = app.detokenize("admin", &token).await;
+    assert_eq!((s, body["value"].as_str()), (StatusCode::OK, Some(card)));
+    app.tokenize(CARDS[4].1, json!({})).await;
+    let (s, _) = app.get("/readyz", None).await;
+    assert_eq!(s, StatusCode::OK);
+    app.assert_no_leaks();
+}
+
+/// Every key item's wrapping key, read from the table.
+async fn wrapping_keys(app: &TestApp) -> Vec<(String, String)> {
+    let store = tokenvault::store::dynamodb::DynamoStore::open(
+        app.aws.as_ref().unwrap().dynamodb.clone(),
+        app.settings.store.table.as_deref().unwrap(),
+    )
+    .await
+    .unwrap();
+    store
+        .key_items_after(None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.id, k.wrapping_key_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens() {
+    let Some(c) = moto_clients().await else {
+        return;
+    };
+    let mut app = spawn_app_on(Some(c.clone()), |_| {}).await;
+    let mut tokens = Vec::new();
+    for (i, (_, card)) in CARDS.iter().enumerate() {
+        let extra = if i % 2 == 0 {
+            json!({})
+        } else {
+            json!({"deterministic": true})
+        };
+        tokens.push((
+            app.tokenize(card, extra).await["token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            card.to_string(),
+        ));
+    }
+    let (s, v) = app
+        .post(
+            "/tokenize",
+            Some("admin"),
+            &json!({"value": "jane@example.com", "classification": "pii"}),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    tokens.push((
+        v["token"].as_str().unwrap().to_owned(),
+        "jane@example.com".into(),
+    ));
+    // A second epoch's data key too.
+    app.clock.advance(86_400);
+    tokens.push((
+        app.tokenize(CARDS[1].1, json!({})).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        CARDS[1].1.to_string(),
+    ));
+
+    let before = wrapping_keys(&app).await;
+    let old: Vec<&String> = app.settings.keys.kms.values().collect();
+    assert!(before.len() >= 6, "data keys and secrets: {before:?}");
+    let second = create_key(&c, "rewrap target").await;
+    let kms = KmsKeyProvider::new(c.kms.clone(), app.settings.keys.kms.clone());
+    let store = tokenvault::store::dynamodb::DynamoStore::open(
+        c.dynamodb.clone(),
+        app.settings.store.table.as_deref().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut opts = tokenvault::rewrap::RewrapOptions {
+        to_key: second.clone(),
+        classification: None,
+        dry_run: true,
+        limit: None,
+        checkpoint: app.data_dir().join("rewrap.checkpoint"),
+    };
+    let env = app.settings.environment.clone();
+    let dry = tokenvault::rewrap::run(&store, &kms, &env, &opts, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(dry.rewrapped as usize, before.len());
+    assert_eq!(
+        wrapping_keys(&app).await,
+        before,
+        "a dry run changes nothing"
+    );
+
+    // In two stages: one item, then the rest from the checkpoint.
+    opts.dry_run = false;
+    opts.limit = Some(1);
+    let first = tokenvault::rewrap::run(&store, &kms, &env, &opts, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((first.rewrapped, first.complete), (1, false));
+    assert!(opts.checkpoint.exists());
+    opts.limit = None;
+    let mut seen = Vec::new();
+    let rest = tokenvault::rewrap::run(&store, &kms, &env, &opts, |done, total| {
+        seen.push((done, total))
+    })
+    .await
+    .unwrap();
+    assert_eq!(rest.resumed_past, 1, "resumed after the checkpoint");
+    assert_eq!(rest.rewrapped as usize, before.len(), "counts carry over");
+    assert_eq!(
+        seen.last(),
+        Some(&(before.len() as u64, before.len() as u64))
+    );
+    assert!(!opts.checkpoint.exists(), "checkpoint removed at the end");
+
+    let after = wrapping_keys(&app).await;
+    assert_eq!(after.len(), before.len());
+    assert!(after.iter().all(|(_, k)| *k == second), "{after:?}");
+    for (name, bytes) in app.stored_items().await {
+        for o in &old {
+            assert!(
+                !bytes.windows(o.len()).any(|w| w == o.as_bytes()),
+                "{name} still names an old key"
+            );
+        }
+    }
+    // Fresh caches: every token opens through the re-wrapped keys.
+    app.restart().await;
+    for (token, value) in &tokens {
+        let (s, body) = app.detokenize("admin", token).await;
+        assert_eq!(
+            (s, body["value"].as_str()),
+            (StatusCode::OK, Some(value.as_str()))
+        );
+    }
+    let again = tokenvault::rewrap::run(&store, &kms, &env, &opts, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.rewrapped as usize, again.already as usize),
+        (0, before.len())
+    );
+    app.assert_no_leaks();
+}
+
+/// The real binary with the standard AWS variables pointing at moto.
+fn tokenvault_aws(endpoint: &str, home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tokenvault"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TOKENVAULT_") || k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("HOME", home)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(mut c: Command) -> (bool, String) {
+    let out = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_doctor_and_rewrap_from_the_command_line() {
+    let Some(moto) = shared_moto() else { return };
+    let c = clients(&moto.endpoint).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pan = create_key(&c, "cli pan").await;
+    let pii = create_key(&c, "cli pii").await;
+    let table = format!("tv-cli-{}", uuid::Uuid::new_v4().simple());
+    let data = tmp.path().join("data");
+    tokenvault::tls::ensure_dev_cert(&data.join("tls")).unwrap();
+    let config = tmp.path().join("tokenvault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "environment = \"test\"\ndata_dir = \"{}\"\n[store]\nkind = \"dynamodb\"\ntable = \"{table}\"\n\
+             [keys]\nkind = \"kms\"\n[keys.kms]\npan = \"{pan}\"\npii = \"{pii}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = tokenvault_aws(&moto.endpoint, tmp.path());
+        c.args(args).arg("--config").arg(&config);
+        c
+    };
+
+    let (ok, out) = run(cmd(&["doctor"]));
+    assert!(!ok, "doctor fails before migrate: {out}");
+    assert!(out.contains("FAIL") && out.contains("migrate"), "{out}");
+
+    let (ok, out) = run(cmd(&["migrate"]));
+    assert!(ok, "{out}");
+    for change in ["created table", "TTL", "point-in-time recovery"] {
+        assert!(out.contains(change), "{change}: {out}");
+    }
+    let (ok, out) = run(cmd(&["migrate"]));
+    assert!(ok && out.contains("up to date"), "idempotent: {out}");
+
+    let (ok, out) = run(cmd(&["doctor"]));
+    assert!(ok, "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    assert_eq!(out.matches("PASS").count(), 2 * 3 + 4 + 1, "{out}");
+
+    c.kms
+        .disable_key_rotation()
+        .key_id(&pii)
+        .send()
+        .await
+        .unwrap();
+    let (ok, out) = run(cmd(&["doctor"]));
+    assert!(!ok, "{out}");
+    let fail = out.lines().find(|l| l.starts_with("FAIL")).unwrap();
+    assert!(fail.contains("pii") && fail.contains("rotat"), "{out}");
+
+    // A vault on the table, then rewrap through the binary.
+    let p = tokenvault::store::dynamodb::DynamoStore::open(c.dynamodb.clone(), &table)
+        .await
+        .unwrap();
+    let keys = std::collections::BTreeMap::from([
+        ("pan".to_owned(), pan.clone()),
+        ("pii".to_owned(), pii.clone()),
+    ]);
+    let kms = KmsKeyProvider::new(c.kms.clone(), keys);
+    let (_, w) = kms
+        .generate_data_key(&EncryptionContext::new("test", "pan"))
+        .await
+        .unwrap();
+    p.put_key_item(&KeyItem {
+        id: "dk/pan/7".into(),
+        classification: "pan".into(),
+        wrapping_key_id: w.key_id,
+        wrapped: w.blob,
+        created_at: 7,
+    })
+    .await
+    .unwrap();
+    let target = create_key(&c, "cli target").await;
+    let (ok, out) = run(cmd(&["rewrap", "--to-key", &target, "--dry-run"]));
+    assert!(ok && out.contains("would re-wrap 1 key items"), "{out}");
+    let (ok, out) = run(cmd(&["rewrap", "--to-key", &target]));
+    assert!(ok && out.contains("re-wrapped 1 key items"), "{out}");
+    let item = p.get_key_item("dk/pan/7").await.unwrap().unwrap();
+    assert_eq!(item.wrapping_key_id, target);
+    let wrapped = tokenvault::crypto::WrappedKey {
+        key_id: item.wrapping_key_id,
+        blob: item.wrapped,
+    };
+    assert!(
+        kms.decrypt_data_key(&wrapped, &EncryptionContext::new("test", "pan"))
+            .await
+            .is_ok()
+    );
+}
