@@ -218,7 +218,7 @@ pub async fn open_vault(
     let (store, store_name): (Arc<dyn TokenStore>, String) = match (settings.store.kind, &aws) {
         (StoreKind::Dynamodb, Some(aws)) => {
             let table = settings.store.table.as_deref().unwrap_or_default();
-            let store = DynamoStore::open(aws.dynamodb.clone(), table)
+            let store = DynamoStore::open(aws.dynamodb.clone(), table, metrics.clone())
                 .await
                 .map_err(|e| fail("store")(&e))?;
             (Arc::new(store), format!("dynamodb {table}"))

@@ -4,7 +4,10 @@
 //! output). Metrics are Prometheus counters whose labels are routes, status
 //! codes, principals, operation names and detector types: never a value.
 
+use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -48,6 +51,19 @@ pub struct KmsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabels {
+    pub dependency: &'static str,
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyOpLabels {
+    pub dependency: &'static str,
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -73,7 +89,13 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram>,
+    /// Request time minus the time spent waiting on DynamoDB and the key
+    /// provider: what the service itself costs.
+    pub http_own: Family<RouteLabels, Histogram>,
     pub kms_requests: Family<KmsLabels, Counter>,
+    /// Calls to DynamoDB and the key provider, by API operation name.
+    pub dependency_requests: Family<DependencyLabels, Counter>,
+    pub dependency_duration: Family<DependencyOpLabels, Histogram>,
     pub datakey_cache: Family<ResultLabels, Counter>,
     pub detokenize: Family<DetokenizeLabels, Counter>,
     pub denials: Family<ReasonLabels, Counter>,
@@ -105,6 +127,34 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP request latency by route",
             http_duration.clone(),
+        );
+        let http_own = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+                1.0,
+            ])
+        });
+        r.register(
+            "http_request_own_duration_seconds",
+            "HTTP request latency minus the time spent waiting on DynamoDB and the key provider",
+            http_own.clone(),
+        );
+        let dependency_requests = Family::<DependencyLabels, Counter>::default();
+        r.register(
+            "dependency_requests",
+            "Calls to DynamoDB and the key provider by AWS operation name and outcome",
+            dependency_requests.clone(),
+        );
+        let dependency_duration =
+            Family::<DependencyOpLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 8.0,
+                ])
+            });
+        r.register(
+            "dependency_request_duration_seconds",
+            "Latency of calls to DynamoDB and the key provider",
+            dependency_duration.clone(),
         );
         let kms_requests = Family::<KmsLabels, Counter>::default();
         r.register(
@@ -142,7 +192,10 @@ impl Metrics {
             registry: Mutex::new(r),
             http_requests,
             http_duration,
+            http_own,
             kms_requests,
+            dependency_requests,
+            dependency_duration,
             datakey_cache,
             detokenize,
             denials,
@@ -151,14 +204,42 @@ impl Metrics {
         }
     }
 
-    /// Counts one key provider call.
-    pub fn kms(&self, operation: &'static str, ok: bool) {
+    /// Counts one key provider call (`provider`: `kms` or `local`) and
+    /// its wait.
+    pub fn kms(&self, provider: &'static str, operation: &'static str, ok: bool, took: Duration) {
         self.kms_requests
             .get_or_create(&KmsLabels {
                 operation,
-                outcome: if ok { "ok" } else { "error" },
+                outcome: outcome(ok),
             })
             .inc();
+        self.dependency(provider, operation, ok, took);
+    }
+
+    /// Counts one call to a dependency, records its latency, and adds it to
+    /// the current request's waiting time.
+    pub fn dependency(
+        &self,
+        dependency: &'static str,
+        operation: &'static str,
+        ok: bool,
+        took: Duration,
+    ) {
+        self.dependency_requests
+            .get_or_create(&DependencyLabels {
+                dependency,
+                operation,
+                outcome: outcome(ok),
+            })
+            .inc();
+        self.dependency_duration
+            .get_or_create(&DependencyOpLabels {
+                dependency,
+                operation,
+            })
+            .observe(took.as_secs_f64());
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let _ = WAITED.try_with(|w| w.fetch_add(nanos, Ordering::Relaxed));
     }
 
     /// The Prometheus text exposition.
@@ -168,6 +249,28 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
         out
     }
+}
+
+fn outcome(ok: bool) -> &'static str {
+    if ok { "ok" } else { "error" }
+}
+
+tokio::task_local! {
+    /// Nanoseconds the current request has waited on dependencies. Futures
+    /// a handler runs concurrently (a batch's items) share the task, so
+    /// overlapping waits add up and can exceed the request's own time.
+    static WAITED: AtomicU64;
+}
+
+/// Runs `f` (a request) and returns how long it waited on dependencies.
+pub async fn measure_waits<F: Future>(f: F) -> (F::Output, Duration) {
+    WAITED
+        .scope(AtomicU64::new(0), async move {
+            let out = f.await;
+            let waited = WAITED.with(|w| w.load(Ordering::Relaxed));
+            (out, Duration::from_nanos(waited))
+        })
+        .await
 }
 
 /// Logs panics as JSON lines with their location only. The message is

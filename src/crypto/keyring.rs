@@ -255,8 +255,14 @@ impl Keyring {
         if !create {
             return Err(KeyringError::UnknownKey);
         }
+        let started = std::time::Instant::now();
         let generated = self.provider.generate_data_key(ctx).await;
-        self.metrics.kms("GenerateDataKey", generated.is_ok());
+        self.metrics.kms(
+            self.provider.kind(),
+            "GenerateDataKey",
+            generated.is_ok(),
+            started.elapsed(),
+        );
         let (key, wrapped) = generated?;
         let item = KeyItem {
             id: id.to_owned(),
@@ -280,8 +286,14 @@ impl Keyring {
             key_id: item.wrapping_key_id.clone(),
             blob: item.wrapped.clone(),
         };
+        let started = std::time::Instant::now();
         let r = self.provider.decrypt_data_key(&wrapped, ctx).await;
-        self.metrics.kms("Decrypt", r.is_ok());
+        self.metrics.kms(
+            self.provider.kind(),
+            "Decrypt",
+            r.is_ok(),
+            started.elapsed(),
+        );
         Ok(r?)
     }
 }

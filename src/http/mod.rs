@@ -161,11 +161,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .to_owned();
     let method = req.method().clone();
     let start = Instant::now();
-    let mut res = REQUEST_ID
-        .scope(id.clone(), async move {
+    let (mut res, waited) =
+        crate::telemetry::measure_waits(REQUEST_ID.scope(id.clone(), async move {
             let res = next.run(req).await;
             as_problem(res)
-        })
+        }))
         .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
@@ -187,12 +187,20 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             route: route.clone(),
         })
         .observe(elapsed.as_secs_f64());
+    state
+        .metrics
+        .http_own
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(elapsed.saturating_sub(waited).as_secs_f64());
     tracing::info!(
         request_id = %id,
         method = %method,
         route = %route,
         status,
         duration_us = elapsed.as_micros() as u64,
+        waited_us = waited.as_micros() as u64,
         "request"
     );
     res

@@ -22,6 +22,9 @@
 //! a write are strongly consistent.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -32,6 +35,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::{IdempotencyClaim, InsertOutcome, KeyItem, StoreError, TokenRecord, TokenStore};
 use crate::aws::Failure;
+use crate::telemetry::Metrics;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -47,16 +51,43 @@ const KEYS_PK: &str = "keys";
 pub struct DynamoStore {
     client: Client,
     table: String,
+    metrics: Arc<Metrics>,
+}
+
+/// Times a DynamoDB call into the metrics (and the current request's
+/// waiting time).
+trait Metered: Future + Sized {
+    async fn metered(self, metrics: &Metrics, operation: &'static str) -> Self::Output;
+}
+
+impl<T, E, F: Future<Output = Result<T, E>>> Metered for F {
+    async fn metered(self, metrics: &Metrics, operation: &'static str) -> Result<T, E> {
+        let started = Instant::now();
+        let r = self.await;
+        metrics.dependency("dynamodb", operation, r.is_ok(), started.elapsed());
+        r
+    }
 }
 
 impl DynamoStore {
     /// A store on `table`; checks that the table exists so a missing
     /// migration is named at start-up, not on the first request.
-    pub async fn open(client: Client, table: &str) -> Result<Self, StoreError> {
-        match client.describe_table().table_name(table).send().await {
+    pub async fn open(
+        client: Client,
+        table: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        match client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .metered(&metrics, "DescribeTable")
+            .await
+        {
             Ok(_) => Ok(Self {
                 client,
                 table: table.to_owned(),
+                metrics,
             }),
             Err(e) => {
                 let f = Failure::of("DescribeTable", &e);
@@ -87,6 +118,7 @@ impl DynamoStore {
             .key("sk", s(sk))
             .consistent_read(true)
             .send()
+            .metered(&self.metrics, "GetItem")
             .await
             .map(|o| o.item)
             .map_err(|e| store_error(Failure::of("GetItem", &e)))
@@ -290,6 +322,7 @@ impl TokenStore for DynamoStore {
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
+            .metered(&self.metrics, "TransactWriteItems")
             .await;
         let err = match r {
             Ok(_) => return Ok(InsertOutcome::Inserted),
@@ -369,6 +402,7 @@ impl TokenStore for DynamoStore {
                     .batch_get_item()
                     .request_items(&self.table, ka)
                     .send()
+                    .metered(&self.metrics, "BatchGetItem")
                     .await
                     .map_err(|e| store_error(Failure::of("BatchGetItem", &e)))?;
                 if let Some(mut r) = out.responses
@@ -426,6 +460,7 @@ impl TokenStore for DynamoStore {
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
+            .metered(&self.metrics, "TransactWriteItems")
             .await
         {
             Ok(_) => Ok(true),
@@ -452,6 +487,7 @@ impl TokenStore for DynamoStore {
             .set_item(Some(key_item(item)))
             .condition_expression("attribute_not_exists(pk)")
             .send()
+            .metered(&self.metrics, "PutItem")
             .await;
         match r {
             Ok(_) => Ok(None),
@@ -501,6 +537,7 @@ impl TokenStore for DynamoStore {
         }
         let out = q
             .send()
+            .metered(&self.metrics, "Query")
             .await
             .map_err(|e| store_error(Failure::of("Query", &e)))?;
         out.items
@@ -534,6 +571,7 @@ impl TokenStore for DynamoStore {
             .expression_attribute_values(":w", b(new))
             .expression_attribute_values(":old", b(old))
             .send()
+            .metered(&self.metrics, "UpdateItem")
             .await;
         match r {
             Ok(_) => Ok(true),
@@ -570,6 +608,7 @@ impl TokenStore for DynamoStore {
                 .expression_attribute_names("#e", "expires_at")
                 .expression_attribute_values(":now", n(now))
                 .send()
+                .metered(&self.metrics, "PutItem")
                 .await;
             match r {
                 Ok(_) => return Ok(IdempotencyClaim::Claimed),
@@ -629,6 +668,7 @@ impl TokenStore for DynamoStore {
             .expression_attribute_values(":o", s(owner))
             .return_values(ReturnValue::None)
             .send()
+            .metered(&self.metrics, "UpdateItem")
             .await;
         match r {
             Ok(_) => Ok(()),
@@ -651,6 +691,7 @@ impl TokenStore for DynamoStore {
             .expression_attribute_names("#s", "answer_status")
             .expression_attribute_values(":o", s(owner))
             .send()
+            .metered(&self.metrics, "DeleteItem")
             .await;
         match r {
             Ok(_) => Ok(()),

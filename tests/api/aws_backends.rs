@@ -19,6 +19,20 @@ use tokenvault::store::{KeyItem, TokenStore};
 use crate::emulator::{clients, clients_split, create_key, provision, shared_moto};
 use crate::helpers::{CARDS, TestApp, spawn_app_on};
 
+/// The store on a table, as the service opens it.
+async fn open_store(
+    dynamodb: aws_sdk_dynamodb::Client,
+    table: &str,
+) -> tokenvault::store::dynamodb::DynamoStore {
+    tokenvault::store::dynamodb::DynamoStore::open(
+        dynamodb,
+        table,
+        Arc::new(tokenvault::telemetry::Metrics::new()),
+    )
+    .await
+    .unwrap()
+}
+
 /// The shared emulator's clients, or `None` (test skipped) outside CI when
 /// moto is not installed.
 async fn moto_clients() -> Option<tokenvault::aws::Clients> {
@@ -64,9 +78,7 @@ async fn the_loser_of_a_key_item_race_reads_the_winners() {
         return;
     };
     let p = provision(&c).await;
-    let store = tokenvault::store::dynamodb::DynamoStore::open(c.dynamodb.clone(), &p.table)
-        .await
-        .unwrap();
+    let store = open_store(c.dynamodb.clone(), &p.table).await;
     let item = |wrapped: &[u8]| KeyItem {
         id: "dk/pan/1".into(),
         classification: "pan".into(),
@@ -249,12 +261,11 @@ async fn a_kms_outage_runs_on_cached_keys_then_answers_503_and_recovers() {
 
 /// Every key item's wrapping key, read from the table.
 async fn wrapping_keys(app: &TestApp) -> Vec<(String, String)> {
-    let store = tokenvault::store::dynamodb::DynamoStore::open(
+    let store = open_store(
         app.aws.as_ref().unwrap().dynamodb.clone(),
         app.settings.store.table.as_deref().unwrap(),
     )
-    .await
-    .unwrap();
+    .await;
     store
         .key_items_after(None, 1000)
         .await
@@ -312,12 +323,11 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
     assert!(before.len() >= 6, "data keys and secrets: {before:?}");
     let second = create_key(&c, "rewrap target").await;
     let kms = KmsKeyProvider::new(c.kms.clone(), app.settings.keys.kms.clone());
-    let store = tokenvault::store::dynamodb::DynamoStore::open(
+    let store = open_store(
         c.dynamodb.clone(),
         app.settings.store.table.as_deref().unwrap(),
     )
-    .await
-    .unwrap();
+    .await;
     let mut opts = tokenvault::rewrap::RewrapOptions {
         to_key: second.clone(),
         classification: None,
@@ -472,9 +482,7 @@ async fn migrate_doctor_and_rewrap_from_the_command_line() {
     assert!(fail.contains("pii") && fail.contains("rotat"), "{out}");
 
     // A vault on the table, then rewrap through the binary.
-    let p = tokenvault::store::dynamodb::DynamoStore::open(c.dynamodb.clone(), &table)
-        .await
-        .unwrap();
+    let p = open_store(c.dynamodb.clone(), &table).await;
     let keys = std::collections::BTreeMap::from([
         ("pan".to_owned(), pan.clone()),
         ("pii".to_owned(), pii.clone()),

@@ -30,8 +30,23 @@ async fn probes_and_metrics() {
         "tokenvault_detokenize_total{principal=\"apikey:support\",decision=\"allow\"} 1",
         "tokenvault_redact_bytes_total 16",
         "tokenvault_redact_findings_total{type=\"pan\"} 1",
+        "tokenvault_http_request_own_duration_seconds_count{route=\"/tokenize\"} 1",
+        "tokenvault_dependency_request_duration_seconds_bucket",
     ] {
         assert!(m.contains(name), "missing {name} in\n{m}");
+    }
+    let provider = if app.aws.is_some() { "kms" } else { "local" };
+    let generated = format!(
+        "tokenvault_dependency_requests_total{{dependency=\"{provider}\",operation=\"GenerateDataKey\",outcome=\"ok\"}}"
+    );
+    assert!(m.contains(&generated), "missing {generated} in\n{m}");
+    if app.aws.is_some() {
+        for call in ["TransactWriteItems", "BatchGetItem"] {
+            let line = format!(
+                "tokenvault_dependency_requests_total{{dependency=\"dynamodb\",operation=\"{call}\",outcome=\"ok\"}} 1"
+            );
+            assert!(m.contains(&line), "missing {line} in\n{m}");
+        }
     }
     assert!(!m.contains("4111111111111111"));
 }
