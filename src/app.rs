@@ -18,13 +18,16 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::Rotation;
 use crate::audit::{AuditKey, AuditLog};
 use crate::auth::api_key::{ApiKeys, parse_digest};
 use crate::auth::dev;
+use crate::auth::iam::IamLogin;
 use crate::auth::policy::Policy;
+use crate::auth::session::Sessions;
 use crate::aws::Clients;
 use crate::clock::Clock;
-use crate::config::{KeyKind, Settings, StoreKind};
+use crate::config::{AuditSink, KeyKind, Settings, StoreKind};
 use crate::crypto::KeyProvider;
 use crate::crypto::Keyring;
 use crate::crypto::fingerprint::FingerprintKey;
@@ -37,6 +40,7 @@ use crate::store::TokenStore;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::telemetry::Metrics;
+use crate::tls::ReloadingCert;
 use crate::vault::Vault;
 
 /// How long a client has to finish the TLS handshake.
@@ -51,8 +55,38 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct App {
     pub router: Router,
     pub tls: Arc<ServerConfig>,
+    /// Spawn `cert.cert.watch(cert.period)` beside the server to pick up a
+    /// renewed certificate.
+    pub cert: CertReload,
     pub state: AppState,
     pub info: StartupInfo,
+}
+
+/// The served certificate and how often to look for a new one.
+pub struct CertReload {
+    pub cert: Arc<ReloadingCert>,
+    pub period: Duration,
+}
+
+/// The API keys and roles in force: the configured ones, or with none
+/// configured the development identities (and their file).
+pub fn access(settings: &Settings) -> Result<(Access, Option<PathBuf>), BuildError> {
+    let (api_keys, roles, dev_credentials) = if settings.uses_dev_credentials() {
+        let path = settings.data_dir.join("dev-credentials.json");
+        let (keys, roles, _) =
+            dev::load_or_create(&path).map_err(|e| fail("dev credentials")(&e))?;
+        (keys, roles, Some(path))
+    } else {
+        (settings.api_keys.clone(), settings.roles.clone(), None)
+    };
+    let policy = Policy::from_settings(&roles).map_err(|e| BuildError(e.to_string()))?;
+    Ok((
+        Access {
+            api_keys: ApiKeys::from_settings(&api_keys),
+            policy,
+        },
+        dev_credentials,
+    ))
 }
 
 /// What start-up made or found, for the banner.
@@ -118,29 +152,49 @@ pub async fn build_with_aws(
         .await
         .map_err(|e| fail("audit key")(&e))?;
     let audit_log = settings.resolve(&settings.audit.path);
-    let audit = AuditLog::open(&audit_log, AuditKey::new(&audit_secret), clock.clone())
-        .map_err(|e| fail("audit")(&e))?;
+    let audit = match settings.audit.sink {
+        AuditSink::Stdout => AuditLog::stdout(AuditKey::new(&audit_secret), clock.clone()),
+        _ => AuditLog::open_rotating(
+            &audit_log,
+            Rotation {
+                max_bytes: settings.audit.max_bytes,
+                daily: settings.audit.rotate_daily,
+            },
+            AuditKey::new(&audit_secret),
+            clock.clone(),
+        ),
+    }
+    .map_err(|e| fail("audit")(&e))?;
+    let session_secret = keyring
+        .service_secret("session", 1)
+        .await
+        .map_err(|e| fail("session key")(&e))?;
+    let sessions = Arc::new(Sessions::new(&session_secret));
+    let iam = match &settings.auth.iam {
+        Some(iam) => {
+            let tls = crate::tls::client_config(None).map_err(|e| fail("STS client")(&e))?;
+            Some(Arc::new(
+                IamLogin::new(iam.clone(), tls).map_err(|e| fail("auth.iam")(&e))?,
+            ))
+        }
+        None => None,
+    };
 
-    let (api_keys, roles, dev_credentials) = if settings.uses_dev_credentials() {
-        let path = settings.data_dir.join("dev-credentials.json");
-        let (keys, roles, _) =
-            dev::load_or_create(&path).map_err(|e| fail("dev credentials")(&e))?;
-        (keys, roles, Some(path))
-    } else {
-        (settings.api_keys.clone(), settings.roles.clone(), None)
-    };
-    let policy = Policy::from_settings(&roles).map_err(|e| BuildError(e.to_string()))?;
-    let access = Access {
-        api_keys: ApiKeys::from_settings(&api_keys),
-        policy,
-    };
+    let (access, dev_credentials) = access(settings)?;
 
     let (cert, key, cert_generated) = match (&settings.tls.cert, &settings.tls.key) {
         (Some(c), Some(k)) => (settings.resolve(c), settings.resolve(k), false),
         _ => crate::tls::ensure_dev_cert(&settings.data_dir.join("tls"))
             .map_err(|e| fail("tls")(&e))?,
     };
-    let tls = crate::tls::server_config(&cert, &key).map_err(|e| fail("tls")(&e))?;
+    let reloading = Arc::new(ReloadingCert::load(&cert, &key).map_err(|e| fail("tls")(&e))?);
+    let client_ca = settings.tls.client_ca.as_ref().map(|c| settings.resolve(c));
+    let tls = crate::tls::server_config(
+        reloading.clone(),
+        settings.tls.client_auth,
+        client_ca.as_deref(),
+    )
+    .map_err(|e| fail("tls")(&e))?;
 
     let vault = Arc::new(Vault::new(
         store,
@@ -168,12 +222,18 @@ pub async fn build_with_aws(
         limits: settings.limits.clone(),
         metrics_bearer: parse_digest(&settings.metrics.bearer_digest),
         limiter: Arc::new(crate::auth::rate::RateLimiter::new(clock.clone())),
+        sessions,
+        iam,
         clock,
     };
     let router = crate::http::router(state.clone());
     Ok(App {
         router,
         tls,
+        cert: CertReload {
+            cert: reloading,
+            period: Duration::from_secs(settings.tls.reload_seconds),
+        },
         state,
         info: StartupInfo {
             data_dir: settings.data_dir.clone(),
@@ -329,7 +389,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -341,6 +401,18 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
+            // A verified client certificate names the connection's
+            // principal; handlers see it as a request extension.
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::tls::client_principal)
+                .map(crate::auth::Principal::new);
+            let service = TowerToHyperService::new(
+                router.layer(axum::Extension(crate::auth::ClientCert(peer))),
+            );
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %e, "connection ended with an error");

@@ -9,6 +9,12 @@
 //! Lines are written by one thread that takes every event waiting, writes
 //! them, and fsyncs once (group commit), then wakes the requests: no answer
 //! leaves before its events are on disk.
+//!
+//! The file sink rotates by size or UTC day: the full file is renamed to
+//! `PATH.<last seq, 20 digits>` and a new one started, and the chain runs on
+//! across files, so `verify` checks the rotated files and the live one as
+//! one chain (a removed file breaks it). The stdout sink is for a log
+//! collector; each start begins a new chain there.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -100,42 +106,92 @@ pub struct AuditLog {
 }
 
 struct Writer {
-    file: File,
-    path: PathBuf,
+    sink: Sink,
     key: AuditKey,
     clock: Arc<dyn Clock>,
     seq: u64,
     prev: String,
-    len: u64,
+}
+
+/// Where lines go.
+enum Sink {
+    /// A file, rotated by size or day; the chain runs on across files.
+    File {
+        file: File,
+        path: PathBuf,
+        len: u64,
+        rotation: Rotation,
+        /// UTC day (Unix days) the current file was started or resumed.
+        day: i64,
+    },
+    /// Standard output (a collector ships it): flushed, not fsynced; each
+    /// start begins a new chain.
+    Stdout,
+}
+
+/// When the file sink starts a new file (by default, never).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rotation {
+    /// Past this many bytes (0: never by size).
+    pub max_bytes: u64,
+    /// When the UTC day changes.
+    pub daily: bool,
 }
 
 impl AuditLog {
     /// Opens (or creates, 0600) the log at `path`, continues the chain found
-    /// at its end, and starts the writer thread.
+    /// at its end (or, when the file is new, at the end of the newest file
+    /// rotated out of it), and starts the writer thread.
     pub fn open(path: &Path, key: AuditKey, clock: Arc<dyn Clock>) -> Result<AuditLog, AuditError> {
-        let unavailable =
-            |e: std::io::Error| AuditError::Unavailable(format!("{}: {e}", path.display()));
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(unavailable)?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(unavailable)?;
-        let (seq, prev, len) = resume(&mut file, path, &key)?;
-        let mut w = Writer {
-            file,
-            path: path.to_owned(),
+        Self::open_rotating(path, Rotation::default(), key, clock)
+    }
+
+    /// [`AuditLog::open`], starting a new file as `rotation` says.
+    pub fn open_rotating(
+        path: &Path,
+        rotation: Rotation,
+        key: AuditKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, AuditError> {
+        let (file, len, seq, prev) = open_file(path, &key)?;
+        // A file resumed from an earlier day rotates at its first write.
+        let written = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let day = match written {
+            Some(t) if len > 0 => t.div_euclid(86_400),
+            _ => clock.unix().div_euclid(86_400),
+        };
+        Self::start(Writer {
+            sink: Sink::File {
+                file,
+                path: path.to_owned(),
+                len,
+                rotation,
+                day,
+            },
             key,
             clock,
             seq,
             prev,
-            len,
-        };
+        })
+    }
+
+    /// A log writing to standard output.
+    pub fn stdout(key: AuditKey, clock: Arc<dyn Clock>) -> Result<AuditLog, AuditError> {
+        Self::start(Writer {
+            sink: Sink::Stdout,
+            key,
+            clock,
+            seq: 0,
+            prev: GENESIS.to_owned(),
+        })
+    }
+
+    fn start(mut w: Writer) -> Result<AuditLog, AuditError> {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -158,7 +214,7 @@ impl AuditLog {
                     }
                 }
             })
-            .map_err(unavailable)?;
+            .map_err(|e| AuditError::Unavailable(format!("audit writer: {e}")))?;
         Ok(AuditLog { tx })
     }
 
@@ -212,25 +268,143 @@ impl Writer {
             buf.extend_from_slice(b"\"}\n");
             self.prev = mac;
         }
-        let r = self
-            .file
-            .seek(SeekFrom::Start(self.len))
-            .and_then(|_| self.file.write_all(&buf))
-            .and_then(|_| self.file.sync_data());
-        match r {
-            Ok(()) => {
-                self.len += buf.len() as u64;
-                Ok(())
-            }
+        let day = self.clock.unix().div_euclid(86_400);
+        match self.sink.append(&buf, day, seq0) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "audit write failed");
-                let _ = self.file.set_len(self.len);
+                tracing::error!(error = %e, "audit write failed");
                 self.seq = seq0;
                 self.prev = prev0;
                 Err(e)
             }
         }
     }
+}
+
+impl Sink {
+    /// Appends `buf` durably; `last_seq` is the sequence of the last line
+    /// already written (names a file rotated out before `buf`). On failure
+    /// a file is cut back to its last committed length.
+    fn append(&mut self, buf: &[u8], today: i64, last_seq: u64) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(buf)?;
+                out.flush()
+            }
+            Sink::File {
+                file,
+                path,
+                len,
+                rotation,
+                day,
+            } => {
+                let due = *len > 0
+                    && ((rotation.max_bytes > 0 && *len + buf.len() as u64 > rotation.max_bytes)
+                        || (rotation.daily && today != *day));
+                if due {
+                    *file = rotate(path, last_seq)?;
+                    *len = 0;
+                    *day = today;
+                }
+                let r = file
+                    .seek(SeekFrom::Start(*len))
+                    .and_then(|_| file.write_all(buf))
+                    .and_then(|_| file.sync_data());
+                match r {
+                    Ok(()) => {
+                        *len += buf.len() as u64;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = file.set_len(*len);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The name a file gets when rotated out: its path plus the sequence of
+/// its last line, zero-padded so names sort in chain order.
+fn rotated_name(path: &Path, last_seq: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{last_seq:020}"));
+    PathBuf::from(name)
+}
+
+/// Files rotated out of `path`, oldest first.
+pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.", base.to_string_lossy());
+    let mut out: Vec<PathBuf> = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .into_iter()
+    .flatten()
+    .flatten()
+    .filter_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rest = name.strip_prefix(&prefix)?;
+        (rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_digit())).then(|| dir.join(&name))
+    })
+    .collect();
+    out.sort();
+    out
+}
+
+/// Moves the full file aside and starts a new one at `path` (fsyncing the
+/// directory, so a crash leaves one or the other, never neither).
+fn rotate(path: &Path, last_seq: u64) -> std::io::Result<File> {
+    std::fs::rename(path, rotated_name(path, last_seq))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    if let Some(dir) = path.parent() {
+        File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })?
+        .sync_all()?;
+    }
+    tracing::info!(path = %path.display(), last_seq, "audit log rotated");
+    Ok(file)
+}
+
+/// Opens the live file and finds where the chain stands: (file, length,
+/// seq, mac of the last line).
+fn open_file(path: &Path, key: &AuditKey) -> Result<(File, u64, u64, String), AuditError> {
+    let unavailable =
+        |e: std::io::Error| AuditError::Unavailable(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(unavailable)?;
+    let (mut seq, mut prev, len) = resume(&mut file, path, key)?;
+    if len == 0
+        && let Some(last) = rotated_files(path).pop()
+    {
+        // A new file after a rotation: the chain goes on from the last one.
+        let mut old = File::open(&last).map_err(unavailable)?;
+        (seq, prev, _) = resume(&mut old, &last, key)?;
+    }
+    Ok((file, len, seq, prev))
 }
 
 /// Finds the chain's end: drops an unterminated last line (a write cut by a
@@ -305,41 +479,56 @@ fn check_line_full(line: &str, key: &AuditKey) -> Result<(u64, String, String), 
 #[derive(Debug)]
 pub struct VerifyReport {
     pub lines: u64,
+    /// Files checked (rotated ones first, then the live one).
+    pub files: usize,
 }
 
-/// Verifies the whole chain of a file; the error names the first broken
-/// line (1-based). A last line without its newline is a write in progress
-/// (the service runs beside us) and is not judged.
+/// Verifies the whole chain of a log: the files rotated out of `path`
+/// (oldest first) and `path` itself, each continuing the one before. The
+/// error names the file and the first broken line (1-based). A last line
+/// without its newline is a write in progress (the service runs beside us)
+/// and is not judged.
 pub fn verify(path: &Path, key: &AuditKey) -> Result<VerifyReport, AuditError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| AuditError::Unavailable(format!("{}: {e}", path.display())))?;
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    let mut files = rotated_files(path);
+    files.push(path.to_owned());
     let mut prev = GENESIS.to_owned();
-    let mut expect_seq = None;
+    let mut expect_seq = Some(1);
     let mut n = 0u64;
-    for (i, line) in complete.lines().enumerate() {
-        let lineno = i as u64 + 1;
-        let broken = |why: String| AuditError::Broken {
-            path: path.to_owned(),
-            line: lineno,
-            why,
-        };
-        let (seq, mac, line_prev) = check_line_full(line, key).map_err(broken)?;
-        if line_prev != prev {
-            return Err(broken(
-                "does not follow the line before it (a line was removed, inserted or moved)".into(),
-            ));
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| AuditError::Unavailable(format!("{}: {e}", file.display())))?;
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        for (i, line) in complete.lines().enumerate() {
+            let lineno = i as u64 + 1;
+            let broken = |why: String| AuditError::Broken {
+                path: file.to_owned(),
+                line: lineno,
+                why,
+            };
+            let (seq, mac, line_prev) = check_line_full(line, key).map_err(broken)?;
+            if line_prev != prev {
+                return Err(broken(if i == 0 && n > 0 {
+                    "does not follow the end of the file before it (a file or lines were removed)"
+                        .into()
+                } else {
+                    "does not follow the line before it (a line was removed, inserted or moved)"
+                        .into()
+                }));
+            }
+            if let Some(want) = expect_seq
+                && seq != want
+            {
+                return Err(broken(format!("sequence {seq} where {want} was expected")));
+            }
+            expect_seq = Some(seq + 1);
+            prev = mac;
+            n += 1;
         }
-        if let Some(want) = expect_seq
-            && seq != want
-        {
-            return Err(broken(format!("sequence {seq} where {want} was expected")));
-        }
-        expect_seq = Some(seq + 1);
-        prev = mac;
-        n += 1;
     }
-    Ok(VerifyReport { lines: n })
+    Ok(VerifyReport {
+        lines: n,
+        files: files.len(),
+    })
 }
 
 #[cfg(test)]
@@ -388,6 +577,38 @@ mod tests {
         assert!(matches!(
             verify(&path, &key),
             Err(AuditError::Broken { line: 2, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_chain_runs_on_across_rotated_files_and_a_removed_file_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = AuditKey::new(&DataKey::from_bytes([5; 32]));
+        let clock = crate::clock::ManualClock::new();
+        let rotation = Rotation {
+            max_bytes: 700,
+            daily: true,
+        };
+        let log = AuditLog::open_rotating(&path, rotation, key.clone(), clock.clone()).unwrap();
+        for i in 0..6 {
+            log.record(vec![event(i)]).await.unwrap();
+        }
+        clock.advance(86_400);
+        log.record(vec![event(6)]).await.unwrap();
+        drop(log);
+        // Reopened on a fresh file: the chain still continues.
+        let log = AuditLog::open_rotating(&path, rotation, key.clone(), clock.clone()).unwrap();
+        log.record(vec![event(7)]).await.unwrap();
+        drop(log);
+        let rotated = rotated_files(&path);
+        assert!(rotated.len() >= 2, "{rotated:?}");
+        let report = verify(&path, &key).unwrap();
+        assert_eq!((report.lines, report.files), (8, rotated.len() + 1));
+        std::fs::remove_file(&rotated[1]).unwrap();
+        assert!(matches!(
+            verify(&path, &key),
+            Err(AuditError::Broken { line: 1, .. })
         ));
     }
 }

@@ -1,5 +1,5 @@
 //! The command line: `serve`, `redact`, `migrate`, `rewrap`, `doctor`,
-//! `audit verify`.
+//! `audit verify`, and the client commands `tokenize` and `detokenize`.
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
@@ -39,6 +39,10 @@ enum Command {
     Rewrap(RewrapArgs),
     /// Check KMS keys, the table and the certificate; non-zero on a failure.
     Doctor(VaultArgs),
+    /// Tokenize a value read from stdin on a running vault (client).
+    Tokenize(TokenizeArgs),
+    /// Detokenize a token on a running vault (client).
+    Detokenize(DetokenizeArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -47,7 +51,7 @@ enum Command {
 }
 
 /// Where the vault's settings come from.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct VaultArgs {
     /// TOML configuration file.
     #[arg(long, env = "TOKENVAULT_CONFIG")]
@@ -94,6 +98,42 @@ struct RedactArgs {
     config: Option<PathBuf>,
 }
 
+/// How the client reaches and proves itself to a vault.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// The vault's base URL (https://host:port).
+    #[arg(long)]
+    url: String,
+    /// An API key; without it the client logs in with the ambient AWS
+    /// credentials (IAM).
+    #[arg(long)]
+    api_key: Option<String>,
+    /// A CA bundle to trust beside the system roots (a self-signed vault).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenizeArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// `pan` (default) or `pii`.
+    #[arg(long, default_value = "pan")]
+    classification: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct DetokenizeArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The token.
+    token: String,
+    /// Why the full value is needed (some roles require it; it is audited,
+    /// redacted).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
 #[derive(Debug, clap::Args)]
 struct RewrapArgs {
     #[command(flatten)]
@@ -132,6 +172,8 @@ pub fn run() -> ExitCode {
         Command::Migrate(args) => migrate(args),
         Command::Rewrap(args) => rewrap(args),
         Command::Doctor(args) => doctor(args),
+        Command::Tokenize(args) => tokenize(args),
+        Command::Detokenize(args) => detokenize(args),
         Command::Audit {
             command: AuditCommand::Verify { file, vault },
         } => audit_verify(file, vault),
@@ -173,11 +215,81 @@ fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("listen on {}: {e}", settings.listen))?;
         let addr = listener.local_addr()?;
         print_banner(addr, &app.info);
+        let watcher = tokio::spawn(app.cert.cert.clone().watch(app.cert.period));
+        let reloader = tokio::spawn(reload_on_sighup(args, app.state.clone()));
         tracing::info!(%addr, "serving");
         crate::app::serve(listener, app.tls, app.router, shutdown_signal()).await?;
+        watcher.abort();
+        reloader.abort();
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// On SIGHUP, re-reads the configuration and puts its API keys and roles
+/// in force; a file that does not load is refused and the running rules
+/// kept. Other settings need a restart.
+async fn reload_on_sighup(args: VaultArgs, state: crate::http::AppState) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; access rules reload only on restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let loaded = settings(&args).and_then(|s| Ok(crate::app::access(&s)?));
+        match loaded {
+            Ok((access, _)) => {
+                let roles = access.policy.role_count();
+                state.set_access(access);
+                tracing::info!(roles, "SIGHUP: access rules reloaded");
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "SIGHUP: configuration refused; the running access rules stay in force"
+            ),
+        }
+    }
+}
+
+fn client_run(
+    args: &ClientArgs,
+    path: &'static str,
+    body: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let client = crate::client::Client::new(&args.url, args.cacert.as_deref())?;
+        let creds = match &args.api_key {
+            Some(k) => crate::client::Credentials::ApiKey(k.clone()),
+            None => crate::client::Credentials::Iam,
+        };
+        let bearer = client.bearer(creds).await?;
+        let (status, answer) = client.post(path, &bearer, &body).await?;
+        println!("{answer}");
+        Ok(if (200..300).contains(&status) {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("tokenvault: {path} answered {status}");
+            ExitCode::FAILURE
+        })
+    })
+}
+
+fn tokenize(args: TokenizeArgs) -> anyhow::Result<ExitCode> {
+    let mut value = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut value)?;
+    let v = value.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!v.is_empty(), "give the value on stdin");
+    let body = serde_json::json!({"value": v, "classification": args.classification});
+    client_run(&args.client, "/tokenize", body)
+}
+
+fn detokenize(args: DetokenizeArgs) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({"token": args.token});
+    if let Some(r) = &args.reason {
+        body["reason"] = serde_json::Value::String(r.clone());
+    }
+    client_run(&args.client, "/detokenize", body)
 }
 
 fn print_banner(addr: SocketAddr, info: &crate::app::StartupInfo) {

@@ -90,14 +90,32 @@ impl RedactSettings {
 
 /// `[tls]`: with no `cert`/`key`, a self-signed pair is generated in
 /// `DATA/tls/` for `localhost` and `127.0.0.1`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     /// CA bundle for client certificates (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// `off`, `optional` (a certificate, when sent, must verify) or
+    /// `required` (no certificate, no handshake).
     pub client_auth: ClientAuth,
+    /// How often the certificate files are checked for a change (a changed
+    /// pair is loaded for new handshakes; a bad one is refused, the old one
+    /// kept).
+    pub reload_seconds: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            client_ca: None,
+            client_auth: ClientAuth::Off,
+            reload_seconds: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +293,10 @@ pub struct AuditSettings {
     pub sink: AuditSink,
     /// File sink (relative to `data_dir`).
     pub path: PathBuf,
+    /// File sink: start a new file past this size (0: never by size).
+    pub max_bytes: u64,
+    /// File sink: start a new file when the UTC day changes.
+    pub rotate_daily: bool,
 }
 
 impl Default for AuditSettings {
@@ -282,6 +304,8 @@ impl Default for AuditSettings {
         Self {
             sink: AuditSink::File,
             path: "audit.log".into(),
+            max_bytes: 256 << 20,
+            rotate_daily: true,
         }
     }
 }
@@ -403,18 +427,35 @@ impl Settings {
                 }
             }
         }
-        if self.audit.sink != AuditSink::File {
-            return fail("audit.sink: only \"file\" is available in this build yet".into());
-        }
-        if self.auth.iam.is_some() {
+        if self.audit.sink == AuditSink::Dynamodb {
             return fail(
-                "auth.iam (callers under AWS IAM roles) is not available in this build yet".into(),
+                "audit.sink = \"dynamodb\" is not available in this build; use \"file\" or \"stdout\""
+                    .into(),
             );
         }
-        if self.tls.client_auth != ClientAuth::Off || self.tls.client_ca.is_some() {
+        if let Some(iam) = &self.auth.iam {
+            if iam.server_id.trim().is_empty() || iam.sts_region.trim().is_empty() {
+                return fail("auth.iam.server_id and auth.iam.sts_region must not be empty".into());
+            }
+            let https = iam.sts_endpoint.starts_with("https://");
+            let plain_allowed = iam.allow_insecure_sts && iam.sts_endpoint.starts_with("http://");
+            if !(https || plain_allowed) {
+                return fail(
+                    "auth.iam.sts_endpoint must be an https:// URL (http:// only with allow_insecure_sts = true, for a local emulator)"
+                        .into(),
+                );
+            }
+            if !(60..=43_200).contains(&iam.session_ttl_seconds) {
+                return fail("auth.iam.session_ttl_seconds must be between 60 and 43200".into());
+            }
+        }
+        if self.tls.client_auth != ClientAuth::Off && self.tls.client_ca.is_none() {
             return fail(
-                "tls.client_auth / tls.client_ca (mTLS) are not available in this build yet".into(),
+                "tls.client_auth needs tls.client_ca (the CA bundle of client certificates)".into(),
             );
+        }
+        if !(1..=3600).contains(&self.tls.reload_seconds) {
+            return fail("tls.reload_seconds must be between 1 and 3600".into());
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return fail("tls.cert and tls.key go together".into());

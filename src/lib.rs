@@ -12,6 +12,7 @@
 //!
 //! - [`cli`]: the command line (`serve`, `redact`, `migrate`, `rewrap`,
 //!   `doctor`, `audit verify`).
+//! - [`client`]: the command-line client (API key or IAM login).
 //! - [`rewrap`]: moving stored keys to another KMS key with ReEncrypt.
 //! - [`doctor`]: pass/fail checks of KMS keys, the table and the certificate.
 //! - [`config`]: [`config::Settings`], read once from TOML and
@@ -38,6 +39,7 @@ pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod crypto;

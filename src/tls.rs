@@ -1,15 +1,24 @@
-//! TLS: rustls (aws-lc-rs), TLS 1.2 and 1.3 only, and the self-signed
-//! development certificate of the embedded default.
+//! TLS: rustls (aws-lc-rs), TLS 1.2 and 1.3 only; the self-signed
+//! development certificate of the embedded default; a certificate that
+//! reloads when its files change; client certificates (mTLS) and the
+//! principal they prove.
 
+use std::fmt;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
-use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use x509_parser::extensions::GeneralName;
+
+use crate::config::ClientAuth;
 
 /// TLS set-up failures; name the file, never key material.
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +73,95 @@ pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf, bool), TlsError>
     Ok((cert, key, true))
 }
 
-/// A server configuration from PEM files.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// The server's certificate and key, swappable while serving: new
+/// handshakes take whatever [`ReloadingCert::reload_if_changed`] last
+/// loaded, so a renewed certificate needs no restart.
+pub struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// Modification times of the pair last loaded (or refused).
+    stamp: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+}
+
+impl fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadingCert")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadingCert {
+    /// Loads the pair; fails when either file is unusable.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let stamp = (modified(cert), modified(key));
+        let loaded = certified_key(cert, key)?;
+        Ok(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(Arc::new(loaded)),
+            stamp: Mutex::new(stamp),
+        })
+    }
+
+    /// Re-reads the pair when either file changed. A pair that does not
+    /// load (half-written, mismatched, malformed) is refused and the one in
+    /// use kept; it is tried again when the files change again. Returns
+    /// whether a new certificate is now in use.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let now = (modified(&self.cert), modified(&self.key));
+        {
+            let mut stamp = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            if *stamp == now {
+                return Ok(false);
+            }
+            *stamp = now;
+        }
+        let loaded = certified_key(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        Ok(true)
+    }
+
+    /// Checks the files every `period` until dropped, logging each reload
+    /// and each refusal. Spawn it beside the server.
+    pub async fn watch(self: Arc<Self>, period: Duration) {
+        loop {
+            tokio::time::sleep(period).await;
+            match self.reload_if_changed() {
+                Ok(true) => tracing::info!(cert = %self.cert.display(), "certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "new certificate refused; still serving the previous one"
+                ),
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn modified(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// A certificate chain and its key from PEM files, checked to match.
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::File {
             path: cert.to_owned(),
-            why: e.to_string(),
+            why: format!("unreadable certificate ({})", short(&e)),
         })?;
     if certs.is_empty() {
         return Err(TlsError::File {
@@ -82,15 +173,122 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
         path: key.to_owned(),
         why: format!("no usable private key ({})", short(&e)),
     })?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|_| TlsError::File {
+            path: key.to_owned(),
+            why: "unsupported private key".into(),
+        })?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|_| TlsError::File {
+        path: cert.to_owned(),
+        why: "the certificate does not match the private key".into(),
+    })?;
+    Ok(ck)
+}
+
+/// A server configuration serving `cert`, asking for client certificates
+/// as `client_auth` says, verified against the CA bundle `client_ca`.
+pub fn server_config(
+    cert: Arc<ReloadingCert>,
+    client_auth: ClientAuth,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
         .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match (client_auth, client_ca) {
+        (ClientAuth::Off, _) => builder.with_no_client_auth(),
+        (_, None) => {
+            return Err(TlsError::Config(
+                "tls.client_auth needs tls.client_ca (the CA bundle client certificates chain to)"
+                    .into(),
+            ));
+        }
+        (mode, Some(ca)) => {
+            let mut roots = RootCertStore::empty();
+            add_ca_bundle(&mut roots, ca)?;
+            if roots.is_empty() {
+                return Err(TlsError::File {
+                    path: ca.to_owned(),
+                    why: "no CA certificate in the file".into(),
+                });
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if mode == ClientAuth::Optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?,
+            )
+        }
+    };
+    let mut cfg = builder.with_cert_resolver(cert);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// The principal a verified client certificate proves: `cert:<SAN URI>`
+/// (a SPIFFE id) when it has a URI name, else `cert:dns:<SAN DNS name>`.
+pub fn client_principal(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let names = &san.value.general_names;
+    let uri = names.iter().find_map(|n| match n {
+        GeneralName::URI(u) => Some(format!("cert:{u}")),
+        _ => None,
+    });
+    uri.or_else(|| {
+        names.iter().find_map(|n| match n {
+            GeneralName::DNSName(d) => Some(format!("cert:dns:{d}")),
+            _ => None,
+        })
+    })
+}
+
+/// A client configuration trusting the system's roots (and `extra_ca`,
+/// when given), for calls to STS and for the command-line client.
+pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for c in native.certs {
+        let _ = roots.add(c);
+    }
+    if let Some(ca) = extra_ca {
+        add_ca_bundle(&mut roots, ca)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Adds every certificate of a PEM bundle to `roots`.
+fn add_ca_bundle(roots: &mut RootCertStore, ca: &Path) -> Result<(), TlsError> {
+    let cas = CertificateDer::pem_file_iter(ca)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::File {
+            path: ca.to_owned(),
+            why: format!("unreadable CA bundle ({})", short(&e)),
+        })?;
+    for c in cas {
+        roots.add(c).map_err(|e| TlsError::File {
+            path: ca.to_owned(),
+            why: format!("bad CA certificate: {e}"),
+        })?;
+    }
+    Ok(())
 }
 
 /// The kind of a PEM error, without its content.

@@ -4,13 +4,24 @@
 //! - [`policy`]: roles with principal patterns and permissions; deny by
 //!   default.
 //! - [`dev`]: the embedded default's development identities.
+//! - [`iam`]: IAM login (a signed `sts:GetCallerIdentity`, checked and
+//!   forwarded to STS).
+//! - [`session`]: the session tokens an IAM login hands back.
+//! - [`rate`]: per-principal detokenize rate limits.
 
 pub mod api_key;
 pub mod dev;
+pub mod iam;
 pub mod policy;
 pub mod rate;
+pub mod session;
 
 use std::fmt;
+
+/// The principal a connection's verified client certificate proved, if
+/// any; the server puts it on every request of the connection.
+#[derive(Clone, Debug)]
+pub struct ClientCert(pub Option<Principal>);
 
 /// An authenticated caller: `apikey:NAME`, `cert:URI`, `iam:ARN`.
 #[derive(Clone, PartialEq, Eq, Hash)]

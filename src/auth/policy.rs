@@ -81,6 +81,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// How many roles it holds (for the reload log line).
+    pub fn role_count(&self) -> usize {
+        self.roles.len()
+    }
+
     /// Compiles `[[roles]]`, refusing unknown permissions and malformed
     /// patterns with a message naming the role.
     pub fn from_settings(roles: &[RoleSettings]) -> Result<Policy, String> {

@@ -8,7 +8,8 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::audit::AuditEvent;
-use crate::auth::Principal;
+use crate::auth::session;
+use crate::auth::{ClientCert, Principal};
 
 use super::AppState;
 use super::error::{Problem, ProblemKind, current_request_id};
@@ -88,11 +89,25 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(header::AUTHORIZATION);
+        let cert = parts
+            .extensions
+            .get::<ClientCert>()
+            .and_then(|c| c.0.clone());
         let reason = match header {
-            None => "missing credentials",
+            // No bearer: a verified client certificate is the caller.
+            None => match cert {
+                Some(p) => return Ok(Caller(p)),
+                None => "missing credentials",
+            },
             Some(h) if h.len() > MAX_AUTH_HEADER => "malformed credentials",
             Some(h) => match h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
                 None => "malformed credentials",
+                Some(t) if t.trim().starts_with(session::PREFIX) => {
+                    match state.sessions.check(t.trim(), state.clock.unix()) {
+                        Some(p) => return Ok(Caller(p)),
+                        None => "unknown or expired session",
+                    }
+                }
                 Some(key) => match state.access().api_keys.authenticate(key.trim()) {
                     Some(p) => return Ok(Caller(p)),
                     None => "unknown credentials",
@@ -119,7 +134,7 @@ impl FromRequestParts<AppState> for Caller {
         }
         Err(Problem::new(
             ProblemKind::Unauthenticated,
-            "send a valid API key as Authorization: Bearer <key>",
+            "send a valid API key or session token as Authorization: Bearer <credential>, or a client certificate",
         ))
     }
 }

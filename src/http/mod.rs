@@ -3,6 +3,8 @@
 //! - [`error`]: RFC 9457 problems, the only error shape.
 //! - [`extract`]: the JSON body and caller extractors.
 //! - [`tokenize`], [`detokenize`], [`tokens`], [`redact`]: the vault API.
+//! - [`auth_iam`]: IAM login, trading a signed `sts:GetCallerIdentity` for
+//!   a session token.
 //! - [`health`], [`metrics`]: probes and Prometheus.
 //!
 //! Requests pass `observe` (request id, metrics, one log line naming the
@@ -10,6 +12,7 @@
 //! error, including those raised below the handlers (unknown route, body
 //! limit, timeout), leaves as problem+json.
 
+pub mod auth_iam;
 pub mod batch;
 pub mod detokenize;
 pub mod error;
@@ -35,8 +38,10 @@ use tower_http::timeout::TimeoutLayer;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::Principal;
 use crate::auth::api_key::ApiKeys;
+use crate::auth::iam::IamLogin;
 use crate::auth::policy::Policy;
 use crate::auth::rate::RateLimiter;
+use crate::auth::session::Sessions;
 use crate::clock::Clock;
 use crate::config::Limits;
 use crate::crypto::Keyring;
@@ -49,8 +54,8 @@ use error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
 /// How long one request may take end to end.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Who may call, and what they may do; behind a lock so a reload (not in
-/// this build yet) can swap it whole.
+/// Who may call, and what they may do; behind a lock so a reload (SIGHUP)
+/// swaps it whole.
 pub struct Access {
     pub api_keys: ApiKeys,
     pub policy: Policy,
@@ -68,6 +73,10 @@ pub struct AppState {
     pub limits: Limits,
     pub metrics_bearer: Option<[u8; 32]>,
     pub limiter: Arc<RateLimiter>,
+    /// Mints and checks the session tokens of IAM logins.
+    pub sessions: Arc<Sessions>,
+    /// IAM login, when `[auth.iam]` is configured.
+    pub iam: Option<Arc<IamLogin>>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -78,6 +87,11 @@ impl AppState {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Puts new access rules in force for every later request.
+    pub fn set_access(&self, access: Access) {
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
     }
 
     /// Audits a refusal (one event per item) and returns the 403 to send,
@@ -138,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .route("/detokenize", post(detokenize::handle))
         .route("/tokens/{token}", get(tokens::get).delete(tokens::delete))
         .route("/redact", post(redact::handle))
+        .route("/auth/iam", get(auth_iam::describe).post(auth_iam::login))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::handle))

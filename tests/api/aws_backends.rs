@@ -259,6 +259,63 @@ async fn a_kms_outage_runs_on_cached_keys_then_answers_503_and_recovers() {
     app.assert_no_leaks();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_outage_answers_503_writes_nothing_and_recovers() {
+    let Some(moto) = shared_moto() else { return };
+    let proxy = Cuttable::start(&moto.endpoint).await;
+    let c = clients_split(&proxy.endpoint, &moto.endpoint).await;
+    let app = spawn_app_on(Some(c), |_| {}).await;
+    let token = app.tokenize(CARDS[0].1, json!({})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rows = app.token_rows().await;
+
+    proxy.set(false);
+    for (path, role, body) in [
+        ("/tokenize", "checkout", json!({"value": CARDS[2].1})),
+        (
+            "/tokenize",
+            "checkout",
+            json!({"value": CARDS[3].1, "deterministic": true}),
+        ),
+        ("/detokenize", "admin", json!({"token": token})),
+    ] {
+        let (s, h, b) = app
+            .post_raw(path, Some(role), "application/json", body.to_string(), &[])
+            .await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{path}: {b}");
+        assert!(h.contains_key("retry-after"));
+        assert!(b.contains("urn:tokenvault:problem:"), "problem+json: {b}");
+    }
+    let (s, _) = app.get("/readyz", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+
+    proxy.set(true);
+    assert_eq!(app.token_rows().await, rows, "nothing half-written");
+    let (s, body) = app.detokenize("admin", &token).await;
+    assert_eq!(
+        (s, body["value"].as_str()),
+        (StatusCode::OK, Some(CARDS[0].1))
+    );
+    app.tokenize(CARDS[3].1, json!({"deterministic": true}))
+        .await;
+    assert_eq!(app.token_rows().await, rows + 1);
+    app.assert_no_leaks();
+}
+
+/// Every (token, value) detokenizes to its value.
+async fn assert_all_open(app: &TestApp, tokens: &[(String, String)]) {
+    for (token, value) in tokens {
+        let (s, body) = app.detokenize("admin", token).await;
+        assert_eq!(
+            (s, body["value"].as_str()),
+            (StatusCode::OK, Some(value.as_str())),
+            "{token}"
+        );
+    }
+}
+
 /// Every key item's wrapping key, read from the table.
 async fn wrapping_keys(app: &TestApp) -> Vec<(String, String)> {
     let store = open_store(
@@ -319,7 +376,7 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
     ));
 
     let before = wrapping_keys(&app).await;
-    let old: Vec<&String> = app.settings.keys.kms.values().collect();
+    let old: Vec<String> = app.settings.keys.kms.values().cloned().collect();
     assert!(before.len() >= 6, "data keys and secrets: {before:?}");
     let second = create_key(&c, "rewrap target").await;
     let kms = KmsKeyProvider::new(c.kms.clone(), app.settings.keys.kms.clone());
@@ -354,6 +411,10 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
         .unwrap();
     assert_eq!((first.rewrapped, first.complete), (1, false));
     assert!(opts.checkpoint.exists());
+    // Half-way (one key moved, the rest not), with fresh caches: every
+    // token opens.
+    app.restart().await;
+    assert_all_open(&app, &tokens).await;
     opts.limit = None;
     let mut seen = Vec::new();
     let rest = tokenvault::rewrap::run(&store, &kms, &env, &opts, |done, total| {
@@ -382,13 +443,7 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
     }
     // Fresh caches: every token opens through the re-wrapped keys.
     app.restart().await;
-    for (token, value) in &tokens {
-        let (s, body) = app.detokenize("admin", token).await;
-        assert_eq!(
-            (s, body["value"].as_str()),
-            (StatusCode::OK, Some(value.as_str()))
-        );
-    }
+    assert_all_open(&app, &tokens).await;
     let again = tokenvault::rewrap::run(&store, &kms, &env, &opts, |_, _| {})
         .await
         .unwrap();

@@ -51,6 +51,29 @@ fn wait_for(log: &Path, needle: &str) -> String {
     }
 }
 
+/// Starts `serve` on a free port with `args`, its output in `out_path`;
+/// returns the guard, the banner and the URL (as `localhost`).
+fn start_serve(args: &[&std::ffi::OsStr], out_path: &Path) -> (ChildGuard, String, String) {
+    let out = File::create(out_path).unwrap();
+    let child = tokenvault()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard(child);
+    let banner = wait_for(out_path, "BACK UP");
+    let url = banner
+        .lines()
+        .find_map(|l| l.strip_prefix("tokenvault listening on "))
+        .unwrap()
+        .trim()
+        .replace("127.0.0.1", "localhost");
+    (guard, banner, url)
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
@@ -60,23 +83,8 @@ async fn serve_runs_the_embedded_default_from_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out_path = tmp.path().join("serve.log");
-    let out = File::create(&out_path).unwrap();
-    let child = tokenvault()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let mut guard = ChildGuard(child);
-    let banner = wait_for(&out_path, "BACK UP");
-    let url = banner
-        .lines()
-        .find_map(|l| l.strip_prefix("tokenvault listening on "))
-        .unwrap()
-        .trim()
-        .replace("127.0.0.1", "localhost");
+    let (mut guard, banner, url) =
+        start_serve(&["--data-dir".as_ref(), data.as_os_str()], &out_path);
     assert!(banner.contains("dev-credentials.json"));
     assert!(banner.contains("WARNING: the local key provider is for development"));
     assert_eq!(mode(&data.join("master.key")), 0o600);
@@ -171,6 +179,92 @@ async fn serve_runs_the_embedded_default_from_nothing() {
     bytes[i] = b'e';
     std::fs::write(&audit, bytes).unwrap();
     verify_audit(&data, false);
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes()).as_ref())
+}
+
+/// A config with API keys `keys` (name, key) and roles (name, principal,
+/// permissions).
+fn access_config(data: &Path, keys: &[(&str, &str)], roles: &[(&str, &str, &str)]) -> String {
+    let mut c = format!("data_dir = \"{}\"\n[api_keys]\n", data.display());
+    for (name, key) in keys {
+        c += &format!("{name} = \"{}\"\n", sha256_hex(key));
+    }
+    for (name, principal, perms) in roles {
+        c += &format!(
+            "[[roles]]\nname = \"{name}\"\nprincipals = [\"{principal}\"]\npermissions = [{perms}]\n"
+        );
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_keys_and_roles_and_keeps_them_when_the_file_is_bad() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("tokenvault.toml");
+    let (old_key, new_key) = (
+        "old-key-0123456789abcdef0123456789",
+        "new-key-0123456789abcdef0123456789",
+    );
+    std::fs::write(
+        &config,
+        access_config(
+            &data,
+            &[("old", old_key)],
+            &[("checkout", "apikey:old", "\"tokenize\"")],
+        ),
+    )
+    .unwrap();
+    let out_path = tmp.path().join("serve.log");
+    let (guard, _, url) = start_serve(&["--config".as_ref(), config.as_os_str()], &out_path);
+    let client = client_trusting(&data.join("tls/cert.pem"));
+    let tokenize = |key: &'static str| {
+        client
+            .post(format!("{url}/tokenize"))
+            .bearer_auth(key)
+            .json(&json!({ "value": CARDS[0].1 }))
+            .send()
+    };
+    assert_eq!(tokenize(old_key).await.unwrap().status(), 201);
+    assert_eq!(tokenize(new_key).await.unwrap().status(), 401);
+    let hup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &guard.0.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+
+    // The old key revoked, a new key with a new role.
+    std::fs::write(
+        &config,
+        access_config(
+            &data,
+            &[("new", new_key)],
+            &[("ops", "apikey:new", "\"tokenize\", \"detokenize\"")],
+        ),
+    )
+    .unwrap();
+    hup();
+    wait_for(&out_path, "SIGHUP: access rules reloaded");
+    assert_eq!(tokenize(old_key).await.unwrap().status(), 401);
+    assert_eq!(tokenize(new_key).await.unwrap().status(), 201);
+
+    // A bad file is refused; the running rules stay.
+    std::fs::write(
+        &config,
+        "[[roles]]\nname = \"x\"\npermissions = [\"fly\"]\n",
+    )
+    .unwrap();
+    hup();
+    wait_for(&out_path, "SIGHUP: configuration refused");
+    assert_eq!(tokenize(new_key).await.unwrap().status(), 201);
+    assert_eq!(tokenize(old_key).await.unwrap().status(), 401);
 }
 
 fn verify_audit(data: &PathBuf, ok: bool) {

@@ -86,6 +86,8 @@ pub struct TestApp {
     pub error_bodies: Mutex<Vec<String>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Watches the certificate files, as `serve` does.
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts the embedded default in a fresh data dir.
@@ -143,6 +145,7 @@ pub async fn spawn_app_on(
         error_bodies: Mutex::new(Vec::new()),
         stop: None,
         task: None,
+        watcher: None,
     };
     app.start().await;
     app
@@ -204,6 +207,7 @@ impl TestApp {
         }
         self.stop = Some(tx);
         self.task = Some(task);
+        self.watcher = Some(tokio::spawn(app.cert.cert.clone().watch(app.cert.period)));
     }
 
     /// Stops the service (draining requests) and starts it again on the same
@@ -214,6 +218,9 @@ impl TestApp {
     }
 
     pub async fn shutdown(&mut self) {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -430,6 +437,9 @@ pub fn spaced(card: &str) -> String {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -12,6 +12,8 @@ mod detokenize;
 mod emulator;
 mod eval;
 mod helpers;
+mod iam;
+mod identity;
 mod ops;
 mod policy;
 mod redact;

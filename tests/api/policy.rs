@@ -6,7 +6,8 @@ use tokenvault::config::RoleSettings;
 
 use crate::helpers::{TestApp, spawn_app_with};
 
-fn role(name: &str, principal: &str, perms: &[&str]) -> RoleSettings {
+/// A role with one principal pattern and `perms`.
+pub fn role(name: &str, principal: &str, perms: &[&str]) -> RoleSettings {
     RoleSettings {
         name: name.into(),
         principals: vec![principal.into()],

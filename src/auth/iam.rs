@@ -1,0 +1,335 @@
+//! IAM login: a caller proves an AWS IAM identity by handing us a signed
+//! `sts:GetCallerIdentity` request, which we check, forward to STS and read
+//! the caller's ARN from.
+//!
+//! The request is rebuilt here from its parts and refused unless every rule
+//! holds: the configured STS URL, the fixed body, a SigV4 credential scope
+//! for `sts` in the configured region, our server id in a *signed*
+//! `X-Tokenvault-Server-Id` header (so a login meant for another service
+//! cannot be replayed at us), an `X-Amz-Date` within five minutes, and a
+//! signature not seen before. Only allowlisted headers are forwarded, over
+//! https unless configured for a local emulator, and no redirect is
+//! followed. Refusal reasons go to the audit log, never to the caller.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+
+use crate::config::IamSettings;
+
+/// The only body we forward.
+pub const BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
+/// How far `X-Amz-Date` may be from our clock.
+const DATE_WINDOW_SECONDS: i64 = 300;
+/// How long a seen signature is remembered: past it, the date check
+/// refuses the request anyway.
+const REPLAY_SECONDS: i64 = 2 * DATE_WINDOW_SECONDS + 60;
+/// Most signatures remembered at once; beyond it logins are refused (fail
+/// closed) until old ones age out.
+const REPLAY_CAPACITY: usize = 100_000;
+/// Headers forwarded to STS (lower case); anything else is dropped, and a
+/// signed header outside this list (and `host`) is refused.
+const FORWARDED: &[&str] = &[
+    "authorization",
+    "content-type",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-tokenvault-server-id",
+];
+const SERVER_ID_HEADER: &str = "x-tokenvault-server-id";
+/// Bounds on what a caller may send.
+const MAX_HEADERS: usize = 16;
+const MAX_HEADER_BYTES: usize = 8192;
+/// How long STS has to answer.
+const STS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest STS answer we read.
+const MAX_STS_ANSWER: usize = 64 * 1024;
+
+/// `POST /auth/iam`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    /// Base64 of the body.
+    pub body: String,
+}
+
+/// Why a login failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginError {
+    /// 401; the reason is for the audit log only.
+    Refused(&'static str),
+    /// STS could not be reached: 503.
+    Unavailable(String),
+}
+
+/// Checks logins and asks STS who signed them.
+pub struct IamLogin {
+    settings: IamSettings,
+    http: reqwest::Client,
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+impl IamLogin {
+    pub fn new(settings: IamSettings, tls: rustls::ClientConfig) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(STS_TIMEOUT)
+            .https_only(!settings.allow_insecure_sts)
+            .build()
+            .map_err(|e| format!("STS client: {e}"))?;
+        Ok(Self {
+            settings,
+            http,
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &IamSettings {
+        &self.settings
+    }
+
+    /// The principal (`iam:ARN`) a valid login proves.
+    pub async fn login(&self, req: &LoginRequest, now: i64) -> Result<String, LoginError> {
+        let headers = self.check(req, now)?;
+        let mut call = self
+            .http
+            .post(&self.settings.sts_endpoint)
+            .body(BODY.to_owned());
+        for (k, v) in &headers {
+            if FORWARDED.contains(&k.as_str()) {
+                call = call.header(k.as_str(), v.as_str());
+            }
+        }
+        let res = call
+            .send()
+            .await
+            .map_err(|e| LoginError::Unavailable(format!("STS: {}", without_url(e))))?;
+        let status = res.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(LoginError::Unavailable(format!("STS answered {status}")));
+        }
+        if !status.is_success() {
+            return Err(LoginError::Refused("STS refused the signature"));
+        }
+        if res
+            .content_length()
+            .is_some_and(|n| n > MAX_STS_ANSWER as u64)
+        {
+            return Err(LoginError::Unavailable("STS answer too large".into()));
+        }
+        let text = res
+            .text()
+            .await
+            .map_err(|e| LoginError::Unavailable(format!("STS: {}", without_url(e))))?;
+        let arn = xml_value(&text, "Arn").ok_or(LoginError::Refused("no ARN in the STS answer"))?;
+        principal_arn(arn)
+            .map(|a| format!("iam:{a}"))
+            .ok_or(LoginError::Refused("unsupported ARN"))
+    }
+
+    /// Every rule but STS's own signature check; returns the headers by
+    /// lower-case name.
+    fn check(&self, req: &LoginRequest, now: i64) -> Result<BTreeMap<String, String>, LoginError> {
+        let refuse = |why| Err(LoginError::Refused(why));
+        if req.method != "POST" {
+            return refuse("method is not POST");
+        }
+        if req.url != self.settings.sts_endpoint {
+            return refuse("url is not the configured STS endpoint");
+        }
+        if B64.decode(req.body.as_bytes()).ok().as_deref() != Some(BODY.as_bytes()) {
+            return refuse("body is not GetCallerIdentity");
+        }
+        if req.headers.len() > MAX_HEADERS
+            || req
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+                > MAX_HEADER_BYTES
+        {
+            return refuse("too many or too large headers");
+        }
+        let mut headers = BTreeMap::new();
+        for (k, v) in &req.headers {
+            if headers.insert(k.to_ascii_lowercase(), v.clone()).is_some() {
+                return refuse("a header appears twice");
+            }
+        }
+        let auth = headers
+            .get("authorization")
+            .ok_or(LoginError::Refused("no Authorization header"))?;
+        let sig =
+            parse_authorization(auth).ok_or(LoginError::Refused("malformed Authorization"))?;
+        let scope: Vec<&str> = sig.credential.split('/').collect();
+        let [_, day, region, service, "aws4_request"] = scope[..] else {
+            return refuse("malformed credential scope");
+        };
+        if service != "sts" || region != self.settings.sts_region {
+            return refuse("credential scope is not sts in the configured region");
+        }
+        for h in &sig.signed_headers {
+            if *h != "host" && !FORWARDED.contains(h) {
+                return refuse("a signed header is not allowed");
+            }
+        }
+        if !sig.signed_headers.contains(&SERVER_ID_HEADER) {
+            return refuse("server id header not signed");
+        }
+        if headers.get(SERVER_ID_HEADER).map(String::as_str) != Some(&self.settings.server_id) {
+            return refuse("server id header missing or another server's");
+        }
+        if !sig.signed_headers.contains(&"x-amz-date") {
+            return refuse("date not signed");
+        }
+        let date = headers
+            .get("x-amz-date")
+            .ok_or(LoginError::Refused("no X-Amz-Date"))?;
+        let signed_at = parse_amz_date(date).ok_or(LoginError::Refused("malformed X-Amz-Date"))?;
+        if !date.starts_with(day) {
+            return refuse("credential scope date differs from X-Amz-Date");
+        }
+        if (now - signed_at).abs() > DATE_WINDOW_SECONDS {
+            return refuse("stale or future X-Amz-Date");
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.get(sig.signature).is_some_and(|&exp| exp > now) {
+            return refuse("replayed signature");
+        }
+        if seen.len() >= REPLAY_CAPACITY {
+            seen.retain(|_, exp| *exp > now);
+            if seen.len() >= REPLAY_CAPACITY {
+                return refuse("too many logins in flight");
+            }
+        }
+        seen.insert(sig.signature.to_owned(), now + REPLAY_SECONDS);
+        Ok(headers)
+    }
+}
+
+/// A reqwest error without the URL (ours, but kept out of messages).
+fn without_url(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
+struct SigV4<'a> {
+    credential: &'a str,
+    signed_headers: Vec<&'a str>,
+    signature: &'a str,
+}
+
+/// `AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…`.
+fn parse_authorization(v: &str) -> Option<SigV4<'_>> {
+    let rest = v.strip_prefix("AWS4-HMAC-SHA256 ")?;
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let (k, val) = part.trim().split_once('=')?;
+        match k {
+            "Credential" => credential = Some(val),
+            "SignedHeaders" => signed = Some(val),
+            "Signature" => signature = Some(val),
+            _ => return None,
+        }
+    }
+    let signature = signature?;
+    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(SigV4 {
+        credential: credential?,
+        signed_headers: signed?.split(';').collect(),
+        signature,
+    })
+}
+
+/// `20261128T183000Z` → Unix seconds.
+fn parse_amz_date(s: &str) -> Option<i64> {
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::PrimitiveDateTime::parse(s, f)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
+/// The text of the first `<tag>…</tag>`.
+fn xml_value<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(xml[start..end].trim())
+}
+
+/// The principal ARN of a caller: an assumed role maps to its role
+/// (`arn:P:sts::A:assumed-role/R/S` → `arn:P:iam::A:role/R`, the partition
+/// kept; STS does not report a role's path); an IAM user stays as it is.
+pub fn principal_arn(arn: &str) -> Option<String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ["arn", partition, service, "", account, resource] = parts[..] else {
+        return None;
+    };
+    if partition.is_empty() || account.is_empty() || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match service {
+        "sts" => {
+            let mut r = resource.split('/');
+            match (r.next(), r.next(), r.next()) {
+                (Some("assumed-role"), Some(role), Some(_session)) if !role.is_empty() => {
+                    Some(format!("arn:{partition}:iam::{account}:role/{role}"))
+                }
+                _ => None,
+            }
+        }
+        "iam" if resource.starts_with("user/") => Some(arn.to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assumed_roles_map_to_their_role_keeping_the_partition() {
+        assert_eq!(
+            principal_arn("arn:aws:sts::123456789012:assumed-role/support-eu/alice").as_deref(),
+            Some("arn:aws:iam::123456789012:role/support-eu")
+        );
+        assert_eq!(
+            principal_arn("arn:aws-cn:sts::123456789012:assumed-role/r/s").as_deref(),
+            Some("arn:aws-cn:iam::123456789012:role/r")
+        );
+        assert_eq!(
+            principal_arn("arn:aws:iam::123456789012:user/bob").as_deref(),
+            Some("arn:aws:iam::123456789012:user/bob")
+        );
+        for bad in [
+            "arn:aws:sts::123456789012:federated-user/x",
+            "arn:aws:sts::12x:assumed-role/r/s",
+            "arn:aws:iam::123456789012:role/r",
+            "nope",
+        ] {
+            assert_eq!(principal_arn(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn authorization_headers_parse_strictly() {
+        let sig = "a".repeat(64);
+        let v = format!(
+            "AWS4-HMAC-SHA256 Credential=AKID/20261128/eu-west-1/sts/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}"
+        );
+        let p = parse_authorization(&v).unwrap();
+        assert_eq!(p.signed_headers, ["host", "x-amz-date"]);
+        assert!(parse_authorization(&v.replace("Signature", "Sig")).is_none());
+        assert!(parse_authorization("Bearer x").is_none());
+        assert_eq!(parse_amz_date("19700101T000100Z"), Some(60));
+    }
+}
