@@ -43,6 +43,8 @@ enum Command {
     Tokenize(TokenizeArgs),
     /// Detokenize a token on a running vault (client).
     Detokenize(DetokenizeArgs),
+    /// Load a running vault over TLS and print throughput and latency.
+    Bench(BenchArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -114,6 +116,32 @@ struct ClientArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Operations and weights: `tokenize`, `tokenize-batch`, `detokenize`,
+    /// `healthz`, e.g. `tokenize=70,detokenize=30`.
+    #[arg(long, default_value = "tokenize")]
+    mix: String,
+    /// Keep-alive TLS connections, each with one request in flight.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Open loop at this many requests a second in all (default: closed
+    /// loop, as fast as answers come).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Cards per `tokenize-batch` request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Tokens made first for `detokenize`.
+    #[arg(long, default_value_t = 10_000)]
+    prepare: usize,
+}
+
+#[derive(Debug, clap::Args)]
 struct TokenizeArgs {
     #[command(flatten)]
     client: ClientArgs,
@@ -173,6 +201,7 @@ pub fn run() -> ExitCode {
         Command::Rewrap(args) => rewrap(args),
         Command::Doctor(args) => doctor(args),
         Command::Tokenize(args) => tokenize(args),
+        Command::Bench(args) => bench(args),
         Command::Detokenize(args) => detokenize(args),
         Command::Audit {
             command: AuditCommand::Verify { file, vault },
@@ -270,6 +299,41 @@ fn client_run(
             eprintln!("tokenvault: {path} answered {status}");
             ExitCode::FAILURE
         })
+    })
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let mix = crate::loadgen::parse_mix(&args.mix).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--mix: expected op[=weight],… with ops tokenize, tokenize-batch, detokenize, healthz"
+        )
+    })?;
+    anyhow::ensure!(args.connections >= 1, "--connections must be at least 1");
+    runtime()?.block_on(async move {
+        let c = &args.client;
+        let bearer = crate::client::Client::new(&c.url, c.cacert.as_deref())?
+            .bearer(match &c.api_key {
+                Some(k) => crate::client::Credentials::ApiKey(k.clone()),
+                None => crate::client::Credentials::Iam,
+            })
+            .await?;
+        let tls = crate::tls::client_config(c.cacert.as_deref())?;
+        let report = crate::loadgen::run(
+            &c.url,
+            &bearer,
+            tls,
+            crate::loadgen::LoadSettings {
+                mix,
+                connections: args.connections,
+                duration: std::time::Duration::from_secs(args.duration),
+                rate: args.rate,
+                batch: args.batch,
+                prepare: args.prepare,
+            },
+        )
+        .await?;
+        println!("{report}");
+        Ok(ExitCode::SUCCESS)
     })
 }
 

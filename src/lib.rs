@@ -13,6 +13,7 @@
 //! - [`cli`]: the command line (`serve`, `redact`, `migrate`, `rewrap`,
 //!   `doctor`, `audit verify`).
 //! - [`client`]: the command-line client (API key or IAM login).
+//! - [`loadgen`]: `tokenvault bench`, the load tool.
 //! - [`rewrap`]: moving stored keys to another KMS key with ReEncrypt.
 //! - [`doctor`]: pass/fail checks of KMS keys, the table and the certificate.
 //! - [`config`]: [`config::Settings`], read once from TOML and
@@ -45,6 +46,7 @@ pub mod config;
 pub mod crypto;
 pub mod doctor;
 pub mod http;
+pub mod loadgen;
 pub mod redact;
 pub mod rewrap;
 pub mod store;

@@ -71,7 +71,7 @@ pub enum IdempotencyClaim {
 }
 
 /// Store failures. Messages never hold record contents.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store is down or busy: answer 503 and let the caller retry.
     #[error("store unavailable: {0}")]

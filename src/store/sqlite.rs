@@ -1,11 +1,15 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
-//! SQLite calls block, so every call runs on tokio's blocking pool, never on
-//! the async workers. One writer connection serializes writes (SQLite allows
-//! one writer anyway); a few reader connections serve reads concurrently
-//! beside it, which WAL permits. `synchronous = FULL` makes every commit
-//! durable (fsync) before the answer.
+//! SQLite calls block, so none runs on the async workers. Writes go to one
+//! writer thread (SQLite allows one writer anyway) that group-commits: it
+//! takes every write waiting, runs each in its own savepoint inside one
+//! transaction, and commits once, so one fsync (`synchronous = FULL`)
+//! makes a whole batch durable before any of its answers leaves. A write
+//! that fails rolls back to its savepoint and fails alone. A few reader
+//! connections on tokio's blocking pool serve reads beside the writer,
+//! which WAL permits.
 
+use std::any::Any;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,9 +43,63 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    writer: Mutex<Connection>,
+    writes: std::sync::mpsc::Sender<Job>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+}
+
+/// Most writes one transaction takes.
+const GROUP_MAX: usize = 512;
+
+type Answer = Result<Box<dyn Any + Send>, StoreError>;
+
+/// One write for the writer thread, and where its answer goes.
+struct Job {
+    op: Box<dyn FnOnce(&mut Connection) -> Answer + Send>,
+    reply: tokio::sync::oneshot::Sender<Answer>,
+}
+
+/// The writer thread: group commit until every sender is gone.
+fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_MAX {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = map_err(e);
+            for j in batch {
+                let _ = j.reply.send(Err(e.clone()));
+            }
+            continue;
+        }
+        let answers: Vec<(tokio::sync::oneshot::Sender<Answer>, Answer)> = batch
+            .into_iter()
+            .map(|j| {
+                let a = (j.op)(&mut conn);
+                (j.reply, a)
+            })
+            .collect();
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                for (reply, a) in answers {
+                    let _ = reply.send(a);
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch is durable: every write fails.
+                let _ = conn.execute_batch("ROLLBACK");
+                let e = map_err(e);
+                tracing::error!(error = %e, "sqlite group commit failed");
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -66,27 +124,43 @@ impl SqliteStore {
             })
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(map_err)?;
+        let (writes, jobs) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, jobs))
+            .map_err(|e| StoreError::Unavailable(format!("sqlite writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
+                writes,
                 readers,
                 next_reader: AtomicUsize::new(0),
             }),
         })
     }
 
+    /// Runs `f` on the writer thread, inside the next group transaction;
+    /// answers once that transaction is committed. `f` takes a savepoint
+    /// when it makes more than one change.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn).map_err(map_err)
-        })
-        .await
-        .map_err(|_| StoreError::Internal("store task failed".into()))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = Box::new(move |c: &mut Connection| -> Answer {
+            f(c).map(|v| Box::new(v) as Box<dyn Any + Send>)
+                .map_err(map_err)
+        });
+        self.inner
+            .writes
+            .send(Job { op, reply })
+            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?;
+        let v = answer
+            .await
+            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))??;
+        v.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| StoreError::Internal("store answer of the wrong type".into()))
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -207,7 +281,7 @@ impl TokenStore for SqliteStore {
     async fn insert_token(&self, record: &TokenRecord) -> Result<InsertOutcome, StoreError> {
         let rec = record.clone();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             if let Some(fp) = &rec.fingerprint {
                 let holder: Option<String> = tx
                     .query_row(
@@ -287,7 +361,7 @@ impl TokenStore for SqliteStore {
     async fn delete_token(&self, token: &str) -> Result<bool, StoreError> {
         let token = token.to_owned();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             tx.execute("DELETE FROM fingerprints WHERE token = ?1", [&token])?;
             let n = tx.execute("DELETE FROM tokens WHERE token = ?1", [&token])?;
             tx.commit()?;
@@ -299,7 +373,7 @@ impl TokenStore for SqliteStore {
     async fn put_key_item(&self, item: &KeyItem) -> Result<Option<KeyItem>, StoreError> {
         let item = item.clone();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let n = tx.execute(
                 "INSERT INTO key_items (id, classification, wrapping_key_id, wrapped, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
@@ -379,7 +453,7 @@ impl TokenStore for SqliteStore {
         let hash = request_hash.to_owned();
         let owner = owner.to_owned();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let row: Option<(String, Option<u16>, Option<String>, i64)> = tx
                 .query_row(
                     "SELECT request_hash, status, response, expires_at FROM idempotency WHERE key = ?1",
@@ -545,5 +619,49 @@ mod tests {
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
         s.ping().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_group_commit_and_a_failing_write_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("vault.db")).unwrap();
+        // 400 writes at once, 100 fingerprints held four ways each: every
+        // write lands in some batch, and one token per fingerprint wins.
+        let mut tasks = Vec::new();
+        for i in 0..400 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let fp = format!("f{}", i % 100);
+                s.insert_token(&record(&format!("t{i}"), Some(&fp))).await
+            }));
+        }
+        let mut inserted = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap() == InsertOutcome::Inserted {
+                inserted += 1;
+            }
+        }
+        assert_eq!(inserted, 100);
+        // A write that fails (a statement error) rolls back to its
+        // savepoint; the others in its batch commit.
+        let bad = s.write(|c| {
+            let tx = c.savepoint()?;
+            tx.execute(
+                "INSERT INTO fingerprints (fingerprint, token) VALUES ('x', 'y')",
+                [],
+            )?;
+            tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            tx.commit()
+        });
+        let after = record("after", Some("g"));
+        let good = s.insert_token(&after);
+        let (bad, good) = tokio::join!(bad, good);
+        assert!(bad.is_err());
+        assert_eq!(good.unwrap(), InsertOutcome::Inserted);
+        assert_eq!(s.token_for_fingerprint("x").await.unwrap(), None);
+        assert_eq!(
+            s.token_for_fingerprint("g").await.unwrap().as_deref(),
+            Some("after")
+        );
     }
 }

@@ -51,16 +51,16 @@ fn wait_for(log: &Path, needle: &str) -> String {
     }
 }
 
-/// Starts `serve` on a free port with `args`, its output in `out_path`;
-/// returns the guard, the banner and the URL (as `localhost`).
+/// Starts `serve` on a free port with `args`, its standard error in
+/// `out_path` and its standard output beside it (`.stdout`); returns the
+/// guard, the banner and the URL (as `localhost`).
 fn start_serve(args: &[&std::ffi::OsStr], out_path: &Path) -> (ChildGuard, String, String) {
-    let out = File::create(out_path).unwrap();
     let child = tokenvault()
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
+        .stdout(File::create(out_path.with_extension("stdout")).unwrap())
+        .stderr(File::create(out_path).unwrap())
         .spawn()
         .unwrap();
     let guard = ChildGuard(child);
@@ -144,7 +144,8 @@ async fn serve_runs_the_embedded_default_from_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
-    let log = std::fs::read_to_string(&out_path).unwrap();
+    let log = std::fs::read_to_string(&out_path).unwrap()
+        + &std::fs::read_to_string(out_path.with_extension("stdout")).unwrap();
     assert!(!log.contains(card), "a card reached the server's output");
 
     // A second start reuses what the first made.
@@ -209,13 +210,14 @@ async fn sighup_reloads_keys_and_roles_and_keeps_them_when_the_file_is_bad() {
         "old-key-0123456789abcdef0123456789",
         "new-key-0123456789abcdef0123456789",
     );
+    // Audit events go to standard output here, as to a log collector.
     std::fs::write(
         &config,
         access_config(
             &data,
             &[("old", old_key)],
             &[("checkout", "apikey:old", "\"tokenize\"")],
-        ),
+        ) + "[audit]\nsink = \"stdout\"\n",
     )
     .unwrap();
     let out_path = tmp.path().join("serve.log");
@@ -254,6 +256,35 @@ async fn sighup_reloads_keys_and_roles_and_keeps_them_when_the_file_is_bad() {
     wait_for(&out_path, "SIGHUP: access rules reloaded");
     assert_eq!(tokenize(old_key).await.unwrap().status(), 401);
     assert_eq!(tokenize(new_key).await.unwrap().status(), 201);
+
+    // The command-line client, with an API key and the vault's own CA.
+    let client_tokenize = |key: &str| {
+        let mut child = tokenvault()
+            .args(["tokenize", "--url", &url, "--api-key", key, "--cacert"])
+            .arg(data.join("tls/cert.pem"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{}\n", CARDS[2].1).as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = client_tokenize(new_key);
+    assert!(ok && text.contains("\"token\":\"tok_"), "{text}");
+    let (ok, text) = client_tokenize(old_key);
+    assert!(!ok && text.contains("401"), "{text}");
+    assert!(!text.contains(CARDS[2].1));
 
     // A bad file is refused; the running rules stay.
     std::fs::write(
