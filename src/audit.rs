@@ -358,23 +358,39 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Moves the full file aside and starts a new one at `path` (fsyncing the
-/// directory, so a crash leaves one or the other, never neither).
+/// Moves the full file aside and starts a new one at `path`. Never
+/// overwrites a rotated file; if the new file cannot be made, the old one
+/// is put back, so the writer's state stays true and a later batch retries.
 fn rotate(path: &Path, last_seq: u64) -> std::io::Result<File> {
-    std::fs::rename(path, rotated_name(path, last_seq))?;
-    let file = OpenOptions::new()
+    let rotated = rotated_name(path, last_seq);
+    if rotated.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists; not overwriting it", rotated.display()),
+        ));
+    }
+    std::fs::rename(path, &rotated)?;
+    let file = match OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
-    if let Some(dir) = path.parent() {
-        File::open(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        })?
-        .sync_all()?;
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::rename(&rotated, path);
+            return Err(e);
+        }
+    };
+    // Make the new names durable. The new file is in use either way: a
+    // failure here is logged, not undone (undoing could lose lines).
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(error = %e, "audit rotation: directory fsync failed");
     }
     tracing::info!(path = %path.display(), last_seq, "audit log rotated");
     Ok(file)

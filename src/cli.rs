@@ -113,6 +113,25 @@ struct ClientArgs {
     /// A CA bundle to trust beside the system roots (a self-signed vault).
     #[arg(long)]
     cacert: Option<PathBuf>,
+    /// IAM login: the server id to sign for (default: the host of --url).
+    #[arg(long)]
+    server_id: Option<String>,
+    /// IAM login: the STS endpoint to sign for, when not an AWS one over
+    /// https (a local emulator).
+    #[arg(long)]
+    sts_endpoint: Option<String>,
+}
+
+impl ClientArgs {
+    fn credentials(&self) -> crate::client::Credentials {
+        match &self.api_key {
+            Some(k) => crate::client::Credentials::ApiKey(k.clone()),
+            None => crate::client::Credentials::Iam(crate::client::IamTrust {
+                server_id: self.server_id.clone(),
+                sts_endpoint: self.sts_endpoint.clone(),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +188,9 @@ struct RewrapArgs {
     /// The KMS key to move to (id, ARN or alias).
     #[arg(long)]
     to_key: String,
+    /// Only items wrapped under this KMS key (the one to retire).
+    #[arg(long)]
+    from_key: Option<String>,
     /// Only this classification's keys (service secrets count as pan).
     #[arg(long)]
     classification: Option<String>,
@@ -245,7 +267,11 @@ fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         print_banner(addr, &app.info);
         let watcher = tokio::spawn(app.cert.cert.clone().watch(app.cert.period));
-        let reloader = tokio::spawn(reload_on_sighup(args, app.state.clone()));
+        let reloader = tokio::spawn(reload_on_sighup(
+            args,
+            app.state.clone(),
+            settings.uses_dev_credentials(),
+        ));
         tracing::info!(%addr, "serving");
         crate::app::serve(listener, app.tls, app.router, shutdown_signal()).await?;
         watcher.abort();
@@ -257,14 +283,23 @@ fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
 
 /// On SIGHUP, re-reads the configuration and puts its API keys and roles
 /// in force; a file that does not load is refused and the running rules
-/// kept. Other settings need a restart.
-async fn reload_on_sighup(args: VaultArgs, state: crate::http::AppState) {
+/// kept. So is a file with no API keys and no roles when the service runs
+/// on configured ones: that would switch a production service to the
+/// development identities (an emptied or half-written file does that).
+/// Other settings need a restart.
+async fn reload_on_sighup(args: VaultArgs, state: crate::http::AppState, started_dev: bool) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; access rules reload only on restart");
         return;
     };
     while hup.recv().await.is_some() {
-        let loaded = settings(&args).and_then(|s| Ok(crate::app::access(&s)?));
+        let loaded = settings(&args).and_then(|s| {
+            anyhow::ensure!(
+                started_dev || !s.uses_dev_credentials(),
+                "it defines no API keys and no roles (the service does not fall back to development identities on reload)"
+            );
+            Ok(crate::app::access(&s)?)
+        });
         match loaded {
             Ok((access, _)) => {
                 let roles = access.policy.role_count();
@@ -286,11 +321,7 @@ fn client_run(
 ) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let client = crate::client::Client::new(&args.url, args.cacert.as_deref())?;
-        let creds = match &args.api_key {
-            Some(k) => crate::client::Credentials::ApiKey(k.clone()),
-            None => crate::client::Credentials::Iam,
-        };
-        let bearer = client.bearer(creds).await?;
+        let bearer = client.bearer(args.credentials()).await?;
         let (status, answer) = client.post(path, &bearer, &body).await?;
         println!("{answer}");
         Ok(if (200..300).contains(&status) {
@@ -312,10 +343,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let c = &args.client;
         let bearer = crate::client::Client::new(&c.url, c.cacert.as_deref())?
-            .bearer(match &c.api_key {
-                Some(k) => crate::client::Credentials::ApiKey(k.clone()),
-                None => crate::client::Credentials::Iam,
-            })
+            .bearer(c.credentials())
             .await?;
         let tls = crate::tls::client_config(c.cacert.as_deref())?;
         let report = crate::loadgen::run(
@@ -562,6 +590,7 @@ fn rewrap(args: RewrapArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&settings.data_dir)?;
         let opts = crate::rewrap::RewrapOptions {
             to_key: args.to_key.clone(),
+            from_key: args.from_key.clone(),
             classification: args.classification.clone(),
             dry_run: args.dry_run,
             limit: args.limit,
@@ -585,7 +614,7 @@ fn rewrap(args: RewrapArgs) -> anyhow::Result<ExitCode> {
         }
         let verb = if args.dry_run { "would re-wrap" } else { "re-wrapped" };
         println!(
-            "{verb} {} key items under {}; {} already there; {} of another classification; \
+            "{verb} {} key items under {}; {} already there; {} not selected (another key or classification); \
              {} changed by another writer meanwhile (rerun to pick them up); {} done by an earlier run",
             summary.rewrapped,
             summary.target,
@@ -596,11 +625,6 @@ fn rewrap(args: RewrapArgs) -> anyhow::Result<ExitCode> {
         );
         if !summary.complete {
             println!("stopped at --limit; run again to go on from the checkpoint");
-        } else if !args.dry_run && summary.rewrapped > 0 {
-            println!(
-                "next: point [keys.kms] at {} so new data keys are made under it",
-                args.to_key
-            );
         }
         Ok(if summary.changed_meanwhile > 0 {
             ExitCode::FAILURE

@@ -26,8 +26,39 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// How the client proves who it is.
 pub enum Credentials {
     ApiKey(String),
-    /// The ambient AWS credentials, through IAM login.
-    Iam,
+    /// The ambient AWS credentials, through IAM login, signed only for the
+    /// server id and STS endpoint it expects (see [`IamTrust`]).
+    Iam(IamTrust),
+}
+
+/// What an IAM login may be signed for. The server says what to sign, but
+/// a server the user reached by mistake (or a hostile one) could name
+/// another vault's id and relay the signed login there; so the client signs
+/// only for the server id it expects (`--server-id`, else the host of
+/// `--url`) and for an AWS STS endpoint over https (or exactly the one given
+/// with `--sts-endpoint`).
+#[derive(Debug, Clone, Default)]
+pub struct IamTrust {
+    pub server_id: Option<String>,
+    pub sts_endpoint: Option<String>,
+}
+
+/// Whether `url` is an AWS STS endpoint over https.
+fn is_aws_sts(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return false;
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    (host.starts_with("sts.") || host.starts_with("sts-fips."))
+        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
+}
+
+/// The host of an https URL.
+fn host_of(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    (!host.is_empty()).then_some(host)
 }
 
 /// What the server says to sign.
@@ -96,9 +127,14 @@ pub struct Client {
 impl Client {
     /// A client for `url` trusting the system roots and `cacert`.
     pub fn new(url: &str, cacert: Option<&Path>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            url.starts_with("https://"),
+            "--url must be https:// (credentials never travel in clear text)"
+        );
         let tls = crate::tls::client_config(cacert)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .https_only(true)
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
@@ -112,11 +148,11 @@ impl Client {
     pub async fn bearer(&self, creds: Credentials) -> anyhow::Result<String> {
         match creds {
             Credentials::ApiKey(k) => Ok(k),
-            Credentials::Iam => self.login().await,
+            Credentials::Iam(trust) => self.login(&trust).await,
         }
     }
 
-    async fn login(&self) -> anyhow::Result<String> {
+    async fn login(&self, trust: &IamTrust) -> anyhow::Result<String> {
         let res = self
             .http
             .get(format!("{}/auth/iam", self.url))
@@ -128,6 +164,24 @@ impl Client {
             res.status()
         );
         let what: SignWhat = res.json().await?;
+        let expected_id = match &trust.server_id {
+            Some(id) => id.as_str(),
+            None => host_of(&self.url).unwrap_or_default(),
+        };
+        anyhow::ensure!(
+            what.server_id == expected_id,
+            "the server asks to sign for server id {:?}, not {expected_id:?}: refusing (pass --server-id if that is right)",
+            what.server_id
+        );
+        let sts_ok = match &trust.sts_endpoint {
+            Some(e) => what.sts_endpoint == *e,
+            None => is_aws_sts(&what.sts_endpoint),
+        };
+        anyhow::ensure!(
+            sts_ok,
+            "the server asks to sign for {:?}, not an AWS STS endpoint over https: refusing (pass --sts-endpoint if that is right)",
+            what.sts_endpoint
+        );
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
@@ -177,5 +231,24 @@ impl Client {
         let status = res.status().as_u16();
         let answer = res.json().await.unwrap_or(Value::Null);
         Ok((status, answer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_aws_sts_over_https_is_trusted_by_default() {
+        assert!(is_aws_sts("https://sts.amazonaws.com"));
+        assert!(is_aws_sts("https://sts.eu-west-1.amazonaws.com/"));
+        assert!(is_aws_sts("https://sts.cn-north-1.amazonaws.com.cn"));
+        assert!(!is_aws_sts("http://sts.amazonaws.com"));
+        assert!(!is_aws_sts("https://sts.amazonaws.com.evil.example"));
+        assert!(!is_aws_sts("https://evil.example/sts.amazonaws.com"));
+        assert_eq!(
+            host_of("https://vault.internal:8443/x"),
+            Some("vault.internal")
+        );
     }
 }

@@ -121,7 +121,9 @@ async fn kms_checks(client: &aws_sdk_kms::Client, class: &str, key: &str, out: &
             || "the key is scheduled for deletion".into(),
         ),
     ));
-    let rotation = match client.get_key_rotation_status().key_id(key).send().await {
+    // GetKeyRotationStatus takes a key id or ARN, not an alias.
+    let key_id = meta.arn.clone().unwrap_or_else(|| meta.key_id.clone());
+    let rotation = match client.get_key_rotation_status().key_id(key_id).send().await {
         Ok(o) => pass_if(o.key_rotation_enabled, || {
             "automatic rotation is off (aws kms enable-key-rotation)".into()
         }),

@@ -185,6 +185,10 @@ pub async fn run(
     settings: LoadSettings,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(!settings.mix.is_empty(), "nothing to send");
+    anyhow::ensure!(
+        settings.prepare > 0 || settings.mix.iter().all(|m| m.0 != Op::Detokenize),
+        "detokenize needs --prepare of at least 1"
+    );
     let url = url.trim_end_matches('/').to_owned();
     let mut tokens = Vec::new();
     if settings.mix.iter().any(|m| m.0 == Op::Detokenize) {
@@ -204,7 +208,9 @@ pub async fn run(
                 .error_for_status()?
                 .json()
                 .await?;
-            for item in r["items"].as_array().into_iter().flatten() {
+            let answered = r["results"].as_array().map_or(0, Vec::len);
+            anyhow::ensure!(answered > 0, "preparing tokens: the batch answered none");
+            for item in r["results"].as_array().into_iter().flatten() {
                 if let Some(t) = item["token"].as_str() {
                     tokens.push(t.to_owned());
                 }

@@ -1,6 +1,8 @@
-//! `tokenvault rewrap`: moves every wrapped key item (epoch data keys and
-//! service-held secrets) to another KMS key with KMS ReEncrypt, so no key
-//! is ever unwrapped in the service. Records are untouched: they are sealed
+//! `tokenvault rewrap`: moves the wrapped key items (epoch data keys and
+//! service-held secrets) under one KMS key (`--from-key`) and/or of one
+//! classification to another KMS key with KMS ReEncrypt, so no key is ever
+//! unwrapped in the service. Point `[keys.kms]` at the new key first, so
+//! keys made during the run are made under it. Records are untouched: they are sealed
 //! under data keys, and only the data keys' wrapping changes.
 //!
 //! Each item is replaced conditionally (only if it still holds the blob we
@@ -26,6 +28,9 @@ const PAGE: usize = 100;
 pub struct RewrapOptions {
     /// The KMS key to move to (id, ARN or alias).
     pub to_key: String,
+    /// Only items wrapped under this KMS key (id, ARN or alias): the key
+    /// being retired.
+    pub from_key: Option<String>,
     /// Only items of this classification (secrets count as `pan`).
     pub classification: Option<String>,
     /// Count what would change, change nothing.
@@ -46,7 +51,8 @@ pub struct Summary {
     pub rewrapped: u64,
     /// Items already under the target key.
     pub already: u64,
-    /// Items of another classification.
+    /// Items of another classification, or under another key than
+    /// `from_key`: left as they are.
     pub other_classification: u64,
     /// Items another writer changed while we worked (left as they are; a
     /// rerun picks them up).
@@ -68,12 +74,17 @@ pub enum RewrapError {
     UnknownItem(String),
     #[error("checkpoint {path}: {why}", path = .0.display(), why = .1)]
     Checkpoint(PathBuf, String),
+    #[error(
+        "name the key to retire (--from-key) or a classification: moving every item under one key would merge the per-classification keys"
+    )]
+    Unbounded,
 }
 
 /// The checkpoint file: which run it belongs to and the last item done.
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpoint {
     target: String,
+    from: Option<String>,
     classification: Option<String>,
     last_id: String,
     summary: Summary,
@@ -88,15 +99,23 @@ pub async fn run(
     opts: &RewrapOptions,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Summary, RewrapError> {
+    if opts.from_key.is_none() && opts.classification.is_none() {
+        return Err(RewrapError::Unbounded);
+    }
     let target = kms.arn_of(&opts.to_key).await?;
+    let from = match &opts.from_key {
+        Some(k) => Some(kms.arn_of(k).await?),
+        None => None,
+    };
     let items = all_key_items(store).await?;
     let total = items.len() as u64;
 
     let resume = if opts.dry_run {
         None
     } else {
-        read_checkpoint(&opts.checkpoint)?
-            .filter(|c| c.target == target && c.classification == opts.classification)
+        read_checkpoint(&opts.checkpoint)?.filter(|c| {
+            c.target == target && c.from == from && c.classification == opts.classification
+        })
     };
     let mut summary = resume
         .as_ref()
@@ -123,12 +142,22 @@ pub async fn run(
         {
             summary.resumed_past += 1;
         } else {
-            rewrap_one(store, kms, environment, opts, &target, item, &mut summary).await?;
+            let wanted = from.as_deref().is_none_or(|f| item.wrapping_key_id == f)
+                && opts
+                    .classification
+                    .as_deref()
+                    .is_none_or(|c| c == item.classification);
+            if wanted {
+                rewrap_one(store, kms, environment, opts, &target, item, &mut summary).await?;
+            } else {
+                summary.other_classification += 1;
+            }
             if !opts.dry_run {
                 write_checkpoint(
                     &opts.checkpoint,
                     &Checkpoint {
                         target: target.clone(),
+                        from: from.clone(),
                         classification: opts.classification.clone(),
                         last_id: item.id.clone(),
                         summary: summary.clone(),
@@ -163,14 +192,6 @@ async fn rewrap_one(
     item: &KeyItem,
     summary: &mut Summary,
 ) -> Result<(), RewrapError> {
-    if opts
-        .classification
-        .as_deref()
-        .is_some_and(|c| c != item.classification)
-    {
-        summary.other_classification += 1;
-        return Ok(());
-    }
     if item.wrapping_key_id == target {
         summary.already += 1;
         return Ok(());

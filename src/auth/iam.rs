@@ -28,8 +28,9 @@ const DATE_WINDOW_SECONDS: i64 = 300;
 /// How long a seen signature is remembered: past it, the date check
 /// refuses the request anyway.
 const REPLAY_SECONDS: i64 = 2 * DATE_WINDOW_SECONDS + 60;
-/// Most signatures remembered at once; beyond it logins are refused (fail
-/// closed) until old ones age out.
+/// Most signatures remembered at once (accepted ones, and those STS is
+/// checking); beyond it logins are refused (fail closed) until old ones age
+/// out. Refused signatures are forgotten as soon as STS refuses them.
 const REPLAY_CAPACITY: usize = 100_000;
 /// Headers forwarded to STS (lower case); anything else is dropped, and a
 /// signed header outside this list (and `host`) is refused.
@@ -98,17 +99,30 @@ impl IamLogin {
 
     /// The principal (`iam:ARN`) a valid login proves.
     pub async fn login(&self, req: &LoginRequest, now: i64) -> Result<String, LoginError> {
-        let headers = self.check(req, now)?;
+        let (headers, signature) = self.check(req, now)?;
+        let result = self.ask_sts(&headers).await;
+        // A signature keeps its replay slot only if STS accepted it: junk
+        // logins cannot fill the cache and lock real ones out.
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if result.is_ok() {
+            seen.insert(signature, now + REPLAY_SECONDS);
+        } else {
+            seen.remove(&signature);
+        }
+        result
+    }
+
+    async fn ask_sts(&self, headers: &BTreeMap<String, String>) -> Result<String, LoginError> {
         let mut call = self
             .http
             .post(&self.settings.sts_endpoint)
             .body(BODY.to_owned());
-        for (k, v) in &headers {
+        for (k, v) in headers {
             if FORWARDED.contains(&k.as_str()) {
                 call = call.header(k.as_str(), v.as_str());
             }
         }
-        let res = call
+        let mut res = call
             .send()
             .await
             .map_err(|e| LoginError::Unavailable(format!("STS: {}", without_url(e))))?;
@@ -119,16 +133,19 @@ impl IamLogin {
         if !status.is_success() {
             return Err(LoginError::Refused("STS refused the signature"));
         }
-        if res
-            .content_length()
-            .is_some_and(|n| n > MAX_STS_ANSWER as u64)
-        {
-            return Err(LoginError::Unavailable("STS answer too large".into()));
-        }
-        let text = res
-            .text()
+        // Read at most MAX_STS_ANSWER bytes, chunked answers included.
+        let mut body = Vec::new();
+        while let Some(chunk) = res
+            .chunk()
             .await
-            .map_err(|e| LoginError::Unavailable(format!("STS: {}", without_url(e))))?;
+            .map_err(|e| LoginError::Unavailable(format!("STS: {}", without_url(e))))?
+        {
+            if body.len() + chunk.len() > MAX_STS_ANSWER {
+                return Err(LoginError::Unavailable("STS answer too large".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&body);
         let arn = xml_value(&text, "Arn").ok_or(LoginError::Refused("no ARN in the STS answer"))?;
         principal_arn(arn)
             .map(|a| format!("iam:{a}"))
@@ -136,8 +153,13 @@ impl IamLogin {
     }
 
     /// Every rule but STS's own signature check; returns the headers by
-    /// lower-case name.
-    fn check(&self, req: &LoginRequest, now: i64) -> Result<BTreeMap<String, String>, LoginError> {
+    /// lower-case name and the signature, which holds a replay slot (as in
+    /// flight) until [`IamLogin::login`] settles it.
+    fn check(
+        &self,
+        req: &LoginRequest,
+        now: i64,
+    ) -> Result<(BTreeMap<String, String>, String), LoginError> {
         let refuse = |why| Err(LoginError::Refused(why));
         if req.method != "POST" {
             return refuse("method is not POST");
@@ -210,8 +232,11 @@ impl IamLogin {
                 return refuse("too many logins in flight");
             }
         }
-        seen.insert(sig.signature.to_owned(), now + REPLAY_SECONDS);
-        Ok(headers)
+        // In flight: a second copy arriving before STS answers is refused.
+        let signature = sig.signature.to_owned();
+        seen.insert(signature.clone(), now + REPLAY_SECONDS);
+        drop(seen);
+        Ok((headers, signature))
     }
 }
 

@@ -479,6 +479,29 @@ impl TokenStore for DynamoStore {
         }
     }
 
+    async fn release_fingerprint(&self, fp: &str, token: &str) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(fp_pk(fp)))
+            .key("sk", s("fp"))
+            .condition_expression("#t = :t")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":t", s(token))
+            .send()
+            .metered(&self.metrics, "DeleteItem")
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => match Failure::of("DeleteItem", &e) {
+                // Another holder now, or already gone: nothing to release.
+                f if f.code() == Some("ConditionalCheckFailedException") => Ok(()),
+                f => Err(store_error(f)),
+            },
+        }
+    }
+
     async fn put_key_item(&self, item: &KeyItem) -> Result<Option<KeyItem>, StoreError> {
         let r = self
             .client

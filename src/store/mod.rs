@@ -106,6 +106,11 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Removes a record and its fingerprint item; false when absent.
     async fn delete_token(&self, token: &str) -> Result<bool, StoreError>;
 
+    /// Removes the fingerprint item `fp` if it still names `token`: for a
+    /// holder whose record is gone (DynamoDB's TTL deletes the two items
+    /// separately, sometimes days apart).
+    async fn release_fingerprint(&self, fp: &str, token: &str) -> Result<(), StoreError>;
+
     /// Puts a key item unless one with its id exists; returns the existing
     /// one when it does (the loser of a race uses the winner's key).
     async fn put_key_item(&self, item: &KeyItem) -> Result<Option<KeyItem>, StoreError>;

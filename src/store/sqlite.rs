@@ -76,13 +76,35 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
             }
             continue;
         }
-        let answers: Vec<(tokio::sync::oneshot::Sender<Answer>, Answer)> = batch
-            .into_iter()
-            .map(|j| {
-                let a = (j.op)(&mut conn);
-                (j.reply, a)
-            })
-            .collect();
+        let mut answers: Vec<(tokio::sync::oneshot::Sender<Answer>, Answer)> =
+            Vec::with_capacity(batch.len());
+        let mut jobs = batch.into_iter();
+        let mut lost = None;
+        for j in jobs.by_ref() {
+            // A panicking write fails alone; the thread and the batch go on.
+            let a = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (j.op)(&mut conn)))
+                .unwrap_or_else(|_| Err(StoreError::Internal("a store write panicked".into())));
+            answers.push((j.reply, a));
+            // SQLite rolls the whole transaction back on some errors (full
+            // disk, I/O, out of memory): what ran before is gone, and what
+            // would run next would commit on its own. Stop the batch.
+            if conn.is_autocommit() {
+                lost = Some(StoreError::Unavailable(
+                    "sqlite rolled the group transaction back".into(),
+                ));
+                break;
+            }
+        }
+        if let Some(e) = lost {
+            tracing::error!(error = %e, "sqlite group commit lost");
+            for (reply, _) in answers {
+                let _ = reply.send(Err(e.clone()));
+            }
+            for j in jobs {
+                let _ = j.reply.send(Err(e.clone()));
+            }
+            continue;
+        }
         match conn.execute_batch("COMMIT") {
             Ok(()) => {
                 for (reply, a) in answers {
@@ -355,6 +377,18 @@ impl TokenStore for SqliteStore {
             let n = tx.execute("DELETE FROM tokens WHERE token = ?1", [&token])?;
             tx.commit()?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn release_fingerprint(&self, fp: &str, token: &str) -> Result<(), StoreError> {
+        let (fp, token) = (fp.to_owned(), token.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM fingerprints WHERE fingerprint = ?1 AND token = ?2",
+                [fp, token],
+            )
+            .map(|_| ())
         })
         .await
     }

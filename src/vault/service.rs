@@ -245,6 +245,9 @@ impl Vault {
             Some(r) if !self.expired(&r) => Ok(Some(r)),
             _ => {
                 self.store.delete_token(&token).await?;
+                // The record may already be gone without its fingerprint
+                // item (DynamoDB TTL deletes them separately).
+                self.store.release_fingerprint(fp, &token).await?;
                 Ok(None)
             }
         }

@@ -260,6 +260,42 @@ async fn a_kms_outage_runs_on_cached_keys_then_answers_503_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fingerprint_left_behind_by_ttl_does_not_block_its_value() {
+    let Some(c) = moto_clients().await else {
+        return;
+    };
+    let app = spawn_app_on(Some(c), |_| {}).await;
+    let first = app
+        .tokenize(CARDS[0].1, json!({"deterministic": true}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // DynamoDB's TTL removed the record but not (yet) its fingerprint item.
+    app.aws
+        .as_ref()
+        .unwrap()
+        .dynamodb
+        .delete_item()
+        .table_name(app.settings.store.table.as_deref().unwrap())
+        .key("pk", AttributeValue::S(format!("tok#{first}")))
+        .key("sk", AttributeValue::S("tok".into()))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = app
+        .post(
+            "/tokenize",
+            Some("checkout"),
+            &json!({"value": CARDS[0].1, "deterministic": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_ne!(v["token"].as_str(), Some(first.as_str()));
+    app.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dynamodb_outage_answers_503_writes_nothing_and_recovers() {
     let Some(moto) = shared_moto() else { return };
     let proxy = Cuttable::start(&moto.endpoint).await;
@@ -375,9 +411,14 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
         CARDS[1].1.to_string(),
     ));
 
+    // Retire the pan key: its data keys and the service secrets move, the
+    // pii key's items stay.
     let before = wrapping_keys(&app).await;
-    let old: Vec<String> = app.settings.keys.kms.values().cloned().collect();
-    assert!(before.len() >= 6, "data keys and secrets: {before:?}");
+    let pan_key = app.settings.keys.kms["pan"].clone();
+    let pii_key = app.settings.keys.kms["pii"].clone();
+    let under_pan = before.iter().filter(|(_, k)| *k == pan_key).count();
+    assert!(under_pan >= 6, "two epochs and four secrets: {before:?}");
+    assert!(before.iter().any(|(_, k)| *k == pii_key));
     let second = create_key(&c, "rewrap target").await;
     let kms = KmsKeyProvider::new(c.kms.clone(), app.settings.keys.kms.clone());
     let store = open_store(
@@ -387,16 +428,26 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
     .await;
     let mut opts = tokenvault::rewrap::RewrapOptions {
         to_key: second.clone(),
+        from_key: None,
         classification: None,
         dry_run: true,
         limit: None,
         checkpoint: app.data_dir().join("rewrap.checkpoint"),
     };
     let env = app.settings.environment.clone();
+    assert!(
+        matches!(
+            tokenvault::rewrap::run(&store, &kms, &env, &opts, |_, _| {}).await,
+            Err(tokenvault::rewrap::RewrapError::Unbounded)
+        ),
+        "neither a key nor a classification named: refused"
+    );
+    opts.from_key = Some(pan_key.clone());
     let dry = tokenvault::rewrap::run(&store, &kms, &env, &opts, |_, _| {})
         .await
         .unwrap();
-    assert_eq!(dry.rewrapped as usize, before.len());
+    assert_eq!(dry.rewrapped as usize, under_pan);
+    assert_eq!(dry.other_classification as usize, before.len() - under_pan);
     assert_eq!(
         wrapping_keys(&app).await,
         before,
@@ -423,7 +474,7 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
     .await
     .unwrap();
     assert_eq!(rest.resumed_past, 1, "resumed after the checkpoint");
-    assert_eq!(rest.rewrapped as usize, before.len(), "counts carry over");
+    assert_eq!(rest.rewrapped as usize, under_pan, "counts carry over");
     assert_eq!(
         seen.last(),
         Some(&(before.len() as u64, before.len() as u64))
@@ -432,14 +483,18 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
 
     let after = wrapping_keys(&app).await;
     assert_eq!(after.len(), before.len());
-    assert!(after.iter().all(|(_, k)| *k == second), "{after:?}");
+    for ((id, was), (id2, now)) in before.iter().zip(&after) {
+        assert_eq!(id, id2);
+        let want = if *was == pan_key { &second } else { was };
+        assert_eq!(now, want, "{id}");
+    }
     for (name, bytes) in app.stored_items().await {
-        for o in &old {
-            assert!(
-                !bytes.windows(o.len()).any(|w| w == o.as_bytes()),
-                "{name} still names an old key"
-            );
-        }
+        assert!(
+            !bytes
+                .windows(pan_key.len())
+                .any(|w| w == pan_key.as_bytes()),
+            "{name} still names the retired key"
+        );
     }
     // Fresh caches: every token opens through the re-wrapped keys.
     app.restart().await;
@@ -448,8 +503,12 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
         .await
         .unwrap();
     assert_eq!(
-        (again.rewrapped as usize, again.already as usize),
-        (0, before.len())
+        (
+            again.rewrapped as usize,
+            again.other_classification as usize
+        ),
+        (0, before.len()),
+        "nothing is left under the retired key"
     );
     app.assert_no_leaks();
 }
@@ -557,9 +616,18 @@ async fn migrate_doctor_and_rewrap_from_the_command_line() {
     .await
     .unwrap();
     let target = create_key(&c, "cli target").await;
-    let (ok, out) = run(cmd(&["rewrap", "--to-key", &target, "--dry-run"]));
-    assert!(ok && out.contains("would re-wrap 1 key items"), "{out}");
     let (ok, out) = run(cmd(&["rewrap", "--to-key", &target]));
+    assert!(!ok && out.contains("--from-key"), "unbounded: {out}");
+    let (ok, out) = run(cmd(&[
+        "rewrap",
+        "--to-key",
+        &target,
+        "--from-key",
+        &pan,
+        "--dry-run",
+    ]));
+    assert!(ok && out.contains("would re-wrap 1 key items"), "{out}");
+    let (ok, out) = run(cmd(&["rewrap", "--to-key", &target, "--from-key", &pan]));
     assert!(ok && out.contains("re-wrapped 1 key items"), "{out}");
     let item = p.get_key_item("dk/pan/7").await.unwrap().unwrap();
     assert_eq!(item.wrapping_key_id, target);

@@ -91,7 +91,7 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
     assert_eq!(what["sts_endpoint"], sts_endpoint.as_str());
 
     // The real client, under each assumed role.
-    let client = |role: &str, token: &str| {
+    let client = |role: &str, token: &str, trust: &[&str]| {
         let c = &setup[role];
         let home = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenvault"));
@@ -103,6 +103,7 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
         let out = cmd
             .args(["detokenize", "--url", &app.url, "--cacert"])
             .arg(app.data_dir().join("tls/cert.pem"))
+            .args(trust)
             .arg(token)
             .env("HOME", home.path())
             .env("AWS_ACCESS_KEY_ID", c["AccessKeyId"].as_str().unwrap())
@@ -122,7 +123,14 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     };
-    let (ok, text) = client("support", &token);
+    let trust = ["--server-id", SERVER_ID, "--sts-endpoint", &sts_endpoint];
+    // Unpinned, the client refuses to sign for a server id other than the
+    // URL's host, or for an STS endpoint that is not AWS's over https.
+    let (ok, text) = client("support", &token, &[]);
+    assert!(!ok && text.contains("refusing"), "{text}");
+    let (ok, text) = client("support", &token, &trust[..2]);
+    assert!(!ok && text.contains("not an AWS STS endpoint"), "{text}");
+    let (ok, text) = client("support", &token, &trust);
     assert!(ok, "{text}");
     assert!(
         text.contains("\"masked\":true") && text.contains("1111"),
@@ -130,7 +138,7 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
     );
     assert!(!text.contains(CARDS[0].1));
     // A role no policy names logs in, then is denied by default.
-    let (ok, text) = client("nobody", &token);
+    let (ok, text) = client("nobody", &token, &trust);
     assert!(!ok, "{text}");
     assert!(text.contains("403"), "{text}");
 
