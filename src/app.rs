@@ -102,7 +102,8 @@ pub struct StartupInfo {
     /// The local master key file and whether it was just created; `None`
     /// with KMS.
     pub master_key: Option<(PathBuf, bool)>,
-    pub audit_log: PathBuf,
+    /// Where audit events go: the file, or standard output.
+    pub audit_log: String,
 }
 
 /// Build failures: each names what to fix.
@@ -242,7 +243,10 @@ pub async fn build_with_aws(
             dev_credentials,
             store: store_name,
             master_key,
-            audit_log,
+            audit_log: match settings.audit.sink {
+                AuditSink::Stdout => "standard output".to_owned(),
+                _ => audit_log.display().to_string(),
+            },
         },
     })
 }

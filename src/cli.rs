@@ -406,7 +406,7 @@ fn print_banner(addr: SocketAddr, info: &crate::app::StartupInfo) {
         );
     }
     let _ = writeln!(e, "  store:        {}", info.store);
-    let _ = writeln!(e, "  audit log:    {}", info.audit_log.display());
+    let _ = writeln!(e, "  audit log:    {}", info.audit_log);
     if let Some((master_key, created)) = &info.master_key {
         let _ = writeln!(
             e,
