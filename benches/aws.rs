@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokenvault::config::{KeyKind, Overrides, RoleSettings, Settings, StoreKind};
+use tokenvault::loadgen::test_card;
 
 const API_KEY: &str = "bench-key-0123456789abcdef";
 
@@ -35,26 +36,6 @@ fn main() {
         .build()
         .unwrap()
         .block_on(run(n));
-}
-
-/// A valid Visa number from a counter: `4`, 14 digits, a Luhn check digit.
-fn card(i: u64) -> String {
-    let body = format!("4{:014}", i);
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(k, c)| {
-            let d = u32::from(c - b'0');
-            if k % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
 }
 
 /// The metric samples of a Prometheus text exposition.
@@ -303,7 +284,7 @@ async fn run(n: u64) {
         "start-up: {} KMS calls (service secrets and nothing else)",
         sum(&start_up, "tokenvault_kms_requests_total", &[])
     );
-    b.post("/tokenize", serde_json::json!({"value": card(0)}))
+    b.post("/tokenize", serde_json::json!({"value": test_card(0)}))
         .await;
 
     let m0 = b.metrics().await;
@@ -311,7 +292,7 @@ async fn run(n: u64) {
     let mut tokens = Vec::with_capacity(n as usize);
     for i in 1..=n {
         let v = b
-            .post("/tokenize", serde_json::json!({"value": card(i)}))
+            .post("/tokenize", serde_json::json!({"value": test_card(i)}))
             .await;
         tokens.push(v["token"].as_str().unwrap().to_owned());
     }
@@ -345,7 +326,7 @@ async fn run(n: u64) {
     for i in 1..=det {
         b.post(
             "/tokenize",
-            serde_json::json!({"value": card(1_000_000 + i), "deterministic": true}),
+            serde_json::json!({"value": test_card(1_000_000 + i), "deterministic": true}),
         )
         .await;
     }

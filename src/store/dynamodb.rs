@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
@@ -273,6 +274,24 @@ fn key_from_item(i: &Item) -> Result<KeyItem, StoreError> {
     })
 }
 
+/// A conditional write's outcome: `true` written, `false` its condition did
+/// not hold (another writer got there first, or it is already done).
+fn conditional<T, E: ProvideErrorMetadata>(
+    operation: &str,
+    r: Result<
+        T,
+        aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    >,
+) -> Result<bool, StoreError> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) => match Failure::of(operation, &e) {
+            f if f.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            f => Err(store_error(f)),
+        },
+    }
+}
+
 /// The per-item cancellation codes of a cancelled transaction.
 fn cancelled(
     err: &aws_sdk_dynamodb::error::SdkError<
@@ -492,14 +511,7 @@ impl TokenStore for DynamoStore {
             .send()
             .metered(&self.metrics, "DeleteItem")
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => match Failure::of("DeleteItem", &e) {
-                // Another holder now, or already gone: nothing to release.
-                f if f.code() == Some("ConditionalCheckFailedException") => Ok(()),
-                f => Err(store_error(f)),
-            },
-        }
+        conditional("DeleteItem", r).map(|_| ())
     }
 
     async fn put_key_item(&self, item: &KeyItem) -> Result<Option<KeyItem>, StoreError> {
@@ -596,13 +608,7 @@ impl TokenStore for DynamoStore {
             .send()
             .metered(&self.metrics, "UpdateItem")
             .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) => match Failure::of("UpdateItem", &e) {
-                f if f.code() == Some("ConditionalCheckFailedException") => Ok(false),
-                f => Err(store_error(f)),
-            },
-        }
+        conditional("UpdateItem", r)
     }
 
     async fn claim_idempotency(
@@ -693,13 +699,7 @@ impl TokenStore for DynamoStore {
             .send()
             .metered(&self.metrics, "UpdateItem")
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => match Failure::of("UpdateItem", &e) {
-                f if f.code() == Some("ConditionalCheckFailedException") => Ok(()),
-                f => Err(store_error(f)),
-            },
-        }
+        conditional("UpdateItem", r).map(|_| ())
     }
 
     async fn release_idempotency(&self, key: &str, owner: &str) -> Result<(), StoreError> {
@@ -716,13 +716,7 @@ impl TokenStore for DynamoStore {
             .send()
             .metered(&self.metrics, "DeleteItem")
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => match Failure::of("DeleteItem", &e) {
-                f if f.code() == Some("ConditionalCheckFailedException") => Ok(()),
-                f => Err(store_error(f)),
-            },
-        }
+        conditional("DeleteItem", r).map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
