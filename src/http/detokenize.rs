@@ -1,6 +1,8 @@
 //! `POST /detokenize`: support tools read a card back, in full or masked,
 //! as their role allows; every attempt is audited before the answer leaves.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -9,10 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditEvent;
 use crate::auth::policy::Permission;
 use crate::auth::rate::Refusal;
-use crate::telemetry::DetokenizeLabels;
-use std::collections::HashMap;
-
 use crate::store::TokenRecord;
+use crate::telemetry::DetokenizeLabels;
 use crate::vault::token::Token;
 use crate::vault::{Vault, VaultError};
 

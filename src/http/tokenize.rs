@@ -1,7 +1,6 @@
 //! `POST /tokenize`: checkout backends trade card numbers for tokens.
 
 use std::collections::BTreeMap;
-
 use std::sync::Arc;
 
 use axum::extract::State;
