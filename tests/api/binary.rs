@@ -74,6 +74,18 @@ fn start_serve(args: &[&std::ffi::OsStr], out_path: &Path) -> (ChildGuard, Strin
     (guard, banner, url)
 }
 
+/// Runs `cmd` with `input` on its standard input; its output.
+fn with_stdin(mut cmd: Command, input: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
@@ -259,21 +271,10 @@ async fn sighup_reloads_keys_and_roles_and_keeps_them_when_the_file_is_bad() {
 
     // The command-line client, with an API key and the vault's own CA.
     let client_tokenize = |key: &str| {
-        let mut child = tokenvault()
-            .args(["tokenize", "--url", &url, "--api-key", key, "--cacert"])
-            .arg(data.join("tls/cert.pem"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{}\n", CARDS[2].1).as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let mut cmd = tokenvault();
+        cmd.args(["tokenize", "--url", &url, "--api-key", key, "--cacert"])
+            .arg(data.join("tls/cert.pem"));
+        let out = with_stdin(cmd, format!("{}\n", CARDS[2].1).as_bytes());
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned()
@@ -322,22 +323,12 @@ fn verify_audit(data: &PathBuf, ok: bool) {
 
 #[test]
 fn redact_filters_stdin_to_stdout() {
-    let mut child = tokenvault()
-        .args(["redact", "--format", "ndjson"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"{\"card\": 4111111111111111, \"who\": \"a@b.io\"}\nplain 5555-5555-5555-4444\n",
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = tokenvault();
+    cmd.args(["redact", "--format", "ndjson"]);
+    let out = with_stdin(
+        cmd,
+        b"{\"card\": 4111111111111111, \"who\": \"a@b.io\"}\nplain 5555-5555-5555-4444\n",
+    );
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
