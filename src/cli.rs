@@ -499,7 +499,7 @@ fn redact(args: RedactArgs) -> anyhow::Result<ExitCode> {
         let mut splitter = LineSplitter::new(MAX_LINE);
         let mut take = |p: Piece<'_>, out: &mut Vec<u8>| -> Result<(), RedactError> {
             match p {
-                Piece::Line(l) => session.line(format, l, out),
+                Piece::Lines(l) => session.lines(format, l, out),
                 Piece::TooLong { newline } => {
                     out.extend_from_slice(TOO_LONG);
                     if newline {

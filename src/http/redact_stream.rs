@@ -120,7 +120,7 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, String>>, tx: mpsc::Sende
     let report = job.opts.report;
     let mut take = |piece: Piece<'_>, out: &mut Vec<u8>| -> Result<(), RedactError> {
         match piece {
-            Piece::Line(l) => session.line(format, l, out),
+            Piece::Lines(l) => session.lines(format, l, out),
             Piece::TooLong { newline } => {
                 if !report {
                     out.extend_from_slice(TOO_LONG);

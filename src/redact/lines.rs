@@ -1,12 +1,15 @@
 //! Splitting a byte stream into lines with bounded memory, for streamed
 //! text and NDJSON: a line longer than the limit is never held whole; it
-//! is replaced by a marker (fail closed) and skipped to its end.
+//! is replaced by a marker (fail closed) and skipped to its end. The whole
+//! lines of a chunk are handed out together, so the scanner pays its fixed
+//! cost per chunk, not per line.
 
 /// What the splitter hands out.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece<'a> {
-    /// A complete line, with its newline (the last may lack one).
-    Line(&'a [u8]),
+    /// One or more complete lines, each with its newline (the last line
+    /// of the stream may lack one).
+    Lines(&'a [u8]),
     /// A line over the limit, dropped whole; `newline` says whether it
     /// ended (so the output keeps one line per input line).
     TooLong { newline: bool },
@@ -37,28 +40,22 @@ impl LineSplitter {
         mut chunk: &[u8],
         mut f: impl FnMut(Piece<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        while !chunk.is_empty() {
-            let nl = memchr::memchr(b'\n', chunk);
-            if self.skipping {
-                match nl {
-                    Some(i) => {
-                        self.skipping = false;
-                        f(Piece::TooLong { newline: true })?;
-                        chunk = &chunk[i + 1..];
-                    }
-                    None => return Ok(()),
-                }
-                continue;
-            }
-            match nl {
-                Some(i) if self.buf.is_empty() && i <= self.max_line => {
-                    f(Piece::Line(&chunk[..=i]))?;
-                    chunk = &chunk[i + 1..];
-                }
+        // First what an earlier chunk left: a line being skipped, or the
+        // start of a line.
+        if self.skipping {
+            let Some(i) = memchr::memchr(b'\n', chunk) else {
+                return Ok(());
+            };
+            self.skipping = false;
+            f(Piece::TooLong { newline: true })?;
+            chunk = &chunk[i + 1..];
+        }
+        if !self.buf.is_empty() {
+            match memchr::memchr(b'\n', chunk) {
                 Some(i) if self.buf.len() + i <= self.max_line => {
                     self.buf.extend_from_slice(&chunk[..=i]);
                     let line = std::mem::take(&mut self.buf);
-                    f(Piece::Line(&line))?;
+                    f(Piece::Lines(&line))?;
                     self.buf = line;
                     self.buf.clear();
                     chunk = &chunk[i + 1..];
@@ -79,6 +76,28 @@ impl LineSplitter {
                 }
             }
         }
+        // Then the chunk's whole lines, together, with each overlong one
+        // cut out.
+        let (mut block, mut line) = (0, 0);
+        for i in memchr::memchr_iter(b'\n', chunk) {
+            if i - line > self.max_line {
+                if block < line {
+                    f(Piece::Lines(&chunk[block..line]))?;
+                }
+                f(Piece::TooLong { newline: true })?;
+                block = i + 1;
+            }
+            line = i + 1;
+        }
+        if block < line {
+            f(Piece::Lines(&chunk[block..line]))?;
+        }
+        let tail = &chunk[line..];
+        if tail.len() <= self.max_line {
+            self.buf.extend_from_slice(tail);
+        } else {
+            self.skipping = true;
+        }
         Ok(())
     }
 
@@ -90,7 +109,7 @@ impl LineSplitter {
         }
         if !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);
-            f(Piece::Line(&line))?;
+            f(Piece::Lines(&line))?;
         }
         Ok(())
     }
@@ -104,10 +123,13 @@ mod tests {
         let mut s = LineSplitter::new(max);
         let mut out = Vec::new();
         let mut take = |p: Piece<'_>| -> Result<(), ()> {
-            out.push(match p {
-                Piece::Line(l) => String::from_utf8_lossy(l).into_owned(),
-                Piece::TooLong { newline } => format!("TOO LONG {newline}"),
-            });
+            match p {
+                Piece::Lines(b) => out.extend(
+                    b.split_inclusive(|&c| c == b'\n')
+                        .map(|l| String::from_utf8_lossy(l).into_owned()),
+                ),
+                Piece::TooLong { newline } => out.push(format!("TOO LONG {newline}")),
+            }
             Ok(())
         };
         for c in chunks {

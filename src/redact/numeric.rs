@@ -16,13 +16,32 @@ fn is_digit(b: u8) -> bool {
     b.is_ascii_digit()
 }
 
-/// Whether any byte of `w` is an ASCII digit: `b ^ 0x30` is below 10
-/// exactly for digits, and the classic has-less-than bit trick tests all
-/// eight bytes at once.
-fn has_digit(w: u64) -> bool {
+/// A word with the high bit set in exactly the bytes of `w` that are ASCII
+/// digits. `x = b ^ 0x30` is below 10 exactly for digits; adding 0x76 to
+/// its low seven bits sets bit 7 when they reach 10, and no byte carries
+/// into the next, so every byte is judged on its own.
+fn digit_bytes(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let x = w ^ (0x30 * ONES);
-    x.wrapping_sub(10 * ONES) & !x & (0x80 * ONES) != 0
+    let t = (x & (0x7f * ONES)) + (0x76 * ONES);
+    !(t | x) & (0x80 * ONES)
+}
+
+/// The first digit at or after `from`: eight bytes at a time, as most
+/// bytes of a log are not digits.
+fn next_digit(text: &[u8], mut from: usize) -> Option<usize> {
+    while from + 8 <= text.len() {
+        let w = u64::from_le_bytes(text[from..from + 8].try_into().expect("8 bytes"));
+        let d = digit_bytes(w);
+        if d != 0 {
+            return Some(from + d.trailing_zeros() as usize / 8);
+        }
+        from += 8;
+    }
+    text[from..]
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|p| from + p)
 }
 
 fn is_sep(b: u8) -> bool {
@@ -42,27 +61,26 @@ impl Group {
     }
 }
 
-/// Appends the numeric findings of `text` for the enabled kinds.
-pub fn scan(text: &[u8], pan: bool, ssn: bool, phone: bool, out: &mut Vec<Finding>) {
+/// Appends the numeric findings of `text` for the enabled kinds, and
+/// calls `on_run` with every digit run (its range and digit count) for the
+/// detectors anchored on digits.
+pub fn scan(
+    text: &[u8],
+    pan: bool,
+    ssn: bool,
+    phone: bool,
+    out: &mut Vec<Finding>,
+    mut on_run: impl FnMut(std::ops::Range<usize>, usize, &mut Vec<Finding>),
+) {
     // Reused across runs; no cap, so a card after many groups is found.
     let mut groups: Vec<Group> = Vec::new();
     let mut i = 0;
     let n = text.len();
-    while i < n {
-        if !is_digit(text[i]) {
-            i += 1;
-            // Most bytes are not digits: skip eight at a time.
-            while i + 8 <= n
-                && !has_digit(u64::from_le_bytes(
-                    text[i..i + 8].try_into().expect("8 bytes"),
-                ))
-            {
-                i += 8;
-            }
-            continue;
-        }
-        // A run: digit groups joined by one or two separator bytes.
-        groups.clear();
+    while let Some(at) = next_digit(text, i) {
+        i = at;
+        // A run: digit groups joined by one or two separator bytes. Most
+        // runs are short (dates, times, counters): they are measured
+        // first, and split into groups only when long enough to matter.
         let mut j = i;
         let mut digits = 0;
         loop {
@@ -70,7 +88,6 @@ pub fn scan(text: &[u8], pan: bool, ssn: bool, phone: bool, out: &mut Vec<Findin
             while j < n && is_digit(text[j]) {
                 j += 1;
             }
-            groups.push(Group { start, end: j });
             digits += j - start;
             let mut k = j;
             while k < n && k - j < 2 && is_sep(text[k]) {
@@ -82,8 +99,21 @@ pub fn scan(text: &[u8], pan: bool, ssn: bool, phone: bool, out: &mut Vec<Findin
             j = k;
         }
         if digits >= MIN_DIGITS {
+            groups.clear();
+            let mut g = i;
+            while g < j {
+                let start = g;
+                while g < j && is_digit(text[g]) {
+                    g += 1;
+                }
+                groups.push(Group { start, end: g });
+                while g < j && !is_digit(text[g]) {
+                    g += 1;
+                }
+            }
             classify(text, &groups, pan, ssn, phone, out);
         }
+        on_run(i..j, digits, out);
         i = j;
     }
 }
@@ -181,7 +211,7 @@ fn nanp(text: &[u8], groups: &[Group], w: usize, out: &mut Vec<Finding>) {
 #[cfg(test)]
 fn found(text: &str) -> Vec<(Kind, String)> {
     let mut out = Vec::new();
-    scan(text.as_bytes(), true, true, true, &mut out);
+    scan(text.as_bytes(), true, true, true, &mut out, |_, _, _| {});
     out.into_iter()
         .map(|f: Finding| (f.kind, text[f.range].to_owned()))
         .collect()
@@ -216,18 +246,25 @@ mod tests {
     }
 
     #[test]
-    fn has_digit_is_exact() {
+    fn digit_bytes_is_exact_per_byte() {
+        // Every byte value, beside every other, in every position.
         for b in 0..=255u8 {
-            for pos in 0..8 {
-                let mut w = [b'x'; 8];
-                w[pos] = b;
-                assert_eq!(
-                    has_digit(u64::from_le_bytes(w)),
-                    b.is_ascii_digit(),
-                    "{b} at {pos}"
-                );
+            for other in [0u8, b'0', b'9', b'/', b':', 0x80, 0xb0, 0xff] {
+                for pos in 0..8 {
+                    let mut w = [other; 8];
+                    w[pos] = b;
+                    let want = w
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.is_ascii_digit())
+                        .fold(0u64, |m, (i, _)| m | 0x80 << (8 * i));
+                    assert_eq!(digit_bytes(u64::from_le_bytes(w)), want, "{b} at {pos}");
+                }
             }
         }
+        assert_eq!(next_digit(b"abcdefghijk7", 0), Some(11));
+        assert_eq!(next_digit(b"abcdefgh", 0), None);
+        assert_eq!(next_digit(b"a1", 1), Some(1));
     }
 
     #[test]

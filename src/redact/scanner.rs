@@ -1,21 +1,30 @@
 //! One pass over the input for every enabled detector.
 //!
-//! The patterns of all enabled detectors (and a keep-pattern for vault
-//! tokens) compile into one regex-automata multi-pattern regex; each match
-//! names its pattern and goes to that detector's validator. Where a
-//! validator rejects all or part of its match, only that span is searched
-//! again, with the other detectors' own regexes, and only those whose
-//! necessary bytes occur in it. Digit runs (cards, dashed SSNs, North
-//! American phones) are found by a byte loop (`numeric`) beside the regex
-//! pass; the two sets of findings are merged.
+//! A regex over the union of all patterns has no literal prefix (an email
+//! starts with any letter, an IBAN with any two capitals), so it runs its
+//! automaton over every byte and was the largest cost of a scan. Instead
+//! each detector names an [`Anchor`], the place its pattern can start, and
+//! the scan finds anchors cheaply and runs patterns only there:
+//!
+//! - literal-prefixed patterns (PEM, JWT, AWS key ids, `bearer`, and the
+//!   vault-token keep pattern) share one regex whose prefilter skips to
+//!   their literals;
+//! - `@` and `+` are found by `memchr`;
+//! - `name = value` pairs from each `:` or `=` whose name ends in a key
+//!   name, checked backwards from the separator;
+//! - digit runs (cards, dashed SSNs, North American phones, and the IBAN
+//!   and SSN-context anchors) by one byte loop (`numeric`).
+//!
+//! Each match goes to its detector's validator. The findings of all
+//! anchors are merged: sorted, overlaps joined.
 
 use std::ops::Range;
 
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
-use regex_automata::{Input, PatternID};
+use regex_automata::{Anchored, Input, PatternID};
 
-use super::detectors::{DETECTORS, Detector, Finding, Kind};
+use super::detectors::{Anchor, DETECTORS, DigitTrigger, Finding, Kind};
 use super::numeric;
 
 /// Vault tokens are never redacted: a match that is a real token (its
@@ -32,79 +41,18 @@ fn is_vault_token(text: &[u8], r: &Range<usize>) -> bool {
             .is_ok_and(|t| crate::vault::token::Token::parse(t).is_ok())
 }
 
-/// Lazy-DFA cache per search thread: enough that the combined automaton's
-/// states are built once and reused, not rebuilt after a cache clear.
-const CACHE_BYTES: usize = 16 << 20;
+/// Lazy-DFA cache per search thread: enough that an automaton's states
+/// are built once and reused, not rebuilt after a cache clear.
+const CACHE_BYTES: usize = 4 << 20;
 
-/// Cheap facts about a span, to skip detectors that cannot match in it.
-#[derive(Clone, Copy)]
-struct Features(u16);
+/// How far back from a `:` or `=` a key name is looked for. Longer names
+/// are read from their last `KEY_SPAN` bytes.
+const KEY_SPAN: usize = 64;
 
-const DIGIT: u16 = 1;
-const UPPER: u16 = 2;
-const LOWER: u16 = 4;
-const AT: u16 = 8;
-const PLUS: u16 = 16;
-const DOT: u16 = 32;
-const COLON: u16 = 64;
-const DASH: u16 = 128;
-const SEP: u16 = 256;
+/// Bytes of a key name: what the lazy prefix of a keyed pattern skips.
+const KEY_NAME: &str = r"[A-Za-z0-9_\-]*?";
 
-impl Features {
-    fn of(s: &[u8]) -> Features {
-        let mut f = 0;
-        for &b in s {
-            f |= match b {
-                b'0'..=b'9' => DIGIT,
-                b'A'..=b'Z' => UPPER,
-                b'a'..=b'z' => LOWER,
-                b'@' => AT,
-                b'+' => PLUS,
-                b'.' => DOT | SEP,
-                b':' => COLON,
-                b'-' => DASH | SEP,
-                b' ' | b'(' | b')' => SEP,
-                _ => 0,
-            };
-        }
-        Features(f)
-    }
-
-    fn has(self, bits: u16) -> bool {
-        self.0 & bits == bits
-    }
-}
-
-/// What a detector needs in a span to have any chance of matching there.
-fn needs(d: &Detector) -> u16 {
-    use super::detectors::Kind::*;
-    match d.kind {
-        Ssn => DIGIT,
-        // Cards are found by the digit-run scan, never by a regex.
-        Pan => u16::MAX,
-        Phone => DIGIT | SEP,
-        Email => AT,
-        Iban => UPPER | DIGIT,
-        AwsKeyId => UPPER,
-        AwsSecret | Jwt => UPPER | LOWER,
-        PrivateKey => DASH | UPPER,
-        Secret | Cvv => 0,
-        Ip => DIGIT,
-    }
-}
-
-/// The compiled scanner for one set of enabled detectors.
-pub struct Scanner {
-    all: Regex,
-    /// Index into `DETECTORS` of each pattern after the keep-pattern.
-    index: Vec<usize>,
-    /// Each enabled detector alone, for rescanning rejected spans.
-    each: Vec<(usize, Regex)>,
-    /// Which digit-run detectors are on: cards, SSNs, phones.
-    numeric: [bool; 3],
-}
-
-fn build(patterns: &[&str]) -> Regex {
+fn build(patterns: &[String]) -> Regex {
     Regex::builder()
         .configure(Regex::config().hybrid_cache_capacity(CACHE_BYTES))
         .syntax(syntax::Config::new().unicode(false).utf8(false))
@@ -112,95 +60,300 @@ fn build(patterns: &[&str]) -> Regex {
         .expect("detector patterns compile")
 }
 
+/// Patterns searched together, each mapped to its detector.
+struct Group {
+    re: Regex,
+    /// Index into `DETECTORS` of each pattern; `None` for the keep pattern.
+    detector: Vec<Option<usize>>,
+}
+
+impl Group {
+    fn new(members: Vec<(Option<usize>, String)>) -> Option<Group> {
+        if members.is_empty() {
+            return None;
+        }
+        let (detector, patterns): (Vec<_>, Vec<_>) = members.into_iter().unzip();
+        Some(Group {
+            re: build(&patterns),
+            detector,
+        })
+    }
+
+    /// Runs the validator of the pattern that matched; whether it found
+    /// anything.
+    fn validate(
+        &self,
+        text: &[u8],
+        pattern: PatternID,
+        r: Range<usize>,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let Some(di) = self.detector[pattern.as_usize()] else {
+            return false;
+        };
+        let before = out.len();
+        (DETECTORS[di].validate)(text, r, out);
+        out.len() > before
+    }
+
+    /// One search from `at`, anchored there or not, within `text[..end]`.
+    fn search(
+        &self,
+        text: &[u8],
+        at: usize,
+        end: usize,
+        anchored: bool,
+    ) -> Option<(PatternID, Range<usize>)> {
+        let mode = if anchored {
+            Anchored::Yes
+        } else {
+            Anchored::No
+        };
+        let input = Input::new(text).span(at..end).anchored(mode);
+        self.re.search(&input).map(|m| (m.pattern(), m.range()))
+    }
+}
+
+/// Key names of the keyed detectors, normalized (lower case, no `_` or
+/// `-`) and reversed, for a suffix test read backwards from a separator.
+struct Keys {
+    reversed: Vec<Vec<u8>>,
+    /// Bytes a key name can end with (either case), to reject most
+    /// separators (`12:30`, `status=`) with one lookup.
+    last: [bool; 256],
+}
+
+impl Keys {
+    fn new(names: &[&str]) -> Keys {
+        let mut last = [false; 256];
+        let reversed = names
+            .iter()
+            .map(|n| {
+                let b = *n.as_bytes().last().expect("key names are not empty");
+                last[usize::from(b)] = true;
+                last[usize::from(b.to_ascii_uppercase())] = true;
+                n.bytes().rev().collect()
+            })
+            .collect();
+        Keys { reversed, last }
+    }
+
+    /// Whether the name `text[start..end]` ends in a key name.
+    fn ends_name(&self, text: &[u8], start: usize, end: usize) -> bool {
+        let mut norm = [0u8; KEY_SPAN];
+        let mut n = 0;
+        for &b in text[start..end].iter().rev() {
+            if b != b'_' && b != b'-' {
+                norm[n] = b.to_ascii_lowercase();
+                n += 1;
+            }
+        }
+        self.reversed.iter().any(|k| norm[..n].starts_with(k))
+    }
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+/// The compiled scanner for one set of enabled detectors.
+pub struct Scanner {
+    /// Literal-prefixed patterns and the keep pattern.
+    literal: Group,
+    /// `name = value` patterns, each behind a lazy key-name prefix,
+    /// searched anchored at the start of the name before a separator.
+    keyed: Option<(Group, Keys)>,
+    plus: Option<Group>,
+    at: Option<Group>,
+    /// Digit-anchored detectors with their trigger (a window to search).
+    digits: Vec<(Group, DigitTrigger)>,
+    own: Option<Group>,
+    /// Which digit-run detectors are on: cards, SSNs, phones.
+    numeric: [bool; 3],
+}
+
 impl Scanner {
     /// A scanner for the detectors whose bit is set in `enabled`.
     pub fn new(enabled: u32) -> Self {
-        let index: Vec<usize> = (0..DETECTORS.len())
-            .filter(|&i| enabled & DETECTORS[i].kind.bit() != 0)
-            .collect();
-        let mut patterns = vec![TOKEN_KEEP];
-        patterns.extend(index.iter().map(|&i| DETECTORS[i].pattern));
-        let each = index
-            .iter()
-            .map(|&i| (i, build(&[DETECTORS[i].pattern])))
-            .collect();
+        let mut literal = vec![(None, TOKEN_KEEP.to_owned())];
+        let mut keyed = Vec::new();
+        let mut key_names = Vec::new();
+        let (mut plus, mut at, mut own) = (Vec::new(), Vec::new(), Vec::new());
+        let mut digits = Vec::new();
+        for (i, d) in DETECTORS.iter().enumerate() {
+            if enabled & d.kind.bit() == 0 {
+                continue;
+            }
+            let member = (Some(i), d.pattern.to_owned());
+            match d.anchor {
+                Anchor::Literal => literal.push(member),
+                Anchor::Key(names) => {
+                    keyed.push((Some(i), format!("{KEY_NAME}(?:{})", d.pattern)));
+                    key_names.extend_from_slice(names);
+                }
+                Anchor::Plus => plus.push(member),
+                Anchor::At => at.push(member),
+                Anchor::Digits(trigger) => {
+                    digits.push((Group::new(vec![member]).expect("one pattern"), trigger))
+                }
+                Anchor::Own => own.push(member),
+            }
+        }
         let on = |k: Kind| enabled & k.bit() != 0;
         Self {
-            all: build(&patterns),
-            index,
-            each,
+            literal: Group::new(literal).expect("the keep pattern"),
+            keyed: Group::new(keyed).map(|g| (g, Keys::new(&key_names))),
+            plus: Group::new(plus),
+            at: Group::new(at),
+            digits,
+            own: Group::new(own),
             numeric: [on(Kind::Pan), on(Kind::Ssn), on(Kind::Phone)],
         }
     }
 
     /// Appends the findings of `text` to `out`, in order, not overlapping.
+    /// `text` may hold many lines: no pattern matches across a newline.
     pub fn scan(&self, text: &[u8], out: &mut Vec<Finding>) {
         let first = out.len();
-        let mut found = Vec::new();
         let mut keep: Vec<Range<usize>> = Vec::new();
-        for m in self.all.find_iter(text) {
-            if m.pattern() == PatternID::ZERO {
-                if is_vault_token(text, &m.range()) {
-                    keep.push(m.range());
+        self.literals(text, &mut keep, out);
+        if let Some((g, keys)) = &self.keyed {
+            keyed(g, keys, text, out);
+        }
+        if let Some(g) = &self.plus {
+            for p in memchr::memchr_iter(b'+', text) {
+                if let Some((id, r)) = g.search(text, p, text.len(), true) {
+                    g.validate(text, id, r, out);
+                }
+            }
+        }
+        if let Some(g) = &self.at {
+            emails(g, text, out);
+        }
+        if let Some(g) = &self.own {
+            let mut from = 0;
+            while let Some((id, r)) = g.search(text, from, text.len(), false) {
+                from = if g.validate(text, id, r.clone(), out) {
+                    r.end
                 } else {
-                    self.rescan(text, m.range(), usize::MAX, out);
-                }
-                continue;
+                    r.start + 1
+                };
             }
-            let di = self.index[m.pattern().as_usize() - 1];
-            found.clear();
-            (DETECTORS[di].validate)(text, m.range(), &mut found);
-            // Rescan what the validator did not claim: all of a rejected
-            // match, or the trimmed tail of one that may split (a value
-            // after its key name is never rescanned: the rest is the name).
-            if found.is_empty() {
-                self.rescan(text, m.range(), di, out);
-            } else if DETECTORS[di].splits {
-                let end = found.iter().map(|f| f.range.end).max().unwrap_or(m.end());
-                if end < m.end() {
-                    self.rescan(text, end..m.end(), di, out);
-                }
-            }
-            out.append(&mut found);
         }
         let [pan, ssn, phone] = self.numeric;
-        if pan || ssn || phone {
-            let from = out.len();
-            numeric::scan(text, pan, ssn, phone, out);
-            // Nothing inside a vault token is redacted.
-            if !keep.is_empty() {
-                for f in &mut out[from..] {
-                    if keep
-                        .iter()
-                        .any(|k| k.start < f.range.end && f.range.start < k.end)
+        if pan || ssn || phone || !self.digits.is_empty() {
+            numeric::scan(text, pan, ssn, phone, out, |run, n, out| {
+                for (g, trigger) in &self.digits {
+                    if let Some(w) = trigger(text, run.clone(), n)
+                        && let Some((id, r)) = g.search(text, w.start, w.end, false)
                     {
-                        f.range = usize::MAX..usize::MAX;
+                        g.validate(text, id, r, out);
                     }
+                }
+            });
+        }
+        // Nothing inside a vault token is redacted.
+        if !keep.is_empty() {
+            for f in &mut out[first..] {
+                if keep
+                    .iter()
+                    .any(|k| k.start <= f.range.start && f.range.end <= k.end)
+                {
+                    f.range = usize::MAX..usize::MAX;
                 }
             }
         }
         normalize(&mut out[first..]);
-        let mut keep = first;
+        let mut kept = first;
         for i in first..out.len() {
             if out[i].range.start != usize::MAX {
-                out.swap(keep, i);
-                keep += 1;
+                out.swap(kept, i);
+                kept += 1;
             }
         }
-        out.truncate(keep);
+        out.truncate(kept);
     }
 
-    /// Searches `span` (widened by one byte to the left, for a `+` or `(`
-    /// that starts a phone number) with every enabled detector but `skip`.
-    fn rescan(&self, text: &[u8], span: Range<usize>, skip: usize, out: &mut Vec<Finding>) {
-        let span = span.start.saturating_sub(1)..span.end;
-        let features = Features::of(&text[span.clone()]);
-        for (di, re) in &self.each {
-            if *di == skip || !features.has(needs(&DETECTORS[*di])) {
-                continue;
+    /// The literal-prefixed patterns. A match its validator rejects (or a
+    /// `tok_…` that is no vault token) is searched again from its second
+    /// byte, so it cannot hide a match that starts inside it.
+    fn literals(&self, text: &[u8], keep: &mut Vec<Range<usize>>, out: &mut Vec<Finding>) {
+        let g = &self.literal;
+        let mut from = 0;
+        while from < text.len() {
+            let Some((id, r)) = g.search(text, from, text.len(), false) else {
+                break;
+            };
+            let accepted = if id == PatternID::ZERO {
+                let token = is_vault_token(text, &r);
+                if token {
+                    keep.push(r.clone());
+                }
+                token
+            } else {
+                g.validate(text, id, r.clone(), out)
+            };
+            from = if accepted { r.end } else { r.start + 1 };
+        }
+    }
+}
+
+/// `name = value` pairs: at each `:` or `=`, the name before it (after
+/// up to three spaces or tabs and a quote) is read backwards; where it
+/// ends in a key name, the keyed patterns run anchored at its start.
+fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
+    let mut done = 0;
+    for p in memchr::memchr2_iter(b':', b'=', text) {
+        if p < done {
+            continue;
+        }
+        let mut end = p;
+        while end > 0 && p - end < 3 && matches!(text[end - 1], b' ' | b'\t') {
+            end -= 1;
+        }
+        if end > 0 && text[end - 1] == b'"' {
+            end -= 1;
+        }
+        if end == 0 || !keys.last[usize::from(text[end - 1])] {
+            continue;
+        }
+        let mut start = end;
+        while start > 0 && end - start < KEY_SPAN && is_name_byte(text[start - 1]) {
+            start -= 1;
+        }
+        if start == end || !keys.ends_name(text, start, end) {
+            continue;
+        }
+        // `(?:\b|_)` in a pattern may need the byte before the name.
+        if let Some((id, r)) = g.search(text, start, text.len(), true) {
+            let end = r.end;
+            if g.validate(text, id, r, out) {
+                done = end;
             }
-            for m in re.find_iter(Input::new(text).range(span.clone())) {
-                (DETECTORS[*di].validate)(text, m.range(), out);
+        }
+    }
+}
+
+/// Email: each `@`, the match starting where the local-part bytes before
+/// it start.
+fn emails(g: &Group, text: &[u8], out: &mut Vec<Finding>) {
+    let local = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
+    let mut done = 0;
+    for p in memchr::memchr_iter(b'@', text) {
+        if p < done {
+            continue;
+        }
+        let mut start = p;
+        while start > done && local(text[start - 1]) {
+            start -= 1;
+        }
+        if start == p {
+            continue;
+        }
+        if let Some((id, r)) = g.search(text, start, text.len(), true) {
+            let end = r.end;
+            if g.validate(text, id, r, out) {
+                done = end;
             }
         }
     }

@@ -294,3 +294,67 @@ fn reports_and_option_errors_never_echo_input() {
         .unwrap_err();
     assert!(!e.0.contains("4111"), "{e}");
 }
+
+/// The raw NDJSON walker against the `Value` walker, line by line: the
+/// same redacted document (spacing aside) and the same report, on shapes
+/// chosen to reach every branch of the raw walker, and on the corpus.
+#[test]
+fn the_raw_walker_agrees_with_the_value_walker() {
+    let r = Redactor::new(
+        &EngineSettings::default(),
+        Some(HashKey::new("t1", &[9; 32])),
+    )
+    .unwrap();
+    let token = crate::vault::token::Token::random().into_string();
+    let mut lines: Vec<String> = [
+        r#"{"a": "mail bob@example.com now", "n": 4111111111111111, "f": 4111111111111111.0}"#,
+        r#"{"e": 4.111111111111111e15, "neg": -4111111111111111, "small": 12, "x": 1.5}"#,
+        r#"  [ "4111 1111 1111 1111" , {"cvv": 123}, [ {"password": ["a", 1, null, true]} ] ]  "#,
+        r#"{"card": {"number": "4111111111111111", "exp": {"m": 1, "y": 2030}}, "ok": false}"#,
+        r#"{"cardNumber": "TOKEN", "pan": null, "ssn": "078-05-1120"}"#,
+        r#"{"k bob@example.com": "v", "api_key": "abc", "note": "password=hunter2 ok"}"#,
+        r#"{"deep": {"a": [{"b": {"c": "078-05-1120 and +44 20 7946 0958"}}]}}"#,
+        r#""4111111111111111""#,
+        r#"4111111111111111"#,
+        r#"{"iban": "GB82 WEST 1234 5698 7654 32", "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"}"#,
+        r#"{"empty": {}, "none": [], "unicode": "é bob@example.com ✓"}"#,
+        r#"{"not json": 4111111111111111"#,
+        r#"{"a":1}{"b":2} 4111111111111111"#,
+        "{\"ctl\": \"tab\there 4111111111111111\"}",
+    ]
+    .iter()
+    .map(|l| l.replace("TOKEN", &token))
+    .collect();
+    let corpus = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/eval/corpus/events.ndjson"),
+    )
+    .unwrap_or_default();
+    lines.extend(corpus.lines().take(2000).map(str::to_owned));
+    let option_sets = [
+        Options::default(),
+        Options::default()
+            .with_actions(Some("pan:label,email:hash,secret:label"))
+            .unwrap(),
+        Options {
+            report: true,
+            ..Options::default()
+        },
+    ];
+    for opts in &option_sets {
+        for line in &lines {
+            let line = format!("{line}\n");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut raw = r.session(opts, None);
+            raw.ndjson_line(line.as_bytes(), &mut a).unwrap();
+            let mut walked = r.session(opts, None);
+            walked.ndjson_line_parsed(line.as_bytes(), &mut b).unwrap();
+            let parsed = |v: &[u8]| serde_json::from_slice::<serde_json::Value>(v).ok();
+            match (parsed(&a), parsed(&b)) {
+                (Some(x), Some(y)) => assert_eq!(x, y, "{line}"),
+                _ => assert_eq!(a, b, "{line}"),
+            }
+            assert_eq!(raw.findings, walked.findings, "{line}");
+        }
+    }
+}

@@ -3,13 +3,13 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, alnum, push};
+use super::{Anchor, Detector, Finding, Kind, alnum, push};
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::AwsKeyId,
     pattern: r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z2-7]{16}",
     validate,
-    splits: false,
+    anchor: Anchor::Literal,
 };
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

@@ -9,13 +9,13 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, push, value_start};
+use super::{Anchor, Detector, Finding, Kind, push, value_start};
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::AwsSecret,
     pattern: r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)"?[ \t]{0,3}[:=][ \t]{0,3}"?[A-Za-z0-9/+]+=*"#,
     validate,
-    splits: false,
+    anchor: Anchor::Key(&["awssecretkey", "awssecretaccesskey", "secretaccesskey"]),
 };
 
 /// How far after an access key id a bare secret is looked for.

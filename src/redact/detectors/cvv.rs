@@ -3,13 +3,22 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, push};
+use super::{Anchor, Detector, Finding, Kind, push};
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Cvv,
     pattern: r#"(?i)\b(?:cvv2?|cvc2?|cid|csc|card_?code|security_?code)"?[ \t]{0,3}[:=][ \t]{0,3}"?[0-9]{3,4}\b"#,
     validate,
-    splits: false,
+    anchor: Anchor::Key(&[
+        "cvv",
+        "cvv2",
+        "cvc",
+        "cvc2",
+        "cid",
+        "csc",
+        "cardcode",
+        "securitycode",
+    ]),
 };
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

@@ -2,14 +2,14 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, push};
+use super::{Anchor, Detector, Finding, Kind, push};
 
 /// Local part, `@`, dot-separated labels, a letters-only TLD.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Email,
     pattern: r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
     validate,
-    splits: false,
+    anchor: Anchor::At,
 };
 
 /// RFC 5321 sizes: local part at most 64 bytes, the whole at most 254,

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, alnum, push};
+use super::{Anchor, Detector, Finding, Kind, alnum, push};
 
 /// Country code, two check digits, 11 to 30 more letters or digits, in
 /// groups of four with optional spaces.
@@ -10,11 +10,22 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::Iban,
     pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?",
     validate,
-    splits: true,
+    anchor: Anchor::Digits(at_run),
 };
 
 /// Takes the longest prefix (by whole groups) that passes mod 97, so a
 /// following word in capitals is not swallowed.
+/// The longest match: country, check digits, seven groups of four and a
+/// last group, with a space before each group.
+const MAX_LEN: usize = 2 + 2 + 7 * 5 + 5;
+
+/// An IBAN's check digits start a digit run right after two capitals.
+fn at_run(text: &[u8], run: Range<usize>, _digits: usize) -> Option<Range<usize>> {
+    let s = run.start.checked_sub(2)?;
+    (text[s].is_ascii_uppercase() && text[s + 1].is_ascii_uppercase())
+        .then(|| s..(s + MAX_LEN).min(text.len()))
+}
+
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let before = m.start.checked_sub(1).and_then(|i| text.get(i));
     if alnum(before) {

@@ -4,20 +4,20 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, alnum, push};
+use super::{Anchor, Detector, Finding, Kind, alnum, push};
 
 pub const V4: Detector = Detector {
     kind: Kind::Ip,
     pattern: r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
     validate: validate_v4,
-    splits: false,
+    anchor: Anchor::Own,
 };
 
 pub const V6: Detector = Detector {
     kind: Kind::Ip,
     pattern: r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{1,40}",
     validate: validate_v6,
-    splits: false,
+    anchor: Anchor::Own,
 };
 
 fn dotted(b: Option<&u8>) -> bool {

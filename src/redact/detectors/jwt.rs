@@ -3,13 +3,13 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, push};
+use super::{Anchor, Detector, Finding, Kind, push};
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Jwt,
     pattern: r"eyJ[A-Za-z0-9_\-]{2,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*",
     validate,
-    splits: false,
+    anchor: Anchor::Literal,
 };
 
 fn b64url(b: Option<&u8>) -> bool {

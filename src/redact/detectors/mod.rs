@@ -107,14 +107,45 @@ pub struct Detector {
     pub kind: Kind,
     pub pattern: &'static str,
     pub validate: Validator,
-    /// Whether the validator may accept a prefix and give back a tail that
-    /// can hold something else (a phone number's trailing year).
-    pub splits: bool,
+    /// How the scanner finds the places where the pattern can start.
+    pub anchor: Anchor,
 }
 
-/// Every regex detector, in priority order (cards, dashed SSNs and North
-/// American phones are found by the digit-run scan in `numeric`): where two patterns match at the same
-/// position the earlier wins, so specific shapes come before loose ones.
+/// Where a detector's pattern can start, found without running the
+/// pattern over every byte: a union of all patterns has no literal prefix,
+/// so it runs a lazy DFA over the whole input; each anchor below is found
+/// by `memchr` or a literal prefilter instead, and the pattern runs only
+/// there.
+#[derive(Debug, Clone, Copy)]
+pub enum Anchor {
+    /// The pattern starts with literals (`eyJ`, `-----BEGIN`, `AKIA`,
+    /// `bearer`): all such patterns share one regex pass, whose prefilter
+    /// skips to their literals.
+    Literal,
+    /// A `name = value` pair: tried at each `:` or `=` whose name (lower
+    /// case, `_` and `-` dropped) ends in one of these.
+    Key(&'static [&'static str]),
+    /// Starts at a `+`.
+    Plus,
+    /// Has an `@` (email): the match starts where the run of local-part
+    /// bytes before the `@` starts.
+    At,
+    /// Tried at digit runs: the function gets a run and its digit count
+    /// and gives the window to search, if any (IBAN check digits after two
+    /// capital letters; an SSN after a context word).
+    Digits(DigitTrigger),
+    /// Its own pass over the input (IP addresses: off by default).
+    Own,
+}
+
+/// Given a digit run and its digit count, the window of the text to
+/// search for a digit-anchored pattern, if any.
+pub type DigitTrigger = fn(&[u8], Range<usize>, usize) -> Option<Range<usize>>;
+
+/// Every regex detector (cards, dashed SSNs and North American phones are
+/// found by the digit-run scan in `numeric`). Within one anchor kind,
+/// where two patterns match at the same position the earlier wins, so
+/// specific shapes come before loose ones.
 pub const DETECTORS: &[Detector] = &[
     private_key::DETECTOR,
     jwt::DETECTOR,

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, alnum, digits, number_stands_alone, push};
+use super::{Anchor, Detector, Finding, Kind, alnum, digits, number_stands_alone, push};
 
 /// North American forms (`(916) 333-7189`, `685-821-8949`,
 /// `415.555.0100`, `1-800-555-0100`) are found among digit runs
@@ -15,7 +15,7 @@ pub const INTERNATIONAL: Detector = Detector {
     kind: Kind::Phone,
     pattern: r"\+[1-9][0-9]*(?:[ .\-]?\([0-9]+\)|[ .\-][0-9]+)*",
     validate: validate_international,
-    splits: true,
+    anchor: Anchor::Plus,
 };
 
 fn balanced(s: &[u8]) -> bool {

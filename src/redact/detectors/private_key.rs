@@ -5,13 +5,13 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, push};
+use super::{Anchor, Detector, Finding, Kind, push};
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::PrivateKey,
     pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----",
     validate,
-    splits: false,
+    anchor: Anchor::Literal,
 };
 
 const END_TAIL: &[u8] = b"PRIVATE KEY-----";

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, push, value_start};
+use super::{Anchor, Detector, Finding, Kind, push, value_start};
 
 /// `password=…`, `DB_PASSWORD=…`, `"api_key": "…"`, `client_secret: "two
 /// words"`: the name may follow a word boundary or an underscore; a quoted
@@ -12,7 +12,20 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: r#"(?i)(?:\b|_)(?:password|passwd|pwd|passphrase|secret|client_secret|api_key|apikey|api-key|access_token|refresh_token|auth_token|private_key|secret_key)"?[ \t]{0,3}[:=][ \t]{0,3}(?:"[^"\n]+"|[^\s"',;&}\]]+)"#,
     validate: validate_pair,
-    splits: false,
+    anchor: Anchor::Key(&[
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "secret",
+        "clientsecret",
+        "apikey",
+        "accesstoken",
+        "refreshtoken",
+        "authtoken",
+        "privatekey",
+        "secretkey",
+    ]),
 };
 
 /// `Bearer <opaque token>` (a JWT after `Bearer` is reported as a JWT).
@@ -20,7 +33,7 @@ pub const BEARER: Detector = Detector {
     kind: Kind::Secret,
     pattern: r"(?i)\bbearer[ \t]+[A-Za-z0-9._~+/\-]+=*",
     validate: validate_bearer,
-    splits: false,
+    anchor: Anchor::Literal,
 };
 
 fn validate_pair(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use super::{Detector, Finding, Kind, context_before, digits, number_stands_alone, push};
+use super::{Anchor, Detector, Finding, Kind, context_before, digits, number_stands_alone, push};
 
 /// Dashed `123-45-6789`, or spaced `123 45 6789` and bare `123456789`
 /// right after a word that says what they are (`ssn: 123456789`).
@@ -11,10 +11,32 @@ pub const DETECTOR: Detector = Detector {
     pattern: r"[0-9]{3}-[0-9]{2}-[0-9]{4}|(?i:ssn|social security(?: number)?|ss#)[^0-9A-Za-z
 ]{1,4}[0-9]{3} ?[0-9]{2} ?[0-9]{4}",
     validate,
-    splits: false,
+    anchor: Anchor::Digits(after_context),
 };
 
 /// Also called by the digit-run scan with dashed candidates.
+/// The longest context word the pattern knows (`social security number`).
+const CONTEXT: usize = 22;
+
+/// A spaced or unbroken SSN (nine digits or more in the run) follows its
+/// context word after one to four other bytes; every context word holds
+/// an `s`.
+fn after_context(text: &[u8], run: Range<usize>, digits: usize) -> Option<Range<usize>> {
+    if digits < 9 {
+        return None;
+    }
+    let mut q = run.start;
+    while q > 0 && run.start - q < 4 && !text[q - 1].is_ascii_alphanumeric() && text[q - 1] != b'\n'
+    {
+        q -= 1;
+    }
+    if q == run.start || q == 0 {
+        return None;
+    }
+    let from = q.saturating_sub(CONTEXT);
+    memchr::memchr2(b's', b'S', &text[from..q]).map(|_| from..run.end)
+}
+
 pub fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     // The keyword form (`ssn: 123456789`): the number is the match's tail.
     let m = if text[m.start].is_ascii_alphabetic() {

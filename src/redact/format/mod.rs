@@ -13,6 +13,8 @@ use super::fields::FieldRules;
 use super::scanner::Scanner;
 use super::{Findings, Options};
 
+mod raw;
+
 /// A body format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -112,15 +114,61 @@ impl<'a> Session<'a> {
     ) -> Result<(), RedactError> {
         match format {
             Format::Json => self.json_document(input, out),
-            Format::Text | Format::Ndjson => {
-                for line in input.split_inclusive(|&b| b == b'\n') {
-                    self.line(format, line, out)?;
-                }
-                Ok(())
-            }
+            Format::Text | Format::Ndjson => self.lines(format, input, out),
         }
     }
 
+    /// Whole lines of a line-based format (the last may lack its newline).
+    /// They are scanned as one block: no pattern crosses a newline, and a
+    /// scan has a fixed cost that a short line would pay alone. With a
+    /// budget, each line is timed on its own.
+    pub fn lines(
+        &mut self,
+        format: Format,
+        block: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RedactError> {
+        if self.opts.budget.is_some() {
+            for line in block.split_inclusive(|&b| b == b'\n') {
+                self.line(format, line, out)?;
+            }
+            return Ok(());
+        }
+        match format {
+            Format::Ndjson => self.ndjson_block(block, out),
+            _ => self.text_line(block, out),
+        }
+    }
+
+    /// NDJSON lines: one raw scan of the block finds the lines a JSON walk
+    /// could change; the others are copied as they are.
+    fn ndjson_block(&mut self, block: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
+        let mut found = std::mem::take(&mut self.found);
+        found.clear();
+        self.scanner.scan(block, &mut found);
+        found.retain(|f| self.opts.enabled(f.kind));
+        let mut k = 0;
+        let mut start = 0;
+        let mut result = Ok(());
+        for line in block.split_inclusive(|&b| b == b'\n') {
+            let end = start + line.len();
+            while k < found.len() && found[k].range.end <= start {
+                k += 1;
+            }
+            let hit = k < found.len() && found[k].range.start < end;
+            if hit || !self.passes_raw(line) {
+                if let Err(e) = self.ndjson_dirty(line, &found[k..], start, out) {
+                    result = Err(e);
+                    break;
+                }
+            } else if !self.opts.report {
+                out.extend_from_slice(line);
+            }
+            start = end;
+        }
+        self.found = found;
+        result
+    }
     /// One line (with its newline, if any) of a line-based format.
     pub fn line(
         &mut self,
@@ -240,20 +288,46 @@ impl<'a> Session<'a> {
 
     /// One NDJSON line: a JSON document if it parses, text otherwise.
     pub fn ndjson_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
+        self.ndjson_block(line, out)
+    }
+
+    /// An NDJSON line that a walk may change. `found` are the findings of
+    /// its block from the line on; the line starts at `base` in the block.
+    /// Without escapes or an open PEM block it is walked over its raw
+    /// bytes; otherwise parsed.
+    fn ndjson_dirty(
+        &mut self,
+        line: &[u8],
+        found: &[Finding],
+        base: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RedactError> {
+        if !self.pem_open && memchr::memchr(b'\\', line).is_none() && raw::is_plain_json(line) {
+            return self.raw_line(&mut raw::Raw::new(line, found, base), out);
+        }
+        self.ndjson_parsed(line, out)
+    }
+
+    /// One NDJSON line through the `Value` walker alone, never the raw
+    /// one: the reference the raw walker is tested and fuzzed against.
+    #[doc(hidden)]
+    pub fn ndjson_line_parsed(
+        &mut self,
+        line: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RedactError> {
+        self.ndjson_parsed(line, out)
+    }
+
+    /// An NDJSON line parsed and walked (scanned as text if it does not
+    /// parse).
+    fn ndjson_parsed(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
         let (body, nl) = match line.strip_suffix(b"\n") {
             Some(b) => (b, &b"\n"[..]),
             None => (line, &b""[..]),
         };
         let trimmed = body.strip_suffix(b"\r").unwrap_or(body);
         if trimmed.iter().all(u8::is_ascii_whitespace) {
-            if !self.opts.report {
-                out.extend_from_slice(line);
-            }
-            return Ok(());
-        }
-        if self.clean_json_line(trimmed) {
-            // Whether or not it parses, nothing in it would change: a JSON
-            // walk and a text scan both find what the raw scan found.
             if !self.opts.report {
                 out.extend_from_slice(line);
             }
@@ -276,26 +350,16 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Whether a JSON line can pass through untouched: one scan of its raw
-    /// bytes finds nothing, it holds no escape (an escape could hide digits
-    /// from the raw scan) and no key that names sensitive data (a CVV is
-    /// just digits), and no PEM block opened by an earlier line is still
-    /// open (its body lines scan clean but must be masked). Most log lines
-    /// are clean; this spares them a parse, a walk and a scan per string.
-    fn clean_json_line(&mut self, line: &[u8]) -> bool {
-        if self.pem_open
-            || self.opts.budget.is_some()
-            || line.contains(&b'\\')
-            || self.fields.any_named_in(line)
-        {
-            return false;
-        }
-        let mut found = std::mem::take(&mut self.found);
-        found.clear();
-        self.scanner.scan(line, &mut found);
-        let clean = !found.iter().any(|f| self.opts.enabled(f.kind));
-        self.found = found;
-        clean
+    /// Whether an NDJSON line whose raw scan finds nothing can pass through
+    /// untouched, whether or not it parses (a JSON walk and a text scan both
+    /// find what the raw scan found): it holds no escape (an escape could
+    /// hide digits from the raw scan) and no key that names sensitive data
+    /// (a CVV is just digits), and no PEM block opened by an earlier line
+    /// is still open (its body lines scan clean but must be masked). Most
+    /// log lines are clean; this spares them a parse, a walk and a scan per
+    /// string.
+    fn passes_raw(&self, line: &[u8]) -> bool {
+        !self.pem_open && memchr::memchr(b'\\', line).is_none() && !self.fields.names_a_key(line)
     }
 
     /// One JSON document.
@@ -347,14 +411,7 @@ impl<'a> Session<'a> {
                 Ok(drop)
             }
             Value::Number(n) => {
-                // A whole float (`4111111111111111.0`, `4.111e15`) is checked
-                // by its integer digits, so it cannot hide a card.
-                let digits = match n.as_f64() {
-                    Some(f) if !n.is_u64() && !n.is_i64() && f.fract() == 0.0 && f.abs() < 1e20 => {
-                        format!("{:.0}", f.abs())
-                    }
-                    _ => n.to_string(),
-                };
+                let digits = number_digits(n);
                 if self.opts.enabled(Kind::Pan) && is_card_number(&digits) {
                     self.findings.add(Kind::Pan);
                     self.note_path(path, Kind::Pan);
@@ -444,12 +501,25 @@ impl<'a> Session<'a> {
         kind: Kind,
         text: &str,
     ) -> Result<bool, RedactError> {
+        Ok(match self.scalar_replacement(kind, text)? {
+            Replacement::Keep => false,
+            Replacement::Drop => true,
+            Replacement::With(s) => {
+                *v = Value::String(s);
+                false
+            }
+        })
+    }
+
+    /// What a whole scalar under a sensitive field, or a card held in a
+    /// JSON number, becomes.
+    fn scalar_replacement(&mut self, kind: Kind, text: &str) -> Result<Replacement, RedactError> {
         let action = self.opts.action(kind);
         if self.opts.report {
-            return Ok(false);
+            return Ok(Replacement::Keep);
         }
         if action == Action::Drop {
-            return Ok(true);
+            return Ok(Replacement::Drop);
         }
         // Tokenize and the card mask need a card; anything else in a card
         // field is masked whole.
@@ -466,8 +536,30 @@ impl<'a> Session<'a> {
             kind
         };
         action.apply(k, text.as_bytes(), self.tools, &mut out)?;
-        *v = Value::String(String::from_utf8_lossy(&out).into_owned());
-        Ok(false)
+        Ok(Replacement::With(
+            String::from_utf8_lossy(&out).into_owned(),
+        ))
+    }
+}
+
+/// What a scalar becomes.
+enum Replacement {
+    /// Left as it is (report mode).
+    Keep,
+    /// Its field removed (the `drop` action).
+    Drop,
+    With(String),
+}
+
+/// The digits a JSON number is checked by: a whole float
+/// (`4111111111111111.0`, `4.111e15`) by its integer digits, so it cannot
+/// hide a card; anything else as written.
+fn number_digits(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        Some(f) if !n.is_u64() && !n.is_i64() && f.fract() == 0.0 && f.abs() < 1e20 => {
+            format!("{:.0}", f.abs())
+        }
+        _ => n.to_string(),
     }
 }
 

@@ -1,0 +1,570 @@
+//! NDJSON lines walked over their raw bytes.
+//!
+//! A line that holds a finding need not be parsed into a `Value`, walked
+//! and written out again: the scan of its block already says where the
+//! findings are. For a line without escapes (its strings' bytes are their
+//! text) the walker checks the JSON grammar first, then copies the line
+//! through, replacing findings inside strings, cards held in numbers and
+//! every scalar under a field that names sensitive data, and removing
+//! dropped fields. What it does to a value is what the `Value` walker in
+//! the parent module does; a line with a backslash still takes that path.
+
+use super::{RedactError, Replacement, Session, push_key};
+use crate::redact::action::Action;
+use crate::redact::detectors::private_key::find_end;
+use crate::redact::detectors::{Finding, Kind, pan::is_card_number};
+
+/// `serde_json`'s nesting limit: a deeper line is not JSON here either.
+const MAX_DEPTH: usize = 128;
+
+/// One line being walked.
+pub(super) struct Raw<'l> {
+    line: &'l [u8],
+    pos: usize,
+    /// Findings of the block the line is in, sorted, and where the line
+    /// starts in the block.
+    found: &'l [Finding],
+    base: usize,
+    /// The first finding that may still touch what lies ahead.
+    next: usize,
+}
+
+impl<'l> Raw<'l> {
+    pub(super) fn new(line: &'l [u8], found: &'l [Finding], base: usize) -> Self {
+        Raw {
+            line,
+            pos: 0,
+            found,
+            base,
+            next: 0,
+        }
+    }
+
+    fn peek(&self) -> u8 {
+        self.line.get(self.pos).copied().unwrap_or(0)
+    }
+
+    fn skip_ws(&mut self) -> &'l [u8] {
+        let start = self.pos;
+        while matches!(self.peek(), b' ' | b'\t' | b'\n' | b'\r') {
+            self.pos += 1;
+        }
+        &self.line[start..self.pos]
+    }
+
+    /// The content of the string at `pos` (no escapes: the caller checked),
+    /// leaving `pos` after its closing quote.
+    fn string(&mut self) -> std::ops::Range<usize> {
+        let start = self.pos + 1;
+        let end = start
+            + memchr::memchr(b'"', &self.line[start..]).expect("a checked line closes its strings");
+        self.pos = end + 1;
+        start..end
+    }
+
+    /// The number or literal at `pos`, leaving `pos` after it.
+    fn token(&mut self) -> &'l [u8] {
+        let start = self.pos;
+        while self.pos < self.line.len()
+            && !matches!(
+                self.line[self.pos],
+                b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r'
+            )
+        {
+            self.pos += 1;
+        }
+        &self.line[start..self.pos]
+    }
+
+    /// The findings that overlap `r` (line offsets), clipped to it, in
+    /// line offsets.
+    fn findings_in(&mut self, r: std::ops::Range<usize>) -> Vec<(Kind, std::ops::Range<usize>)> {
+        let (start, end) = (self.base + r.start, self.base + r.end);
+        while self.next < self.found.len() && self.found[self.next].range.end <= start {
+            self.next += 1;
+        }
+        self.found[self.next..]
+            .iter()
+            .take_while(|f| f.range.start < end)
+            .filter(|f| f.range.end > start)
+            .map(|f| {
+                let s = f.range.start.max(start) - self.base;
+                let e = f.range.end.min(end) - self.base;
+                (f.kind, s..e)
+            })
+            .collect()
+    }
+}
+
+/// Whether `line` (without its newline) is one JSON value, with no
+/// backslash in it, within the nesting limit, in UTF-8.
+pub(super) fn is_plain_json(line: &[u8]) -> bool {
+    if std::str::from_utf8(line).is_err() {
+        return false;
+    }
+    let mut c = Checker { s: line, i: 0 };
+    c.ws();
+    if !c.value(0) {
+        return false;
+    }
+    c.ws();
+    c.i == line.len()
+}
+
+/// A JSON grammar check with no side effects, so that a line that turns
+/// out not to be JSON has caused no action (a tokenization) before it is
+/// scanned as text instead.
+struct Checker<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Checker<'_> {
+    fn peek(&self) -> u8 {
+        self.s.get(self.i).copied().unwrap_or(0)
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        let ok = self.peek() == b;
+        self.i += usize::from(ok);
+        ok
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        match self.peek() {
+            b'{' => self.object(depth),
+            b'[' => self.array(depth),
+            b'"' => self.string(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number(),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> bool {
+        self.i += 1;
+        self.ws();
+        if self.eat(b'}') {
+            return true;
+        }
+        loop {
+            self.ws();
+            if !(self.string() && {
+                self.ws();
+                self.eat(b':')
+            }) {
+                return false;
+            }
+            self.ws();
+            if !self.value(depth + 1) {
+                return false;
+            }
+            self.ws();
+            if self.eat(b'}') {
+                return true;
+            }
+            if !self.eat(b',') {
+                return false;
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> bool {
+        self.i += 1;
+        self.ws();
+        if self.eat(b']') {
+            return true;
+        }
+        loop {
+            self.ws();
+            if !self.value(depth + 1) {
+                return false;
+            }
+            self.ws();
+            if self.eat(b']') {
+                return true;
+            }
+            if !self.eat(b',') {
+                return false;
+            }
+        }
+    }
+
+    fn string(&mut self) -> bool {
+        if !self.eat(b'"') {
+            return false;
+        }
+        while let Some(&b) = self.s.get(self.i) {
+            self.i += 1;
+            match b {
+                b'"' => return true,
+                b'\\' | 0..=0x1f => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let ok = self.s[self.i..].starts_with(word);
+        self.i += if ok { word.len() } else { 0 };
+        ok
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while self.peek().is_ascii_digit() {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> bool {
+        self.eat(b'-');
+        if self.eat(b'0') {
+            if self.peek().is_ascii_digit() {
+                return false;
+            }
+        } else if self.digits() == 0 {
+            return false;
+        }
+        if self.eat(b'.') && self.digits() == 0 {
+            return false;
+        }
+        if self.eat(b'e') || self.eat(b'E') {
+            if !self.eat(b'+') {
+                self.eat(b'-');
+            }
+            if self.digits() == 0 {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Writes `s` as the content of a JSON string.
+fn escape_into(s: &str, out: &mut Vec<u8>) {
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
+/// The digits a number token is checked by as a card, when it could be
+/// one: as the `Value` walker checks a `serde_json::Number`.
+fn card_digits(tok: &[u8]) -> Option<String> {
+    let float = tok.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
+    if !float {
+        return (12..=20)
+            .contains(&tok.len())
+            .then(|| String::from_utf8_lossy(tok).into_owned());
+    }
+    let n: serde_json::Number = serde_json::from_slice(tok).ok()?;
+    Some(super::number_digits(&n))
+}
+
+impl Session<'_> {
+    /// Walks a checked line ([`is_plain_json`]) and writes it redacted.
+    pub(super) fn raw_line(
+        &mut self,
+        r: &mut Raw<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RedactError> {
+        let mark = out.len();
+        out.extend_from_slice(r.skip_ws());
+        let mut path = String::from("$");
+        let value_mark = out.len();
+        if self.raw_value(r, &mut path, out)? {
+            out.truncate(value_mark);
+            out.extend_from_slice(b"null");
+        }
+        out.extend_from_slice(&r.line[r.pos..]);
+        if self.opts.report {
+            out.truncate(mark);
+        }
+        Ok(())
+    }
+
+    /// One value at `pos`; true when it is to be dropped.
+    fn raw_value(
+        &mut self,
+        r: &mut Raw<'_>,
+        path: &mut String,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, RedactError> {
+        match r.peek() {
+            b'{' => {
+                self.raw_object(r, path, out, None)?;
+                Ok(false)
+            }
+            b'[' => {
+                self.raw_array(r, path, out, None)?;
+                Ok(false)
+            }
+            b'"' => {
+                let content = r.string();
+                let before = self.findings.total();
+                let drop = self.raw_string(r, content, out)?;
+                if self.findings.total() > before {
+                    self.note_path(path, self.last_kind);
+                }
+                Ok(drop)
+            }
+            _ => {
+                let tok = r.token();
+                if self.opts.enabled(Kind::Pan)
+                    && let Some(digits) = card_digits(tok)
+                    && is_card_number(&digits)
+                {
+                    self.findings.add(Kind::Pan);
+                    self.note_path(path, Kind::Pan);
+                    return self.raw_scalar(Kind::Pan, &digits, tok, out);
+                }
+                out.extend_from_slice(tok);
+                Ok(false)
+            }
+        }
+    }
+
+    /// An object; `sensitive` is the type of a field rule it lies under
+    /// (every scalar in it is then replaced, keys left alone).
+    fn raw_object(
+        &mut self,
+        r: &mut Raw<'_>,
+        path: &mut String,
+        out: &mut Vec<u8>,
+        sensitive: Option<Kind>,
+    ) -> Result<(), RedactError> {
+        r.pos += 1;
+        out.push(b'{');
+        let mut kept = 0;
+        loop {
+            let ws = r.skip_ws();
+            if r.peek() == b'}' {
+                out.extend_from_slice(ws);
+                break;
+            }
+            let member = out.len();
+            if kept > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(ws);
+            let key = r.string();
+            let name = std::str::from_utf8(&r.line[key.clone()]).expect("a checked line is UTF-8");
+            let len = path.len();
+            if sensitive.is_none() && self.opts.report {
+                push_key(path, name);
+            }
+            out.push(b'"');
+            if sensitive.is_some() {
+                out.extend_from_slice(&r.line[key.clone()]);
+            } else {
+                // A key is scanned like any string; `drop` in a key does
+                // not remove its field.
+                self.raw_string_content(r, key.clone(), out)?;
+            }
+            out.push(b'"');
+            out.extend_from_slice(r.skip_ws());
+            r.pos += 1; // the `:`
+            out.push(b':');
+            out.extend_from_slice(r.skip_ws());
+            let rule = match sensitive {
+                Some(k) => Some(k),
+                None => self.fields.kind_of(name).filter(|k| self.opts.enabled(*k)),
+            };
+            let drop = match rule {
+                Some(kind) => self.raw_sensitive(r, kind, path, out)?,
+                None => self.raw_value(r, path, out)?,
+            };
+            path.truncate(len);
+            out.extend_from_slice(r.skip_ws());
+            if drop {
+                out.truncate(member);
+            } else {
+                kept += 1;
+            }
+            if r.peek() == b'}' {
+                break;
+            }
+            r.pos += 1; // the `,`
+        }
+        r.pos += 1;
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// An array; a dropped element becomes `null`.
+    fn raw_array(
+        &mut self,
+        r: &mut Raw<'_>,
+        path: &mut String,
+        out: &mut Vec<u8>,
+        sensitive: Option<Kind>,
+    ) -> Result<(), RedactError> {
+        r.pos += 1;
+        out.push(b'[');
+        let mut i = 0;
+        loop {
+            out.extend_from_slice(r.skip_ws());
+            if r.peek() == b']' {
+                break;
+            }
+            let len = path.len();
+            if sensitive.is_none() && self.opts.report {
+                path.push_str(&format!("[{i}]"));
+            }
+            let mark = out.len();
+            let drop = match sensitive {
+                Some(kind) => self.raw_sensitive(r, kind, path, out)?,
+                None => self.raw_value(r, path, out)?,
+            };
+            if drop {
+                out.truncate(mark);
+                out.extend_from_slice(b"null");
+            }
+            path.truncate(len);
+            out.extend_from_slice(r.skip_ws());
+            i += 1;
+            if r.peek() == b']' {
+                break;
+            }
+            r.pos += 1;
+            out.push(b',');
+        }
+        r.pos += 1;
+        out.push(b']');
+        Ok(())
+    }
+
+    /// A value under a field rule: every scalar replaced whole (a vault
+    /// token in a card field kept), `null` kept; true for drop.
+    fn raw_sensitive(
+        &mut self,
+        r: &mut Raw<'_>,
+        kind: Kind,
+        path: &mut String,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, RedactError> {
+        match r.peek() {
+            b'{' => {
+                self.raw_object(r, path, out, Some(kind))?;
+                Ok(false)
+            }
+            b'[' => {
+                self.raw_array(r, path, out, Some(kind))?;
+                Ok(false)
+            }
+            b'"' => {
+                let start = r.pos;
+                let content = r.string();
+                let text = std::str::from_utf8(&r.line[content]).expect("a checked line is UTF-8");
+                if kind == Kind::Pan && crate::vault::token::Token::parse(text).is_ok() {
+                    out.extend_from_slice(&r.line[start..r.pos]);
+                    return Ok(false);
+                }
+                self.findings.add(kind);
+                self.note_path(path, kind);
+                let whole = &r.line[start..r.pos];
+                self.raw_scalar(kind, text, whole, out)
+            }
+            _ => {
+                let tok = r.token();
+                if tok == b"null" {
+                    out.extend_from_slice(tok);
+                    return Ok(false);
+                }
+                self.findings.add(kind);
+                self.note_path(path, kind);
+                let text = String::from_utf8_lossy(tok);
+                self.raw_scalar(kind, &text, tok, out)
+            }
+        }
+    }
+
+    /// Writes a whole scalar's replacement (or, in report mode, the
+    /// scalar as it was); true for drop.
+    fn raw_scalar(
+        &mut self,
+        kind: Kind,
+        text: &str,
+        original: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, RedactError> {
+        match self.scalar_replacement(kind, text)? {
+            Replacement::Keep => out.extend_from_slice(original),
+            Replacement::Drop => return Ok(true),
+            Replacement::With(s) => {
+                out.push(b'"');
+                escape_into(&s, out);
+                out.push(b'"');
+            }
+        }
+        Ok(false)
+    }
+
+    /// A string value: quoted, its findings replaced; true when one of
+    /// them has the `drop` action.
+    fn raw_string(
+        &mut self,
+        r: &mut Raw<'_>,
+        content: std::ops::Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, RedactError> {
+        self.dropped = false;
+        out.push(b'"');
+        self.raw_string_content(r, content, out)?;
+        out.push(b'"');
+        Ok(self.dropped)
+    }
+
+    /// A string's content with its findings replaced, as
+    /// [`Session::replace`] does for text.
+    fn raw_string_content(
+        &mut self,
+        r: &mut Raw<'_>,
+        content: std::ops::Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RedactError> {
+        let mut at = content.start;
+        for (kind, range) in r.findings_in(content.clone()) {
+            self.findings.add(kind);
+            self.last_kind = kind;
+            let action = self.opts.action(kind);
+            self.dropped |= action == Action::Drop;
+            if kind == Kind::PrivateKey && find_end(&r.line[range.start..content.end]).is_none() {
+                self.pem_open = true;
+            }
+            if self.opts.report {
+                continue;
+            }
+            out.extend_from_slice(&r.line[at..range.start]);
+            let mut replaced = Vec::new();
+            action.apply(kind, &r.line[range.clone()], self.tools, &mut replaced)?;
+            escape_into(&String::from_utf8_lossy(&replaced), out);
+            at = range.end;
+        }
+        out.extend_from_slice(&r.line[at..content.end]);
+        Ok(())
+    }
+}
