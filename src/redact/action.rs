@@ -154,13 +154,11 @@ impl Action {
             Action::Mask => {
                 // One `*` per character, not per byte; line breaks kept so
                 // a masked PEM block keeps its shape.
+                let star = |b: &u8| if *b == b'\n' { b'\n' } else { b'*' };
                 match std::str::from_utf8(matched) {
+                    Ok(_) if matched.is_ascii() => out.extend(matched.iter().map(star)),
                     Ok(s) => out.extend(s.chars().map(|c| if c == '\n' { b'\n' } else { b'*' })),
-                    Err(_) => out.extend(
-                        matched
-                            .iter()
-                            .map(|&b| if b == b'\n' { b'\n' } else { b'*' }),
-                    ),
+                    Err(_) => out.extend(matched.iter().map(star)),
                 }
             }
             Action::Hash => {

@@ -148,8 +148,14 @@ impl FieldRules {
         self.kind_of_bytes(name.as_bytes())
     }
 
-    fn kind_of_bytes(&self, name: &[u8]) -> Option<Kind> {
+    /// [`FieldRules::kind_of`] for a name in raw bytes.
+    pub fn kind_of_bytes(&self, name: &[u8]) -> Option<Kind> {
         if name.len() > MAX_NAME {
+            return None;
+        }
+        // Most keys (`ts`, `level`, `msg`) end in a byte no rule ends in.
+        let last = name.iter().rev().find(|b| b.is_ascii_alphanumeric())?;
+        if self.by_last[usize::from(last.to_ascii_lowercase())].is_empty() {
             return None;
         }
         let mut buf = [0u8; MAX_NAME];

@@ -235,6 +235,28 @@ pub fn cards_in_run(
     run: std::ops::Range<usize>,
     out: &mut Vec<std::ops::Range<usize>>,
 ) {
+    let glued = |b: Option<&u8>| b.is_some_and(|c| c.is_ascii_alphanumeric());
+    let left_dirty = run.start > 0 && glued(text.get(run.start - 1));
+    let right_dirty = glued(text.get(run.end));
+    let mut digits = [0u8; 19];
+    // Most runs hold no space (ids, timestamps, dashed cards): one piece,
+    // a card whole or nothing, and no list of pieces to allocate.
+    if memchr::memchr(b' ', &text[run.clone()]).is_none() {
+        let mut k = 0;
+        for &c in text[run.clone()].iter().filter(|c| c.is_ascii_digit()) {
+            if k == digits.len() {
+                k = 0;
+                break;
+            }
+            digits[k] = c;
+            k += 1;
+        }
+        if !left_dirty && !right_dirty && k >= 12 && Pan::check_digits(&digits[..k]).is_ok() {
+            out.push(run);
+        }
+        digits.iter_mut().for_each(|d| *d = 0);
+        return;
+    }
     // Chunks: space-separated pieces of the run, as (start, end, digits).
     // No cap: a card spans at most 19 chunks, so the search below stays
     // linear however long the run is.
@@ -253,10 +275,6 @@ pub fn cards_in_run(
         i += 1;
     }
     let n = chunks.len();
-    let glued = |b: Option<&u8>| b.is_some_and(|c| c.is_ascii_alphanumeric());
-    let left_dirty = run.start > 0 && glued(text.get(run.start - 1));
-    let right_dirty = glued(text.get(run.end));
-    let mut digits = [0u8; 19];
     let mut a = if left_dirty { 1 } else { 0 };
     let last_clean = if right_dirty { n.saturating_sub(1) } else { n };
     while a < last_clean {

@@ -15,15 +15,12 @@ pub const DETECTOR: Detector = Detector {
 
 /// Takes the longest prefix (by whole groups) that passes mod 97, so a
 /// following word in capitals is not swallowed.
-/// The longest match: country, check digits, seven groups of four and a
-/// last group, with a space before each group.
-const MAX_LEN: usize = 2 + 2 + 7 * 5 + 5;
-
-/// An IBAN's check digits start a digit run right after two capitals.
-fn at_run(text: &[u8], run: Range<usize>, _digits: usize) -> Option<Range<usize>> {
+/// An IBAN's check digits start a digit run right after two capitals
+/// that start a word.
+fn at_run(text: &[u8], run: Range<usize>, _digits: usize) -> Option<usize> {
     let s = run.start.checked_sub(2)?;
-    (text[s].is_ascii_uppercase() && text[s + 1].is_ascii_uppercase())
-        .then(|| s..(s + MAX_LEN).min(text.len()))
+    let word_start = s == 0 || !text[s - 1].is_ascii_alphanumeric();
+    (word_start && text[s].is_ascii_uppercase() && text[s + 1].is_ascii_uppercase()).then_some(s)
 }
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

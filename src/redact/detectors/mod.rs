@@ -130,17 +130,18 @@ pub enum Anchor {
     /// Has an `@` (email): the match starts where the run of local-part
     /// bytes before the `@` starts.
     At,
-    /// Tried at digit runs: the function gets a run and its digit count
-    /// and gives the window to search, if any (IBAN check digits after two
+    /// Tried at digit runs of nine digits or more or right after two
+    /// capital letters: the function gets a run and its digit count and gives where
+    /// the match would start, if anywhere (IBAN check digits after two
     /// capital letters; an SSN after a context word).
     Digits(DigitTrigger),
     /// Its own pass over the input (IP addresses: off by default).
     Own,
 }
 
-/// Given a digit run and its digit count, the window of the text to
-/// search for a digit-anchored pattern, if any.
-pub type DigitTrigger = fn(&[u8], Range<usize>, usize) -> Option<Range<usize>>;
+/// Given a digit run and its digit count, where a digit-anchored pattern
+/// would have to start, if anywhere: it is searched anchored there.
+pub type DigitTrigger = fn(&[u8], Range<usize>, usize) -> Option<usize>;
 
 /// Every regex detector (cards, dashed SSNs and North American phones are
 /// found by the digit-run scan in `numeric`). Within one anchor kind,

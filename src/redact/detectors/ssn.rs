@@ -15,13 +15,14 @@ pub const DETECTOR: Detector = Detector {
 };
 
 /// Also called by the digit-run scan with dashed candidates.
-/// The longest context word the pattern knows (`social security number`).
-const CONTEXT: usize = 22;
+/// The pattern's context words as they end once the one to four bytes
+/// before the digits are skipped (`ss#` loses its `#` to them).
+const CONTEXT: &[&[u8]] = &[b"social security number", b"social security", b"ssn", b"ss"];
 
-/// A spaced or unbroken SSN (nine digits or more in the run) follows its
-/// context word after one to four other bytes; every context word holds
-/// an `s`.
-fn after_context(text: &[u8], run: Range<usize>, digits: usize) -> Option<Range<usize>> {
+/// A spaced or unbroken SSN (nine digits or more in the run) after its
+/// context word and one to four bytes that are not letters or digits: the
+/// match starts at the word.
+fn after_context(text: &[u8], run: Range<usize>, digits: usize) -> Option<usize> {
     if digits < 9 {
         return None;
     }
@@ -30,11 +31,14 @@ fn after_context(text: &[u8], run: Range<usize>, digits: usize) -> Option<Range<
     {
         q -= 1;
     }
-    if q == run.start || q == 0 {
+    // Every context word ends in `n`, `s` or `y`: most runs stop here.
+    if q == run.start || q == 0 || !matches!(text[q - 1] | 0x20, b'n' | b's' | b'y') {
         return None;
     }
-    let from = q.saturating_sub(CONTEXT);
-    memchr::memchr2(b's', b'S', &text[from..q]).map(|_| from..run.end)
+    CONTEXT
+        .iter()
+        .find(|w| q >= w.len() && text[q - w.len()..q].eq_ignore_ascii_case(w))
+        .map(|w| q - w.len())
 }
 
 pub fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

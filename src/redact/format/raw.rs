@@ -99,7 +99,7 @@ impl<'l> Raw<'l> {
 /// Whether `line` (without its newline) is one JSON value, with no
 /// backslash in it, within the nesting limit, in UTF-8.
 pub(super) fn is_plain_json(line: &[u8]) -> bool {
-    if std::str::from_utf8(line).is_err() {
+    if !line.is_ascii() && std::str::from_utf8(line).is_err() {
         return false;
     }
     let mut c = Checker { s: line, i: 0 };
@@ -371,10 +371,10 @@ impl Session<'_> {
             }
             out.extend_from_slice(ws);
             let key = r.string();
-            let name = std::str::from_utf8(&r.line[key.clone()]).expect("a checked line is UTF-8");
+            let name = &r.line[key.clone()];
             let len = path.len();
             if sensitive.is_none() && self.opts.report {
-                push_key(path, name);
+                push_key(path, &String::from_utf8_lossy(name));
             }
             out.push(b'"');
             if sensitive.is_some() {
@@ -391,7 +391,10 @@ impl Session<'_> {
             out.extend_from_slice(r.skip_ws());
             let rule = match sensitive {
                 Some(k) => Some(k),
-                None => self.fields.kind_of(name).filter(|k| self.opts.enabled(*k)),
+                None => self
+                    .fields
+                    .kind_of_bytes(name)
+                    .filter(|k| self.opts.enabled(*k)),
             };
             let drop = match rule {
                 Some(kind) => self.raw_sensitive(r, kind, path, out)?,
