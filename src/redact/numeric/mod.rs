@@ -189,7 +189,10 @@ fn cards(text: &[u8], groups: &[Group], out: &mut Vec<Finding>) {
         if !joined {
             let seg = groups[from].start..groups[k].end;
             let digits: usize = groups[from..=k].iter().map(Group::len).sum();
-            if digits >= 12 {
+            // Without a space the stretch is one piece, taken whole: over
+            // 19 digits (a ledger number, a long id) it holds no card.
+            let spaced = groups[from..k].iter().any(|g| text[g.end] == b' ');
+            if digits >= 12 && (digits <= 19 || spaced) {
                 let mut found = Vec::new();
                 cards_in_run(text, seg, &mut found);
                 out.extend(found.into_iter().map(|range| Finding {
