@@ -1,12 +1,18 @@
 //! The redactor: finds cards and other personal data in log payloads and
 //! replaces them before the logs are stored.
 //!
-//! - [`detectors`]: one file per detector (pattern + validator).
-//! - [`scanner`]: one multi-pattern pass for all enabled detectors.
+//! - [`detectors`]: one file per detector (pattern, validator, and the
+//!   anchor the scanner finds it by).
+//! - [`scanner`]: one scan for all enabled detectors: a fixed handful of
+//!   cheap passes find anchors (one per kind of anchor, not per
+//!   detector), and patterns run only there.
+//! - [`numeric`]: digit runs (cards, dashed SSNs, North American phones),
+//!   found 64 bytes at a time.
 //! - [`fields`]: JSON field-name rules (`cvv`, `password`, …).
 //! - [`action`]: what a finding becomes (mask, label, hash, tokenize, drop).
-//! - [`format`]: text lines, JSON documents and NDJSON lines, walked by a
-//!   [`Session`] that carries one request's options and findings.
+//! - [`format`](mod@format): text lines, JSON documents and NDJSON lines, walked by a
+//!   [`Session`] that carries one request's options and findings; NDJSON
+//!   lines without escapes are walked over their raw bytes.
 //! - [`lines`]: splitting a byte stream into bounded lines, for streaming.
 //!
 //! The engine knows nothing of HTTP: `/redact` and `tokenvault redact` both
