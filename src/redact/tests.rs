@@ -36,6 +36,15 @@ fn each_detector_finds_its_own() {
         ),
         ("ssn=078-05-1120;", "ssn=[REDACTED:ssn];"),
         ("SSN 078051120 on file", "SSN [REDACTED:ssn] on file"),
+        (
+            "Social Security Number: 123456789.",
+            "Social Security Number: [REDACTED:ssn].",
+        ),
+        (
+            "social security number 078 05 1120",
+            "social security number [REDACTED:ssn]",
+        ),
+        ("ss#:   078051120", "ss#:   [REDACTED:ssn]"),
         ("call +49 30 901820 now", "call [REDACTED:phone] now"),
         ("call +14155550100.", "call [REDACTED:phone]."),
         ("tel (212) 555-0199 x", "tel [REDACTED:phone] x"),
@@ -131,6 +140,12 @@ fn pem_blocks_are_masked_across_lines() {
         "{out}"
     );
     assert!(out.contains(" after\nnext ************1111\n"), "{out}");
+    // An end marker split across two lines ends nothing: the key's body
+    // after it stays masked.
+    let split = "-----BEGIN PRIVATE KEY-----\n-----END RSA\nPRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\nok\n";
+    let out = text(split);
+    assert!(!out.contains("MIIE"), "{out}");
+    assert!(out.ends_with("\nok\n"), "{out}");
     assert_eq!(out.lines().count(), input.lines().count());
     let (j, _) = redact(
         Format::Json,

@@ -26,7 +26,10 @@ pub fn find_end(s: &[u8]) -> Option<usize> {
     let mut from = 0;
     while let Some(i) = s[from..].windows(9).position(|w| w == b"-----END ") {
         let start = from + i + 9;
-        let limit = (start + 60).min(s.len());
+        // The whole end marker is on one line: a block of lines must not
+        // end a key's masking at a marker split across two.
+        let line_end = memchr::memchr(b'\n', &s[start..]).map_or(s.len(), |n| start + n);
+        let limit = (start + 60).min(line_end);
         if let Some(j) = s[start..limit]
             .windows(END_TAIL.len())
             .position(|w| w == END_TAIL)

@@ -14,33 +14,37 @@ pub const DETECTOR: Detector = Detector {
     anchor: Anchor::Digits(after_context),
 };
 
-/// Also called by the digit-run scan with dashed candidates.
-/// The pattern's context words as they end once the one to four bytes
-/// before the digits are skipped (`ss#` loses its `#` to them).
-const CONTEXT: &[&[u8]] = &[b"social security number", b"social security", b"ssn", b"ss"];
+/// The pattern's context words.
+const CONTEXT: &[&[u8]] = &[
+    b"social security number",
+    b"social security",
+    b"ssn",
+    b"ss#",
+];
 
 /// A spaced or unbroken SSN (nine digits or more in the run) after its
-/// context word and one to four bytes that are not letters or digits: the
-/// match starts at the word.
+/// context word and one to four bytes that are neither letters, digits nor
+/// line breaks: the match starts at the word. Each split of those bytes is
+/// tried, as `ss#`'s `#` may be one of them.
 fn after_context(text: &[u8], run: Range<usize>, digits: usize) -> Option<usize> {
     if digits < 9 {
         return None;
     }
     let mut q = run.start;
-    while q > 0 && run.start - q < 4 && !text[q - 1].is_ascii_alphanumeric() && text[q - 1] != b'\n'
+    while q > 1 && run.start - q < 4 && !text[q - 1].is_ascii_alphanumeric() && text[q - 1] != b'\n'
     {
         q -= 1;
+        let last = text[q - 1].to_ascii_lowercase();
+        if let Some(w) = CONTEXT.iter().find(|w| {
+            w[w.len() - 1] == last && q >= w.len() && text[q - w.len()..q].eq_ignore_ascii_case(w)
+        }) {
+            return Some(q - w.len());
+        }
     }
-    // Every context word ends in `n`, `s` or `y`: most runs stop here.
-    if q == run.start || q == 0 || !matches!(text[q - 1] | 0x20, b'n' | b's' | b'y') {
-        return None;
-    }
-    CONTEXT
-        .iter()
-        .find(|w| q >= w.len() && text[q - w.len()..q].eq_ignore_ascii_case(w))
-        .map(|w| q - w.len())
+    None
 }
 
+/// Also called by the digit-run scan with dashed candidates.
 pub fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     // The keyword form (`ssn: 123456789`): the number is the match's tail.
     let m = if text[m.start].is_ascii_alphabetic() {
