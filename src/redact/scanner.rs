@@ -365,9 +365,12 @@ fn emails(g: &Group, text: &[u8], out: &mut Vec<Finding>) {
     }
 }
 
-/// Sorts findings by start and merges overlapping ones into the earlier
-/// (which keeps its type), so no part of either is left in the clear; the
-/// absorbed ones are marked (start = MAX) for removal.
+/// Sorts findings by start and merges overlapping ones into the earlier,
+/// so no part of either is left in the clear; the absorbed ones are marked
+/// (start = MAX) for removal. The merged finding keeps the earlier's type,
+/// unless that is a card overlapping something else: a card's mask keeps
+/// its last four digits and its separators, which would show the other
+/// finding's part (`4111 1111 1111 1111@x.io`).
 fn normalize(f: &mut [Finding]) {
     f.sort_by(|a, b| {
         a.range
@@ -383,6 +386,9 @@ fn normalize(f: &mut [Finding]) {
         match last {
             Some(l) if f[i].range.start < f[l].range.end => {
                 f[l].range.end = f[l].range.end.max(f[i].range.end);
+                if f[l].kind == Kind::Pan {
+                    f[l].kind = f[i].kind;
+                }
                 f[i].range = usize::MAX..usize::MAX;
             }
             _ => last = Some(i),

@@ -45,6 +45,8 @@ fn each_detector_finds_its_own() {
             "social security number [REDACTED:ssn]",
         ),
         ("ss#:   078051120", "ss#:   [REDACTED:ssn]"),
+        // Overlapping findings merge; a card's mask must not show the rest.
+        ("x 4111 1111 1111 1111@mail.io y", "x [REDACTED:email] y"),
         ("call +49 30 901820 now", "call [REDACTED:phone] now"),
         ("call +14155550100.", "call [REDACTED:phone]."),
         ("tel (212) 555-0199 x", "tel [REDACTED:phone] x"),
@@ -116,6 +118,10 @@ fn look_alikes_survive() {
 fn mask_keeps_shape_and_last_four() {
     assert_eq!(text("pan 4111-1111-1111-1111."), "pan ****-****-****-1111.");
     assert_eq!(text("a@b.io"), "******");
+    assert_eq!(
+        text("x 4111 1111 1111 1111@b.io y"),
+        "x ************************ y"
+    );
 }
 
 #[test]
