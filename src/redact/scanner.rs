@@ -308,11 +308,10 @@ impl Scanner {
 /// up to three spaces or tabs and a quote) is read backwards; where it
 /// ends in a key name, the keyed patterns run anchored at its start.
 fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
-    let mut done = 0;
+    // Every separator is tried, those inside an earlier value too: in
+    // `secret=abc:password="two words"` the first value ends at the quote,
+    // and the second pair must still be found.
     for p in memchr::memchr2_iter(b':', b'=', text) {
-        if p < done {
-            continue;
-        }
         let mut end = p;
         while end > 0 && p - end < 3 && matches!(text[end - 1], b' ' | b'\t') {
             end -= 1;
@@ -332,10 +331,7 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         }
         // `(?:\b|_)` in a pattern may need the byte before the name.
         if let Some((id, r)) = g.search(text, start, text.len(), true) {
-            let end = r.end;
-            if g.validate(text, id, r, out) {
-                done = end;
-            }
+            g.validate(text, id, r, out);
         }
     }
 }

@@ -122,6 +122,16 @@ fn mask_keeps_shape_and_last_four() {
         text("x 4111 1111 1111 1111@b.io y"),
         "x ************************ y"
     );
+    // A pair inside an earlier pair's value is still a pair.
+    let two = text("secret=abc:password=\"two words\" ok");
+    assert!(!two.contains("two") && !two.contains("words"), "{two}");
+    // Every name the text detector knows is a field rule in JSON, where an
+    // escaped string stops the raw scan from pairing name and value.
+    for name in ["pwd", "db_secret_key"] {
+        let line = format!("{{\"{name}\":\"hunter2\",\"x\":\"a\\\\b\"}}\n");
+        let (out, _) = redact(Format::Ndjson, &line, &Options::default());
+        assert!(!out.contains("hunter2"), "{out}");
+    }
 }
 
 #[test]
