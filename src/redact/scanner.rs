@@ -1,4 +1,4 @@
-//! One pass over the input for every enabled detector.
+//! One scan of the input for every enabled detector.
 //!
 //! A regex over the union of all patterns has no literal prefix (an email
 //! starts with any letter, an IBAN with any two capitals), so it runs its
@@ -258,13 +258,13 @@ impl Scanner {
                 }
             });
         }
-        // Nothing inside a vault token is redacted.
+        // Nothing inside a vault token is redacted. The kept spans come in
+        // order and do not overlap: the one that could hold a finding is
+        // the last to start at or before it.
         if !keep.is_empty() {
             for f in &mut out[first..] {
-                if keep
-                    .iter()
-                    .any(|k| k.start <= f.range.start && f.range.end <= k.end)
-                {
+                let i = keep.partition_point(|k| k.start <= f.range.start);
+                if i > 0 && f.range.end <= keep[i - 1].end {
                     f.range = usize::MAX..usize::MAX;
                 }
             }

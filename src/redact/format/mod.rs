@@ -169,6 +169,7 @@ impl<'a> Session<'a> {
         self.found = found;
         result
     }
+
     /// One line (with its newline, if any) of a line-based format.
     pub fn line(
         &mut self,
