@@ -382,8 +382,30 @@ impl TestApp {
         }
     }
 
+    /// The whole audit trail: the rotated files (`audit.log.<last seq>`,
+    /// zero-padded, so in order by name), then the current one. The log
+    /// rotates at midnight UTC, and a test that advances its clock near
+    /// midnight crosses it.
     pub fn audit_text(&self) -> String {
-        std::fs::read_to_string(self.data_dir().join("audit.log")).unwrap_or_default()
+        let dir = self.data_dir();
+        let mut rotated: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("audit.log."))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        rotated.sort();
+        rotated.push(dir.join("audit.log"));
+        rotated
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
     }
 
     /// Fails if any test card stands in the logs, the audit log or an

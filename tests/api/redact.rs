@@ -186,12 +186,16 @@ async fn a_stream_over_its_limit_is_cut_short_never_passed_through() {
         .header("content-type", "text/plain")
         .body(chunked(parts))
         .send()
-        .await
-        .unwrap();
-    let body = res.bytes().await;
-    match body {
-        Err(_) => {}
-        Ok(b) => panic!("a stream over its limit completed: {} bytes", b.len()),
+        .await;
+    // The server resets the stream when the body passes its limit: before
+    // the answer's head (the client's send fails) or after (its body
+    // fails), depending on how far the redaction got. Never a whole body.
+    let completed = match res {
+        Err(_) => None,
+        Ok(res) => res.bytes().await.ok(),
+    };
+    if let Some(b) = completed {
+        panic!("a stream over its limit completed: {} bytes", b.len());
     }
 }
 
