@@ -1,8 +1,16 @@
 //! Logs and metrics.
 //!
-//! Logs are JSON lines on stderr (stdout belongs to `tokenvault redact`'s
-//! output). Metrics are Prometheus counters whose labels are routes, status
-//! codes, principals, operation names and detector types: never a value.
+//! # Layout
+//!
+//! - `log`: JSON log lines on stderr (stdout belongs to `tokenvault
+//!   redact`'s output), written by a logging thread.
+//! - this file: Prometheus metrics, whose labels are routes, status codes,
+//!   principals, operation names and detector types: never a value; and the
+//!   per-request measure of time spent waiting on dependencies.
+
+mod log;
+
+pub use log::{init_logging, init_stderr_logging, install_panic_hook};
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -14,24 +22,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Installs the JSON log subscriber writing to `writer`; `RUST_LOG` filters
-/// (default `info`). Safe to call twice: the second call is ignored.
-pub fn init_logging<W>(writer: W)
-where
-    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
-{
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .try_init();
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -271,18 +261,4 @@ pub async fn measure_waits<F: Future>(f: F) -> (F::Output, Duration) {
             (out, Duration::from_nanos(waited))
         })
         .await
-}
-
-/// Logs panics as JSON lines with their location only. The message is
-/// dropped: the standard library's own panics quote the data they were
-/// given (a slice out of bounds quotes the string), and that data can be a
-/// card.
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        tracing::error!(%location, "panic");
-    }));
 }
