@@ -2,16 +2,15 @@
 //!
 //! SQLite calls block, so none runs on the async workers. Writes go to one
 //! writer thread (SQLite allows one writer anyway) that group-commits: it
-//! takes every write waiting, runs each in its own savepoint inside one
-//! transaction, and commits once, so one fsync (`synchronous = FULL`)
-//! makes a whole batch durable before any of its answers leaves. A write
-//! that fails rolls back to its savepoint and fails alone. A few reader
-//! connections on tokio's blocking pool serve reads beside the writer,
+//! takes every write waiting, runs each inside one transaction (in its own
+//! savepoint when it is more than one statement), and commits once, so one
+//! fsync (`synchronous = FULL`) makes a whole batch durable before any of
+//! its answers leaves. A write that fails rolls back alone. Two reader
+//! threads, each with its own connection, serve reads beside the writer,
 //! which WAL permits.
 
 use std::any::Any;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -34,7 +33,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-const READERS: usize = 4;
+/// Reader threads, each with its own connection. Two keep both cores
+/// busy; more only add context switches on a small machine, and a slow
+/// read (a cold page) still leaves the other reader serving.
+const READERS: usize = 2;
 
 /// The SQLite token store.
 #[derive(Clone)]
@@ -44,8 +46,28 @@ pub struct SqliteStore {
 
 struct Inner {
     writes: std::sync::mpsc::Sender<Job>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    reads: std::sync::mpsc::Sender<ReadJob>,
+}
+
+/// One read for a reader thread; it answers on its own channel.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A reader thread: serves reads from the shared queue until every sender
+/// is gone. Reads were `spawn_blocking` tasks; under load tokio grew its
+/// blocking pool to dozens of threads, and handing each read to a fresh
+/// one cost more context switches than the read itself.
+fn reader_loop(conn: Connection, queue: Arc<Mutex<std::sync::mpsc::Receiver<ReadJob>>>) {
+    loop {
+        // The lock is held only while waiting for the next job, so the
+        // readers take jobs in turn and run them side by side.
+        let job = match queue.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        // A panicking read drops its answer channel (the caller sees an
+        // error); the thread goes on.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
+    }
 }
 
 /// Most writes one transaction takes.
@@ -142,21 +164,27 @@ impl SqliteStore {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 c.busy_timeout(std::time::Duration::from_secs(5))?;
-                Ok(Mutex::new(c))
+                c.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+                Ok(c)
             })
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(map_err)?;
+        let (reads, queue) = std::sync::mpsc::channel();
+        let queue = Arc::new(Mutex::new(queue));
+        for conn in readers {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name("sqlite-reader".into())
+                .spawn(move || reader_loop(conn, queue))
+                .map_err(|e| StoreError::Unavailable(format!("sqlite reader thread: {e}")))?;
+        }
         let (writes, jobs) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, jobs))
             .map_err(|e| StoreError::Unavailable(format!("sqlite writer thread: {e}")))?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                writes,
-                readers,
-                next_reader: AtomicUsize::new(0),
-            }),
+            inner: Arc::new(Inner { writes, reads }),
         })
     }
 
@@ -190,19 +218,30 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let conn = inner.readers[i].lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn).map_err(map_err)
-        })
-        .await
-        .map_err(|_| StoreError::Internal("store task failed".into()))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .reads
+            .send(Box::new(move |c: &Connection| {
+                let _ = reply.send(f(c).map_err(map_err));
+            }))
+            .map_err(|_| StoreError::Unavailable("sqlite readers stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Internal("a store read failed".into()))?
     }
 }
 
+/// Page cache of the writer connection, in KiB. SQLite's default (2 MiB)
+/// held too little of the token table's index: random tokens land on
+/// random pages, and a miss is a `pread` on the writer thread, which
+/// serializes every write.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// Page cache of each reader connection, in KiB.
+const READER_CACHE_KIB: i64 = 8 * 1024;
+
 fn configure(c: &Connection) -> rusqlite::Result<()> {
     c.busy_timeout(std::time::Duration::from_secs(5))?;
+    c.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "FULL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
@@ -287,6 +326,26 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
+/// Inserts `rec` unless its token is taken; the number of rows written.
+fn insert_token(c: &Connection, rec: &TokenRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(INSERT_TOKEN)?.execute(params![
+        rec.token,
+        rec.classification,
+        rec.format_version,
+        rec.ciphertext,
+        rec.nonce,
+        rec.data_key_id,
+        rec.fingerprint,
+        rec.brand,
+        rec.last4,
+        rec.first6,
+        rec.value_len,
+        rec.created_at,
+        rec.expires_at,
+        rec.metadata,
+    ])
+}
+
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyItem> {
     Ok(KeyItem {
         id: r.get(0)?,
@@ -310,39 +369,30 @@ impl TokenStore for SqliteStore {
     async fn insert_token(&self, record: &TokenRecord) -> Result<InsertOutcome, StoreError> {
         let rec = record.clone();
         self.write(move |c| {
+            // A random token is one statement, atomic on its own; a
+            // deterministic one checks and claims its fingerprint too, so
+            // it takes a savepoint (whose SQL is parsed on every call).
+            let Some(fp) = &rec.fingerprint else {
+                let n = insert_token(c, &rec)?;
+                return Ok(if n == 0 {
+                    InsertOutcome::TokenTaken
+                } else {
+                    InsertOutcome::Inserted
+                });
+            };
             let tx = c.savepoint()?;
-            if let Some(fp) = &rec.fingerprint {
-                let holder: Option<String> = tx
-                    .prepare_cached("SELECT token FROM fingerprints WHERE fingerprint = ?1")?
-                    .query_row([fp], |r| r.get(0))
-                    .optional()?;
-                if let Some(token) = holder {
-                    return Ok(InsertOutcome::FingerprintTaken { token });
-                }
+            let holder: Option<String> = tx
+                .prepare_cached("SELECT token FROM fingerprints WHERE fingerprint = ?1")?
+                .query_row([fp], |r| r.get(0))
+                .optional()?;
+            if let Some(token) = holder {
+                return Ok(InsertOutcome::FingerprintTaken { token });
             }
-            let n = tx.prepare_cached(INSERT_TOKEN)?.execute(params![
-                rec.token,
-                rec.classification,
-                rec.format_version,
-                rec.ciphertext,
-                rec.nonce,
-                rec.data_key_id,
-                rec.fingerprint,
-                rec.brand,
-                rec.last4,
-                rec.first6,
-                rec.value_len,
-                rec.created_at,
-                rec.expires_at,
-                rec.metadata,
-            ])?;
-            if n == 0 {
+            if insert_token(&tx, &rec)? == 0 {
                 return Ok(InsertOutcome::TokenTaken);
             }
-            if let Some(fp) = &rec.fingerprint {
-                tx.prepare_cached("INSERT INTO fingerprints (fingerprint, token) VALUES (?1, ?2)")?
-                    .execute(params![fp, rec.token])?;
-            }
+            tx.prepare_cached("INSERT INTO fingerprints (fingerprint, token) VALUES (?1, ?2)")?
+                .execute(params![fp, rec.token])?;
             tx.commit()?;
             Ok(InsertOutcome::Inserted)
         })
