@@ -6,7 +6,7 @@
 //! its record: a ciphertext copied into another record does not open.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
-use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
+use aws_lc_rs::hkdf::HKDF_SHA256;
 use zeroize::Zeroizing;
 
 use super::provider::DataKey;
@@ -64,8 +64,8 @@ pub enum EnvelopeError {
 fn record_key(dk: &DataKey, b: &Binding<'_>) -> Result<RandomizedNonceKey, EnvelopeError> {
     let info = b.hkdf_info();
     let info_parts: [&[u8]; 1] = [&info];
-    let prk = Salt::new(HKDF_SHA256, &[]).extract(dk.expose());
-    let okm = prk
+    let okm = dk
+        .hkdf_prk()
         .expand(&info_parts, HKDF_SHA256)
         .map_err(|_| EnvelopeError::Seal)?;
     let mut k = Zeroizing::new([0u8; 32]);
@@ -118,6 +118,48 @@ mod tests {
             data_key_id: "dk/pan/1",
             format_version: FORMAT_VERSION,
         }
+    }
+
+    /// Records sealed before the extract step was cached must still open:
+    /// the cached PRK gives the key a full HKDF gives.
+    #[test]
+    fn the_cached_extract_derives_the_full_hkdf_key() {
+        for seed in [0u8, 7, 255] {
+            let bytes = [seed; 32];
+            let dk = DataKey::from_bytes(bytes);
+            let info = binding("tok_a").hkdf_info();
+            let parts: [&[u8]; 1] = [&info];
+            let mut want = [0u8; 32];
+            aws_lc_rs::hkdf::Salt::new(HKDF_SHA256, &[])
+                .extract(&bytes)
+                .expand(&parts, HKDF_SHA256)
+                .unwrap()
+                .fill(&mut want)
+                .unwrap();
+            let cached = dk.hkdf_prk().expand(&parts, HKDF_SHA256).unwrap();
+            let mut got = [0u8; 32];
+            cached.fill(&mut got).unwrap();
+            assert_eq!(got, want);
+        }
+        // And a record sealed the old way opens the new way.
+        let dk = DataKey::from_bytes([9u8; 32]);
+        let b = binding("tok_a");
+        let info = b.hkdf_info();
+        let parts: [&[u8]; 1] = [&info];
+        let mut k = [0u8; 32];
+        aws_lc_rs::hkdf::Salt::new(HKDF_SHA256, &[])
+            .extract(dk.expose())
+            .expand(&parts, HKDF_SHA256)
+            .unwrap()
+            .fill(&mut k)
+            .unwrap();
+        let old = RandomizedNonceKey::new(&AES_256_GCM, &k).unwrap();
+        let mut buf = b"4111111111111111".to_vec();
+        let nonce = old
+            .seal_in_place_append_tag(Aad::from(b.aad()), &mut buf)
+            .unwrap();
+        let opened = open(&dk, &b, nonce.as_ref(), &buf).unwrap();
+        assert_eq!(&opened[..], b"4111111111111111");
     }
 
     #[test]
