@@ -87,3 +87,47 @@ async fn metrics_can_require_a_bearer() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// The load tool speaks HTTP/1.1 itself; it must count real answers: the
+/// tokens it tokenizes are stored, detokenize finds them, and a wrong
+/// key counts every request as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_drives_every_operation() {
+    use tokenvault::loadgen::{LoadSettings, Op, run};
+    let app = spawn_app().await;
+    let tls = tokenvault::tls::client_config(Some(&app.data_dir().join("tls/cert.pem"))).unwrap();
+    let settings = LoadSettings {
+        mix: vec![
+            (Op::Healthz, 1),
+            (Op::Tokenize, 1),
+            (Op::TokenizeBatch, 1),
+            (Op::Detokenize, 1),
+        ],
+        connections: 2,
+        duration: std::time::Duration::from_millis(400),
+        rate: None,
+        batch: 10,
+        prepare: 5,
+    };
+    let before = app.token_rows().await;
+    let r = run(&app.url, app.key("admin"), tls.clone(), settings.clone())
+        .await
+        .unwrap();
+    assert!(r.requests >= 4, "{r}");
+    assert_eq!(r.errors, 0, "{r}");
+    assert!(r.items > 0, "{r}");
+    // Every card counted was stored (plus the five prepared).
+    let tokenized = app.token_rows().await - before;
+    assert!(
+        tokenized >= 5 && tokenized as u64 <= r.items + 5,
+        "{tokenized} rows, {r}"
+    );
+
+    let wrong = LoadSettings {
+        mix: vec![(Op::Tokenize, 1)],
+        prepare: 0,
+        ..settings
+    };
+    let r = run(&app.url, "not-a-key", tls, wrong).await.unwrap();
+    assert!(r.requests > 0 && r.errors == r.requests, "{r}");
+}
