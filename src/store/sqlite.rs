@@ -230,6 +230,16 @@ impl SqliteStore {
     }
 }
 
+/// Pages the WAL grows to before the writer copies them back into the
+/// database (SQLite's default is 1,000). A page dirtied by many commits is
+/// copied back once per checkpoint, so a longer WAL copies less: 1,000-card
+/// batches went from 17,000 to 21,000 cards/s. About 40 MiB of WAL, which
+/// a restart after a crash reads back in well under a second.
+const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+/// The WAL file is cut back to this after a checkpoint, so one burst does
+/// not leave a large file behind.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
 /// SQLite's default page cache (2 MiB) is kept. A 32 MiB cache measured
 /// slower: at each commit SQLite truncates the page cache, scanning its
 /// whole hash table, which grows with the cache (19% of the writer's time
@@ -238,6 +248,8 @@ fn configure(c: &Connection) -> rusqlite::Result<()> {
     c.busy_timeout(std::time::Duration::from_secs(5))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+    c.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }
