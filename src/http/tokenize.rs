@@ -1,12 +1,10 @@
 //! `POST /tokenize`: checkout backends trade card numbers for tokens.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -72,9 +70,6 @@ pub fn rfc3339(unix: i64) -> Option<String> {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
 }
-
-/// Batch items tokenized at once.
-const PARALLEL_ITEMS: usize = 16;
 
 pub async fn handle(
     State(state): State<AppState>,
@@ -177,25 +172,7 @@ pub async fn handle(
         ttl_seconds: body.ttl_seconds.or(Some(defaults.default_ttl_seconds)),
         metadata: body.metadata,
     };
-    // Items run in parallel, a bounded number at a time, answers in order:
-    // on DynamoDB each is a round trip, and a batch of 1000 one after
-    // another would take seconds.
-    // Each future owns what it needs: borrowing futures from a closure
-    // trips the compiler's Send inference for axum handlers.
-    let opts = Arc::new(opts);
-    let work: Vec<_> = items
-        .values
-        .iter()
-        .cloned()
-        .map(|value| {
-            let (vault, opts) = (state.vault.clone(), opts.clone());
-            async move { vault.tokenize(&value, &opts).await }
-        })
-        .collect();
-    let answers: Vec<_> = futures_util::stream::iter(work)
-        .buffered(PARALLEL_ITEMS)
-        .collect()
-        .await;
+    let answers = state.vault.tokenize_many(&items.values, &opts).await;
     let mut results = Vec::with_capacity(items.values.len());
     let mut events = Vec::with_capacity(items.values.len());
     for r in answers {

@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 
 /// One tokenized value as stored. `ciphertext` is the only field derived
 /// from the value; `last4`/`first6` are the parts PCI DSS lets us show.
@@ -81,6 +82,9 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Inserts [`TokenStore::insert_tokens`] keeps in flight by default.
+const PARALLEL_INSERTS: usize = 16;
+
 /// The persistence seam: SQLite on the embedded default, DynamoDB in
 /// production. Every insert is conditional so nothing is ever overwritten.
 #[async_trait]
@@ -88,6 +92,22 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Inserts the record and, when it has one, its fingerprint item, in one
     /// transaction: both or neither.
     async fn insert_token(&self, record: &TokenRecord) -> Result<InsertOutcome, StoreError>;
+
+    /// Inserts each record as [`TokenStore::insert_token`] would, answers
+    /// in order, each on its own. By default a few at a time (on DynamoDB
+    /// each is a round trip); SQLite writes them all in one job.
+    async fn insert_tokens(
+        &self,
+        records: &[TokenRecord],
+    ) -> Vec<Result<InsertOutcome, StoreError>> {
+        // Made before the stream: a closure in the stream trips the
+        // compiler's Send inference.
+        let work: Vec<_> = records.iter().map(|r| self.insert_token(r)).collect();
+        futures_util::stream::iter(work)
+            .buffered(PARALLEL_INSERTS)
+            .collect()
+            .await
+    }
 
     async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
 

@@ -332,6 +332,35 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
+/// Inserts `rec` and its fingerprint item, if it has one: both or neither.
+fn insert_one(c: &mut Connection, rec: &TokenRecord) -> rusqlite::Result<InsertOutcome> {
+    // A random token is one statement, atomic on its own; a deterministic
+    // one checks and claims its fingerprint too, so it takes a savepoint
+    // (whose SQL is parsed on every call).
+    let Some(fp) = &rec.fingerprint else {
+        return Ok(if insert_token(c, rec)? == 0 {
+            InsertOutcome::TokenTaken
+        } else {
+            InsertOutcome::Inserted
+        });
+    };
+    let tx = c.savepoint()?;
+    let holder: Option<String> = tx
+        .prepare_cached("SELECT token FROM fingerprints WHERE fingerprint = ?1")?
+        .query_row([fp], |r| r.get(0))
+        .optional()?;
+    if let Some(token) = holder {
+        return Ok(InsertOutcome::FingerprintTaken { token });
+    }
+    if insert_token(&tx, rec)? == 0 {
+        return Ok(InsertOutcome::TokenTaken);
+    }
+    tx.prepare_cached("INSERT INTO fingerprints (fingerprint, token) VALUES (?1, ?2)")?
+        .execute(params![fp, rec.token])?;
+    tx.commit()?;
+    Ok(InsertOutcome::Inserted)
+}
+
 /// Inserts `rec` unless its token is taken; the number of rows written.
 fn insert_token(c: &Connection, rec: &TokenRecord) -> rusqlite::Result<usize> {
     c.prepare_cached(INSERT_TOKEN)?.execute(params![
@@ -374,35 +403,36 @@ fn get_key(c: &Connection, id: &str) -> rusqlite::Result<Option<KeyItem>> {
 impl TokenStore for SqliteStore {
     async fn insert_token(&self, record: &TokenRecord) -> Result<InsertOutcome, StoreError> {
         let rec = record.clone();
-        self.write(move |c| {
-            // A random token is one statement, atomic on its own; a
-            // deterministic one checks and claims its fingerprint too, so
-            // it takes a savepoint (whose SQL is parsed on every call).
-            let Some(fp) = &rec.fingerprint else {
-                let n = insert_token(c, &rec)?;
-                return Ok(if n == 0 {
-                    InsertOutcome::TokenTaken
-                } else {
-                    InsertOutcome::Inserted
-                });
-            };
-            let tx = c.savepoint()?;
-            let holder: Option<String> = tx
-                .prepare_cached("SELECT token FROM fingerprints WHERE fingerprint = ?1")?
-                .query_row([fp], |r| r.get(0))
-                .optional()?;
-            if let Some(token) = holder {
-                return Ok(InsertOutcome::FingerprintTaken { token });
+        self.write(move |c| insert_one(c, &rec)).await
+    }
+
+    async fn insert_tokens(
+        &self,
+        records: &[TokenRecord],
+    ) -> Vec<Result<InsertOutcome, StoreError>> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let recs = records.to_vec();
+        let n = recs.len();
+        let job = self.write(move |c| {
+            let mut out = Vec::with_capacity(recs.len());
+            for rec in &recs {
+                match insert_one(c, rec) {
+                    Ok(o) => out.push(Ok(o)),
+                    // SQLite rolled the whole transaction back (full disk,
+                    // I/O): what ran before is gone, and the next insert
+                    // would commit on its own. The writer fails the batch.
+                    Err(e) if c.is_autocommit() => return Err(e),
+                    Err(e) => out.push(Err(map_err(e))),
+                }
             }
-            if insert_token(&tx, &rec)? == 0 {
-                return Ok(InsertOutcome::TokenTaken);
-            }
-            tx.prepare_cached("INSERT INTO fingerprints (fingerprint, token) VALUES (?1, ?2)")?
-                .execute(params![fp, rec.token])?;
-            tx.commit()?;
-            Ok(InsertOutcome::Inserted)
-        })
-        .await
+            Ok(out)
+        });
+        match job.await {
+            Ok(out) => out,
+            Err(e) => vec![Err(e); n],
+        }
     }
 
     async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -698,6 +728,53 @@ mod tests {
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
         s.ping().await.unwrap();
+    }
+
+    /// A request's records go in one job; each answers on its own, as
+    /// `insert_token` would.
+    #[tokio::test]
+    async fn many_records_in_one_job_answer_each_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("vault.db")).unwrap();
+        s.insert_token(&record("held", Some("f-held")))
+            .await
+            .unwrap();
+        let batch = [
+            record("a", None),
+            record("held", None),
+            record("b", Some("f-b")),
+            record("c", Some("f-held")),
+            record("a", None),
+            record("d", Some("f-b")),
+        ];
+        let got: Vec<_> = s
+            .insert_tokens(&batch)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                InsertOutcome::Inserted,
+                InsertOutcome::TokenTaken,
+                InsertOutcome::Inserted,
+                InsertOutcome::FingerprintTaken {
+                    token: "held".into()
+                },
+                InsertOutcome::TokenTaken,
+                InsertOutcome::FingerprintTaken { token: "b".into() },
+            ]
+        );
+        // What answered Inserted is stored; what did not is not.
+        for (t, stored) in [("a", true), ("b", true), ("c", false), ("d", false)] {
+            assert_eq!(s.get_token(t).await.unwrap().is_some(), stored, "{t}");
+        }
+        assert_eq!(
+            s.token_for_fingerprint("f-b").await.unwrap().as_deref(),
+            Some("b")
+        );
+        assert!(s.insert_tokens(&[]).await.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::config::TokenSettings;
+use crate::crypto::DataKey;
 use crate::crypto::envelope::{self, Binding, EnvelopeError, FORMAT_VERSION};
 use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::{Keyring, KeyringError};
@@ -107,6 +109,42 @@ impl Tokenized {
     }
 }
 
+/// One value to tokenize, checked against its request's options.
+struct Item {
+    value: Value,
+    /// The metadata, as stored.
+    metadata: String,
+    ttl: Option<i64>,
+}
+
+impl Item {
+    fn check(input: &str, opts: &TokenizeOptions) -> Result<Item, VaultError> {
+        let value = Value::parse(opts.classification, input)?;
+        let metadata = metadata::validate(&opts.metadata)?;
+        if opts.classification != Classification::Pan && opts.format != TokenFormat::Random {
+            return Err(VaultError::UnsupportedFormat(format!(
+                "format {} is for cards only; use random",
+                opts.format.as_str()
+            )));
+        }
+        let ttl = match opts.ttl_seconds {
+            None | Some(0) => None,
+            Some(t) if (1..=3_153_600_000).contains(&t) => Some(t),
+            Some(_) => return Err(VaultError::InvalidTtl),
+        };
+        Ok(Item {
+            value,
+            metadata,
+            ttl,
+        })
+    }
+}
+
+/// Values of one request tokenized at once when each is its own store call
+/// (deterministic ones; on DynamoDB each is a round trip, and a batch of
+/// 1,000 one after another would take seconds).
+const PARALLEL_ITEMS: usize = 16;
+
 /// The tokenization service.
 pub struct Vault {
     store: Arc<dyn TokenStore>,
@@ -153,23 +191,12 @@ impl Vault {
         input: &str,
         opts: &TokenizeOptions,
     ) -> Result<Tokenized, VaultError> {
-        let value = Value::parse(opts.classification, input)?;
-        let meta = metadata::validate(&opts.metadata)?;
-        if opts.classification != Classification::Pan && opts.format != TokenFormat::Random {
-            return Err(VaultError::UnsupportedFormat(format!(
-                "format {} is for cards only; use random",
-                opts.format.as_str()
-            )));
-        }
-        let ttl = match opts.ttl_seconds {
-            None | Some(0) => None,
-            Some(t) if (1..=3_153_600_000).contains(&t) => Some(t),
-            Some(_) => return Err(VaultError::InvalidTtl),
-        };
+        let item = Item::check(input, opts)?;
         let class = opts.classification.as_str();
-        let fingerprint = opts
-            .deterministic
-            .then(|| self.fingerprints.fingerprint(class, value.normalized()));
+        let fingerprint = opts.deterministic.then(|| {
+            self.fingerprints
+                .fingerprint(class, item.value.normalized())
+        });
         if let Some(fp) = &fingerprint
             && let Some(existing) = self.live_holder(fp).await?
         {
@@ -177,46 +204,7 @@ impl Vault {
         }
         let (dk_id, dk) = self.keyring.current(class).await?;
         for _ in 0..INSERT_ATTEMPTS {
-            let token = match (&value, opts.format) {
-                (Value::Pan(p), TokenFormat::Preserving) => Token::preserving(p, false)?,
-                (Value::Pan(p), TokenFormat::PreservingBin) => Token::preserving(p, true)?,
-                _ => Token::random(),
-            };
-            let sealed = envelope::seal(
-                &dk,
-                &Binding {
-                    token: token.as_str(),
-                    classification: class,
-                    data_key_id: &dk_id,
-                    format_version: FORMAT_VERSION,
-                },
-                value.normalized(),
-            )?;
-            let now = self.clock.unix();
-            let (brand, last4, first6) = match &value {
-                Value::Pan(p) => (
-                    Some(p.brand().as_str().to_owned()),
-                    Some(p.last4()),
-                    (opts.format == TokenFormat::PreservingBin).then(|| p.first6()),
-                ),
-                Value::Pii(_) => (None, None, None),
-            };
-            let record = TokenRecord {
-                token: token.into_string(),
-                classification: class.to_owned(),
-                format_version: FORMAT_VERSION,
-                ciphertext: sealed.ciphertext,
-                nonce: sealed.nonce,
-                data_key_id: dk_id.clone(),
-                fingerprint: fingerprint.clone(),
-                brand,
-                last4,
-                first6,
-                value_len: value.display_len() as u32,
-                created_at: now,
-                expires_at: ttl.map(|t| now + t),
-                metadata: meta.clone(),
-            };
+            let record = self.seal_record(&item, opts, fingerprint.clone(), &dk_id, &dk)?;
             match self.store.insert_token(&record).await? {
                 InsertOutcome::Inserted => return Ok(Tokenized::from_record(&record, true)),
                 InsertOutcome::TokenTaken => continue,
@@ -233,6 +221,125 @@ impl Vault {
             }
         }
         Err(VaultError::Internal("could not find a free token".into()))
+    }
+
+    /// Tokenizes the values of one request; answers in order, each on its
+    /// own. Random tokens are made and sealed here and stored in one store
+    /// call: on SQLite one job for the writer thread instead of one per
+    /// value, which was half the writer's time at 1,000-card batches.
+    /// Deterministic values (each looks up its fingerprint first), and a
+    /// value whose token collided, go through [`Vault::tokenize`].
+    pub async fn tokenize_many(
+        &self,
+        inputs: &[String],
+        opts: &TokenizeOptions,
+    ) -> Vec<Result<Tokenized, VaultError>> {
+        let one_by_one = || {
+            // Made before the stream: a closure in the stream trips the
+            // compiler's Send inference for axum handlers.
+            let work: Vec<_> = inputs.iter().map(|v| self.tokenize(v, opts)).collect();
+            futures_util::stream::iter(work)
+                .buffered(PARALLEL_ITEMS)
+                .collect::<Vec<_>>()
+        };
+        if opts.deterministic {
+            return one_by_one().await;
+        }
+        let class = opts.classification.as_str();
+        let Ok((dk_id, dk)) = self.keyring.current(class).await else {
+            // Each value then meets the key provider's error on its own.
+            return one_by_one().await;
+        };
+        let mut answers: Vec<Option<Result<Tokenized, VaultError>>> = Vec::new();
+        let mut records = Vec::new();
+        for input in inputs {
+            match Item::check(input, opts)
+                .and_then(|item| self.seal_record(&item, opts, None, &dk_id, &dk))
+            {
+                Ok(r) => {
+                    answers.push(None);
+                    records.push(r);
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        let mut stored = self.store.insert_tokens(&records).await.into_iter();
+        let mut records = records.iter();
+        for (i, answer) in answers.iter_mut().enumerate() {
+            if answer.is_some() {
+                continue;
+            }
+            let (Some(record), Some(outcome)) = (records.next(), stored.next()) else {
+                *answer = Some(Err(VaultError::Internal(
+                    "the store answered fewer inserts than it was given".into(),
+                )));
+                continue;
+            };
+            *answer = Some(match outcome {
+                Ok(InsertOutcome::Inserted) => Ok(Tokenized::from_record(record, true)),
+                // A collision (or a fingerprint, which these records do
+                // not carry): try again the long way.
+                Ok(_) => self.tokenize(&inputs[i], opts).await,
+                Err(e) => Err(e.into()),
+            });
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(VaultError::Internal("no answer".into()))))
+            .collect()
+    }
+
+    /// A sealed record for `item` under a fresh token.
+    fn seal_record(
+        &self,
+        item: &Item,
+        opts: &TokenizeOptions,
+        fingerprint: Option<String>,
+        dk_id: &str,
+        dk: &DataKey,
+    ) -> Result<TokenRecord, VaultError> {
+        let class = opts.classification.as_str();
+        let value = &item.value;
+        let token = match (value, opts.format) {
+            (Value::Pan(p), TokenFormat::Preserving) => Token::preserving(p, false)?,
+            (Value::Pan(p), TokenFormat::PreservingBin) => Token::preserving(p, true)?,
+            _ => Token::random(),
+        };
+        let sealed = envelope::seal(
+            dk,
+            &Binding {
+                token: token.as_str(),
+                classification: class,
+                data_key_id: dk_id,
+                format_version: FORMAT_VERSION,
+            },
+            value.normalized(),
+        )?;
+        let now = self.clock.unix();
+        let (brand, last4, first6) = match value {
+            Value::Pan(p) => (
+                Some(p.brand().as_str().to_owned()),
+                Some(p.last4()),
+                (opts.format == TokenFormat::PreservingBin).then(|| p.first6()),
+            ),
+            Value::Pii(_) => (None, None, None),
+        };
+        Ok(TokenRecord {
+            token: token.into_string(),
+            classification: class.to_owned(),
+            format_version: FORMAT_VERSION,
+            ciphertext: sealed.ciphertext,
+            nonce: sealed.nonce,
+            data_key_id: dk_id.to_owned(),
+            fingerprint,
+            brand,
+            last4,
+            first6,
+            value_len: value.display_len() as u32,
+            created_at: now,
+            expires_at: item.ttl.map(|t| now + t),
+            metadata: item.metadata.clone(),
+        })
     }
 
     /// The live record holding `fp`; an expired or dangling holder is
