@@ -111,11 +111,16 @@ pub fn test_card(i: u64) -> String {
     format!("{body}{}", (10 - sum % 10) % 10)
 }
 
-/// Where the server is: `https://host[:port]`.
+/// Where the server is: `https://host[:port][/base]`.
 #[derive(Debug, Clone)]
 struct Target {
+    /// Connected to and named in TLS (no brackets for IPv6).
     host: String,
     port: u16,
+    /// As the URL gave it, for the `Host` header.
+    authority: String,
+    /// Path prefix before each route, no trailing slash.
+    base: String,
     tls: Arc<rustls::ClientConfig>,
 }
 
@@ -124,12 +129,19 @@ impl Target {
         let rest = url
             .strip_prefix("https://")
             .context("the bench speaks HTTPS only: give --url https://host[:port]")?;
-        let authority = rest.split('/').next().unwrap_or_default();
+        let (authority, base) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
         // `[v6]:port`, `[v6]`, `host:port` or `host`.
         let (host, port) = match authority.strip_prefix('[') {
             Some(v6) => {
                 let (h, rest) = v6.split_once(']').context("--url: no closing ]")?;
-                (h, rest.strip_prefix(':'))
+                let port = match rest {
+                    "" => None,
+                    p => Some(p.strip_prefix(':').context("--url: junk after ]")?),
+                };
+                (h, port)
             }
             None => match authority.split_once(':') {
                 Some((h, p)) => (h, Some(p)),
@@ -145,9 +157,64 @@ impl Target {
         Ok(Target {
             host: host.to_owned(),
             port,
+            authority: authority.to_owned(),
+            base: base.to_owned(),
             tls: Arc::new(tls),
         })
     }
+
+    /// Sends one request on `conn`, opening a connection first if there is
+    /// none. A kept-alive connection the server has meanwhile closed (its
+    /// idle timeout) fails before any answer byte: that request is sent
+    /// once more on a new connection. A connection that failed, or that the
+    /// answer says is closing, is dropped.
+    async fn exchange(
+        &self,
+        conn: &mut Option<Conn>,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut retried = false;
+        loop {
+            let reused = conn.is_some();
+            let once = async {
+                if conn.is_none() {
+                    *conn = Some(Conn::open(self).await?);
+                }
+                let c = conn.as_mut().expect("opened above");
+                c.request(self, method, path, bearer, body).await
+            };
+            let failed = match tokio::time::timeout(ANSWER_TIMEOUT, once).await {
+                Ok(Ok(a)) => {
+                    if a.close {
+                        *conn = None;
+                    }
+                    return Ok((a.status, a.body));
+                }
+                Ok(Err(e)) => e,
+                Err(_) => anyhow::anyhow!("no answer within {ANSWER_TIMEOUT:?}"),
+            };
+            let stale = reused && conn.as_ref().is_some_and(|c| !c.received);
+            *conn = None;
+            if retried || !stale {
+                return Err(failed);
+            }
+            retried = true;
+        }
+    }
+}
+
+/// How long one request (with its connection's opening) may take.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One answer.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    /// The server said `Connection: close`.
+    close: bool,
 }
 
 /// Longest answer head the bench reads.
@@ -161,6 +228,8 @@ struct Conn {
     buf: Vec<u8>,
     /// The request being written, reused.
     out: Vec<u8>,
+    /// Whether any byte of the current answer has arrived.
+    received: bool,
 }
 
 impl Conn {
@@ -175,21 +244,27 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(4096),
             out: Vec::with_capacity(1024),
+            received: false,
         })
     }
 
-    /// Sends one request and reads its answer: (status, body).
+    /// Sends one request and reads its answer.
     async fn request(
         &mut self,
-        host: &str,
+        t: &Target,
         method: &str,
         path: &str,
         bearer: Option<&str>,
         body: &[u8],
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
+    ) -> anyhow::Result<Answer> {
         self.out.clear();
+        self.received = !self.buf.is_empty();
         use std::io::Write as _;
-        write!(self.out, "{method} {path} HTTP/1.1\r\nhost: {host}\r\n")?;
+        write!(
+            self.out,
+            "{method} {}{path} HTTP/1.1\r\nhost: {}\r\n",
+            t.base, t.authority
+        )?;
         if let Some(b) = bearer {
             write!(self.out, "authorization: Bearer {b}\r\n")?;
         }
@@ -219,6 +294,7 @@ impl Conn {
             .and_then(|s| s.parse().ok())
             .context("no status line")?;
         let mut length = None;
+        let mut close = false;
         for line in head.split("\r\n").skip(1) {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
@@ -232,6 +308,8 @@ impl Conn {
                 );
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 anyhow::bail!("the bench reads Content-Length answers only");
+            } else if name.eq_ignore_ascii_case("connection") {
+                close = value.trim().eq_ignore_ascii_case("close");
             }
         }
         let length = length.unwrap_or(0);
@@ -240,13 +318,18 @@ impl Conn {
         }
         let body = self.buf[head_end..head_end + length].to_vec();
         self.buf.drain(..head_end + length);
-        Ok((status, body))
+        Ok(Answer {
+            status,
+            body,
+            close,
+        })
     }
 
     async fn fill(&mut self) -> anyhow::Result<()> {
         let mut chunk = [0u8; 8192];
         let n = self.stream.read(&mut chunk).await?;
         anyhow::ensure!(n > 0, "the server closed the connection");
+        self.received = true;
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
@@ -261,8 +344,7 @@ struct Shared {
 }
 
 impl Shared {
-    /// Sends one request on `conn` (opening it first if there is none,
-    /// or the last request broke it); returns (ok, items).
+    /// Sends one request on `conn`; returns (ok, items).
     async fn send(&self, conn: &mut Option<Conn>, op: Op) -> (bool, u64) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let (method, path, body, items) = match op {
@@ -285,23 +367,13 @@ impl Shared {
             }
         };
         let bearer = (op != Op::Healthz).then_some(self.bearer.as_str());
-        let answer = async {
-            if conn.is_none() {
-                *conn = Some(Conn::open(&self.target).await?);
-            }
-            let c = conn.as_mut().expect("opened above");
-            c.request(&self.target.host, method, path, bearer, body.as_bytes())
-                .await
-        };
-        match tokio::time::timeout(Duration::from_secs(30), answer).await {
-            Ok(Ok((status, _))) if (200..300).contains(&status) => (true, items),
-            Ok(Ok(_)) => (false, 0),
-            _ => {
-                // A broken or stalled connection is replaced on the next
-                // request.
-                *conn = None;
-                (false, 0)
-            }
+        match self
+            .target
+            .exchange(conn, method, path, bearer, body.as_bytes())
+            .await
+        {
+            Ok((status, _)) if (200..300).contains(&status) => (true, items),
+            _ => (false, 0),
         }
     }
 
@@ -333,7 +405,7 @@ pub async fn run(
     let target = Target::parse(url, tls)?;
     let mut tokens = Vec::new();
     if settings.mix.iter().any(|m| m.0 == Op::Detokenize) {
-        let mut c = Conn::open(&target).await?;
+        let mut c = None;
         let mut made = 0u64;
         while tokens.len() < settings.prepare {
             let values: Vec<String> = (0..1000.min(settings.prepare - tokens.len()) as u64)
@@ -341,14 +413,8 @@ pub async fn run(
                 .collect();
             made += values.len() as u64;
             let body = serde_json::json!({ "values": values }).to_string();
-            let (status, answer) = c
-                .request(
-                    &target.host,
-                    "POST",
-                    "/tokenize",
-                    Some(bearer),
-                    body.as_bytes(),
-                )
+            let (status, answer) = target
+                .exchange(&mut c, "POST", "/tokenize", Some(bearer), body.as_bytes())
                 .await?;
             anyhow::ensure!(
                 (200..300).contains(&status),
@@ -375,7 +441,8 @@ pub async fn run(
     // requests, not handshakes.
     let mut conns = Vec::with_capacity(settings.connections);
     for _ in 0..settings.connections {
-        conns.push(Conn::open(&shared.target).await?);
+        let open = tokio::time::timeout(ANSWER_TIMEOUT, Conn::open(&shared.target)).await;
+        conns.push(open.map_err(|_| anyhow::anyhow!("connecting took over {ANSWER_TIMEOUT:?}"))??);
     }
     let start = Instant::now();
     let deadline = start + settings.duration;
@@ -460,17 +527,36 @@ mod tests {
 
     #[test]
     fn a_target_is_read_from_the_url() {
-        let t = |u: &str| Target::parse(u, tls()).map(|t| (t.host, t.port));
-        assert_eq!(
-            t("https://localhost:9443").unwrap(),
-            ("localhost".into(), 9443)
-        );
-        assert_eq!(
-            t("https://vault.example/").unwrap(),
-            ("vault.example".into(), 443)
-        );
-        assert_eq!(t("https://[::1]:8443").unwrap(), ("::1".into(), 8443));
-        assert_eq!(t("https://[::1]").unwrap(), ("::1".into(), 443));
+        let t = |u: &str| Target::parse(u, tls()).map(|t| (t.host, t.port, t.authority, t.base));
+        for (url, host, port, authority, base) in [
+            (
+                "https://localhost:9443",
+                "localhost",
+                9443,
+                "localhost:9443",
+                "",
+            ),
+            (
+                "https://vault.example/",
+                "vault.example",
+                443,
+                "vault.example",
+                "",
+            ),
+            (
+                "https://lb.example:8443/vault/",
+                "lb.example",
+                8443,
+                "lb.example:8443",
+                "/vault",
+            ),
+            ("https://[::1]:8443", "::1", 8443, "[::1]:8443", ""),
+            ("https://[::1]", "::1", 443, "[::1]", ""),
+        ] {
+            let want = (host.into(), port, authority.into(), base.into());
+            assert_eq!(t(url).unwrap(), want, "{url}");
+        }
+        assert!(t("https://[::1]x").is_err());
         assert!(t("http://localhost:9443").is_err());
         assert!(t("https://localhost:port").is_err());
         assert!(t("https://:9443").is_err());
