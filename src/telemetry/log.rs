@@ -10,6 +10,7 @@ use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
@@ -17,7 +18,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Installs the JSON log subscriber writing to stderr through a logging
 /// thread, and returns the guard that flushes it when dropped: keep it
-/// until the process ends.
+/// until the process ends. The flush waits up to about a second (the
+/// logging crate's limit); lines still queued when the process is killed
+/// are lost, which a line written from the request path was not.
 ///
 /// Written from the request path, each access-log line was a `write`
 /// syscall on a runtime worker; the logging thread takes whatever lines
@@ -77,13 +80,17 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
+        // Records of the `log` crate (rustls logs through it) arrive with
+        // the target "log" and their own as `log.*` fields: restore them.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         w.write_str("{\"timestamp\":\"")?;
         write_timestamp(&mut w, time::OffsetDateTime::now_utc())?;
         write!(w, "\",\"level\":\"{}\"", meta.level())?;
         let mut fields = Fields {
             w: &mut w,
             result: Ok(()),
+            skip_log_fields: normalized.is_some(),
         };
         event.record(&mut fields);
         fields.result?;
@@ -112,10 +119,16 @@ fn write_timestamp(w: &mut impl fmt::Write, t: time::OffsetDateTime) -> fmt::Res
 struct Fields<'a, W> {
     w: &'a mut W,
     result: fmt::Result,
+    /// The event came from the `log` crate: its `log.*` fields are in the
+    /// normalized metadata already.
+    skip_log_fields: bool,
 }
 
 impl<W: fmt::Write> Fields<'_, W> {
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.skip_log_fields && field.name().starts_with("log.") {
+            return;
+        }
         if self.result.is_ok() {
             self.result = (|| {
                 self.w.write_char(',')?;
@@ -216,15 +229,45 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_line_is_one_json_object_with_every_field() {
+    fn lines_of(f: impl FnOnce()) -> Vec<serde_json::Value> {
         let buf = Buf::default();
         let b = buf.clone();
         let subscriber = tracing_subscriber::fmt()
             .event_format(JsonLines)
             .with_writer(move || b.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, f);
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// rustls logs through the `log` crate: its lines keep their own
+    /// target and carry no `log.*` fields.
+    #[test]
+    fn a_log_crate_record_keeps_its_target() {
+        let v = lines_of(|| {
+            tracing_log::format_trace(
+                &log::Record::builder()
+                    .target("rustls::server::hs")
+                    .level(log::Level::Warn)
+                    .args(format_args!("no ALPN match"))
+                    .build(),
+            )
+            .unwrap();
+        });
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0]["target"], "rustls::server::hs");
+        assert_eq!(v[0]["level"], "WARN");
+        assert_eq!(v[0]["message"], "no ALPN match");
+        let keys: Vec<&String> = v[0].as_object().unwrap().keys().collect();
+        assert!(keys.iter().all(|k| !k.starts_with("log.")), "{keys:?}");
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_every_field() {
+        let lines = lines_of(|| {
             let err = "quote \" backslash \\ newline \n bell \u{7} é";
             tracing::warn!(
                 route = "/tokenize",
@@ -237,9 +280,8 @@ mod tests {
                 "store down"
             );
         });
-        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        assert!(out.ends_with("}\n") && out.lines().count() == 1, "{out}");
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(lines.len(), 1);
+        let v = &lines[0];
         assert_eq!(v["level"], "WARN");
         assert_eq!(v["message"], "store down");
         assert_eq!(v["route"], "/tokenize");
@@ -250,6 +292,7 @@ mod tests {
         assert_eq!(v["nan"], "NaN");
         assert_eq!(v["error"], "quote \" backslash \\ newline \n bell \u{7} é");
         assert!(v["target"].as_str().unwrap().contains("telemetry"));
+        assert!(v.get("log.target").is_none());
         let ts = v["timestamp"].as_str().unwrap();
         assert!(
             time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).is_ok(),
