@@ -154,6 +154,8 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
+        create_private(path)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         let mut writer = Connection::open(path).map_err(map_err)?;
         configure(&writer).map_err(map_err)?;
         migrate(&mut writer).map_err(map_err)?;
@@ -227,6 +229,25 @@ impl SqliteStore {
         answer
             .await
             .map_err(|_| StoreError::Internal("a store read failed".into()))?
+    }
+}
+
+/// Creates the database file owner-only (0600) if it does not exist yet.
+/// SQLite would create it under the process umask (0644 is usual), and it
+/// makes the `-wal` and `-shm` files with the database file's mode. The
+/// rows hold no value in the clear, but they hold last fours, metadata
+/// and idempotent answers. An existing file keeps the mode it has.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

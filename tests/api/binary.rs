@@ -106,7 +106,9 @@ async fn serve_runs_the_embedded_default_from_nothing() {
     );
     assert_eq!(mode(&data.join("dev-credentials.json")), 0o600);
     assert_eq!(mode(&data.join("tls/key.pem")), 0o600);
-    assert!(data.join("vault.db").exists());
+    assert_eq!(mode(&data.join("vault.db")), 0o600);
+    assert_eq!(mode(&data.join("vault.db-wal")), 0o600);
+    assert_eq!(mode(&data.join("audit.log")), 0o600);
     let creds: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("dev-credentials.json")).unwrap()).unwrap();
     for role in ["checkout", "support", "admin", "log-shipper"] {
