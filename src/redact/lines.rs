@@ -15,6 +15,24 @@ pub enum Piece<'a> {
     TooLong { newline: bool },
 }
 
+/// The lines of a block, each with its newline (the last may lack one).
+/// `memchr` finds the newlines: `split_inclusive` with a byte closure
+/// tested one byte at a time and was 6 instructions a byte of NDJSON.
+pub fn each_line(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', block);
+    std::iter::from_fn(move || {
+        let end = match ends.next() {
+            Some(i) => i + 1,
+            None if start < block.len() => block.len(),
+            None => return None,
+        };
+        let line = &block[start..end];
+        start = end;
+        Some(line)
+    })
+}
+
 /// The marker written in place of an overlong line.
 pub const TOO_LONG: &[u8] = b"[REDACTED:line-too-long]";
 
@@ -118,6 +136,24 @@ impl LineSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_line_agrees_with_split_inclusive() {
+        for block in [
+            &b""[..],
+            b"\n",
+            b"a",
+            b"a\n",
+            b"a\nb",
+            b"a\n\nb\n",
+            b"\n\n\n",
+            b"one line\nand another without its newline",
+        ] {
+            let want: Vec<&[u8]> = block.split_inclusive(|&c| c == b'\n').collect();
+            let got: Vec<&[u8]> = each_line(block).collect();
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(block));
+        }
+    }
 
     fn split(chunks: &[&[u8]], max: usize) -> Vec<String> {
         let mut s = LineSplitter::new(max);

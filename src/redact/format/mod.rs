@@ -10,6 +10,7 @@ use super::action::{Action, ActionError, Tools};
 use super::detectors::private_key::find_end;
 use super::detectors::{Finding, Kind, pan::is_card_number};
 use super::fields::FieldRules;
+use super::lines::each_line;
 use super::scanner::Scanner;
 use super::{Findings, Options};
 
@@ -129,7 +130,7 @@ impl<'a> Session<'a> {
         out: &mut Vec<u8>,
     ) -> Result<(), RedactError> {
         if self.opts.budget.is_some() {
-            for line in block.split_inclusive(|&b| b == b'\n') {
+            for line in each_line(block) {
                 self.line(format, line, out)?;
             }
             return Ok(());
@@ -149,22 +150,29 @@ impl<'a> Session<'a> {
         found.retain(|f| self.opts.enabled(f.kind));
         let mut k = 0;
         let mut start = 0;
+        // Clean lines are copied a run at a time.
+        let mut clean_from = 0;
         let mut result = Ok(());
-        for line in block.split_inclusive(|&b| b == b'\n') {
+        for line in each_line(block) {
             let end = start + line.len();
             while k < found.len() && found[k].range.end <= start {
                 k += 1;
             }
             let hit = k < found.len() && found[k].range.start < end;
             if hit || !self.passes_raw(line) {
+                if !self.opts.report {
+                    out.extend_from_slice(&block[clean_from..start]);
+                }
+                clean_from = end;
                 if let Err(e) = self.ndjson_dirty(line, &found[k..], start, out) {
                     result = Err(e);
                     break;
                 }
-            } else if !self.opts.report {
-                out.extend_from_slice(line);
             }
             start = end;
+        }
+        if result.is_ok() && !self.opts.report {
+            out.extend_from_slice(&block[clean_from..]);
         }
         self.found = found;
         result
