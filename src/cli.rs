@@ -19,6 +19,16 @@ use crate::redact::{Action, Format, HashKey, Redactor};
 /// Longest line the filter holds; a longer one is replaced by a marker.
 const MAX_LINE: usize = 1 << 20;
 
+/// `println!` that hands the error back: `println!` panics when standard
+/// output is closed (`tokenvault bench | head -1`), and a panic is no
+/// answer. [`run`] ends quietly on a broken pipe, as `head`'s reader
+/// expects.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    };
+}
+
 /// tokenvault: a payment-data vault and PII redaction service.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -231,11 +241,20 @@ pub fn run() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("tokenvault: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the command stopped because its reader went away.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn settings(args: &VaultArgs) -> anyhow::Result<Settings> {
@@ -323,7 +342,7 @@ fn client_run(
         let client = crate::client::Client::new(&args.url, args.cacert.as_deref())?;
         let bearer = client.bearer(args.credentials()).await?;
         let (status, answer) = client.post(path, &bearer, &body).await?;
-        println!("{answer}");
+        say!("{answer}")?;
         Ok(if (200..300).contains(&status) {
             ExitCode::SUCCESS
         } else {
@@ -360,7 +379,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             },
         )
         .await?;
-        println!("{report}");
+        say!("{report}")?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -555,10 +574,10 @@ fn migrate(args: VaultArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
         if changes.is_empty() {
-            println!("table {table} is up to date");
+            say!("table {table} is up to date")?;
         }
         for c in changes {
-            println!("{c}");
+            say!("{c}")?;
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -613,7 +632,7 @@ fn rewrap(args: RewrapArgs) -> anyhow::Result<ExitCode> {
             eprintln!();
         }
         let verb = if args.dry_run { "would re-wrap" } else { "re-wrapped" };
-        println!(
+        say!(
             "{verb} {} key items under {}; {} already there; {} not selected (another key or classification); \
              {} changed by another writer meanwhile (rerun to pick them up); {} done by an earlier run",
             summary.rewrapped,
@@ -622,9 +641,9 @@ fn rewrap(args: RewrapArgs) -> anyhow::Result<ExitCode> {
             summary.other_classification,
             summary.changed_meanwhile,
             summary.resumed_past
-        );
+        )?;
         if !summary.complete {
-            println!("stopped at --limit; run again to go on from the checkpoint");
+            say!("stopped at --limit; run again to go on from the checkpoint")?;
         }
         Ok(if summary.changed_meanwhile > 0 {
             ExitCode::FAILURE
@@ -663,12 +682,12 @@ fn doctor(args: VaultArgs) -> anyhow::Result<ExitCode> {
         let checks = crate::doctor::run(&settings, aws.as_ref(), &cert, now).await;
         let mut failed = 0;
         for c in &checks {
-            println!("{c}");
+            say!("{c}")?;
             if matches!(c.outcome, crate::doctor::Outcome::Fail(_)) {
                 failed += 1;
             }
         }
-        println!("{} checks, {failed} failed", checks.len());
+        say!("{} checks, {failed} failed", checks.len())?;
         Ok(if failed == 0 {
             ExitCode::SUCCESS
         } else {
@@ -683,15 +702,15 @@ fn audit_verify(file: PathBuf, args: VaultArgs) -> anyhow::Result<ExitCode> {
         let key = crate::app::audit_key(&settings, None).await?;
         match crate::audit::verify(&file, &key) {
             Ok(report) => {
-                println!(
+                say!(
                     "ok: {} lines, chain intact ({})",
                     report.lines,
                     file.display()
-                );
+                )?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                println!("BROKEN: {e}");
+                say!("BROKEN: {e}")?;
                 Ok(ExitCode::FAILURE)
             }
         }

@@ -364,3 +364,23 @@ fn a_bad_setting_stops_start_up_naming_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("formatt"));
 }
+
+#[test]
+fn a_closed_standard_output_ends_a_command_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // No reader: the command's first write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = tokenvault()
+        .arg("doctor")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+}
