@@ -3,8 +3,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 
 use crate::audit::AuditEvent;
@@ -16,6 +16,13 @@ use super::error::{Problem, ProblemKind, current_request_id};
 
 /// Longest `Authorization` header we look at.
 const MAX_AUTH_HEADER: usize = 1024;
+
+/// The request's media type: its `Content-Type` without parameters, in
+/// lower case (`Application/JSON; charset=utf-8` is `application/json`).
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(ct.split(';').next()?.trim().to_ascii_lowercase())
+}
 
 /// A JSON body: 413 over the limit, 400 when not JSON or of the wrong
 /// shape. serde's messages can quote the offending value (a card), so only
@@ -30,20 +37,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|ct| {
-                let essence = ct
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                essence == "application/json" || essence.ends_with("+json")
-            })
-            .unwrap_or(false);
+        let is_json = media_type(req.headers())
+            .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
         if !is_json {
             return Err(Problem::new(
                 ProblemKind::UnsupportedMediaType,
@@ -136,5 +131,39 @@ impl FromRequestParts<AppState> for Caller {
             ProblemKind::Unauthenticated,
             "send a valid API key or session token as Authorization: Bearer <credential>, or a client certificate",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(ct: &'static str) -> Option<String> {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+        media_type(&h)
+    }
+
+    #[test]
+    fn the_media_type_drops_parameters_and_case() {
+        assert_eq!(
+            of("Text/Plain; charset=utf-8").as_deref(),
+            Some("text/plain")
+        );
+        assert_eq!(
+            of(" application/x-ndjson ").as_deref(),
+            Some("application/x-ndjson")
+        );
+        assert_eq!(
+            of("application/merge-patch+json;q=1").as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert_eq!(media_type(&HeaderMap::new()), None);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_bytes(b"text/\xff").unwrap(),
+        );
+        assert_eq!(media_type(&h), None);
     }
 }

@@ -31,7 +31,7 @@ use crate::vault::value::Classification;
 
 use super::AppState;
 use super::error::{Problem, ProblemKind, current_request_id};
-use super::extract::Caller;
+use super::extract::{Caller, media_type};
 
 /// Largest `budget_ms` a caller may ask for.
 const MAX_BUDGET_MS: u64 = 60_000;
@@ -101,10 +101,8 @@ pub async fn handle(
             )
             .await);
     }
-    let format = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(Format::from_content_type)
+    let format = media_type(&headers)
+        .and_then(|m| Format::from_media_type(&m))
         .ok_or_else(|| {
             Problem::new(
                 ProblemKind::UnsupportedMediaType,

@@ -29,15 +29,10 @@ pub enum Format {
 }
 
 impl Format {
-    /// From a `Content-Type` (parameters ignored).
-    pub fn from_content_type(ct: &str) -> Option<Format> {
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match essence.as_str() {
+    /// From a media type (a `Content-Type` without parameters, in lower
+    /// case).
+    pub fn from_media_type(media_type: &str) -> Option<Format> {
+        match media_type {
             "text/plain" => Some(Format::Text),
             "application/json" => Some(Format::Json),
             "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
