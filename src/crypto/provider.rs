@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use async_trait::async_trait;
-use aws_lc_rs::hkdf::{HKDF_SHA256, Prk};
 use aws_lc_rs::hmac;
 use zeroize::Zeroizing;
 
@@ -58,10 +57,13 @@ impl EncryptionContext {
 /// A 256-bit plaintext key, zeroized on drop and never printed.
 pub struct DataKey {
     key: Zeroizing<[u8; 32]>,
-    /// HKDF-Extract of the key, made on first use: every record key under
-    /// this data key expands from it, and extracting it again for each
-    /// record was half the cost of sealing one. `Prk` zeroizes on drop.
-    prk: OnceLock<Prk>,
+    /// HKDF-Extract of the key as an HMAC key, made on first use: every
+    /// record key under this data key expands from it. Extracting again for
+    /// each record was half the cost of sealing one, and `hkdf::Prk`
+    /// hashed its key's pads again at every expand (another 6,000
+    /// instructions); `hmac::Key` keeps them hashed, in an `HMAC_CTX` that
+    /// aws-lc cleanses on drop.
+    prk: OnceLock<hmac::Key>,
 }
 
 impl DataKey {
@@ -76,15 +78,22 @@ impl DataKey {
         &self.key
     }
 
-    /// HKDF-SHA256-Extract with an empty salt (RFC 5869: a salt of zeros)
-    /// over the key. The HMAC tag it is computed as is a plain array that
-    /// lives on the stack until overwritten; the `Prk` kept is zeroized.
-    pub fn hkdf_prk(&self) -> &Prk {
-        self.prk.get_or_init(|| {
+    /// A 32-byte HKDF-SHA256 output (RFC 5869) of the key for `info`, with
+    /// an empty salt (a salt of zeros). For one hash-length block, Expand
+    /// is a single HMAC under the PRK: T(1) = HMAC(PRK, info || 0x01). The
+    /// tags are plain arrays that live on the stack until overwritten.
+    pub fn hkdf32(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
+        let prk = self.prk.get_or_init(|| {
             let salt = hmac::Key::new(hmac::HMAC_SHA256, &[]);
             let prk = hmac::sign(&salt, self.key.as_ref());
-            Prk::new_less_safe(HKDF_SHA256, prk.as_ref())
-        })
+            hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref())
+        });
+        let mut ctx = hmac::Context::with_key(prk);
+        ctx.update(info);
+        ctx.update(&[1]);
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
     }
 }
 
