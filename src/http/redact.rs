@@ -128,7 +128,7 @@ pub async fn handle(
                 "the body is over limits.redact_stream_bytes",
             ));
         }
-        return Ok(super::redact_stream::respond(job, body));
+        return Ok(super::redact_stream::respond(job, body).await);
     }
     let bytes = axum::body::to_bytes(body, state.limits.body_bytes)
         .await

@@ -46,11 +46,18 @@ impl http_body::Body for ChannelBody {
 }
 
 /// Starts the stream and returns the response that carries it.
-pub fn respond(job: Job, body: Body) -> Response {
+///
+/// The body's first frame is awaited before the response is made: hyper
+/// answers `Expect: 100-continue` when a body is first read, and not once
+/// the response's head has gone. curl asks for it on bodies over 1 MiB and,
+/// given a `200` instead, waited a second before sending (1.09 s for the
+/// 1.6 MB events corpus, against 0.05 s without the header).
+pub async fn respond(job: Job, mut body: Body) -> Response {
     let (in_tx, in_rx) = mpsc::channel::<Result<Bytes, String>>(DEPTH);
     let (out_tx, out_rx) = mpsc::channel::<Out>(DEPTH);
     let limit = job.state.limits.redact_stream_bytes;
-    tokio::spawn(read(body, limit, in_tx));
+    let first = body.frame().await;
+    tokio::spawn(read(first, body, limit, in_tx));
     let report = job.opts.report;
     let format = job.format;
     tokio::task::spawn_blocking(move || work(job, in_rx, out_tx));
@@ -69,10 +76,21 @@ pub fn respond(job: Job, body: Body) -> Response {
     res
 }
 
-/// Forwards the request body, enforcing `limit`.
-async fn read(mut body: Body, limit: u64, tx: mpsc::Sender<Result<Bytes, String>>) {
+/// Forwards the request body from its `first` frame on, enforcing `limit`.
+async fn read(
+    first: Option<Result<Frame<Bytes>, axum::Error>>,
+    mut body: Body,
+    limit: u64,
+    tx: mpsc::Sender<Result<Bytes, String>>,
+) {
     let mut total = 0u64;
-    while let Some(frame) = body.frame().await {
+    let mut first = Some(first);
+    loop {
+        let frame = match first.take() {
+            Some(f) => f,
+            None => body.frame().await,
+        };
+        let Some(frame) = frame else { return };
         let item = match frame {
             Ok(f) => match f.into_data() {
                 Ok(d) => {

@@ -294,3 +294,58 @@ async fn tokenize_hash_report_and_budget_over_http() {
     assert_eq!(s, 400);
     app.assert_no_leaks();
 }
+
+/// A streamed body sent with `Expect: 100-continue` (curl asks for it on
+/// bodies over 1 MiB) gets `100 Continue` before the answer: had the
+/// answer's head gone first, the client would wait before sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_is_asked_for_with_100_continue() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Bodies over 1 KiB are streamed.
+    let app = crate::helpers::spawn_app_with(|s| s.limits.body_bytes = 1024).await;
+    let body = format!("{}paid 4111111111111111\n", "x".repeat(2000) + "\n");
+    let mut cfg =
+        tokenvault::tls::client_config(Some(&app.data_dir().join("tls/cert.pem"))).unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let addr = app.url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /redact HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\
+         Connection: close\r\n\r\n",
+        app.key("log-shipper"),
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut first = [0u8; 25];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tls.read_exact(&mut first),
+    )
+    .await
+    .expect("an answer to the head")
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&first),
+        "HTTP/1.1 100 Continue\r\n\r\n"
+    );
+    tls.write_all(body.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tls.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the answer")
+    .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+    assert!(rest.contains("paid ************1111\n"), "{rest}");
+    app.assert_no_leaks();
+}
