@@ -15,6 +15,10 @@
 //! Requests go one at a time over one TLS keep-alive connection, so the
 //! waits are not inflated by queueing in the (single-threaded) emulator.
 
+/// The allocator the `tokenvault` binary uses, so the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(dead_code)]
 #[path = "../tests/api/emulator.rs"]
 mod emulator;

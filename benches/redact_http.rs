@@ -1,6 +1,10 @@
 //! `/redact` end to end: TLS, HTTP/2 keep-alive, the service on this
 //! machine (its runtime on both cores, the client too).
 
+/// The allocator the `tokenvault` binary uses, so the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::Duration;
 
