@@ -306,7 +306,7 @@ impl<'a> Session<'a> {
         base: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), RedactError> {
-        if !self.pem_open && memchr::memchr(b'\\', line).is_none() && raw::is_plain_json(line) {
+        if !self.pem_open && raw::is_plain_json(line) {
             return self.raw_line(&mut raw::Raw::new(line, found, base), out);
         }
         self.ndjson_parsed(line, out)
