@@ -47,6 +47,17 @@ const DEFAULTS: &[(&str, Kind)] = &[
 #[derive(Debug, Clone)]
 pub struct FieldRules {
     by_last: Vec<Vec<(Box<str>, Kind)>>,
+    /// One bit per (second-to-last, last) byte pair some name ends in:
+    /// common keys (`trace_id`, `duration`, `token`) end in a byte that
+    /// names do, but rarely in a pair, and one bit test turns them away
+    /// before their name is normalized and compared.
+    pairs: Box<[u64; 1024]>,
+}
+
+/// The bit of a pair of normalized bytes in [`FieldRules::pairs`].
+fn pair_bit(second: u8, last: u8) -> (usize, u64) {
+    let i = usize::from(second) << 8 | usize::from(last);
+    (i / 64, 1 << (i % 64))
 }
 
 /// Names so short that many words end in them: they match only whole.
@@ -113,11 +124,24 @@ impl FieldRules {
             let last = *name.as_bytes().last().expect("names are not empty");
             by_last[usize::from(last)].push((name.into_boxed_str(), kind));
         }
+        let mut pairs = Box::new([0u64; 1024]);
         // Longest first, so `creditcardnumber` wins over `cardnumber`.
         for bucket in &mut by_last {
             bucket.sort_by(|a: &(Box<str>, Kind), b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+            for (name, _) in bucket.iter() {
+                let b = name.as_bytes();
+                // A one-byte name matches after any byte.
+                let seconds = match b.len() {
+                    1 => (0..=255).collect(),
+                    n => vec![b[n - 2]],
+                };
+                for second in seconds {
+                    let (w, bit) = pair_bit(second, b[b.len() - 1]);
+                    pairs[w] |= bit;
+                }
+            }
         }
-        Self { by_last }
+        Self { by_last, pairs }
     }
 
     /// Whether raw JSON holds a key (a quoted name before a `:`) that names
@@ -155,9 +179,17 @@ impl FieldRules {
         if name.len() > MAX_NAME {
             return None;
         }
-        // Most keys (`ts`, `level`, `msg`) end in a byte no rule ends in.
-        let last = name.iter().rev().find(|b| b.is_ascii_alphanumeric())?;
-        if self.by_last[usize::from(last.to_ascii_lowercase())].is_empty() {
+        // Most keys (`ts`, `level`, `msg`) end in a byte no rule ends in,
+        // most others in a pair none does.
+        let mut tail = name.iter().rev().filter(|b| b.is_ascii_alphanumeric());
+        let last = tail.next()?.to_ascii_lowercase();
+        if self.by_last[usize::from(last)].is_empty() {
+            return None;
+        }
+        // A one-byte key pairs with 0, which only one-byte names set.
+        let second = tail.next().map_or(0, u8::to_ascii_lowercase);
+        let (w, bit) = pair_bit(second, last);
+        if self.pairs[w] & bit == 0 {
             return None;
         }
         let mut buf = [0u8; MAX_NAME];
@@ -169,5 +201,85 @@ impl FieldRules {
                 n.ends_with(&**rule) && (n.len() == rule.len() || !WHOLE_ONLY.contains(&&**rule))
             })
             .map(|(_, k)| *k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule read plainly: normalize, then the longest name the key is
+    /// or ends in (the shortest names only whole).
+    fn reference(names: &HashMap<String, Kind>, key: &str) -> Option<Kind> {
+        let n = normalize(key);
+        if key.len() > MAX_NAME || n.is_empty() {
+            return None;
+        }
+        names
+            .iter()
+            .filter(|(rule, _)| {
+                n.ends_with(rule.as_str())
+                    && (n.len() == rule.len() || !WHOLE_ONLY.contains(&rule.as_str()))
+            })
+            .max_by(|a, b| a.0.len().cmp(&b.0.len()).then(b.0.cmp(a.0)))
+            .map(|(_, k)| *k)
+    }
+
+    #[test]
+    fn lookups_agree_with_the_rule_read_plainly() {
+        let extra = [("x", "email"), ("zq", "ssn"), ("Order-Ref", "pan")]
+            .iter()
+            .map(|(n, k)| ((*n).to_owned(), (*k).to_owned()))
+            .collect();
+        let rules = FieldRules::with(&extra).unwrap();
+        let mut names = defaults();
+        for (n, k) in &extra {
+            names.insert(normalize(n), Kind::parse(k).unwrap());
+        }
+        let mut keys: Vec<String> = [
+            "ts",
+            "level",
+            "msg",
+            "trace_id",
+            "order_id",
+            "duration",
+            "token",
+            "status",
+            "x",
+            "ax",
+            "a_x",
+            "zq",
+            "azq",
+            "z",
+            "q",
+            "pin",
+            "spin",
+            "pin_",
+            "cid",
+            "acid",
+            "Card_Number",
+            "card-cvv",
+            "db_password",
+            "PWD",
+            "orderRef",
+            "order_ref_",
+            "_",
+            "",
+            "é_pin",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for name in names.keys() {
+            keys.push(name.clone());
+            keys.push(format!("my_{name}"));
+            keys.push(format!("{name}s"));
+            keys.push(name.to_uppercase());
+            keys.push(name[1..].to_owned());
+        }
+        keys.push("a".repeat(MAX_NAME + 1) + "password");
+        for key in &keys {
+            assert_eq!(rules.kind_of(key), reference(&names, key), "{key:?}");
+        }
     }
 }
