@@ -21,12 +21,29 @@ const MAX_LINE: usize = 1 << 20;
 
 /// `println!` that hands the error back: `println!` panics when standard
 /// output is closed (`tokenvault bench | head -1`), and a panic is no
-/// answer. [`run`] ends quietly on a broken pipe, as `head`'s reader
-/// expects.
+/// answer. [`run`] ends quietly when standard output's reader is gone, as
+/// `head`'s user expects.
 macro_rules! say {
     ($($arg:tt)*) => {
-        writeln!(std::io::stdout().lock(), $($arg)*)
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(stdout_error)
     };
+}
+
+/// Standard output's reader went away. Only writes to standard output
+/// are wrapped in it, so a broken pipe to a server (the load tool's
+/// sockets, the client) is still reported.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed: {0}")]
+struct StdoutClosed(std::io::Error);
+
+/// A failed write to standard output, as [`StdoutClosed`] when its reader
+/// is gone.
+fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed(e).into()
+    } else {
+        e.into()
+    }
 }
 
 /// tokenvault: a payment-data vault and PII redaction service.
@@ -241,20 +258,12 @@ pub fn run() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(e) if is_broken_pipe(&e) => ExitCode::FAILURE,
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("tokenvault: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// Whether the command stopped because its reader went away.
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 fn settings(args: &VaultArgs) -> anyhow::Result<Settings> {
@@ -513,7 +522,7 @@ fn redact(args: RedactArgs) -> anyhow::Result<ExitCode> {
         let mut buf = Vec::new();
         input.read_to_end(&mut buf)?;
         session.body(format, &buf, &mut out)?;
-        output.write_all(&out)?;
+        output.write_all(&out).map_err(stdout_error)?;
     } else {
         let mut splitter = LineSplitter::new(MAX_LINE);
         let mut take = |p: Piece<'_>, out: &mut Vec<u8>| -> Result<(), RedactError> {
@@ -538,20 +547,21 @@ fn redact(args: RedactArgs) -> anyhow::Result<ExitCode> {
             };
             splitter.push(&buf[..n], |p| take(p, &mut out))?;
             if !opts.report {
-                output.write_all(&out)?;
+                output.write_all(&out).map_err(stdout_error)?;
             }
             out.clear();
         }
         splitter.finish(|p| take(p, &mut out))?;
         if !opts.report {
-            output.write_all(&out)?;
+            output.write_all(&out).map_err(stdout_error)?;
         }
     }
     if opts.report {
-        serde_json::to_writer(&mut output, &session.findings.report())?;
-        output.write_all(b"\n")?;
+        serde_json::to_writer(&mut output, &session.findings.report())
+            .map_err(|e| stdout_error(e.into()))?;
+        output.write_all(b"\n").map_err(stdout_error)?;
     }
-    output.flush()?;
+    output.flush().map_err(stdout_error)?;
     if !session.findings.is_empty() {
         eprintln!("findings: {}", session.findings.header_value());
     }
