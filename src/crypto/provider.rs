@@ -60,7 +60,7 @@ pub struct DataKey {
     /// HKDF-Extract of the key as an HMAC key, made on first use: every
     /// record key under this data key expands from it. Extracting again for
     /// each record was half the cost of sealing one, and `hkdf::Prk`
-    /// hashed its key's pads again at every expand (another 6,000
+    /// hashed its key's pads again at every expand (another 4,900
     /// instructions); `hmac::Key` keeps them hashed, in an `HMAC_CTX` that
     /// aws-lc cleanses on drop.
     prk: OnceLock<hmac::Key>,

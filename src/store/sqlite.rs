@@ -96,13 +96,24 @@ const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1)
 /// this thread fall behind.
 fn checkpointer_loop(conn: Connection, nudges: std::sync::mpsc::Receiver<()>) {
     use std::sync::mpsc::RecvTimeoutError;
+    // Said once when checkpoints start failing and once when they work
+    // again, not every second in between.
+    let mut failing = false;
     loop {
         match nudges.recv_timeout(CHECKPOINT_PERIOD) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "sqlite checkpoint failed; the writer checkpoints on its own");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "sqlite checkpoints failing; the writer checkpoints on its own");
+            }
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("sqlite checkpoints working again");
+            }
+            _ => {}
         }
     }
 }
