@@ -4,9 +4,10 @@
 //! body) is redacted whole and answered with a `Tokenvault-Findings`
 //! header. A text or NDJSON body without a length, or a longer one (up to
 //! `limits.redact_stream_bytes`), is streamed: read, redacted and sent line
-//! by line with bounded memory, the findings as an HTTP trailer, and any
-//! error aborting the response so the client sees a truncated body, never
-//! unredacted data. `?report=true` scans without changing and answers
+//! by line with bounded memory, the findings as an HTTP trailer. An error
+//! before the first output is answered as a problem (413, 503, ...); a
+//! later one aborts the response, so the client sees a truncated body,
+//! never unredacted data. `?report=true` scans without changing and answers
 //! counts and JSON paths.
 
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use serde::Deserialize;
 use crate::audit::AuditEvent;
 use crate::auth::Principal;
 use crate::auth::policy::Permission;
+use crate::redact::format::RedactError;
 use crate::redact::{Action, ActionError, Findings, Format, Options, Tokenizer};
 use crate::telemetry::TypeLabels;
 use crate::vault::Vault;
@@ -191,12 +193,7 @@ impl Job {
         let mut out = Vec::with_capacity(input.len() + input.len() / 8);
         let result = session
             .body(self.format, input, &mut out)
-            .map_err(|e| match e {
-                crate::redact::format::RedactError::Json { .. } => {
-                    Problem::new(ProblemKind::InvalidRequest, e.to_string())
-                }
-                crate::redact::format::RedactError::Action(a) => action_problem(&a),
-            })
+            .map_err(|e| redact_problem(&e))
             .map(|()| {
                 self.count(input.len(), &session.findings);
                 (out, session.findings)
@@ -229,6 +226,14 @@ impl Job {
                 .get_or_create(&TypeLabels { r#type: kind })
                 .inc_by(n);
         }
+    }
+}
+
+/// The answer to a failed redaction, whole or streamed.
+pub fn redact_problem(e: &RedactError) -> Problem {
+    match e {
+        RedactError::Json { .. } => Problem::new(ProblemKind::InvalidRequest, e.to_string()),
+        RedactError::Action(a) => action_problem(a),
     }
 }
 

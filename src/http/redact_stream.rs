@@ -5,9 +5,10 @@
 //! An async task reads the request; a blocking thread splits lines,
 //! redacts them, audits any cards it tokenized, and sends output chunks;
 //! the response body takes them as they come and ends with the findings as
-//! a trailer. Any error (over the limit, client abort, vault down) sends an
-//! error frame, which aborts the response: the client sees a truncated
-//! body, never unredacted data.
+//! a trailer. The response's head waits for the first output, so an error
+//! before it (over the limit, vault down) is answered as a problem; a later
+//! one (the same, or a client abort) sends an error frame, which aborts the
+//! response: the client sees a truncated body, never unredacted data.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,17 +23,22 @@ use tokio::sync::mpsc;
 use crate::redact::format::RedactError;
 use crate::redact::lines::{LineSplitter, Piece, TOO_LONG};
 
-use super::redact::Job;
+use super::error::{Problem, ProblemKind};
+use super::redact::{Job, redact_problem};
 
 /// Chunks in flight on each side.
 const DEPTH: usize = 4;
 /// Output is sent once this much has built up (or the input chunk ends).
 const FLUSH_BYTES: usize = 64 * 1024;
 
-type Out = Result<Frame<Bytes>, std::io::Error>;
+/// What the blocking side sends: a frame, or the problem that ended it.
+type Out = Result<Frame<Bytes>, Problem>;
 
-/// A response body fed by a channel; data frames, then trailers.
+/// A response body fed by a channel: the frame that was awaited before
+/// the head went, then data frames, then trailers. A problem after the
+/// head is an error, which makes hyper abort the response.
 struct ChannelBody {
+    first: Option<Frame<Bytes>>,
     rx: mpsc::Receiver<Out>,
 }
 
@@ -40,28 +46,48 @@ impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Out>> {
-        self.rx.poll_recv(cx)
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(f) = self.first.take() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        self.rx
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map_err(|_| std::io::Error::other("redaction aborted"))))
     }
 }
 
 /// Starts the stream and returns the response that carries it.
 ///
-/// The body's first frame is awaited before the response is made: hyper
-/// answers `Expect: 100-continue` when a body is first read, and not once
-/// the response's head has gone. curl asks for it on bodies over 1 MiB and,
-/// given a `200` instead, waited a second before sending (1.09 s for the
-/// 1.6 MB events corpus, against 0.05 s without the header).
+/// The head waits for the first output (a chunk of redacted lines, the
+/// report, or the trailers of an empty body), so a stream that fails
+/// before it gets a problem answer instead of a `200` cut short. That also
+/// reads the body before the head goes: hyper answers `Expect:
+/// 100-continue` when a body is first read, and not once the response's
+/// head has gone (curl asks for it on bodies over 1 MiB and, given a `200`
+/// first, waited a second before sending).
 pub async fn respond(job: Job, mut body: Body) -> Response {
-    let (in_tx, in_rx) = mpsc::channel::<Result<Bytes, String>>(DEPTH);
-    let (out_tx, out_rx) = mpsc::channel::<Out>(DEPTH);
+    let (in_tx, in_rx) = mpsc::channel::<Result<Bytes, Problem>>(DEPTH);
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(DEPTH);
     let limit = job.state.limits.redact_stream_bytes;
     let first = body.frame().await;
     tokio::spawn(read(first, body, limit, in_tx));
     let report = job.opts.report;
     let format = job.format;
     tokio::task::spawn_blocking(move || work(job, in_rx, out_tx));
-    let mut res = Body::new(ChannelBody { rx: out_rx }).into_response();
+    let first = match out_rx.recv().await {
+        Some(Ok(frame)) => frame,
+        Some(Err(problem)) => return problem.into_response(),
+        // The worker ended without a word: it panicked.
+        None => return Problem::internal(&"redaction task failed").into_response(),
+    };
+    let mut res = Body::new(ChannelBody {
+        first: Some(first),
+        rx: out_rx,
+    })
+    .into_response();
     let h = res.headers_mut();
     let ct = if report {
         "application/json"
@@ -81,7 +107,7 @@ async fn read(
     first: Option<Result<Frame<Bytes>, axum::Error>>,
     mut body: Body,
     limit: u64,
-    tx: mpsc::Sender<Result<Bytes, String>>,
+    tx: mpsc::Sender<Result<Bytes, Problem>>,
 ) {
     let mut total = 0u64;
     let mut first = Some(first);
@@ -96,14 +122,20 @@ async fn read(
                 Ok(d) => {
                     total += d.len() as u64;
                     if total > limit {
-                        Err("the body is over limits.redact_stream_bytes".to_owned())
+                        Err(Problem::new(
+                            ProblemKind::PayloadTooLarge,
+                            "the body is over limits.redact_stream_bytes",
+                        ))
                     } else {
                         Ok(d)
                     }
                 }
                 Err(_) => continue,
             },
-            Err(e) => Err(format!("reading the body failed: {e}")),
+            Err(e) => Err(Problem::new(
+                ProblemKind::InvalidRequest,
+                format!("reading the body failed: {e}"),
+            )),
         };
         let stop = item.is_err();
         if tx.send(item).await.is_err() || stop {
@@ -113,11 +145,12 @@ async fn read(
 }
 
 /// The blocking side: split, redact, audit, send.
-fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, String>>, tx: mpsc::Sender<Out>) {
+fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Sender<Out>) {
     let handle = tokio::runtime::Handle::current();
     let tokenizer = job.tokenizer();
-    let abort = |why: String| {
-        tracing::warn!(request_id = %job.request_id, error = %why, "streamed redaction aborted");
+    let abort = |why: Problem| {
+        let detail = why.detail.as_deref().unwrap_or(why.kind.slug());
+        tracing::warn!(request_id = %job.request_id, error = %detail, "streamed redaction aborted");
         // Cards tokenized before the failure are stored: audit them anyway.
         let events = tokenizer.take_events();
         if !events.is_empty()
@@ -125,7 +158,7 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, String>>, tx: mpsc::Sende
         {
             tracing::error!(request_id = %job.request_id, error = %e, "could not audit tokenizations of an aborted stream");
         }
-        let _ = tx.blocking_send(Err(std::io::Error::other("redaction aborted")));
+        let _ = tx.blocking_send(Err(why));
     };
     let mut session = job
         .state
@@ -151,12 +184,12 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, String>>, tx: mpsc::Sende
         }
     };
     // Sends what has built up, after auditing the cards it tokenized.
-    let flush = |out: &mut Vec<u8>| -> Result<bool, String> {
+    let flush = |out: &mut Vec<u8>| -> Result<bool, Problem> {
         let events = tokenizer.take_events();
         if !events.is_empty() {
             handle
                 .block_on(job.state.audit.record(events))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Problem::unavailable(&e))?;
         }
         if out.is_empty() || report {
             return Ok(true);
@@ -171,7 +204,7 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, String>>, tx: mpsc::Sende
         };
         total += chunk.len();
         if let Err(e) = splitter.push(&chunk, |p| take(p, &mut out)) {
-            return abort(e.to_string());
+            return abort(redact_problem(&e));
         }
         if out.len() >= FLUSH_BYTES || rx.is_empty() {
             match flush(&mut out) {
@@ -182,7 +215,7 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, String>>, tx: mpsc::Sende
         }
     }
     if let Err(e) = splitter.finish(|p| take(p, &mut out)) {
-        return abort(e.to_string());
+        return abort(redact_problem(&e));
     }
     match flush(&mut out) {
         Ok(true) => {}

@@ -199,6 +199,45 @@ async fn a_stream_over_its_limit_is_cut_short_never_passed_through() {
     }
 }
 
+/// The head of a streamed answer waits for its first output, so a stream
+/// that fails before any (its first chunk over the limit here) is answered
+/// with a problem, not a `200` cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_failing_before_its_first_output_gets_a_problem() {
+    let app = crate::helpers::spawn_app_with(|s| s.limits.redact_stream_bytes = 64).await;
+    let send = |parts: Vec<String>, query: &'static str| {
+        app.client
+            .post(format!("{}/redact{query}", app.url))
+            .bearer_auth(app.key("log-shipper"))
+            .header("content-type", "text/plain")
+            .body(chunked(parts))
+            .send()
+    };
+    let first = format!("card 4111111111111111 {}\n", "x".repeat(200));
+    let res = send(vec![first, "more\n".into()], "").await.unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let b = res.text().await.unwrap();
+    assert!(b.contains("redact_stream_bytes"), "{b}");
+    assert!(!b.contains("4111"), "{b}");
+
+    // Within the limit the stream is answered as before: lines, a report,
+    // or nothing at all for an empty body.
+    let res = send(vec!["a 4111111111111111\n".into()], "").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "a ************1111\n");
+    let res = send(vec!["a 4111111111111111\n".into()], "?report=true")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["findings"]["pan"], 1, "{v}");
+    let res = send(vec![], "").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "");
+    app.assert_no_leaks();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokenize_hash_report_and_budget_over_http() {
     let app = spawn_app().await;
