@@ -34,7 +34,7 @@ use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::KeyringSettings;
 use crate::crypto::kms::KmsKeyProvider;
 use crate::crypto::local::LocalKeyProvider;
-use crate::http::{Access, AppState};
+use crate::http::{Access, AppState, Shared};
 use crate::redact::{HashKey, Redactor};
 use crate::store::TokenStore;
 use crate::store::dynamodb::DynamoStore;
@@ -213,7 +213,7 @@ pub async fn build_with_aws(
         Some(HashKey::new("rh1", hash_secret.expose())),
     )
     .map_err(|e| fail("redact")(&e))?;
-    let state = AppState {
+    let state = AppState::new(Shared {
         vault,
         keyring,
         redactor: Arc::new(redactor),
@@ -226,7 +226,7 @@ pub async fn build_with_aws(
         sessions,
         iam,
         clock,
-    };
+    });
     let router = crate::http::router(state.clone());
     Ok(App {
         router,

@@ -61,9 +61,29 @@ pub struct Access {
     pub policy: Policy,
 }
 
-/// What handlers share. Cheap to clone.
+/// What handlers share: one `Arc`, so the clones axum makes for every
+/// request (router, middleware, handler) cost one atomic count each. As a
+/// struct of a dozen `Arc`s, cloning and dropping them was 1.4% of the
+/// server's CPU under tokenize load.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The services and settings behind [`AppState`].
+pub struct Shared {
     pub vault: Arc<Vault>,
     pub keyring: Arc<Keyring>,
     pub redactor: Arc<Redactor>,
@@ -80,7 +100,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
 }
 
-impl AppState {
+impl Shared {
     /// The access rules in force for this request.
     pub fn access(&self) -> Arc<Access> {
         self.access
@@ -166,9 +186,30 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A new request id: a version-4-shaped UUID whose first half is drawn
+/// once per process and whose second half counts requests. Ids must be
+/// unique, not secret; a random UUID per request cost a `getrandom`
+/// system call each (about 1% of the server's CPU under load).
+fn next_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let high = *PROCESS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let low = COUNT.fetch_add(1, Ordering::Relaxed);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&high.to_be_bytes());
+    bytes[8..].copy_from_slice(&low.to_be_bytes());
+    // Sets the version and variant bits: the count's top two bits, which
+    // it would take 2^62 requests to reach.
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// Request id, problem shaping, metrics and the access log line.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = next_request_id();
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -232,4 +273,22 @@ fn as_problem(res: Response) -> Response {
         return res;
     }
     Problem::bare(ProblemKind::from_status(status)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_request_id;
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let ids: Vec<uuid::Uuid> = (0..1000)
+            .map(|_| uuid::Uuid::parse_str(&next_request_id()).expect("a UUID"))
+            .collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            assert_eq!(id.get_version_num(), 4);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+    }
 }
