@@ -76,15 +76,77 @@ fn masks_sse2(b: &[u8; 64]) -> Masks {
     m
 }
 
-fn masks(b: &[u8; 64]) -> Masks {
+/// The masks thirty-two bytes at a time: half the instructions of the
+/// SSE2 version (callgrind: the block scan was a sixth of a clean-text
+/// scan). Macros, not closures, so every intrinsic is compiled with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn masks_avx2(b: &[u8; 64]) -> Masks {
+    use std::arch::x86_64::*;
+    let mut m = Masks {
+        digit: 0,
+        sep: 0,
+        upper: 0,
+    };
+    for k in 0..2 {
+        let q = |o: usize| i64::from_le_bytes(b[32 * k + o..32 * k + o + 8].try_into().expect("8"));
+        let v = _mm256_set_epi64x(q(24), q(16), q(8), q(0));
+        // As in the SSE2 version, with `a < b` written `b > a`.
+        macro_rules! in_range {
+            ($first:expr, $len:expr) => {
+                _mm256_cmpgt_epi8(
+                    _mm256_set1_epi8(0x80u8.wrapping_add($len) as i8),
+                    _mm256_add_epi8(v, _mm256_set1_epi8(0x80u8.wrapping_sub($first) as i8)),
+                )
+            };
+        }
+        macro_rules! eq {
+            ($c:expr) => {
+                _mm256_cmpeq_epi8(v, _mm256_set1_epi8($c as i8))
+            };
+        }
+        macro_rules! bits {
+            ($x:expr) => {
+                u64::from(_mm256_movemask_epi8($x) as u32) << (32 * k)
+            };
+        }
+        let sep = _mm256_or_si256(
+            _mm256_or_si256(eq!(b' '), eq!(b'-')),
+            _mm256_or_si256(eq!(b'.'), _mm256_or_si256(eq!(b'('), eq!(b')'))),
+        );
+        m.digit |= bits!(in_range!(b'0', 10));
+        m.sep |= bits!(sep);
+        m.upper |= bits!(in_range!(b'A', 26));
+    }
+    m
+}
+
+/// Whether this CPU has AVX2; asked once per text, not per block.
+fn have_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+fn masks(b: &[u8; 64], avx2: bool) -> Masks {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2 {
+            // SAFETY: `avx2` comes from `have_avx2`, so the CPU has it.
+            return unsafe { masks_avx2(b) };
+        }
         // SAFETY: SSE2 is part of the x86_64 baseline; every x86_64 CPU
         // has it, so the target feature the function asks for is there.
         unsafe { masks_sse2(b) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    masks_bytewise(b)
+    {
+        let _ = avx2;
+        masks_bytewise(b)
+    }
 }
 
 /// The bytes of the runs: digits, and separators that join digits (one
@@ -111,6 +173,7 @@ pub(super) struct Candidates<'t> {
     /// nine digits (their digits still to count).
     sure: u64,
     long: u64,
+    avx2: bool,
 }
 
 impl<'t> Candidates<'t> {
@@ -122,13 +185,14 @@ impl<'t> Candidates<'t> {
             run: 0,
             sure: 0,
             long: 0,
+            avx2: have_avx2(),
         }
     }
 
     fn load(&mut self, block: usize) {
         let text = self.text;
         let bytes: &[u8; 64] = text[block..block + 64].try_into().expect("64 bytes");
-        let m = masks(bytes);
+        let m = masks(bytes, self.avx2);
         let run = runs(&m);
         let starts = run & !(run << 1);
         // Two capitals right before: bits 0 and 1 look before the block.
@@ -220,7 +284,8 @@ mod tests {
         let all: Vec<u8> = (0..=255).collect();
         for seed in 0..2000 {
             let b: [u8; 64] = bytes(seed, 64, &all).try_into().unwrap();
-            assert_eq!(masks(&b), masks_bytewise(&b), "seed {seed}");
+            assert_eq!(masks(&b, false), masks_bytewise(&b), "seed {seed}");
+            assert_eq!(masks(&b, have_avx2()), masks_bytewise(&b), "seed {seed}");
         }
     }
 
