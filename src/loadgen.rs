@@ -537,6 +537,85 @@ mod tests {
         crate::tls::client_config(None).expect("a client config from the system roots")
     }
 
+    /// A TLS server on port 0 that reads one request per connection,
+    /// answers it `200 ok` when `answer` is set, and closes the connection
+    /// (a server's idle timeout, without `Connection: close`); with the
+    /// client config that trusts it and the count of connections taken.
+    async fn closing_server(
+        dir: &std::path::Path,
+        answer: bool,
+    ) -> (Target, Arc<std::sync::atomic::AtomicUsize>) {
+        let (cert, key, _) = crate::tls::ensure_dev_cert(dir).expect("a dev certificate");
+        let reloading = Arc::new(crate::tls::ReloadingCert::load(&cert, &key).expect("cert"));
+        let server =
+            crate::tls::server_config(reloading, crate::config::ClientAuth::Off, None).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = taken.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    while memchr::memmem::find(&head, b"\r\n\r\n").is_none() {
+                        if s.read_buf(&mut head).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                    }
+                    if answer {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        let url = format!("https://localhost:{port}");
+        let target = Target::parse(&url, crate::tls::client_config(Some(&cert)).unwrap()).unwrap();
+        (target, taken)
+    }
+
+    /// A kept-alive connection the server has closed fails before any
+    /// answer byte: the request is sent once more on a new connection.
+    #[tokio::test]
+    async fn a_request_on_a_connection_the_server_closed_is_sent_again_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, taken) = closing_server(dir.path(), true).await;
+        let mut conn = None;
+        for _ in 0..3 {
+            let (status, body) = target
+                .exchange(&mut conn, "GET", "/healthz", None, b"")
+                .await
+                .expect("answered, on a new connection when the old one was closed");
+            assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
+        }
+        assert_eq!(
+            taken.load(Ordering::SeqCst),
+            3,
+            "one connection per request"
+        );
+
+        // A new connection that closes unanswered is an error, not a loop.
+        let dir = tempfile::tempdir().unwrap();
+        let (target, taken) = closing_server(dir.path(), false).await;
+        let mut conn = None;
+        assert!(
+            target
+                .exchange(&mut conn, "GET", "/healthz", None, b"")
+                .await
+                .is_err()
+        );
+        assert_eq!(taken.load(Ordering::SeqCst), 1);
+        assert!(conn.is_none(), "a failed connection is dropped");
+    }
+
     #[test]
     fn a_target_is_read_from_the_url() {
         let t = |u: &str| Target::parse(u, tls()).map(|t| (t.host, t.port, t.authority, t.base));
