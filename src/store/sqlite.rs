@@ -82,8 +82,13 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Answer>,
 }
 
-/// Group commits between two nudges of the checkpointer.
-const CHECKPOINT_EVERY_COMMITS: u32 = 256;
+/// Group commits between two nudges of the checkpointer. Small
+/// checkpoints often: each ends in an fsync of the database file, which
+/// holds up the writer's own fsyncs while the disk flushes. At 5,000
+/// tokenizations/s into a table of 300,000 records, p99 was 21-66 ms
+/// (median of four runs 33) with a nudge every 256 commits and 15-23 ms
+/// (median 17) every 64, each pair run one after the other.
+const CHECKPOINT_EVERY_COMMITS: u32 = 64;
 /// The checkpointer also runs this often, for a writer gone quiet.
 const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
