@@ -32,7 +32,7 @@ use crate::vault::token::TokenFormat;
 use crate::vault::value::Classification;
 
 use super::AppState;
-use super::error::{Problem, ProblemKind, current_request_id};
+use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
 use super::extract::{Caller, media_type};
 
 /// Largest `budget_ms` a caller may ask for.
@@ -141,10 +141,13 @@ pub async fn handle(
             )
         })?;
     let report = job.opts.report;
-    let (result, events) = tokio::task::spawn_blocking(move || job.whole(&bytes))
-        .await
-        // A JoinError's text quotes the panic message: say only what happened.
-        .map_err(|_| Problem::internal(&"redaction task failed"))?;
+    let (result, events) = tokio::task::spawn_blocking(move || {
+        // The request id is task-local: give it to this thread's logs too.
+        REQUEST_ID.sync_scope(job.request_id.clone(), || job.whole(&bytes))
+    })
+    .await
+    // A JoinError's text quotes the panic message: say only what happened.
+    .map_err(|_| Problem::internal(&"redaction task failed"))?;
     // Cards tokenized before a failure are stored: audit them either way.
     state
         .audit
@@ -175,8 +178,8 @@ pub struct Job {
     pub caller: Principal,
     pub opts: Options,
     pub format: Format,
-    /// Captured on the request's task: the blocking thread has no
-    /// task-local request id.
+    /// Captured on the request's task, whose task-local id the blocking
+    /// thread does not have; it is set there again for the thread's logs.
     pub request_id: String,
 }
 

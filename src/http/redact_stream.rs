@@ -23,23 +23,31 @@ use tokio::sync::mpsc;
 use crate::redact::format::RedactError;
 use crate::redact::lines::{LineSplitter, Piece, TOO_LONG};
 
-use super::error::{Problem, ProblemKind};
+use super::error::{Problem, ProblemKind, REQUEST_ID};
 use super::redact::{Job, redact_problem};
 
 /// Chunks in flight on each side.
 const DEPTH: usize = 4;
 /// Output is sent once this much has built up (or the input chunk ends).
 const FLUSH_BYTES: usize = 64 * 1024;
+/// How long the head waits for the first output before going without it.
+/// Kept well under the request timeout, which runs until the head goes: a
+/// report (`?report=true`) has no output before the whole body is read.
+const FIRST_OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the blocking side sends: a frame, or the problem that ended it.
 type Out = Result<Frame<Bytes>, Problem>;
 
 /// A response body fed by a channel: the frame that was awaited before
-/// the head went, then data frames, then trailers. A problem after the
-/// head is an error, which makes hyper abort the response.
+/// the head went (if it came in time), then data frames, then trailers. A
+/// problem after the head is an error, which makes hyper abort the
+/// response; so is a channel closed before the trailers (the worker
+/// panicked), which would otherwise end the body as if it were whole.
 struct ChannelBody {
     first: Option<Frame<Bytes>>,
     rx: mpsc::Receiver<Out>,
+    /// The trailers, or an error, went out: nothing follows.
+    ended: bool,
 }
 
 impl http_body::Body for ChannelBody {
@@ -50,24 +58,35 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        if let Some(f) = self.first.take() {
-            return Poll::Ready(Some(Ok(f)));
-        }
-        self.rx
-            .poll_recv(cx)
-            .map(|o| o.map(|r| r.map_err(|_| std::io::Error::other("redaction aborted"))))
+        let next = match self.first.take() {
+            Some(f) => Some(Ok(f)),
+            None if self.ended => return Poll::Ready(None),
+            None => std::task::ready!(self.rx.poll_recv(cx)),
+        };
+        let aborted = || std::io::Error::other("redaction aborted");
+        Poll::Ready(Some(match next {
+            Some(Ok(f)) => {
+                self.ended = f.is_trailers();
+                Ok(f)
+            }
+            Some(Err(_)) | None => {
+                self.ended = true;
+                Err(aborted())
+            }
+        }))
     }
 }
 
 /// Starts the stream and returns the response that carries it.
 ///
 /// The head waits for the first output (a chunk of redacted lines, the
-/// report, or the trailers of an empty body), so a stream that fails
-/// before it gets a problem answer instead of a `200` cut short. That also
-/// reads the body before the head goes: hyper answers `Expect:
-/// 100-continue` when a body is first read, and not once the response's
-/// head has gone (curl asks for it on bodies over 1 MiB and, given a `200`
-/// first, waited a second before sending).
+/// report, or the trailers of an empty body) for up to
+/// [`FIRST_OUTPUT_WAIT`], so a stream that fails early gets a problem
+/// answer instead of a `200` cut short. The body's first frame is read
+/// before anything: hyper answers `Expect: 100-continue` when a body is
+/// first read, and not once the response's head has gone (curl asks for it
+/// on bodies over 1 MiB and, given a `200` first, waited a second before
+/// sending).
 pub async fn respond(job: Job, mut body: Body) -> Response {
     let (in_tx, in_rx) = mpsc::channel::<Result<Bytes, Problem>>(DEPTH);
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(DEPTH);
@@ -76,16 +95,23 @@ pub async fn respond(job: Job, mut body: Body) -> Response {
     tokio::spawn(read(first, body, limit, in_tx));
     let report = job.opts.report;
     let format = job.format;
-    tokio::task::spawn_blocking(move || work(job, in_rx, out_tx));
-    let first = match out_rx.recv().await {
-        Some(Ok(frame)) => frame,
-        Some(Err(problem)) => return problem.into_response(),
+    tokio::task::spawn_blocking(move || {
+        // The request id is task-local: give it to this thread's logs too.
+        let id = job.request_id.clone();
+        REQUEST_ID.sync_scope(id, || work(job, in_rx, out_tx))
+    });
+    let first = match tokio::time::timeout(FIRST_OUTPUT_WAIT, out_rx.recv()).await {
+        Ok(Some(Ok(frame))) => Some(frame),
+        Ok(Some(Err(problem))) => return problem.into_response(),
         // The worker ended without a word: it panicked.
-        None => return Problem::internal(&"redaction task failed").into_response(),
+        Ok(None) => return Problem::internal(&"redaction task failed").into_response(),
+        // Still working (a report, or a slow body): the head goes now.
+        Err(_) => None,
     };
     let mut res = Body::new(ChannelBody {
-        first: Some(first),
+        first,
         rx: out_rx,
+        ended: false,
     })
     .into_response();
     let h = res.headers_mut();
@@ -190,6 +216,9 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Send
             handle
                 .block_on(job.state.audit.record(events))
                 .map_err(|e| Problem::unavailable(&e))?;
+        }
+        if tx.is_closed() {
+            return Ok(false); // the client went away
         }
         if out.is_empty() || report {
             return Ok(true);
