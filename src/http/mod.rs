@@ -187,24 +187,45 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// A new request id: a version-4-shaped UUID whose first half is drawn
-/// once per process and whose second half counts requests. Ids must be
-/// unique, not secret; a random UUID per request cost a `getrandom`
-/// system call each (about 1% of the server's CPU under load).
+/// once per process and whose second half is the count of requests put
+/// through a keyed permutation. Ids must be unique, not secret; a random
+/// UUID per request cost a `getrandom` system call each (about 1% of the
+/// server's CPU under load). The permutation keeps the count, and so the
+/// service's request volume, out of the ids clients see.
 fn next_request_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static PROCESS: OnceLock<(u64, std::hash::RandomState)> = OnceLock::new();
     static COUNT: AtomicU64 = AtomicU64::new(0);
-    let high = *PROCESS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    let low = COUNT.fetch_add(1, Ordering::Relaxed);
+    let (high, keys) = PROCESS.get_or_init(|| {
+        let high = uuid::Uuid::new_v4().as_u64_pair().0;
+        (high, std::hash::RandomState::new())
+    });
+    let low = permute62(keys, COUNT.fetch_add(1, Ordering::Relaxed));
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&high.to_be_bytes());
     bytes[8..].copy_from_slice(&low.to_be_bytes());
-    // Sets the version and variant bits: the count's top two bits, which
-    // it would take 2^62 requests to reach.
+    // Sets the version and variant bits; the variant's are the top two
+    // bits of `low`, which a 62-bit permutation leaves clear.
     uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .to_string()
+}
+
+/// A keyed permutation of the numbers below 2^62 (larger ones are taken
+/// modulo 2^62): a four-round Feistel network over two 31-bit halves,
+/// with the process's SipHash keys as its round function. One to one, so
+/// ids stay unique; without the keys, a run of ids does not show how many
+/// requests lie between them.
+fn permute62(keys: &std::hash::RandomState, n: u64) -> u64 {
+    use std::hash::BuildHasher;
+    const HALF: u64 = (1 << 31) - 1;
+    let (mut left, mut right) = ((n >> 31) & HALF, n & HALF);
+    for round in 0u8..4 {
+        let f = keys.hash_one((round, right)) & HALF;
+        (left, right) = (right, left ^ f);
+    }
+    (left << 31) | right
 }
 
 /// Request id, problem shaping, metrics and the access log line.
@@ -278,6 +299,17 @@ fn as_problem(res: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::next_request_id;
+
+    #[test]
+    fn the_permutation_is_one_to_one_and_hides_the_count() {
+        let keys = std::hash::RandomState::new();
+        let out: Vec<u64> = (0..100_000).map(|n| super::permute62(&keys, n)).collect();
+        let distinct: std::collections::HashSet<_> = out.iter().collect();
+        assert_eq!(distinct.len(), out.len());
+        assert!(out.iter().all(|&v| v < 1 << 62));
+        let in_order = out.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert!(in_order < 10, "{in_order} consecutive outputs in a row");
+    }
 
     #[test]
     fn request_ids_are_distinct_version_4_uuids() {

@@ -19,7 +19,7 @@ const CONTEXT: usize = 3;
 
 /// Digit, separator and capital-letter masks of 64 bytes: bit `i` for
 /// byte `i`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Masks {
     digit: u64,
     sep: u64,
@@ -29,11 +29,7 @@ struct Masks {
 /// The masks byte by byte: the definition, and the fallback off x86_64.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn masks_bytewise(b: &[u8; 64]) -> Masks {
-    let mut m = Masks {
-        digit: 0,
-        sep: 0,
-        upper: 0,
-    };
+    let mut m = Masks::default();
     for (i, &c) in b.iter().enumerate() {
         m.digit |= u64::from(c.is_ascii_digit()) << i;
         m.sep |= u64::from(super::is_sep(c)) << i;
@@ -48,11 +44,7 @@ fn masks_bytewise(b: &[u8; 64]) -> Masks {
 #[target_feature(enable = "sse2")]
 fn masks_sse2(b: &[u8; 64]) -> Masks {
     use std::arch::x86_64::*;
-    let mut m = Masks {
-        digit: 0,
-        sep: 0,
-        upper: 0,
-    };
+    let mut m = Masks::default();
     for k in 0..4 {
         let half =
             |o: usize| i64::from_le_bytes(b[16 * k + o..16 * k + o + 8].try_into().expect("8"));
@@ -83,11 +75,7 @@ fn masks_sse2(b: &[u8; 64]) -> Masks {
 #[target_feature(enable = "avx2")]
 fn masks_avx2(b: &[u8; 64]) -> Masks {
     use std::arch::x86_64::*;
-    let mut m = Masks {
-        digit: 0,
-        sep: 0,
-        upper: 0,
-    };
+    let mut m = Masks::default();
     for k in 0..2 {
         let q = |o: usize| i64::from_le_bytes(b[32 * k + o..32 * k + o + 8].try_into().expect("8"));
         let v = _mm256_set_epi64x(q(24), q(16), q(8), q(0));
@@ -121,21 +109,27 @@ fn masks_avx2(b: &[u8; 64]) -> Masks {
     m
 }
 
-/// Whether this CPU has AVX2; asked once per text, not per block.
-fn have_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
+/// Proof that this CPU has AVX2: only [`Avx2::detect`] makes one, so
+/// [`masks`] can trust it without its callers' word.
+#[derive(Clone, Copy)]
+struct Avx2(());
+
+impl Avx2 {
+    /// Asked once per text, not per block.
+    fn detect() -> Option<Avx2> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Some(Avx2(()));
+        }
+        None
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
-fn masks(b: &[u8; 64], avx2: bool) -> Masks {
+fn masks(b: &[u8; 64], avx2: Option<Avx2>) -> Masks {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2 {
-            // SAFETY: `avx2` comes from `have_avx2`, so the CPU has it.
+        if avx2.is_some() {
+            // SAFETY: an `Avx2` exists only where detection found AVX2.
             return unsafe { masks_avx2(b) };
         }
         // SAFETY: SSE2 is part of the x86_64 baseline; every x86_64 CPU
@@ -173,7 +167,7 @@ pub(super) struct Candidates<'t> {
     /// nine digits (their digits still to count).
     sure: u64,
     long: u64,
-    avx2: bool,
+    avx2: Option<Avx2>,
 }
 
 impl<'t> Candidates<'t> {
@@ -185,7 +179,7 @@ impl<'t> Candidates<'t> {
             run: 0,
             sure: 0,
             long: 0,
-            avx2: have_avx2(),
+            avx2: Avx2::detect(),
         }
     }
 
@@ -284,8 +278,8 @@ mod tests {
         let all: Vec<u8> = (0..=255).collect();
         for seed in 0..2000 {
             let b: [u8; 64] = bytes(seed, 64, &all).try_into().unwrap();
-            assert_eq!(masks(&b, false), masks_bytewise(&b), "seed {seed}");
-            assert_eq!(masks(&b, have_avx2()), masks_bytewise(&b), "seed {seed}");
+            assert_eq!(masks(&b, None), masks_bytewise(&b), "seed {seed}");
+            assert_eq!(masks(&b, Avx2::detect()), masks_bytewise(&b), "seed {seed}");
         }
     }
 
