@@ -5,9 +5,9 @@
 //! header. A text or NDJSON body without a length, or a longer one (up to
 //! `limits.redact_stream_bytes`), is streamed: read, redacted and sent line
 //! by line with bounded memory, the findings as an HTTP trailer. An error
-//! before the first output is answered as a problem (413, 503, ...); a
-//! later one aborts the response, so the client sees a truncated body,
-//! never unredacted data. `?report=true` scans without changing and answers
+//! before the first output (within a second) is answered as a problem
+//! (413, 503, ...); a later one aborts the response, so the client sees a
+//! truncated body, never unredacted data. `?report=true` scans without changing and answers
 //! counts and JSON paths.
 
 use std::sync::{Arc, Mutex};

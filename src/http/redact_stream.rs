@@ -5,10 +5,11 @@
 //! An async task reads the request; a blocking thread splits lines,
 //! redacts them, audits any cards it tokenized, and sends output chunks;
 //! the response body takes them as they come and ends with the findings as
-//! a trailer. The response's head waits for the first output, so an error
-//! before it (over the limit, vault down) is answered as a problem; a later
-//! one (the same, or a client abort) sends an error frame, which aborts the
-//! response: the client sees a truncated body, never unredacted data.
+//! a trailer. The response's head waits (up to a second) for the first
+//! output, so an error before it (over the limit, vault down) is answered
+//! as a problem; a later one (the same, or a client abort) sends an error
+//! frame, which aborts the response: the client sees a truncated body,
+//! never unredacted data.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
