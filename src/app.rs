@@ -166,6 +166,11 @@ pub async fn build_with_aws(
         ),
     }
     .map_err(|e| fail("audit")(&e))?;
+    // The embedded store commits tokenizations' events with their records;
+    // the log copies them from its outbox.
+    audit
+        .attach_outbox(&*store)
+        .map_err(|e| fail("audit")(&e))?;
     let session_secret = keyring
         .service_secret("session", 1)
         .await

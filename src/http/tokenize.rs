@@ -172,13 +172,31 @@ pub async fn handle(
         ttl_seconds: body.ttl_seconds.or(Some(defaults.default_ttl_seconds)),
         metadata: body.metadata,
     };
-    let answers = state.vault.tokenize_many(&items.values, &opts).await;
+    // The event of a value stored: committed with its record when the
+    // store has an outbox, so one fsync makes both durable.
+    let allowed = AuditEvent {
+        request_id: current_request_id(),
+        principal: caller.to_string(),
+        role: Some(role.clone()),
+        action: "tokenize",
+        token: None,
+        classification: Some(classification.as_str().to_owned()),
+        decision: "allow",
+        reason: None,
+    };
+    let note = |token: &str| state.audit.note(&allowed, Some(token));
+    let answers = state
+        .vault
+        .tokenize_many(&items.values, &opts, Some(&note))
+        .await;
     let mut results = Vec::with_capacity(items.values.len());
-    let mut events = Vec::with_capacity(items.values.len());
+    let mut events = Vec::new();
     for r in answers {
-        let (token, decision, reason) = match &r {
-            Ok(t) => (Some(t.token.clone()), "allow", None),
-            Err(_) => (None, "error", None),
+        // Recorded here unless its note was committed with its record.
+        let unrecorded = match &r {
+            Ok(t) if t.audited => None,
+            Ok(t) => Some(Some(t.token.clone())),
+            Err(_) => Some(None),
         };
         let result = r.map_err(Problem::from).map(|t| {
             let status = if t.created {
@@ -188,17 +206,19 @@ pub async fn handle(
             };
             (status, TokenizeAnswer::from(t))
         });
-        let reason = reason.or_else(|| result.as_ref().err().map(|p| p.kind.slug().to_owned()));
-        events.push(AuditEvent {
-            request_id: current_request_id(),
-            principal: caller.to_string(),
-            role: Some(role.clone()),
-            action: "tokenize",
-            token,
-            classification: Some(classification.as_str().to_owned()),
-            decision,
-            reason,
-        });
+        if let Some(token) = unrecorded {
+            events.push(match &result {
+                Ok(_) => AuditEvent {
+                    token,
+                    ..allowed.clone()
+                },
+                Err(p) => AuditEvent {
+                    decision: "error",
+                    reason: Some(p.kind.slug().to_owned()),
+                    ..allowed.clone()
+                },
+            });
+        }
         results.push(result);
     }
     let outcome = Outcome::collect(items.batch, results);

@@ -82,6 +82,28 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Called after a commit that added notes to an outbox, so its consumer
+/// looks; it must not block (the store's writer calls it).
+pub type Nudge = Box<dyn Fn() + Send + Sync>;
+
+/// Notes committed in the same transaction as the records they describe
+/// (audit events, for the embedded store), for one consumer that copies
+/// them elsewhere and then acknowledges them. Notes are opaque bytes here.
+/// Sequence numbers only grow within an epoch; a new database is a new
+/// epoch, so a consumer's record of how far it copied cannot be mistaken
+/// for another database's.
+pub trait Outbox: Send {
+    /// This outbox's epoch: a random name made with the database.
+    fn epoch(&self) -> &str;
+
+    /// Up to `limit` notes after sequence `after`, in order.
+    fn pending(&mut self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// Every note up to `upto` is copied and durable elsewhere: the store
+    /// may delete them (with its next write).
+    fn acknowledge(&self, upto: u64);
+}
+
 /// Inserts [`TokenStore::insert_tokens`] keeps in flight by default.
 const PARALLEL_INSERTS: usize = 16;
 
@@ -107,6 +129,29 @@ pub trait TokenStore: Send + Sync + 'static {
             .buffered(PARALLEL_INSERTS)
             .collect()
             .await
+    }
+
+    /// Opens the store's outbox for its one consumer, which `nudge` wakes
+    /// after each commit that added notes; from then on
+    /// [`TokenStore::insert_tokens_noted`] keeps notes. `None`: this store
+    /// has none (DynamoDB), and callers record their events themselves.
+    fn open_outbox(&self, nudge: Nudge) -> Result<Option<Box<dyn Outbox>>, StoreError> {
+        drop(nudge);
+        Ok(None)
+    }
+
+    /// As [`TokenStore::insert_tokens`], and in the same transaction adds
+    /// `notes[i]` to the outbox for each record inserted, so a record and
+    /// its note are committed together or not at all. The flag says whether
+    /// notes were kept; when false (no outbox open), the caller must record
+    /// them itself.
+    async fn insert_tokens_noted(
+        &self,
+        records: &[TokenRecord],
+        notes: Vec<Vec<u8>>,
+    ) -> (Vec<Result<InsertOutcome, StoreError>>, bool) {
+        drop(notes);
+        (self.insert_tokens(records).await, false)
     }
 
     async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;

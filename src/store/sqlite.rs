@@ -9,15 +9,25 @@
 //! threads, each with its own connection, serve reads beside the writer,
 //! which WAL permits. A checkpointer thread copies the WAL back into the
 //! database beside the writer, so commits do not wait for it.
+//!
+//! The audit outbox: [`TokenStore::insert_tokens_noted`] commits each
+//! record with its audit event's note, so a stored token always has its
+//! event, with one fsync for both. The audit writer reads the notes from
+//! its own connection ([`SqliteOutbox`]), copies them into its chained
+//! file, and acknowledges them; this writer deletes them in its next
+//! transaction.
 
 use std::any::Any;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::{IdempotencyClaim, InsertOutcome, KeyItem, StoreError, TokenRecord, TokenStore};
+use super::{
+    IdempotencyClaim, InsertOutcome, KeyItem, Nudge, Outbox, StoreError, TokenRecord, TokenStore,
+};
 
 /// The numbered files of `migrations/sqlite`, applied in order and recorded
 /// in `schema_migrations`.
@@ -31,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "0002_idempotency_owner",
         include_str!("../../migrations/sqlite/0002_idempotency_owner.sql"),
+    ),
+    (
+        3,
+        "0003_audit_outbox",
+        include_str!("../../migrations/sqlite/0003_audit_outbox.sql"),
     ),
 ];
 
@@ -48,7 +63,28 @@ pub struct SqliteStore {
 struct Inner {
     writes: std::sync::mpsc::Sender<Job>,
     reads: std::sync::mpsc::Sender<ReadJob>,
+    path: PathBuf,
+    outbox: Arc<OutboxState>,
 }
+
+/// What the writer thread and the outbox's consumer share.
+#[derive(Default)]
+struct OutboxState {
+    /// Set once a consumer opened the outbox: notes are kept from then on
+    /// (before, nothing would copy or delete them).
+    nudge: OnceLock<Nudge>,
+    /// Notes up to here are copied: the writer deletes them.
+    acked: AtomicU64,
+    /// A write in the open transaction added notes: nudge after commit.
+    noted: AtomicBool,
+}
+
+/// Acknowledged notes are deleted once this many have gathered: one range
+/// delete now and then instead of a few rows in every commit.
+const DELETE_NOTES_EVERY: u64 = 512;
+
+const INSERT_NOTE: &str = "INSERT INTO audit_outbox (note) VALUES (?1)";
+const DELETE_ACKED_NOTES: &str = "DELETE FROM audit_outbox WHERE seq <= ?1";
 
 /// One read for a reader thread; it answers on its own channel.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -123,14 +159,43 @@ fn checkpointer_loop(conn: Connection, nudges: std::sync::mpsc::Receiver<()>) {
     }
 }
 
+/// Deletes the outbox notes acknowledged since the last time, inside the
+/// open transaction; the sequence deleted up to, once committed. A failure
+/// only delays the deletion, unless SQLite rolled the transaction back.
+fn delete_acked(
+    conn: &Connection,
+    outbox: &OutboxState,
+    deleted: u64,
+) -> Result<Option<u64>, StoreError> {
+    let ack = outbox.acked.load(Ordering::Acquire);
+    if ack < deleted.saturating_add(DELETE_NOTES_EVERY) {
+        return Ok(None);
+    }
+    match conn
+        .prepare_cached(DELETE_ACKED_NOTES)
+        .and_then(|mut s| s.execute([ack as i64]))
+    {
+        Ok(_) => Ok(Some(ack)),
+        Err(e) if conn.is_autocommit() => Err(map_err(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not delete copied audit notes; will retry");
+            Ok(None)
+        }
+    }
+}
+
 /// The writer thread: group commit until every sender is gone, nudging
-/// the checkpointer every [`CHECKPOINT_EVERY_COMMITS`] commits.
+/// the checkpointer every [`CHECKPOINT_EVERY_COMMITS`] commits and the
+/// outbox's consumer after each commit that added notes.
 fn writer_loop(
     mut conn: Connection,
     jobs: std::sync::mpsc::Receiver<Job>,
     checkpoint: std::sync::mpsc::SyncSender<()>,
+    outbox: Arc<OutboxState>,
 ) {
     let mut commits = 0u32;
+    // Notes deleted up to here.
+    let mut deleted = 0u64;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_MAX {
@@ -139,13 +204,19 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let e = map_err(e);
-            for j in batch {
-                let _ = j.reply.send(Err(e.clone()));
+        let deleting = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(map_err)
+            .and_then(|()| delete_acked(&conn, &outbox, deleted));
+        let deleting = match deleting {
+            Ok(d) => d,
+            Err(e) => {
+                for j in batch {
+                    let _ = j.reply.send(Err(e.clone()));
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let mut answers: Vec<(tokio::sync::oneshot::Sender<Answer>, Answer)> =
             Vec::with_capacity(batch.len());
         let mut jobs = batch.into_iter();
@@ -177,8 +248,18 @@ fn writer_loop(
         }
         match conn.execute_batch("COMMIT") {
             Ok(()) => {
+                // Nudged before anyone is answered, so a caller that then
+                // asks the audit log to sync finds its notes copied.
+                if outbox.noted.swap(false, Ordering::AcqRel)
+                    && let Some(nudge) = outbox.nudge.get()
+                {
+                    nudge();
+                }
                 for (reply, a) in answers {
                     let _ = reply.send(a);
+                }
+                if let Some(d) = deleting {
+                    deleted = d;
                 }
                 commits += 1;
                 if commits == CHECKPOINT_EVERY_COMMITS {
@@ -243,12 +324,19 @@ impl SqliteStore {
             .spawn(move || checkpointer_loop(checkpointer, nudges))
             .map_err(|e| StoreError::Unavailable(format!("sqlite checkpoint thread: {e}")))?;
         let (writes, jobs) = std::sync::mpsc::channel();
+        let outbox = Arc::new(OutboxState::default());
+        let state = outbox.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, jobs, nudge))
+            .spawn(move || writer_loop(writer, jobs, nudge, state))
             .map_err(|e| StoreError::Unavailable(format!("sqlite writer thread: {e}")))?;
         Ok(Self {
-            inner: Arc::new(Inner { writes, reads }),
+            inner: Arc::new(Inner {
+                writes,
+                reads,
+                path: path.to_owned(),
+                outbox,
+            }),
         })
     }
 
@@ -464,6 +552,68 @@ fn insert_token(c: &Connection, rec: &TokenRecord) -> rusqlite::Result<usize> {
     ])
 }
 
+/// Inserts `rec` as [`insert_one`] does and, when it is inserted, `note`
+/// into the outbox: both or neither.
+fn insert_noted(
+    c: &mut Connection,
+    rec: &TokenRecord,
+    note: &[u8],
+) -> rusqlite::Result<InsertOutcome> {
+    let outcome = insert_one(c, rec)?;
+    if outcome != InsertOutcome::Inserted {
+        return Ok(outcome);
+    }
+    if let Err(e) = c.prepare_cached(INSERT_NOTE)?.execute([note]) {
+        // Still in the transaction: take the record back out, so no
+        // record is committed without its note.
+        if !c.is_autocommit() {
+            c.prepare_cached("DELETE FROM tokens WHERE token = ?1")?
+                .execute([&rec.token])?;
+            if let Some(fp) = &rec.fingerprint {
+                c.execute(
+                    "DELETE FROM fingerprints WHERE fingerprint = ?1 AND token = ?2",
+                    [fp, &rec.token],
+                )?;
+            }
+        }
+        return Err(e);
+    }
+    Ok(outcome)
+}
+
+/// The outbox's reading side: its own read-only connection, so copying
+/// notes never waits behind the writer or takes a reader thread.
+pub struct SqliteOutbox {
+    conn: Connection,
+    epoch: String,
+    state: Arc<OutboxState>,
+}
+
+impl Outbox for SqliteOutbox {
+    fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    fn pending(&mut self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, note FROM audit_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(map_err)?;
+        let rows = stmt
+            .query_map(params![after as i64, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(map_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+    }
+
+    fn acknowledge(&self, upto: u64) {
+        self.state.acked.fetch_max(upto, Ordering::AcqRel);
+    }
+}
+
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyItem> {
     Ok(KeyItem {
         id: r.get(0)?,
@@ -515,6 +665,66 @@ impl TokenStore for SqliteStore {
         match job.await {
             Ok(out) => out,
             Err(e) => vec![Err(e); n],
+        }
+    }
+
+    fn open_outbox(&self, nudge: Nudge) -> Result<Option<Box<dyn Outbox>>, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.inner.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(map_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(map_err)?;
+        let epoch: String = conn
+            .query_row("SELECT epoch FROM audit_outbox_epoch", [], |r| r.get(0))
+            .map_err(map_err)?;
+        if self.inner.outbox.nudge.set(nudge).is_err() {
+            return Err(StoreError::Internal(
+                "the audit outbox has a consumer already".into(),
+            ));
+        }
+        Ok(Some(Box::new(SqliteOutbox {
+            conn,
+            epoch,
+            state: self.inner.outbox.clone(),
+        })))
+    }
+
+    async fn insert_tokens_noted(
+        &self,
+        records: &[TokenRecord],
+        notes: Vec<Vec<u8>>,
+    ) -> (Vec<Result<InsertOutcome, StoreError>>, bool) {
+        if self.inner.outbox.nudge.get().is_none() || notes.len() != records.len() {
+            return (self.insert_tokens(records).await, false);
+        }
+        if records.is_empty() {
+            return (Vec::new(), true);
+        }
+        let recs = records.to_vec();
+        let n = recs.len();
+        let state = self.inner.outbox.clone();
+        let job = self.write(move |c| {
+            let mut out = Vec::with_capacity(recs.len());
+            for (rec, note) in recs.iter().zip(&notes) {
+                match insert_noted(c, rec, note) {
+                    Ok(o) => {
+                        if o == InsertOutcome::Inserted {
+                            state.noted.store(true, Ordering::Release);
+                        }
+                        out.push(Ok(o))
+                    }
+                    // As in `insert_tokens`: the transaction is gone.
+                    Err(e) if c.is_autocommit() => return Err(e),
+                    Err(e) => out.push(Err(map_err(e))),
+                }
+            }
+            Ok(out)
+        });
+        match job.await {
+            Ok(out) => (out, true),
+            Err(e) => (vec![Err(e); n], true),
         }
     }
 
@@ -888,6 +1098,82 @@ mod tests {
             Some("b")
         );
         assert!(s.insert_tokens(&[]).await.is_empty());
+    }
+
+    /// Notes are kept only once a consumer opened the outbox; each is
+    /// committed with its record (a record not inserted leaves none), read
+    /// back in order, and deleted by the write after its acknowledgement.
+    #[tokio::test]
+    async fn outbox_notes_commit_with_their_records_and_go_once_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("vault.db")).unwrap();
+        let (_, kept) = s
+            .insert_tokens_noted(&[record("before", None)], vec![b"n0".to_vec()])
+            .await;
+        assert!(!kept, "no consumer yet: the caller records its own events");
+
+        let nudges = Arc::new(AtomicU64::new(0));
+        let n = nudges.clone();
+        let mut outbox = s
+            .open_outbox(Box::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            }))
+            .unwrap()
+            .unwrap();
+        assert!(s.open_outbox(Box::new(|| {})).is_err(), "one consumer");
+        assert_eq!(outbox.epoch().len(), 16);
+        assert!(outbox.pending(0, 10).unwrap().is_empty());
+
+        let (got, kept) = s
+            .insert_tokens_noted(
+                &[record("a", None), record("before", None), record("b", None)],
+                vec![b"na".to_vec(), b"taken".to_vec(), b"nb".to_vec()],
+            )
+            .await;
+        assert!(kept);
+        assert_eq!(
+            got.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [
+                InsertOutcome::Inserted,
+                InsertOutcome::TokenTaken,
+                InsertOutcome::Inserted
+            ]
+        );
+        // The nudge comes before the answer.
+        assert_eq!(nudges.load(Ordering::SeqCst), 1);
+        let rows = outbox.pending(0, 10).unwrap();
+        let notes: Vec<&[u8]> = rows.iter().map(|r| &r.1[..]).collect();
+        assert_eq!(notes, [&b"na"[..], b"nb"]);
+        assert!(rows[0].0 < rows[1].0);
+        assert_eq!(outbox.pending(rows[0].0, 10).unwrap().len(), 1);
+        assert_eq!(outbox.pending(0, 1).unwrap().len(), 1);
+
+        // Acknowledged rows are deleted by a later write, in ranges of at
+        // least DELETE_NOTES_EVERY.
+        outbox.acknowledge(rows[0].0);
+        s.insert_tokens_noted(&[record("c", None)], vec![b"nc".to_vec()])
+            .await;
+        assert_eq!(
+            outbox.pending(0, 10).unwrap().len(),
+            3,
+            "too few to delete yet"
+        );
+        let many: Vec<TokenRecord> = (0..DELETE_NOTES_EVERY)
+            .map(|i| record(&format!("m{i}"), None))
+            .collect();
+        let notes = vec![b"nm".to_vec(); many.len()];
+        s.insert_tokens_noted(&many, notes).await;
+        let all = outbox.pending(0, 10_000).unwrap();
+        assert_eq!(all.len() as u64, 3 + DELETE_NOTES_EVERY);
+        let top = all.last().unwrap().0;
+        outbox.acknowledge(top);
+        s.insert_tokens_noted(&[record("d", None)], vec![b"nd".to_vec()])
+            .await;
+        // Every row is gone but the last; sequence numbers are never reused.
+        let last = outbox.pending(0, 10_000).unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].1, b"nd");
+        assert!(last[0].0 > top);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,4 +13,4 @@ pub mod service;
 pub mod token;
 pub mod value;
 
-pub use service::{Vault, VaultError};
+pub use service::{NoteFn, Vault, VaultError};

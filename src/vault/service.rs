@@ -94,6 +94,9 @@ pub struct Tokenized {
     pub expires_at: Option<i64>,
     /// False when a deterministic request found the value's existing token.
     pub created: bool,
+    /// Its audit event's note was committed with the record (the store's
+    /// outbox): the caller must not record the event again.
+    pub audited: bool,
 }
 
 impl Tokenized {
@@ -105,6 +108,7 @@ impl Tokenized {
             last4: r.last4.clone(),
             expires_at: r.expires_at,
             created,
+            audited: false,
         }
     }
 }
@@ -144,6 +148,10 @@ impl Item {
 /// (deterministic ones; on DynamoDB each is a round trip, and a batch of
 /// 1,000 one after another would take seconds).
 const PARALLEL_ITEMS: usize = 16;
+
+/// Makes the audit note of a value's tokenization from its token, for
+/// [`Vault::tokenize_many`] to commit with the record.
+pub type NoteFn<'a> = dyn Fn(&str) -> Vec<u8> + Send + Sync + 'a;
 
 /// The tokenization service.
 pub struct Vault {
@@ -229,10 +237,15 @@ impl Vault {
     /// value, which was half the writer's time at 1,000-card batches.
     /// Deterministic values (each looks up its fingerprint first), and a
     /// value whose token collided, go through [`Vault::tokenize`].
+    ///
+    /// With `note`, each record stored in that one call is committed with
+    /// its audit note when the store has an outbox (answers say so in
+    /// `audited`): one durable write for the record and its event.
     pub async fn tokenize_many(
         &self,
         inputs: &[String],
         opts: &TokenizeOptions,
+        note: Option<&NoteFn<'_>>,
     ) -> Vec<Result<Tokenized, VaultError>> {
         let one_by_one = || {
             // Made before the stream: a closure in the stream trips the
@@ -263,7 +276,14 @@ impl Vault {
                 Err(e) => answers.push(Some(Err(e))),
             }
         }
-        let mut stored = self.store.insert_tokens(&records).await.into_iter();
+        let (stored, noted) = match note {
+            Some(note) => {
+                let notes = records.iter().map(|r| note(&r.token)).collect();
+                self.store.insert_tokens_noted(&records, notes).await
+            }
+            None => (self.store.insert_tokens(&records).await, false),
+        };
+        let mut stored = stored.into_iter();
         let mut records = records.iter();
         for (i, answer) in answers.iter_mut().enumerate() {
             if answer.is_some() {
@@ -276,7 +296,10 @@ impl Vault {
                 continue;
             };
             *answer = Some(match outcome {
-                Ok(InsertOutcome::Inserted) => Ok(Tokenized::from_record(record, true)),
+                Ok(InsertOutcome::Inserted) => Ok(Tokenized {
+                    audited: noted,
+                    ..Tokenized::from_record(record, true)
+                }),
                 // A collision (or a fingerprint, which these records do
                 // not carry): try again the long way.
                 Ok(_) => self.tokenize(&inputs[i], opts).await,

@@ -154,7 +154,7 @@ async fn a_ciphertext_moved_into_another_item_does_not_open() {
     let (status, body) = app.detokenize("admin", &a).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["value"], CARDS[0].1);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 /// A TCP proxy in front of the emulator that a test can cut: while down it
@@ -256,7 +256,7 @@ async fn a_kms_outage_runs_on_cached_keys_then_answers_503_and_recovers() {
     app.tokenize(CARDS[4].1, json!({})).await;
     let (s, _) = app.get("/readyz", None).await;
     assert_eq!(s, StatusCode::OK);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +292,7 @@ async fn a_fingerprint_left_behind_by_ttl_does_not_block_its_value() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_ne!(v["token"].as_str(), Some(first.as_str()));
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +337,7 @@ async fn a_dynamodb_outage_answers_503_writes_nothing_and_recovers() {
     app.tokenize(CARDS[3].1, json!({"deterministic": true}))
         .await;
     assert_eq!(app.token_rows().await, rows + 1);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 /// Every (token, value) detokenizes to its value.
@@ -510,7 +510,7 @@ async fn rewrap_moves_every_key_item_to_a_second_key_and_every_token_still_opens
         (0, before.len()),
         "nothing is left under the retired key"
     );
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 /// The real binary with the standard AWS variables pointing at moto.

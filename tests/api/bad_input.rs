@@ -78,7 +78,7 @@ async fn bad_tokenize_requests_get_problems_and_change_nothing() {
     is_problem(s, &h, &b, 413, "payload-too-large");
 
     assert_eq!(app.token_rows().await, 0);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,5 +122,5 @@ async fn bad_tokens_get_problems() {
     let (s, v) = app.get("/tokens/4111111111111111", Some("admin")).await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(app.token_rows().await, 1);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }

@@ -23,7 +23,7 @@ async fn roles_decide_full_masked_or_nothing() {
         assert_eq!(v["type"], "urn:tokenvault:problem:forbidden");
     }
     // Every attempt, allowed or not, is in the audit log.
-    let audit = app.audit_text();
+    let audit = app.audit_text().await;
     let detok: Vec<&str> = audit
         .lines()
         .filter(|l| l.contains("\"action\":\"detokenize"))
@@ -36,7 +36,7 @@ async fn roles_decide_full_masked_or_nothing() {
             .count(),
         2
     );
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,13 +58,13 @@ async fn unauthenticated_callers_get_401_and_are_audited() {
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
     assert_eq!(app.token_rows().await, 0);
-    let audit = app.audit_text();
+    let audit = app.audit_text().await;
     assert_eq!(
         audit.matches("\"action\":\"authenticate\"").count(),
         2,
         "{audit}"
     );
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +101,7 @@ async fn forbidden_actions_get_403_and_change_nothing() {
     );
     assert_eq!(app.token_rows().await, 1);
     assert_eq!(app.detokenize("admin", token).await.0, 200);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,6 +130,6 @@ async fn delete_removes_the_token_and_its_fingerprint() {
         .await;
     assert_ne!(again["token"], t["token"]);
     assert_eq!(again["created"], true);
-    assert!(app.audit_text().contains("\"action\":\"delete\""));
-    app.assert_no_leaks();
+    assert!(app.audit_text().await.contains("\"action\":\"delete\""));
+    app.assert_no_leaks().await;
 }

@@ -86,6 +86,8 @@ pub struct TestApp {
     pub error_bodies: Mutex<Vec<String>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The running service's audit log, to wait for its outbox copies.
+    audit: Option<tokenvault::audit::AuditLog>,
     /// Watches the certificate files, as `serve` does.
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
@@ -145,6 +147,7 @@ pub async fn spawn_app_on(
         error_bodies: Mutex::new(Vec::new()),
         stop: None,
         task: None,
+        audit: None,
         watcher: None,
     };
     app.start().await;
@@ -191,6 +194,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.audit = Some(app.state.audit.clone());
         let task = tokio::spawn(async move {
             tokenvault::app::serve(listener, app.tls, app.router, async {
                 let _ = rx.await;
@@ -385,8 +389,12 @@ impl TestApp {
     /// The whole audit trail: the rotated files (`audit.log.<last seq>`,
     /// zero-padded, so in order by name), then the current one. The log
     /// rotates at midnight UTC, and a test that advances its clock near
-    /// midnight crosses it.
-    pub fn audit_text(&self) -> String {
+    /// midnight crosses it. Waits first for the events the store committed
+    /// to be copied from its outbox into the file.
+    pub async fn audit_text(&self) -> String {
+        if let Some(audit) = &self.audit {
+            audit.sync().await.expect("the audit log copies its outbox");
+        }
         let dir = self.data_dir();
         let mut rotated: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map(|entries| {
@@ -410,9 +418,9 @@ impl TestApp {
 
     /// Fails if any test card stands in the logs, the audit log or an
     /// error body, bare or with separators.
-    pub fn assert_no_leaks(&self) {
+    pub async fn assert_no_leaks(&self) {
         let logs = captured_logs();
-        let audit = self.audit_text();
+        let audit = self.audit_text().await;
         let errors = self.error_bodies.lock().unwrap().join("\n");
         for card in CARDS.iter().map(|c| c.1).chain(MORE_CARDS.iter().copied()) {
             for (name, text) in [

@@ -229,11 +229,11 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
     app.clock.advance(901);
     assert_eq!(app.detokenize("session", &token).await.0, 401, "expired");
 
-    let audit = app.audit_text();
+    let audit = app.audit_text().await;
     assert!(audit.contains("\"action\":\"login\""));
     assert!(audit.contains("\"reason\":\"replayed signature\""));
     assert!(audit.contains("\"reason\":\"STS refused the signature\""));
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
     drop(moto);
 }
 

@@ -187,10 +187,10 @@ async fn a_client_certificate_maps_to_its_role_and_a_stranger_is_refused() {
     let unknown = ca.leaf(vec![uri("spiffe://shop/unknown")], true, 13);
     let res = tokenize(client(&ca, Some(&unknown))).await.unwrap();
     assert_eq!(res.status(), 403);
-    let audit = app.audit_text();
+    let audit = app.audit_text().await;
     assert!(audit.contains("\"principal\":\"cert:spiffe://shop/checkout\""));
     assert!(audit.contains("\"principal\":\"cert:dns:batch.shop.internal\""));
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,7 +76,7 @@ async fn a_principal_matching_no_role_may_do_nothing() {
         .post_raw("/redact", Some("stranger"), "text/plain", "x", &[])
         .await;
     assert_eq!(s, 403);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,12 +95,12 @@ async fn full_detokenize_can_require_a_reason_which_is_audited_redacted() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["value"], "4111111111111111");
-    let audit = app.audit_text();
+    let audit = app.audit_text().await;
     assert!(
         audit.contains("case 77, customer read ************5100 aloud"),
         "{audit}"
     );
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,5 +125,9 @@ async fn the_detokenize_rate_limit_trips_and_recovers() {
     app.clock.advance(20);
     assert_eq!(app.detokenize("tool", &t).await.0, 200);
     assert_eq!(app.detokenize("tool", &t).await.0, 429);
-    assert!(app.audit_text().contains("\"reason\":\"rate limited\""));
+    assert!(
+        app.audit_text()
+            .await
+            .contains("\"reason\":\"rate limited\"")
+    );
 }

@@ -57,7 +57,7 @@ async fn text_json_and_ndjson_are_redacted_in_shape() {
     );
     assert_eq!(h["content-type"], "application/x-ndjson");
     assert_eq!(h["tokenvault-findings"], "pan=2");
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +251,7 @@ async fn a_stream_failing_before_its_first_output_gets_a_problem() {
     let res = send(&app.client, vec![], "").await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "");
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 /// A streamed report has no output before the body ends; its head goes
@@ -305,7 +305,7 @@ async fn tokenize_hash_report_and_budget_over_http() {
     assert_eq!(tokens[0], tokens[1], "one card, one token");
     let (_, v) = app.detokenize("admin", tokens[0]).await;
     assert_eq!(v["value"], "4111111111111111");
-    assert!(app.audit_text().contains("\"reason\":\"redact\""));
+    assert!(app.audit_text().await.contains("\"reason\":\"redact\""));
     // Tokenizing while redacting needs the tokenize permission.
     let (s, _, _) = app
         .post_raw(
@@ -376,7 +376,7 @@ async fn tokenize_hash_report_and_budget_over_http() {
         )
         .await;
     assert_eq!(s, 400);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 /// A streamed body sent with `Expect: 100-continue` (curl asks for it on
@@ -431,5 +431,5 @@ async fn a_streamed_body_is_asked_for_with_100_continue() {
     let rest = String::from_utf8_lossy(&rest);
     assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
     assert!(rest.contains("paid ************1111\n"), "{rest}");
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }

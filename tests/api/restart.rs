@@ -44,7 +44,7 @@ async fn tokens_and_audit_chain_survive_a_restart() {
     bytes[at] = if bytes[at] == b'a' { b'b' } else { b'a' };
     std::fs::write(&path, bytes).unwrap();
     assert!(tokenvault::audit::verify(&path, &key).is_err());
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,5 +79,5 @@ async fn the_store_holds_no_card_in_the_clear() {
             "WAL mode"
         );
     }
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }

@@ -1,10 +1,12 @@
 use serde_json::json;
 
+use crate::emulator::{Backend, backend};
 use crate::helpers::{CARDS, luhn, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_brand_round_trips() {
     let app = spawn_app().await;
+    let mut tokens = Vec::new();
     for (brand, card) in CARDS {
         let t = app.tokenize(card, json!({})).await;
         assert_eq!(t["brand"], *brand);
@@ -16,8 +18,22 @@ async fn every_brand_round_trips() {
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["value"], *card);
         assert_eq!(v["masked"], false);
+        tokens.push(token.to_owned());
     }
-    app.assert_no_leaks();
+    // Each tokenization is one audit event. On the embedded store it was
+    // committed with its record and copied from the outbox, which the
+    // line's mark shows.
+    let audit = app.audit_text().await;
+    for token in &tokens {
+        let lines: Vec<&str> = audit
+            .lines()
+            .filter(|l| l.contains(token.as_str()) && l.contains("\"action\":\"tokenize\""))
+            .collect();
+        assert_eq!(lines.len(), 1, "{audit}");
+        let outbox = lines[0].contains("\"outbox\":\"");
+        assert_eq!(outbox, backend() == Backend::Sqlite, "{}", lines[0]);
+    }
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +42,7 @@ async fn spaced_and_dashed_cards_are_normalized() {
     let t = app.tokenize("4111 1111-1111 1111", json!({})).await;
     let (_, v) = app.detokenize("admin", t["token"].as_str().unwrap()).await;
     assert_eq!(v["value"], "4111111111111111");
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +79,7 @@ async fn fifty_concurrent_deterministic_requests_give_one_token() {
     assert_eq!(s, 200);
     assert_eq!(v["created"], false);
     assert_eq!(v["token"], tokens.into_iter().next().unwrap());
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +105,7 @@ async fn an_idempotency_key_replays_the_first_answer() {
     let (s3, _, b3) = send(json!({"value": "4111111111111111"}).to_string()).await;
     assert_eq!(s3, 422, "{b3}");
     assert_eq!(app.token_rows().await, 1);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +139,7 @@ async fn preserving_tokens_keep_last_four_and_length_and_fail_luhn() {
         .await;
     assert_eq!(s, 400);
     assert_eq!(v["type"], "urn:tokenvault:problem:unsupported-format");
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +172,7 @@ async fn tokens_expire_by_the_clock() {
         .await;
     assert_ne!(d1["token"], d2["token"]);
     assert_eq!(d2["created"], true);
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +222,7 @@ async fn batches_keep_order_and_report_per_item_problems() {
         .await;
     assert_eq!(s, 400);
     assert_eq!(v["type"], "urn:tokenvault:problem:batch-too-large");
-    app.assert_no_leaks();
+    app.assert_no_leaks().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,719 @@
+//! Hash-chained audit events.
+//!
+//! Every tokenize, detokenize (allowed or denied), delete and auth failure
+//! is one JSON line. Each line carries `prev`, the MAC of the line before,
+//! and `mac`, HMAC-SHA256 under the service-held audit key over the line's
+//! bytes without `mac`; an edit, a deletion or a reordering breaks the chain
+//! and someone who can write the file but lacks the key cannot mend it.
+//!
+//! Events reach the chain two ways, and no answer leaves before its events
+//! are durable either way:
+//! - **Recorded**: [`AuditLog::record`] hands them to the writer thread,
+//!   which takes every event waiting, writes them, fsyncs once (group
+//!   commit), then wakes the requests.
+//! - **Through the store's outbox** (the embedded store): a tokenization's
+//!   event is committed in the record's own SQLite transaction, so the two
+//!   are durable together with one fsync, and a crash can never leave a
+//!   stored token without its event. The writer thread, nudged after each
+//!   such commit, copies the notes into the chain, fsyncs, and acknowledges
+//!   them to the store. Each line names how far the outbox was copied, so a
+//!   restart continues from there: notes copied but not yet deleted are not
+//!   written twice, and notes not yet copied are not lost.
+//!
+//! # Layout
+//!
+//! - this file: events, the handle requests use, the writer thread;
+//! - [`chain`]: the line format, finding the chain's end at start-up,
+//!   [`verify`];
+//! - [`file`]: the file sink and its rotation.
+
+mod chain;
+mod file;
+
+use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::oneshot;
+
+pub use chain::{VerifyReport, verify};
+pub use file::{Rotation, rotated_files};
+
+use crate::clock::Clock;
+use crate::crypto::DataKey;
+use crate::store::{Outbox, TokenStore};
+use chain::{ChainEnd, push_line};
+use file::Sink;
+
+/// Most outbox notes one group copies; more wait for the next group.
+const EXPORT_MAX: usize = 4096;
+/// Most recorded batches one group takes.
+const GROUP_MAX: usize = 1024;
+/// How long the writer lets outbox notes gather before copying them when
+/// no recorded event waits. Nobody waits for these (their notes are
+/// durable in the store), and at 7,000 tokenizations/s copying after every
+/// store commit meant about a thousand fsyncs a second.
+const COPY_DELAY: Duration = Duration::from_millis(5);
+/// How often the writer looks at the outbox unbidden: after a failed
+/// write, and should a nudge be lost.
+const LOOK_PERIOD: Duration = Duration::from_secs(1);
+
+/// One audited decision. Never holds a value: a token, a classification
+/// and who asked, nothing more.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEvent {
+    pub request_id: String,
+    pub principal: String,
+    pub role: Option<String>,
+    pub action: &'static str,
+    pub token: Option<String>,
+    pub classification: Option<String>,
+    /// `allow`, `deny` or `error`.
+    pub decision: &'static str,
+    /// Why it was denied, or the caller's stated reason (already redacted).
+    pub reason: Option<String>,
+}
+
+/// An event's fields as they appear in its line, in order: the note an
+/// event travels as (through the outbox too), stamped when it is made.
+#[derive(Serialize)]
+struct Note<'a> {
+    time: &'a str,
+    request_id: &'a str,
+    principal: &'a str,
+    role: Option<&'a str>,
+    action: &'a str,
+    token: Option<&'a str>,
+    classification: Option<&'a str>,
+    decision: &'a str,
+    reason: Option<&'a str>,
+}
+
+/// Audit failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log unavailable: {0}")]
+    Unavailable(String),
+    #[error("audit log {path}: line {line}: {why}")]
+    Broken {
+        path: std::path::PathBuf,
+        line: u64,
+        why: String,
+    },
+}
+
+/// The MAC key of the chain.
+#[derive(Clone)]
+pub struct AuditKey(hmac::Key);
+
+impl AuditKey {
+    pub fn new(secret: &DataKey) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, secret.expose()))
+    }
+
+    fn mac(&self, body: &[u8]) -> String {
+        hex::encode(hmac::sign(&self.0, body).as_ref())
+    }
+}
+
+/// Where a recorded batch's answer goes.
+type Done = oneshot::Sender<Result<(), AuditError>>;
+
+/// What the writer thread is asked.
+enum Msg {
+    /// Write these notes durably, then answer.
+    Record { notes: Vec<Vec<u8>>, done: Done },
+    /// The store committed notes to its outbox.
+    Nudge,
+    /// Copy this outbox from now on.
+    Attach(Box<dyn Outbox>),
+}
+
+/// The handle requests use; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: std::sync::mpsc::Sender<Msg>,
+    clock: Arc<dyn Clock>,
+}
+
+/// An attached outbox and how far it is copied.
+struct Copying {
+    source: Box<dyn Outbox>,
+    epoch: String,
+    mark: u64,
+}
+
+struct Writer {
+    sink: Sink,
+    key: AuditKey,
+    clock: Arc<dyn Clock>,
+    end: ChainEnd,
+    outbox: Option<Copying>,
+    /// Said once when copying the outbox starts failing, once when it
+    /// works again.
+    failing: bool,
+}
+
+impl AuditLog {
+    /// Opens (or creates, 0600) the log at `path`, continues the chain found
+    /// at its end (or, when the file is new, at the end of the newest file
+    /// rotated out of it), and starts the writer thread.
+    pub fn open(
+        path: &std::path::Path,
+        key: AuditKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_rotating(path, Rotation::default(), key, clock)
+    }
+
+    /// [`AuditLog::open`], starting a new file as `rotation` says.
+    pub fn open_rotating(
+        path: &std::path::Path,
+        rotation: Rotation,
+        key: AuditKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, AuditError> {
+        let (file, len, end) = file::open_file(path, &key)?;
+        // A file resumed from an earlier day rotates at its first write.
+        let written = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let day = match written {
+            Some(t) if len > 0 => t.div_euclid(86_400),
+            _ => clock.unix().div_euclid(86_400),
+        };
+        Self::start(Writer {
+            sink: Sink::File {
+                file,
+                path: path.to_owned(),
+                len,
+                rotation,
+                day,
+            },
+            key,
+            clock,
+            end,
+            outbox: None,
+            failing: false,
+        })
+    }
+
+    /// A log writing to standard output.
+    pub fn stdout(key: AuditKey, clock: Arc<dyn Clock>) -> Result<AuditLog, AuditError> {
+        Self::start(Writer {
+            sink: Sink::Stdout,
+            key,
+            clock,
+            end: ChainEnd::genesis(),
+            outbox: None,
+            failing: false,
+        })
+    }
+
+    fn start(w: Writer) -> Result<AuditLog, AuditError> {
+        // Unbounded: every sender waits for its answer, so what waits here
+        // is bounded by the requests in flight.
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let clock = w.clock.clone();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| AuditError::Unavailable(format!("audit writer: {e}")))?;
+        Ok(AuditLog { tx, clock })
+    }
+
+    /// Copies `store`'s outbox into this log from now on, when it has one;
+    /// whether it has. Call once, before serving.
+    pub fn attach_outbox(&self, store: &dyn TokenStore) -> Result<bool, AuditError> {
+        let tx = self.tx.clone();
+        // A std Sender is Sync; the store's writer calls this after commits.
+        let nudge = Box::new(move || {
+            let _ = tx.send(Msg::Nudge);
+        });
+        let outbox = store
+            .open_outbox(nudge)
+            .map_err(|e| AuditError::Unavailable(format!("audit outbox: {e}")))?;
+        let Some(outbox) = outbox else {
+            return Ok(false);
+        };
+        self.tx
+            .send(Msg::Attach(outbox))
+            .map_err(|_| AuditError::Unavailable("audit writer stopped".into()))?;
+        Ok(true)
+    }
+
+    /// The note of `e` (with `token` in place of its own, when given),
+    /// stamped now: what [`AuditLog::record`] writes, or what a store
+    /// commits to its outbox.
+    pub fn note(&self, e: &AuditEvent, token: Option<&str>) -> Vec<u8> {
+        make_note(&*self.clock, e, token)
+    }
+}
+
+/// [`AuditLog::note`], for the writer thread too.
+fn make_note(clock: &dyn Clock, e: &AuditEvent, token: Option<&str>) -> Vec<u8> {
+    let time = clock
+        .now()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "unknown".into());
+    let note = Note {
+        time: &time,
+        request_id: &e.request_id,
+        principal: &e.principal,
+        role: e.role.as_deref(),
+        action: e.action,
+        token: token.or(e.token.as_deref()),
+        classification: e.classification.as_deref(),
+        decision: e.decision,
+        reason: e.reason.as_deref(),
+    };
+    // Strings and options only: serializing cannot fail.
+    serde_json::to_vec(&note).unwrap_or_default()
+}
+
+impl AuditLog {
+    /// Writes `events` and returns once they are on disk.
+    pub async fn record(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let notes = events.iter().map(|e| self.note(e, None)).collect();
+        self.send(notes).await
+    }
+
+    /// Returns once every note the store committed before this call (up to
+    /// a group's worth) is in the chain and on disk: for a graceful stop,
+    /// and for tests that read the file.
+    pub async fn sync(&self) -> Result<(), AuditError> {
+        self.send(Vec::new()).await
+    }
+
+    async fn send(&self, notes: Vec<Vec<u8>>) -> Result<(), AuditError> {
+        let stopped = || AuditError::Unavailable("audit writer stopped".into());
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Msg::Record { notes, done })
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+}
+
+impl Writer {
+    /// The writer thread: groups what waits, copies the outbox when nudged
+    /// (or once a [`LOOK_PERIOD`]), writes and fsyncs once, then answers.
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Msg>) {
+        // The last look found a full group: more notes wait.
+        let mut more = false;
+        loop {
+            let first = match rx.recv_timeout(if more { Duration::ZERO } else { LOOK_PERIOD }) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut look = first.is_none() || more;
+            let mut jobs = Vec::new();
+            let waiting = std::iter::from_fn(|| rx.try_recv().ok());
+            for m in first.into_iter().chain(waiting.take(GROUP_MAX)) {
+                match m {
+                    Msg::Record { notes, done } => jobs.push((notes, done)),
+                    Msg::Nudge => look = true,
+                    Msg::Attach(source) => {
+                        self.attach(source);
+                        look = true;
+                    }
+                }
+            }
+            if look && jobs.is_empty() && !more {
+                // Only the outbox to copy, and nobody waits for it: let a
+                // few milliseconds of notes gather, for one fsync.
+                self.gather(&rx, &mut jobs);
+            }
+            let rows = if look { self.pending() } else { Vec::new() };
+            more = rows.len() == EXPORT_MAX;
+            if jobs.is_empty() && rows.is_empty() {
+                continue;
+            }
+            let result = self.commit(&jobs, &rows);
+            if result.is_err() {
+                // Retried at the next look, not at once.
+                more = false;
+            }
+            for (_, done) in jobs {
+                let r = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(AuditError::Unavailable(e.to_string())),
+                };
+                let _ = done.send(r);
+            }
+        }
+    }
+
+    /// Waits up to [`COPY_DELAY`] for more notes to copy, absorbing
+    /// nudges; a recorded batch (someone waits for it) ends the wait.
+    fn gather(
+        &mut self,
+        rx: &std::sync::mpsc::Receiver<Msg>,
+        jobs: &mut Vec<(Vec<Vec<u8>>, Done)>,
+    ) {
+        let until = std::time::Instant::now() + COPY_DELAY;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(Msg::Nudge) => {}
+                Ok(Msg::Attach(source)) => self.attach(source),
+                Ok(Msg::Record { notes, done }) => {
+                    jobs.push((notes, done));
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Starts copying `source`, from where the chain's last line says the
+    /// copy of this outbox stood (a line of another database's outbox, or
+    /// none, says nothing of this one: every note it holds is copied).
+    fn attach(&mut self, source: Box<dyn Outbox>) {
+        let epoch = source.epoch().to_owned();
+        let mark = match self.end.outbox.as_deref().and_then(|m| m.split_once(':')) {
+            Some((e, seq)) if e == epoch => seq.parse().unwrap_or(0),
+            Some(_) => {
+                tracing::info!(
+                    "the audit log followed another database's outbox; copying all of this one's"
+                );
+                0
+            }
+            None => 0,
+        };
+        if mark > 0 {
+            // Copied before a restart, perhaps not yet deleted.
+            source.acknowledge(mark);
+        }
+        self.outbox = Some(Copying {
+            source,
+            epoch,
+            mark,
+        });
+    }
+
+    /// The outbox's notes not yet copied (empty when there is none, or it
+    /// cannot be read: the next look tries again).
+    fn pending(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let Some(c) = &mut self.outbox else {
+            return Vec::new();
+        };
+        match c.source.pending(c.mark, EXPORT_MAX) {
+            Ok(rows) => rows,
+            Err(e) => {
+                if !self.failing {
+                    self.failing = true;
+                    tracing::error!(error = %e, "cannot read the audit outbox; will retry");
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Appends the outbox's `rows`, then every note of `jobs`, and fsyncs
+    /// once; then acknowledges the rows to the store. On failure the file
+    /// is cut back to its last committed length and the chain state kept,
+    /// so a later group continues a valid chain.
+    fn commit(
+        &mut self,
+        jobs: &[(Vec<Vec<u8>>, Done)],
+        rows: &[(u64, Vec<u8>)],
+    ) -> std::io::Result<()> {
+        let (end0, mark0) = (self.end.clone(), self.outbox.as_ref().map(|c| c.mark));
+        let mut buf = Vec::with_capacity((rows.len() + jobs.len()) * 400);
+        for (seq, note) in rows {
+            if let Some(c) = &mut self.outbox {
+                c.mark = *seq;
+            }
+            if is_note(note) {
+                self.push(&mut buf, note);
+            } else {
+                // Not what we wrote: say so in the chain rather than stop
+                // copying, and never copy the bytes themselves.
+                tracing::error!(outbox_seq = seq, "an audit outbox note is unreadable");
+                let e = AuditEvent {
+                    principal: "tokenvault".into(),
+                    action: "audit",
+                    decision: "error",
+                    reason: Some(format!("outbox note {seq} is unreadable")),
+                    ..Default::default()
+                };
+                let note = make_note(&*self.clock, &e, None);
+                self.push(&mut buf, &note);
+            }
+        }
+        for note in jobs.iter().flat_map(|(notes, _)| notes) {
+            self.push(&mut buf, note);
+        }
+        let day = self.clock.unix().div_euclid(86_400);
+        match self.sink.append(&buf, day, end0.seq) {
+            Ok(()) => {
+                if let (Some(c), Some(_)) = (&self.outbox, rows.last()) {
+                    c.source.acknowledge(c.mark);
+                }
+                if self.failing && !rows.is_empty() {
+                    self.failing = false;
+                    tracing::info!("audit outbox copying again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit write failed");
+                self.end = end0;
+                if let (Some(c), Some(m)) = (&mut self.outbox, mark0) {
+                    c.mark = m;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends the line of `note` to `buf` and moves the chain on.
+    fn push(&mut self, buf: &mut Vec<u8>, note: &[u8]) {
+        let seq = self.end.seq + 1;
+        let mark = self.outbox.as_ref().map(|c| (c.epoch.as_str(), c.mark));
+        let mac = push_line(buf, &self.key, seq, note, &self.end.mac, mark);
+        self.end.outbox = mark.map(|(e, m)| format!("{e}:{m}"));
+        self.end.seq = seq;
+        self.end.mac = mac;
+    }
+}
+
+/// Whether `note` is a note as [`AuditLog::note`] makes them: a JSON object
+/// of exactly the event's fields, on one line.
+fn is_note(note: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Check<'a> {
+        #[serde(borrow)]
+        time: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        request_id: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        principal: std::borrow::Cow<'a, str>,
+        role: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        action: std::borrow::Cow<'a, str>,
+        token: Option<std::borrow::Cow<'a, str>>,
+        classification: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        decision: std::borrow::Cow<'a, str>,
+        reason: Option<std::borrow::Cow<'a, str>>,
+    }
+    note.first() == Some(&b'{')
+        && note.last() == Some(&b'}')
+        && !note.contains(&b'\n')
+        && serde_json::from_slice::<Check<'_>>(note).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use std::path::Path;
+
+    fn event(i: usize) -> AuditEvent {
+        AuditEvent {
+            request_id: format!("r{i}"),
+            principal: "apikey:test".into(),
+            action: "tokenize",
+            token: Some(format!("tok_{i}")),
+            decision: "allow",
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn chain_survives_restart_and_catches_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = AuditKey::new(&DataKey::from_bytes([3; 32]));
+        let log = AuditLog::open(&path, key.clone(), Arc::new(SystemClock)).unwrap();
+        log.record((0..3).map(event).collect()).await.unwrap();
+        drop(log);
+        let log = AuditLog::open(&path, key.clone(), Arc::new(SystemClock)).unwrap();
+        log.record(vec![event(4)]).await.unwrap();
+        assert_eq!(verify(&path, &key).unwrap().lines, 4);
+
+        let good = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = good.lines().collect();
+        let swapped = [lines[0], lines[2], lines[1], lines[3]].join("\n") + "\n";
+        std::fs::write(&path, swapped).unwrap();
+        assert!(matches!(
+            verify(&path, &key),
+            Err(AuditError::Broken { line: 2, .. })
+        ));
+        let deleted = [lines[0], lines[2], lines[3]].join("\n") + "\n";
+        std::fs::write(&path, deleted).unwrap();
+        assert!(matches!(
+            verify(&path, &key),
+            Err(AuditError::Broken { line: 2, .. })
+        ));
+        std::fs::write(&path, good.replacen("tok_1", "tok_9", 1)).unwrap();
+        assert!(matches!(
+            verify(&path, &key),
+            Err(AuditError::Broken { line: 2, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_chain_runs_on_across_rotated_files_and_a_removed_file_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = AuditKey::new(&DataKey::from_bytes([5; 32]));
+        let clock = crate::clock::ManualClock::new();
+        let rotation = Rotation {
+            max_bytes: 700,
+            daily: true,
+        };
+        let log = AuditLog::open_rotating(&path, rotation, key.clone(), clock.clone()).unwrap();
+        for i in 0..6 {
+            log.record(vec![event(i)]).await.unwrap();
+        }
+        clock.advance(86_400);
+        log.record(vec![event(6)]).await.unwrap();
+        drop(log);
+        // Reopened on a fresh file: the chain still continues.
+        let log = AuditLog::open_rotating(&path, rotation, key.clone(), clock.clone()).unwrap();
+        log.record(vec![event(7)]).await.unwrap();
+        drop(log);
+        let rotated = rotated_files(&path);
+        assert!(rotated.len() >= 2, "{rotated:?}");
+        let report = verify(&path, &key).unwrap();
+        assert_eq!((report.lines, report.files), (8, rotated.len() + 1));
+        std::fs::remove_file(&rotated[1]).unwrap();
+        assert!(matches!(
+            verify(&path, &key),
+            Err(AuditError::Broken { line: 1, .. })
+        ));
+    }
+
+    fn record(token: &str) -> crate::store::TokenRecord {
+        crate::store::TokenRecord {
+            token: token.into(),
+            classification: "pan".into(),
+            format_version: 1,
+            ciphertext: vec![1],
+            nonce: vec![0; 12],
+            data_key_id: "dk".into(),
+            fingerprint: None,
+            brand: None,
+            last4: None,
+            first6: None,
+            value_len: 16,
+            created_at: 1,
+            expires_at: None,
+            metadata: "{}".into(),
+        }
+    }
+
+    /// Stores `notes` with records the way a service would, but with a
+    /// consumer that never copies them: a crash before the audit writer
+    /// got to them.
+    async fn commit_uncopied(db: &Path, notes: Vec<Vec<u8>>) {
+        use crate::store::sqlite::SqliteStore;
+        let store = SqliteStore::open(db).unwrap();
+        let _dead = store.open_outbox(Box::new(|| {})).unwrap().unwrap();
+        let recs: Vec<_> = (0..notes.len())
+            .map(|_| record(&format!("t{}", uuid::Uuid::new_v4())))
+            .collect();
+        let (got, kept) = store.insert_tokens_noted(&recs, notes).await;
+        assert!(kept && got.iter().all(|r| r.is_ok()));
+    }
+
+    /// Opens the log on `path` and the store on `db` as a start-up does,
+    /// and waits for the outbox to be copied.
+    async fn start(path: &Path, db: &Path, key: &AuditKey) -> (AuditLog, Arc<dyn TokenStore>) {
+        let store: Arc<dyn TokenStore> =
+            Arc::new(crate::store::sqlite::SqliteStore::open(db).unwrap());
+        let log = AuditLog::open(path, key.clone(), Arc::new(SystemClock)).unwrap();
+        assert!(log.attach_outbox(&*store).unwrap());
+        log.sync().await.unwrap();
+        (log, store)
+    }
+
+    /// Notes committed with their records reach the chain exactly once:
+    /// copied ones are not written again after a restart (their rows are
+    /// deleted only by a later write), uncopied ones are copied at the next
+    /// start, also when the live file was just rotated out; a new database
+    /// (another epoch) has all its notes copied; an unreadable note is
+    /// reported, never copied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outbox_notes_reach_the_chain_once_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let db = dir.path().join("vault.db");
+        let key = AuditKey::new(&DataKey::from_bytes([7; 32]));
+        let count = |needle: &str| -> usize {
+            let mut files = rotated_files(&path);
+            files.push(path.clone());
+            files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+                .map(|t| t.matches(needle).count())
+                .sum()
+        };
+
+        let (log, store) = start(&path, &db, &key).await;
+        let notes = (1..=2).map(|i| log.note(&event(i), None)).collect();
+        let (_, kept) = store
+            .insert_tokens_noted(&[record("a"), record("b")], notes)
+            .await;
+        assert!(kept);
+        log.sync().await.unwrap();
+        assert_eq!((count("tok_1"), count("tok_2")), (1, 1));
+        assert_eq!(count("\"outbox\":\""), 2);
+        // Copied, acknowledged, not yet deleted: a stop now.
+        drop((log, store));
+
+        let (log, store) = start(&path, &db, &key).await;
+        assert_eq!(verify(&path, &key).unwrap().lines, 2, "not copied twice");
+        drop((log, store));
+
+        // Committed, never copied; then the live file rotated out and a
+        // crash before the new one got a line.
+        commit_uncopied(&db, vec![log_note(3), log_note(4)]).await;
+        let seq = verify(&path, &key).unwrap().lines;
+        std::fs::rename(&path, dir.path().join(format!("audit.log.{seq:020}"))).unwrap();
+        std::fs::File::create(&path).unwrap();
+        let (log, store) = start(&path, &db, &key).await;
+        assert_eq!((count("tok_3"), count("tok_4")), (1, 1));
+        let report = verify(&path, &key).unwrap();
+        assert_eq!((report.lines, report.files), (4, 2));
+        drop((log, store));
+        let (log, store) = start(&path, &db, &key).await;
+        assert_eq!(verify(&path, &key).unwrap().lines, 4);
+        drop((log, store));
+
+        // A new database: its own epoch, its own sequence from 1.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        let quoted = AuditEvent {
+            reason: Some("said \"read it\" aloud".into()),
+            ..event(5)
+        };
+        let quoted = make_note(&SystemClock, &quoted, None);
+        commit_uncopied(&db, vec![quoted, b"{\"garbage\":1}".to_vec()]).await;
+        let (log, store) = start(&path, &db, &key).await;
+        assert_eq!(count("tok_5"), 1);
+        assert_eq!(count("garbage"), 0);
+        assert_eq!(count("is unreadable"), 1);
+        assert_eq!(verify(&path, &key).unwrap().lines, 6);
+        drop((log, store));
+    }
+
+    fn log_note(i: usize) -> Vec<u8> {
+        make_note(&SystemClock, &event(i), None)
+    }
+}
