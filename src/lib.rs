@@ -31,7 +31,8 @@
 //! - [`crypto`]: key providers, the data-key keyring, envelope sealing,
 //!   fingerprints.
 //! - [`store`]: the `TokenStore` trait, SQLite and DynamoDB, and `migrate`.
-//! - [`audit`]: the HMAC-chained audit log.
+//! - [`audit`]: the HMAC-chained audit log, and the copier of the
+//!   embedded store's audit outbox.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`clock`]: injectable time.
 

@@ -23,9 +23,9 @@
 //! # Layout
 //!
 //! - this file: events, the handle requests use, the writer thread;
-//! - [`chain`]: the line format, finding the chain's end at start-up,
+//! - `chain`: the line format, finding the chain's end at start-up,
 //!   [`verify`];
-//! - [`file`]: the file sink and its rotation.
+//! - `file`: the file sink and its rotation.
 
 mod chain;
 mod file;
