@@ -18,7 +18,10 @@
 //!   such commit, copies the notes into the chain, fsyncs, and acknowledges
 //!   them to the store. Each line names how far the outbox was copied, so a
 //!   restart continues from there: notes copied but not yet deleted are not
-//!   written twice, and notes not yet copied are not lost.
+//!   written twice, and notes not yet copied are not lost. Notes are sealed
+//!   (HMAC under a key derived from the audit key) and copied only when
+//!   their seal holds, so whoever can write the database cannot have the
+//!   service sign events it never made.
 //!
 //! # Layout
 //!
@@ -105,17 +108,51 @@ pub enum AuditError {
     },
 }
 
-/// The MAC key of the chain.
+/// The MAC key of the chain, and the key that seals outbox notes.
 #[derive(Clone)]
-pub struct AuditKey(hmac::Key);
+pub struct AuditKey {
+    chain: hmac::Key,
+    /// Derived from the chain key (HMAC as a PRF over a label). A note
+    /// read back from the store is copied only with a valid tag: whoever
+    /// can write the database cannot have the service sign events it
+    /// never made.
+    notes: hmac::Key,
+}
+
+/// Bytes of a note's tag (HMAC-SHA256).
+const NOTE_TAG: usize = 32;
 
 impl AuditKey {
     pub fn new(secret: &DataKey) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, secret.expose()))
+        let chain = hmac::Key::new(hmac::HMAC_SHA256, secret.expose());
+        let derived = hmac::sign(&chain, b"tokenvault audit outbox note key v1");
+        let notes = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
+        Self { chain, notes }
     }
 
     fn mac(&self, body: &[u8]) -> String {
-        hex::encode(hmac::sign(&self.0, body).as_ref())
+        hex::encode(hmac::sign(&self.chain, body).as_ref())
+    }
+
+    /// `note` with its tag appended, for a store's outbox.
+    fn seal(&self, mut note: Vec<u8>) -> Vec<u8> {
+        let tag = hmac::sign(&self.notes, &note);
+        note.extend_from_slice(tag.as_ref());
+        note
+    }
+
+    /// The note of a sealed outbox entry, if its tag is ours (checked in
+    /// constant time) and it has a note's shape: one JSON object on one
+    /// line, as [`make_note`] writes them.
+    fn open<'a>(&self, sealed: &'a [u8]) -> Option<&'a [u8]> {
+        let at = sealed.len().checked_sub(NOTE_TAG)?;
+        let (note, tag) = sealed.split_at(at);
+        hmac::verify(&self.notes, note, tag).ok()?;
+        (note.len() >= 2
+            && note[0] == b'{'
+            && note[note.len() - 1] == b'}'
+            && !note.contains(&b'\n'))
+        .then_some(note)
     }
 }
 
@@ -137,6 +174,7 @@ enum Msg {
 pub struct AuditLog {
     tx: std::sync::mpsc::Sender<Msg>,
     clock: Arc<dyn Clock>,
+    key: AuditKey,
 }
 
 /// An attached outbox and how far it is copied.
@@ -221,11 +259,12 @@ impl AuditLog {
         // is bounded by the requests in flight.
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let clock = w.clock.clone();
+        let key = w.key.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| AuditError::Unavailable(format!("audit writer: {e}")))?;
-        Ok(AuditLog { tx, clock })
+        Ok(AuditLog { tx, clock, key })
     }
 
     /// Copies `store`'s outbox into this log from now on, when it has one;
@@ -249,14 +288,13 @@ impl AuditLog {
     }
 
     /// The note of `e` (with `token` in place of its own, when given),
-    /// stamped now: what [`AuditLog::record`] writes, or what a store
-    /// commits to its outbox.
+    /// stamped now and sealed: what a store commits to its outbox.
     pub fn note(&self, e: &AuditEvent, token: Option<&str>) -> Vec<u8> {
-        make_note(&*self.clock, e, token)
+        self.key.seal(make_note(&*self.clock, e, token))
     }
 }
 
-/// [`AuditLog::note`], for the writer thread too.
+/// An event's note, unsealed: what [`AuditLog::record`] sends the writer.
 fn make_note(clock: &dyn Clock, e: &AuditEvent, token: Option<&str>) -> Vec<u8> {
     let time = clock
         .now()
@@ -283,7 +321,10 @@ impl AuditLog {
         if events.is_empty() {
             return Ok(());
         }
-        let notes = events.iter().map(|e| self.note(e, None)).collect();
+        let notes = events
+            .iter()
+            .map(|e| make_note(&*self.clock, e, None))
+            .collect();
         self.send(notes).await
     }
 
@@ -430,21 +471,23 @@ impl Writer {
     ) -> std::io::Result<()> {
         let (end0, mark0) = (self.end.clone(), self.outbox.as_ref().map(|c| c.mark));
         let mut buf = Vec::with_capacity((rows.len() + jobs.len()) * 400);
-        for (seq, note) in rows {
+        for (seq, sealed) in rows {
             if let Some(c) = &mut self.outbox {
                 c.mark = *seq;
             }
-            if is_note(note) {
+            if let Some(note) = self.key.open(sealed) {
                 self.push(&mut buf, note);
             } else {
-                // Not what we wrote: say so in the chain rather than stop
-                // copying, and never copy the bytes themselves.
-                tracing::error!(outbox_seq = seq, "an audit outbox note is unreadable");
+                // Not a note this service sealed: say so in the chain
+                // rather than stop copying, and never copy its bytes.
+                tracing::error!(outbox_seq = seq, "an audit outbox note failed its check");
                 let e = AuditEvent {
                     principal: "tokenvault".into(),
                     action: "audit",
                     decision: "error",
-                    reason: Some(format!("outbox note {seq} is unreadable")),
+                    reason: Some(format!(
+                        "outbox note {seq} failed its check (not sealed by this service)"
+                    )),
                     ..Default::default()
                 };
                 let note = make_note(&*self.clock, &e, None);
@@ -486,34 +529,6 @@ impl Writer {
         self.end.seq = seq;
         self.end.mac = mac;
     }
-}
-
-/// Whether `note` is a note as [`AuditLog::note`] makes them: a JSON object
-/// of exactly the event's fields, on one line.
-fn is_note(note: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Check<'a> {
-        #[serde(borrow)]
-        time: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        request_id: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        principal: std::borrow::Cow<'a, str>,
-        role: Option<std::borrow::Cow<'a, str>>,
-        #[serde(borrow)]
-        action: std::borrow::Cow<'a, str>,
-        token: Option<std::borrow::Cow<'a, str>>,
-        classification: Option<std::borrow::Cow<'a, str>>,
-        #[serde(borrow)]
-        decision: std::borrow::Cow<'a, str>,
-        reason: Option<std::borrow::Cow<'a, str>>,
-    }
-    note.first() == Some(&b'{')
-        && note.last() == Some(&b'}')
-        && !note.contains(&b'\n')
-        && serde_json::from_slice::<Check<'_>>(note).is_ok()
 }
 
 #[cfg(test)]
@@ -682,7 +697,7 @@ mod tests {
 
         // Committed, never copied; then the live file rotated out and a
         // crash before the new one got a line.
-        commit_uncopied(&db, vec![log_note(3), log_note(4)]).await;
+        commit_uncopied(&db, vec![log_note(&key, 3), log_note(&key, 4)]).await;
         let seq = verify(&path, &key).unwrap().lines;
         std::fs::rename(&path, dir.path().join(format!("audit.log.{seq:020}"))).unwrap();
         std::fs::File::create(&path).unwrap();
@@ -703,17 +718,22 @@ mod tests {
             reason: Some("said \"read it\" aloud".into()),
             ..event(5)
         };
-        let quoted = make_note(&SystemClock, &quoted, None);
-        commit_uncopied(&db, vec![quoted, b"{\"garbage\":1}".to_vec()]).await;
+        let quoted = key.seal(make_note(&SystemClock, &quoted, None));
+        // Written into the database by someone without the key: a note
+        // sealed under another key, and bytes with no seal at all.
+        let other = AuditKey::new(&DataKey::from_bytes([8; 32]));
+        let forged = other.seal(make_note(&SystemClock, &event(6), None));
+        commit_uncopied(&db, vec![quoted, forged, b"{\"garbage\":1}".to_vec()]).await;
         let (log, store) = start(&path, &db, &key).await;
         assert_eq!(count("tok_5"), 1);
+        assert_eq!(count("tok_6"), 0);
         assert_eq!(count("garbage"), 0);
-        assert_eq!(count("is unreadable"), 1);
-        assert_eq!(verify(&path, &key).unwrap().lines, 6);
+        assert_eq!(count("failed its check"), 2);
+        assert_eq!(verify(&path, &key).unwrap().lines, 7);
         drop((log, store));
     }
 
-    fn log_note(i: usize) -> Vec<u8> {
-        make_note(&SystemClock, &event(i), None)
+    fn log_note(key: &AuditKey, i: usize) -> Vec<u8> {
+        key.seal(make_note(&SystemClock, &event(i), None))
     }
 }
