@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{cmac, hmac};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::oneshot;
@@ -112,21 +112,24 @@ pub enum AuditError {
 #[derive(Clone)]
 pub struct AuditKey {
     chain: hmac::Key,
-    /// Derived from the chain key (HMAC as a PRF over a label). A note
-    /// read back from the store is copied only with a valid tag: whoever
-    /// can write the database cannot have the service sign events it
-    /// never made.
-    notes: hmac::Key,
+    /// AES-256-CMAC (NIST SP 800-38B), under a key derived from the chain
+    /// key (HMAC as a PRF over a label). A note read back from the store
+    /// is copied only with a valid tag: whoever can write the database
+    /// cannot have the service sign events it never made. CMAC, not HMAC:
+    /// without SHA extensions on this machine, HMAC-SHA256 of a note cost
+    /// about 13,000 instructions, twice per tokenization (seal, check).
+    notes: cmac::Key,
 }
 
-/// Bytes of a note's tag (HMAC-SHA256).
-const NOTE_TAG: usize = 32;
+/// Bytes of a note's tag (an AES block).
+const NOTE_TAG: usize = 16;
 
 impl AuditKey {
     pub fn new(secret: &DataKey) -> Self {
         let chain = hmac::Key::new(hmac::HMAC_SHA256, secret.expose());
         let derived = hmac::sign(&chain, b"tokenvault audit outbox note key v1");
-        let notes = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
+        // A 32-byte key for AES-256: cannot fail.
+        let notes = cmac::Key::new(cmac::AES_256, derived.as_ref()).expect("a 32-byte AES-256 key");
         Self { chain, notes }
     }
 
@@ -136,8 +139,11 @@ impl AuditKey {
 
     /// `note` with its tag appended, for a store's outbox.
     fn seal(&self, mut note: Vec<u8>) -> Vec<u8> {
-        let tag = hmac::sign(&self.notes, &note);
-        note.extend_from_slice(tag.as_ref());
+        let mut tag = [0u8; NOTE_TAG];
+        // Fails only on a short buffer, which this is not; an empty tag
+        // would fail its check and be reported, never trusted.
+        let _ = cmac::sign_to_buffer(&self.notes, &note, &mut tag);
+        note.extend_from_slice(&tag);
         note
     }
 
@@ -147,7 +153,7 @@ impl AuditKey {
     fn open<'a>(&self, sealed: &'a [u8]) -> Option<&'a [u8]> {
         let at = sealed.len().checked_sub(NOTE_TAG)?;
         let (note, tag) = sealed.split_at(at);
-        hmac::verify(&self.notes, note, tag).ok()?;
+        cmac::verify(&self.notes, note, tag).ok()?;
         (note.len() >= 2
             && note[0] == b'{'
             && note[note.len() - 1] == b'}'
