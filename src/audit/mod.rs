@@ -80,19 +80,79 @@ pub struct AuditEvent {
     pub reason: Option<String>,
 }
 
-/// An event's fields as they appear in its line, in order: the note an
-/// event travels as (through the outbox too), stamped when it is made.
+/// An event's fields before its token, as they appear in its line, in
+/// order. A note is `{` head `,"token":` token `,` tail `}`; the token is
+/// all that varies between the items of a batch.
 #[derive(Serialize)]
-struct Note<'a> {
+struct Head<'a> {
     time: &'a str,
     request_id: &'a str,
     principal: &'a str,
     role: Option<&'a str>,
     action: &'a str,
-    token: Option<&'a str>,
+}
+
+/// An event's fields after its token.
+#[derive(Serialize)]
+struct Tail<'a> {
     classification: Option<&'a str>,
     decision: &'a str,
     reason: Option<&'a str>,
+}
+
+/// Makes the notes of one event with different tokens (the items of a
+/// batch): stamped and serialized once, not per item.
+pub struct NoteMaker<'k> {
+    /// `{"time":…,"action":…,"token":`
+    head: Vec<u8>,
+    /// `,"classification":…}`
+    tail: Vec<u8>,
+    key: &'k AuditKey,
+}
+
+impl NoteMaker<'_> {
+    fn unsealed(&self, token: Option<&str>) -> Vec<u8> {
+        let mut note = Vec::with_capacity(self.head.len() + self.tail.len() + 40);
+        note.extend_from_slice(&self.head);
+        // A string or null: serializing cannot fail.
+        let _ = serde_json::to_writer(&mut note, &token);
+        note.extend_from_slice(&self.tail);
+        note
+    }
+
+    /// The sealed note of the event with `token`, for a store's outbox.
+    pub fn note(&self, token: Option<&str>) -> Vec<u8> {
+        self.key.seal(self.unsealed(token))
+    }
+}
+
+/// The [`NoteMaker`] of `e`, stamped now.
+fn note_maker<'k>(clock: &dyn Clock, key: &'k AuditKey, e: &AuditEvent) -> NoteMaker<'k> {
+    let time = clock
+        .now()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "unknown".into());
+    let head = Head {
+        time: &time,
+        request_id: &e.request_id,
+        principal: &e.principal,
+        role: e.role.as_deref(),
+        action: e.action,
+    };
+    let tail = Tail {
+        classification: e.classification.as_deref(),
+        decision: e.decision,
+        reason: e.reason.as_deref(),
+    };
+    // Strings and options only: serializing cannot fail.
+    let mut head = serde_json::to_vec(&head).unwrap_or_default();
+    head.pop();
+    head.extend_from_slice(b",\"token\":");
+    let mut tail = serde_json::to_vec(&tail).unwrap_or_default();
+    if let Some(first) = tail.first_mut() {
+        *first = b',';
+    }
+    NoteMaker { head, tail, key }
 }
 
 /// Audit failures.
@@ -293,32 +353,16 @@ impl AuditLog {
         Ok(true)
     }
 
-    /// The note of `e` (with `token` in place of its own, when given),
-    /// stamped now and sealed: what a store commits to its outbox.
-    pub fn note(&self, e: &AuditEvent, token: Option<&str>) -> Vec<u8> {
-        self.key.seal(make_note(&*self.clock, e, token))
+    /// Makes `e`'s sealed notes, stamped now, with the tokens given: what
+    /// a store commits to its outbox.
+    pub fn note_maker(&self, e: &AuditEvent) -> NoteMaker<'_> {
+        note_maker(&*self.clock, &self.key, e)
     }
 }
 
 /// An event's note, unsealed: what [`AuditLog::record`] sends the writer.
-fn make_note(clock: &dyn Clock, e: &AuditEvent, token: Option<&str>) -> Vec<u8> {
-    let time = clock
-        .now()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "unknown".into());
-    let note = Note {
-        time: &time,
-        request_id: &e.request_id,
-        principal: &e.principal,
-        role: e.role.as_deref(),
-        action: e.action,
-        token: token.or(e.token.as_deref()),
-        classification: e.classification.as_deref(),
-        decision: e.decision,
-        reason: e.reason.as_deref(),
-    };
-    // Strings and options only: serializing cannot fail.
-    serde_json::to_vec(&note).unwrap_or_default()
+fn make_note(clock: &dyn Clock, key: &AuditKey, e: &AuditEvent) -> Vec<u8> {
+    note_maker(clock, key, e).unsealed(e.token.as_deref())
 }
 
 impl AuditLog {
@@ -329,7 +373,7 @@ impl AuditLog {
         }
         let notes = events
             .iter()
-            .map(|e| make_note(&*self.clock, e, None))
+            .map(|e| make_note(&*self.clock, &self.key, e))
             .collect();
         self.send(notes).await
     }
@@ -496,7 +540,7 @@ impl Writer {
                     )),
                     ..Default::default()
                 };
-                let note = make_note(&*self.clock, &e, None);
+                let note = make_note(&*self.clock, &self.key, &e);
                 self.push(&mut buf, &note);
             }
         }
@@ -686,7 +730,9 @@ mod tests {
         };
 
         let (log, store) = start(&path, &db, &key).await;
-        let notes = (1..=2).map(|i| log.note(&event(i), None)).collect();
+        let notes = (1..=2)
+            .map(|i| log.note_maker(&event(i)).note(Some(&format!("tok_{i}"))))
+            .collect();
         let (_, kept) = store
             .insert_tokens_noted(&[record("a"), record("b")], notes)
             .await;
@@ -724,11 +770,11 @@ mod tests {
             reason: Some("said \"read it\" aloud".into()),
             ..event(5)
         };
-        let quoted = key.seal(make_note(&SystemClock, &quoted, None));
+        let quoted = key.seal(make_note(&SystemClock, &key, &quoted));
         // Written into the database by someone without the key: a note
         // sealed under another key, and bytes with no seal at all.
         let other = AuditKey::new(&DataKey::from_bytes([8; 32]));
-        let forged = other.seal(make_note(&SystemClock, &event(6), None));
+        let forged = other.seal(make_note(&SystemClock, &other, &event(6)));
         commit_uncopied(&db, vec![quoted, forged, b"{\"garbage\":1}".to_vec()]).await;
         let (log, store) = start(&path, &db, &key).await;
         assert_eq!(count("tok_5"), 1);
@@ -739,7 +785,39 @@ mod tests {
         drop((log, store));
     }
 
+    /// A note made from its head and tail is the event serialized whole,
+    /// field for field, escapes and nulls included.
+    #[test]
+    fn notes_are_the_events_fields_in_order() {
+        let key = AuditKey::new(&DataKey::from_bytes([9; 32]));
+        let clock = crate::clock::ManualClock::new();
+        let e = AuditEvent {
+            role: Some("sup\"port".into()),
+            classification: Some("pan".into()),
+            reason: Some("a \\ b\n".into()),
+            ..event(1)
+        };
+        let time = clock.now().format(&Rfc3339).unwrap();
+        for token in [Some("tok_x"), None] {
+            let want = serde_json::json!({
+                "time": time,
+                "request_id": e.request_id,
+                "principal": e.principal,
+                "role": e.role,
+                "action": e.action,
+                "token": token,
+                "classification": e.classification,
+                "decision": e.decision,
+                "reason": e.reason,
+            });
+            let got = note_maker(&*clock, &key, &e).unsealed(token);
+            assert_eq!(got, serde_json::to_vec(&want).unwrap());
+            let sealed = note_maker(&*clock, &key, &e).note(token);
+            assert_eq!(key.open(&sealed), Some(&got[..]));
+        }
+    }
+
     fn log_note(key: &AuditKey, i: usize) -> Vec<u8> {
-        key.seal(make_note(&SystemClock, &event(i), None))
+        key.seal(make_note(&SystemClock, key, &event(i)))
     }
 }

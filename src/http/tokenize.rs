@@ -184,7 +184,8 @@ pub async fn handle(
         decision: "allow",
         reason: None,
     };
-    let note = |token: &str| state.audit.note(&allowed, Some(token));
+    let notes = state.audit.note_maker(&allowed);
+    let note = |token: &str| notes.note(Some(token));
     let answers = state
         .vault
         .tokenize_many(&items.values, &opts, Some(&note))
