@@ -11,15 +11,18 @@
 //! - **Recorded**: [`AuditLog::record`] hands them to the writer thread,
 //!   which takes every event waiting, writes them, fsyncs once (group
 //!   commit), then wakes the requests.
-//! - **Through the store's outbox** (the embedded store): a tokenization's
-//!   event is committed in the record's own SQLite transaction, so the two
-//!   are durable together with one fsync, and a crash can never leave a
-//!   stored token without its event. The writer thread, nudged after each
+//! - **Through the store's outbox** (the embedded store, random tokens):
+//!   a tokenization's event is committed in the record's own SQLite
+//!   transaction, so the two are durable together with one fsync, and a
+//!   crash can never leave such a token stored without its event
+//!   (deterministic tokenizations and `/redact`'s `tokenize` still record
+//!   after their commit). Only a file sink takes an outbox: its last line
+//!   says how far the copy got. The writer thread, nudged after each
 //!   such commit, copies the notes into the chain, fsyncs, and acknowledges
 //!   them to the store. Each line names how far the outbox was copied, so a
 //!   restart continues from there: notes copied but not yet deleted are not
 //!   written twice, and notes not yet copied are not lost. Notes are sealed
-//!   (HMAC under a key derived from the audit key) and copied only when
+//!   (AES-CMAC under a key derived from the audit key) and copied only when
 //!   their seal holds, so whoever can write the database cannot have the
 //!   service sign events it never made.
 //!
@@ -200,8 +203,8 @@ impl AuditKey {
     /// `note` with its tag appended, for a store's outbox.
     fn seal(&self, mut note: Vec<u8>) -> Vec<u8> {
         let mut tag = [0u8; NOTE_TAG];
-        // Fails only on a short buffer, which this is not; an empty tag
-        // would fail its check and be reported, never trusted.
+        // Fails only on a short buffer, which this is not; were it to fail,
+        // the zero tag would fail its check and be reported, never trusted.
         let _ = cmac::sign_to_buffer(&self.notes, &note, &mut tag);
         note.extend_from_slice(&tag);
         note
@@ -238,9 +241,17 @@ enum Msg {
 /// The handle requests use; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: std::sync::mpsc::Sender<Msg>,
+    /// The only strong reference: when the last handle goes, the channel
+    /// closes and the writer thread ends. The store's nudge holds a weak
+    /// one, since the writer itself holds the store's outbox (and through
+    /// it the nudge): a strong one would keep the thread alive forever.
+    tx: Arc<std::sync::mpsc::Sender<Msg>>,
     clock: Arc<dyn Clock>,
     key: AuditKey,
+    /// A file sink, whose last line says how far an outbox was copied.
+    /// Standard output cannot be read back: a restart would copy again
+    /// every note acknowledged but not yet deleted, so it takes no outbox.
+    resumable: bool,
 }
 
 /// An attached outbox and how far it is copied.
@@ -321,6 +332,7 @@ impl AuditLog {
     }
 
     fn start(w: Writer) -> Result<AuditLog, AuditError> {
+        let resumable = matches!(w.sink, Sink::File { .. });
         // Unbounded: every sender waits for its answer, so what waits here
         // is bounded by the requests in flight.
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
@@ -330,16 +342,27 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| AuditError::Unavailable(format!("audit writer: {e}")))?;
-        Ok(AuditLog { tx, clock, key })
+        Ok(AuditLog {
+            tx: Arc::new(tx),
+            clock,
+            key,
+            resumable,
+        })
     }
 
-    /// Copies `store`'s outbox into this log from now on, when it has one;
-    /// whether it has. Call once, before serving.
+    /// Copies `store`'s outbox into this log from now on, when it has one
+    /// and this log writes a file; whether it does. Call once, before
+    /// serving.
     pub fn attach_outbox(&self, store: &dyn TokenStore) -> Result<bool, AuditError> {
-        let tx = self.tx.clone();
+        if !self.resumable {
+            return Ok(false);
+        }
+        let tx = Arc::downgrade(&self.tx);
         // A std Sender is Sync; the store's writer calls this after commits.
         let nudge = Box::new(move || {
-            let _ = tx.send(Msg::Nudge);
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send(Msg::Nudge);
+            }
         });
         let outbox = store
             .open_outbox(nudge)
@@ -401,18 +424,30 @@ impl Writer {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Msg>) {
         // The last look found a full group: more notes wait.
         let mut more = false;
+        let mut last_look = std::time::Instant::now();
         loop {
-            let first = match rx.recv_timeout(if more { Duration::ZERO } else { LOOK_PERIOD }) {
+            let wait = if more {
+                Duration::ZERO
+            } else {
+                LOOK_PERIOD.saturating_sub(last_look.elapsed())
+            };
+            let first = match rx.recv_timeout(wait) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            let mut look = first.is_none() || more;
+            // A look once a period whatever else arrives: it retries a
+            // failed copy, and covers a nudge that never came.
+            let mut look = more || last_look.elapsed() >= LOOK_PERIOD;
             let mut jobs = Vec::new();
             let waiting = std::iter::from_fn(|| rx.try_recv().ok());
             for m in first.into_iter().chain(waiting.take(GROUP_MAX)) {
                 match m {
-                    Msg::Record { notes, done } => jobs.push((notes, done)),
+                    // An empty batch is `sync`: it waits for a look.
+                    Msg::Record { notes, done } => {
+                        look |= notes.is_empty();
+                        jobs.push((notes, done));
+                    }
                     Msg::Nudge => look = true,
                     Msg::Attach(source) => {
                         self.attach(source);
@@ -425,7 +460,12 @@ impl Writer {
                 // few milliseconds of notes gather, for one fsync.
                 self.gather(&rx, &mut jobs);
             }
-            let rows = if look { self.pending() } else { Vec::new() };
+            let rows = if look {
+                last_look = std::time::Instant::now();
+                self.pending()
+            } else {
+                Vec::new()
+            };
             more = rows.len() == EXPORT_MAX;
             if jobs.is_empty() && rows.is_empty() {
                 continue;
@@ -469,7 +509,7 @@ impl Writer {
     /// Starts copying `source`, from where the chain's last line says the
     /// copy of this outbox stood (a line of another database's outbox, or
     /// none, says nothing of this one: every note it holds is copied).
-    fn attach(&mut self, source: Box<dyn Outbox>) {
+    fn attach(&mut self, mut source: Box<dyn Outbox>) {
         let epoch = source.epoch().to_owned();
         let mark = match self.end.outbox.as_deref().and_then(|m| m.split_once(':')) {
             Some((e, seq)) if e == epoch => seq.parse().unwrap_or(0),
@@ -480,6 +520,25 @@ impl Writer {
                 0
             }
             None => 0,
+        };
+        // A database restored from a backup has this epoch but has not
+        // issued as far as the file says it copied: its new notes would
+        // hide under the mark. Copy all of its notes instead (some may be
+        // written twice; none is lost).
+        let mark = match source.issued() {
+            Ok(issued) if mark > issued => {
+                tracing::warn!(
+                    mark,
+                    issued,
+                    "the audit log says more of the outbox was copied than the database ever issued (restored from a backup?); copying all of its notes"
+                );
+                0
+            }
+            Ok(_) => mark,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read how far the audit outbox issued; copying all of its notes");
+                0
+            }
         };
         if mark > 0 {
             // Copied before a restart, perhaps not yet deleted.
@@ -561,6 +620,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "audit write failed");
+                self.failing |= !rows.is_empty();
                 self.end = end0;
                 if let (Some(c), Some(m)) = (&mut self.outbox, mark0) {
                     c.mark = m;
@@ -815,6 +875,46 @@ mod tests {
             let sealed = note_maker(&*clock, &key, &e).note(token);
             assert_eq!(key.open(&sealed), Some(&got[..]));
         }
+    }
+
+    /// A database restored from a backup keeps its epoch but issues
+    /// sequence numbers the audit log already passed: its notes are
+    /// copied all the same. A log on standard output, which cannot say
+    /// how far it copied, takes no outbox.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restored_database_loses_no_note_and_stdout_takes_no_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let db = dir.path().join("vault.db");
+        let backup = dir.path().join("backup.db");
+        let key = AuditKey::new(&DataKey::from_bytes([4; 32]));
+
+        let (log, store) = start(&path, &db, &key).await;
+        let stdout = AuditLog::stdout(key.clone(), Arc::new(SystemClock)).unwrap();
+        assert!(!stdout.attach_outbox(&*store).unwrap());
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+            .unwrap();
+        let notes = (1..=2)
+            .map(|i| log.note_maker(&event(i)).note(Some(&format!("tok_{i}"))))
+            .collect();
+        store
+            .insert_tokens_noted(&[record("a"), record("b")], notes)
+            .await;
+        log.sync().await.unwrap();
+        drop((log, store, stdout));
+
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        std::fs::rename(&backup, &db).unwrap();
+        commit_uncopied(&db, vec![log_note(&key, 3)]).await;
+        let (log, store) = start(&path, &db, &key).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("tok_3").count(), 1, "{text}");
+        assert_eq!(verify(&path, &key).unwrap().lines, 3);
+        drop((log, store));
     }
 
     fn log_note(key: &AuditKey, i: usize) -> Vec<u8> {

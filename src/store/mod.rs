@@ -99,8 +99,11 @@ pub trait Outbox: Send {
     /// Up to `limit` notes after sequence `after`, in order.
     fn pending(&mut self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
+    /// The highest sequence number this outbox ever issued (0: none).
+    fn issued(&mut self) -> Result<u64, StoreError>;
+
     /// Every note up to `upto` is copied and durable elsewhere: the store
-    /// may delete them (with its next write).
+    /// may delete them (with a later write).
     fn acknowledge(&self, upto: u64);
 }
 

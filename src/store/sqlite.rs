@@ -11,11 +11,13 @@
 //! database beside the writer, so commits do not wait for it.
 //!
 //! The audit outbox: [`TokenStore::insert_tokens_noted`] commits each
-//! record with its audit event's note, so a stored token always has its
-//! event, with one fsync for both. The audit writer reads the notes from
-//! its own connection ([`SqliteOutbox`]), copies them into its chained
-//! file, and acknowledges them; this writer deletes them in its next
-//! transaction.
+//! record it is given with its audit event's note, so such a record never
+//! stands without its event, with one fsync for both. The audit writer
+//! reads the notes from its own connection ([`SqliteOutbox`]), copies them
+//! into its chained file, and acknowledges them; this writer deletes them
+//! in a later transaction, in ranges of `DELETE_NOTES_EVERY`. Past
+//! `OUTBOX_BACKLOG_MAX` uncopied notes it keeps no more, and callers
+//! record their events themselves.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -77,7 +79,16 @@ struct OutboxState {
     acked: AtomicU64,
     /// A write in the open transaction added notes: nudge after commit.
     noted: AtomicBool,
+    /// The highest sequence number inserted (for the backlog bound).
+    issued: AtomicU64,
+    /// The backlog is over its bound (said once when it goes over, once
+    /// when it comes back).
+    backlogged: AtomicBool,
 }
+
+/// Notes the outbox holds uncopied at most before tokenizations stop
+/// adding to it (about 300 MB): past this the copier is stuck, not slow.
+const OUTBOX_BACKLOG_MAX: u64 = 1_000_000;
 
 /// Acknowledged notes are deleted once this many have gathered: one range
 /// delete now and then instead of a few rows in every commit.
@@ -552,35 +563,6 @@ fn insert_token(c: &Connection, rec: &TokenRecord) -> rusqlite::Result<usize> {
     ])
 }
 
-/// Inserts `rec` as [`insert_one`] does and, when it is inserted, `note`
-/// into the outbox: both or neither.
-fn insert_noted(
-    c: &mut Connection,
-    rec: &TokenRecord,
-    note: &[u8],
-) -> rusqlite::Result<InsertOutcome> {
-    let outcome = insert_one(c, rec)?;
-    if outcome != InsertOutcome::Inserted {
-        return Ok(outcome);
-    }
-    if let Err(e) = c.prepare_cached(INSERT_NOTE)?.execute([note]) {
-        // Still in the transaction: take the record back out, so no
-        // record is committed without its note.
-        if !c.is_autocommit() {
-            c.prepare_cached("DELETE FROM tokens WHERE token = ?1")?
-                .execute([&rec.token])?;
-            if let Some(fp) = &rec.fingerprint {
-                c.execute(
-                    "DELETE FROM fingerprints WHERE fingerprint = ?1 AND token = ?2",
-                    [fp, &rec.token],
-                )?;
-            }
-        }
-        return Err(e);
-    }
-    Ok(outcome)
-}
-
 /// The outbox's reading side: its own read-only connection, so copying
 /// notes never waits behind the writer or takes a reader thread.
 pub struct SqliteOutbox {
@@ -607,6 +589,20 @@ impl Outbox for SqliteOutbox {
             })
             .map_err(map_err)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+    }
+
+    fn issued(&mut self) -> Result<u64, StoreError> {
+        // AUTOINCREMENT keeps the highest sequence ever used here, deleted
+        // rows included.
+        self.conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'audit_outbox'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|s| s.unwrap_or(0).max(0) as u64)
+            .map_err(map_err)
     }
 
     fn acknowledge(&self, upto: u64) {
@@ -702,24 +698,57 @@ impl TokenStore for SqliteStore {
         if records.is_empty() {
             return (Vec::new(), true);
         }
+        let state = &self.inner.outbox;
+        let backlog = state
+            .issued
+            .load(Ordering::Acquire)
+            .saturating_sub(state.acked.load(Ordering::Acquire));
+        if backlog > OUTBOX_BACKLOG_MAX {
+            // The copier is stuck (audit disk full, say): stop growing the
+            // outbox; the caller records its events itself, and fails while
+            // the audit log cannot write them.
+            if !state.backlogged.swap(true, Ordering::AcqRel) {
+                tracing::error!(
+                    backlog,
+                    "the audit outbox is not being copied; tokenizations now record their events directly"
+                );
+            }
+            return (self.insert_tokens(records).await, false);
+        }
+        if state.backlogged.swap(false, Ordering::AcqRel) {
+            tracing::info!("the audit outbox is being copied again");
+        }
         let recs = records.to_vec();
         let n = recs.len();
-        let state = self.inner.outbox.clone();
+        let state = state.clone();
         let job = self.write(move |c| {
+            // One savepoint for the job: a note that cannot be inserted
+            // takes every record of the job back out with it, so no record
+            // is committed without its note.
+            c.execute_batch("SAVEPOINT noted")?;
             let mut out = Vec::with_capacity(recs.len());
             for (rec, note) in recs.iter().zip(&notes) {
-                match insert_noted(c, rec, note) {
-                    Ok(o) => {
-                        if o == InsertOutcome::Inserted {
-                            state.noted.store(true, Ordering::Release);
+                match insert_one(c, rec) {
+                    Ok(InsertOutcome::Inserted) => {
+                        if let Err(e) = c.prepare_cached(INSERT_NOTE)?.execute([note]) {
+                            if !c.is_autocommit() {
+                                c.execute_batch("ROLLBACK TO noted; RELEASE noted")?;
+                            }
+                            return Err(e);
                         }
-                        out.push(Ok(o))
+                        state
+                            .issued
+                            .fetch_max(c.last_insert_rowid() as u64, Ordering::AcqRel);
+                        state.noted.store(true, Ordering::Release);
+                        out.push(Ok(InsertOutcome::Inserted));
                     }
+                    Ok(o) => out.push(Ok(o)),
                     // As in `insert_tokens`: the transaction is gone.
                     Err(e) if c.is_autocommit() => return Err(e),
                     Err(e) => out.push(Err(map_err(e))),
                 }
             }
+            c.execute_batch("RELEASE noted")?;
             Ok(out)
         });
         match job.await {
@@ -1174,6 +1203,24 @@ mod tests {
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].1, b"nd");
         assert!(last[0].0 > top);
+
+        // A copier that is stuck: past the bound no more notes are kept,
+        // and callers record their own events; once it catches up, they
+        // are kept again.
+        let top = last[0].0;
+        s.inner
+            .outbox
+            .issued
+            .store(top + OUTBOX_BACKLOG_MAX + 1, Ordering::SeqCst);
+        let (_, kept) = s
+            .insert_tokens_noted(&[record("e", None)], vec![b"ne".to_vec()])
+            .await;
+        assert!(!kept);
+        outbox.acknowledge(top + OUTBOX_BACKLOG_MAX);
+        let (_, kept) = s
+            .insert_tokens_noted(&[record("f", None)], vec![b"nf".to_vec()])
+            .await;
+        assert!(kept);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

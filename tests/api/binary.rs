@@ -451,8 +451,17 @@ async fn a_crash_under_load_loses_no_audit_event() {
 
     let (_guard2, _, _) = start_serve(&args, &tmp.path().join("serve2.log"));
     let deadline = Instant::now() + Duration::from_secs(30);
+    // The whole trail: a run across midnight UTC rotates the file.
+    let trail = || {
+        let mut files = tokenvault::audit::rotated_files(&data.join("audit.log"));
+        files.push(data.join("audit.log"));
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect::<String>()
+    };
     let audit = loop {
-        let audit = std::fs::read_to_string(data.join("audit.log")).unwrap();
+        let audit = trail();
         if answered.iter().all(|t| audit.contains(t.as_str())) {
             break audit;
         }
