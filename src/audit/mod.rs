@@ -16,15 +16,15 @@
 //!   transaction, so the two are durable together with one fsync, and a
 //!   crash can never leave such a token stored without its event
 //!   (deterministic tokenizations and `/redact`'s `tokenize` still record
-//!   after their commit). Only a file sink takes an outbox: its last line
-//!   says how far the copy got. The writer thread, nudged after each
-//!   such commit, copies the notes into the chain, fsyncs, and acknowledges
+//!   after their commit). The writer thread, nudged after each such
+//!   commit, copies the notes into the chain, fsyncs, and acknowledges
 //!   them to the store. Each line names how far the outbox was copied, so a
 //!   restart continues from there: notes copied but not yet deleted are not
-//!   written twice, and notes not yet copied are not lost. Notes are sealed
-//!   (AES-CMAC under a key derived from the audit key) and copied only when
-//!   their seal holds, so whoever can write the database cannot have the
-//!   service sign events it never made.
+//!   written twice, and notes not yet copied are not lost. Only a file sink
+//!   takes an outbox, since only a file can be read back for that. Notes
+//!   are sealed (AES-CMAC under a key derived from the audit key) and
+//!   copied only when their seal holds, so whoever can write the database
+//!   cannot have the service sign events it never made.
 //!
 //! # Layout
 //!
@@ -63,8 +63,8 @@ const GROUP_MAX: usize = 1024;
 /// durable in the store), and at 7,000 tokenizations/s copying after every
 /// store commit meant about a thousand fsyncs a second.
 const COPY_DELAY: Duration = Duration::from_millis(5);
-/// How often the writer looks at the outbox unbidden: after a failed
-/// write, and should a nudge be lost.
+/// The writer looks at the outbox at least this often, whatever else
+/// arrives: it retries a failed copy, and covers a nudge that never came.
 const LOOK_PERIOD: Duration = Duration::from_secs(1);
 
 /// One audited decision. Never holds a value: a token, a classification
@@ -156,6 +156,11 @@ fn note_maker<'k>(clock: &dyn Clock, key: &'k AuditKey, e: &AuditEvent) -> NoteM
         *first = b',';
     }
     NoteMaker { head, tail, key }
+}
+
+/// An event's note, unsealed: what [`AuditLog::record`] sends the writer.
+fn make_note(clock: &dyn Clock, key: &AuditKey, e: &AuditEvent) -> Vec<u8> {
+    note_maker(clock, key, e).unsealed(e.token.as_deref())
 }
 
 /// Audit failures.
@@ -252,6 +257,8 @@ pub struct AuditLog {
     /// Standard output cannot be read back: a restart would copy again
     /// every note acknowledged but not yet deleted, so it takes no outbox.
     resumable: bool,
+    /// An outbox is attached: callers' notes have somewhere to go.
+    attached: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An attached outbox and how far it is copied.
@@ -347,6 +354,7 @@ impl AuditLog {
             clock,
             key,
             resumable,
+            attached: Arc::default(),
         })
     }
 
@@ -373,7 +381,15 @@ impl AuditLog {
         self.tx
             .send(Msg::Attach(outbox))
             .map_err(|_| AuditError::Unavailable("audit writer stopped".into()))?;
+        self.attached
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(true)
+    }
+
+    /// Whether a store's outbox is attached, so notes are worth making
+    /// (on DynamoDB they would be sealed only to be dropped).
+    pub fn has_outbox(&self) -> bool {
+        self.attached.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Makes `e`'s sealed notes, stamped now, with the tokens given: what
@@ -381,14 +397,7 @@ impl AuditLog {
     pub fn note_maker(&self, e: &AuditEvent) -> NoteMaker<'_> {
         note_maker(&*self.clock, &self.key, e)
     }
-}
 
-/// An event's note, unsealed: what [`AuditLog::record`] sends the writer.
-fn make_note(clock: &dyn Clock, key: &AuditKey, e: &AuditEvent) -> Vec<u8> {
-    note_maker(clock, key, e).unsealed(e.token.as_deref())
-}
-
-impl AuditLog {
     /// Writes `events` and returns once they are on disk.
     pub async fn record(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
         if events.is_empty() {
