@@ -306,7 +306,8 @@ fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
         reloader.abort();
         // Events committed with their records are safe in the store either
         // way; copying them now leaves the audit file complete at a stop.
-        match tokio::time::timeout(std::time::Duration::from_secs(5), app.state.audit.sync()).await {
+        let audit = app.state.audit.clone().close();
+        match tokio::time::timeout(std::time::Duration::from_secs(5), audit).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "audit: could not copy the outbox at stop; it is copied at the next start"),
             Err(_) => tracing::warn!("audit: copying the outbox at stop timed out; it is copied at the next start"),

@@ -241,6 +241,8 @@ enum Msg {
     Nudge,
     /// Copy this outbox from now on.
     Attach(Box<dyn Outbox>),
+    /// Copy what the outbox holds, answer, and end the thread.
+    Stop(Done),
 }
 
 /// The handle requests use; cheap to clone.
@@ -411,10 +413,21 @@ impl AuditLog {
     }
 
     /// Returns once every note the store committed before this call (up to
-    /// a group's worth) is in the chain and on disk: for a graceful stop,
-    /// and for tests that read the file.
+    /// a group's worth) is in the chain and on disk: for tests that read
+    /// the file.
     pub async fn sync(&self) -> Result<(), AuditError> {
         self.send(Vec::new()).await
+    }
+
+    /// Copies what the outbox holds (up to a group's worth), then ends the
+    /// writer thread and returns, so a log opened next on the same file
+    /// never runs beside this one. Later calls on any handle of this log
+    /// fail. For a graceful stop.
+    pub async fn close(self) -> Result<(), AuditError> {
+        let stopped = || AuditError::Unavailable("audit writer stopped".into());
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Msg::Stop(done)).map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
     }
 
     async fn send(&self, notes: Vec<Vec<u8>>) -> Result<(), AuditError> {
@@ -449,6 +462,7 @@ impl Writer {
             // failed copy, and covers a nudge that never came.
             let mut look = more || last_look.elapsed() >= LOOK_PERIOD;
             let mut jobs = Vec::new();
+            let mut stop = None;
             let waiting = std::iter::from_fn(|| rx.try_recv().ok());
             for m in first.into_iter().chain(waiting.take(GROUP_MAX)) {
                 match m {
@@ -462,12 +476,16 @@ impl Writer {
                         self.attach(source);
                         look = true;
                     }
+                    Msg::Stop(done) => {
+                        look = true;
+                        stop = Some(done);
+                    }
                 }
             }
-            if look && jobs.is_empty() && !more {
+            if look && jobs.is_empty() && !more && stop.is_none() {
                 // Only the outbox to copy, and nobody waits for it: let a
                 // few milliseconds of notes gather, for one fsync.
-                self.gather(&rx, &mut jobs);
+                self.gather(&rx, &mut jobs, &mut stop);
             }
             let rows = if look {
                 last_look = std::time::Instant::now();
@@ -477,6 +495,10 @@ impl Writer {
             };
             more = rows.len() == EXPORT_MAX;
             if jobs.is_empty() && rows.is_empty() {
+                if let Some(done) = stop {
+                    let _ = done.send(Ok(()));
+                    return;
+                }
                 continue;
             }
             let result = self.commit(&jobs, &rows);
@@ -491,15 +513,21 @@ impl Writer {
                 };
                 let _ = done.send(r);
             }
+            if let Some(done) = stop {
+                let _ = done.send(result.map_err(|e| AuditError::Unavailable(e.to_string())));
+                return;
+            }
         }
     }
 
     /// Waits up to [`COPY_DELAY`] for more notes to copy, absorbing
-    /// nudges; a recorded batch (someone waits for it) ends the wait.
+    /// nudges; a recorded batch or a stop (someone waits for it) ends the
+    /// wait.
     fn gather(
         &mut self,
         rx: &std::sync::mpsc::Receiver<Msg>,
         jobs: &mut Vec<(Vec<Vec<u8>>, Done)>,
+        stop: &mut Option<Done>,
     ) {
         let until = std::time::Instant::now() + COPY_DELAY;
         while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
@@ -508,6 +536,10 @@ impl Writer {
                 Ok(Msg::Attach(source)) => self.attach(source),
                 Ok(Msg::Record { notes, done }) => {
                     jobs.push((notes, done));
+                    return;
+                }
+                Ok(Msg::Stop(done)) => {
+                    *stop = Some(done);
                     return;
                 }
                 Err(_) => return,
@@ -809,12 +841,17 @@ mod tests {
         log.sync().await.unwrap();
         assert_eq!((count("tok_1"), count("tok_2")), (1, 1));
         assert_eq!(count("\"outbox\":\""), 2);
-        // Copied, acknowledged, not yet deleted: a stop now.
-        drop((log, store));
+        // Copied, acknowledged, not yet deleted: a stop now. Closing ends
+        // the writer thread, so no handle of it writes again.
+        let other = log.clone();
+        log.close().await.unwrap();
+        assert!(other.sync().await.is_err());
+        drop(store);
 
         let (log, store) = start(&path, &db, &key).await;
         assert_eq!(verify(&path, &key).unwrap().lines, 2, "not copied twice");
-        drop((log, store));
+        log.close().await.unwrap();
+        drop(store);
 
         // Committed, never copied; then the live file rotated out and a
         // crash before the new one got a line.
@@ -826,10 +863,12 @@ mod tests {
         assert_eq!((count("tok_3"), count("tok_4")), (1, 1));
         let report = verify(&path, &key).unwrap();
         assert_eq!((report.lines, report.files), (4, 2));
-        drop((log, store));
+        log.close().await.unwrap();
+        drop(store);
         let (log, store) = start(&path, &db, &key).await;
         assert_eq!(verify(&path, &key).unwrap().lines, 4);
-        drop((log, store));
+        log.close().await.unwrap();
+        drop(store);
 
         // A new database: its own epoch, its own sequence from 1.
         for suffix in ["", "-wal", "-shm"] {
@@ -851,7 +890,8 @@ mod tests {
         assert_eq!(count("garbage"), 0);
         assert_eq!(count("failed its check"), 2);
         assert_eq!(verify(&path, &key).unwrap().lines, 7);
-        drop((log, store));
+        log.close().await.unwrap();
+        drop(store);
     }
 
     /// A note made from its head and tail is the event serialized whole,
@@ -912,7 +952,8 @@ mod tests {
             .insert_tokens_noted(&[record("a"), record("b")], notes)
             .await;
         log.sync().await.unwrap();
-        drop((log, store, stdout));
+        log.close().await.unwrap();
+        drop((store, stdout));
 
         for suffix in ["-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
@@ -923,7 +964,8 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("tok_3").count(), 1, "{text}");
         assert_eq!(verify(&path, &key).unwrap().lines, 3);
-        drop((log, store));
+        log.close().await.unwrap();
+        drop(store);
     }
 
     fn log_note(key: &AuditKey, i: usize) -> Vec<u8> {

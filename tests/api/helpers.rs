@@ -234,6 +234,14 @@ impl TestApp {
                 .expect("server drains")
                 .unwrap();
         }
+        // As `serve` does: the log's thread ends before a restart opens
+        // the file again.
+        if let Some(audit) = self.audit.take() {
+            audit
+                .close()
+                .await
+                .expect("the audit log copies its outbox");
+        }
     }
 
     /// The dev API key of a role.
