@@ -256,6 +256,12 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
     let escaped = "{\"c\":\"\\u0034111111111111111\"}\n";
     let (out, f) = redact(Format::Ndjson, escaped, &Options::default());
     assert_eq!(f.header_value(), "pan=1", "{out}");
+    // A card written with an exponent is found by its value (a fuzzer
+    // found `62e17` passing through when it stood alone on its line).
+    for hidden in ["62e17\n", "{\"n\": 4.111111111111111e+15}\n"] {
+        let (out, f) = redact(Format::Ndjson, hidden, &Options::default());
+        assert_eq!(f.header_value(), "pan=1", "{out}");
+    }
     // A PEM block opened by a malformed line masks the lines after it.
     let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG\n-----END PRIVATE KEY-----\n{\"ok\":1}\n";
     let (out, _) = redact(Format::Ndjson, pem, &Options::default());
@@ -352,6 +358,10 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         r#"{"not json": 4111111111111111"#,
         r#"{"a":1}{"b":2} 4111111111111111"#,
         "{\"ctl\": \"tab\there 4111111111111111\"}",
+        // Cards only as a value: no digit run for the raw scan to find.
+        r#"{"e": 4.111111111111111e15}"#,
+        r#"[4111111111111111E0, 41111111111111.11e2]"#,
+        r#"62e17"#,
     ]
     .iter()
     .map(|l| l.replace("TOKEN", &token))

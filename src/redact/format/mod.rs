@@ -361,9 +361,14 @@ impl<'a> Session<'a> {
     /// (a CVV is just digits), and no PEM block opened by an earlier line
     /// is still open (its body lines scan clean but must be masked). Most
     /// log lines are clean; this spares them a parse, a walk and a scan per
-    /// string.
+    /// string. A number written with an exponent (`62e17`) is checked by
+    /// the value it stands for, which no text scan sees, so its line is
+    /// walked too.
     fn passes_raw(&self, line: &[u8]) -> bool {
-        !self.pem_open && memchr::memchr(b'\\', line).is_none() && !self.fields.names_a_key(line)
+        !self.pem_open
+            && memchr::memchr(b'\\', line).is_none()
+            && !self.fields.names_a_key(line)
+            && !has_exponent(line)
     }
 
     /// One JSON document.
@@ -565,6 +570,19 @@ fn number_digits(n: &serde_json::Number) -> String {
         }
         _ => n.to_string(),
     }
+}
+
+/// Whether `line` may hold a JSON number with an exponent: a digit, then
+/// `e` or `E`, then a digit or a sign. Hex and words trip it too (a walk
+/// more, never a miss); `e` is common, so only its neighbours are looked at.
+fn has_exponent(line: &[u8]) -> bool {
+    memchr::memchr2_iter(b'e', b'E', line).any(|i| {
+        i > 0
+            && line[i - 1].is_ascii_digit()
+            && line
+                .get(i + 1)
+                .is_some_and(|&b| b.is_ascii_digit() || b == b'+' || b == b'-')
+    })
 }
 
 /// Short strings with no digit, `@`, `=` or `:` match no detector (every
