@@ -258,9 +258,14 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
     assert_eq!(f.header_value(), "pan=1", "{out}");
     // A card written with an exponent is found by its value (a fuzzer
     // found `62e17` passing through when it stood alone on its line).
-    for hidden in ["62e17\n", "{\"n\": 4.111111111111111e+15}\n"] {
+    for hidden in [
+        "62e17\n",
+        "{\"n\": 4.111111111111111e+15}\n",
+        "[1,-41111111111111.11E2 ]\r\n",
+        "{\"a\":{\"b\":\t4111111111111111e0}}",
+    ] {
         let (out, f) = redact(Format::Ndjson, hidden, &Options::default());
-        assert_eq!(f.header_value(), "pan=1", "{out}");
+        assert_eq!(f.header_value(), "pan=1", "{hidden}: {out}");
     }
     // A PEM block opened by a malformed line masks the lines after it.
     let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG\n-----END PRIVATE KEY-----\n{\"ok\":1}\n";
