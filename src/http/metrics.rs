@@ -26,6 +26,10 @@ pub async fn handle(
             ));
         }
     }
+    if let Some(backlog) = state.vault.store().outbox_backlog() {
+        let backlog = i64::try_from(backlog).unwrap_or(i64::MAX);
+        state.metrics.audit_outbox_backlog.set(backlog);
+    }
     let mut res = state.metrics.encode().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

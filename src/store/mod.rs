@@ -143,6 +143,12 @@ pub trait TokenStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Notes the outbox holds that its consumer has not yet acknowledged,
+    /// for the backlog gauge. `None`: no outbox is open.
+    fn outbox_backlog(&self) -> Option<u64> {
+        None
+    }
+
     /// As [`TokenStore::insert_tokens`], and in the same transaction adds
     /// `notes[i]` to the outbox for each record inserted, so a record and
     /// its note are committed together or not at all. The flag says whether

@@ -675,16 +675,32 @@ impl TokenStore for SqliteStore {
         let epoch: String = conn
             .query_row("SELECT epoch FROM audit_outbox_epoch", [], |r| r.get(0))
             .map_err(map_err)?;
+        let mut outbox = SqliteOutbox {
+            conn,
+            epoch,
+            state: self.inner.outbox.clone(),
+        };
+        // Issued before this start, so the backlog counts notes left over
+        // from the last run until the consumer acknowledges them.
+        let issued = outbox.issued()?;
+        self.inner.outbox.issued.fetch_max(issued, Ordering::AcqRel);
         if self.inner.outbox.nudge.set(nudge).is_err() {
             return Err(StoreError::Internal(
                 "the audit outbox has a consumer already".into(),
             ));
         }
-        Ok(Some(Box::new(SqliteOutbox {
-            conn,
-            epoch,
-            state: self.inner.outbox.clone(),
-        })))
+        Ok(Some(Box::new(outbox)))
+    }
+
+    fn outbox_backlog(&self) -> Option<u64> {
+        let state = &self.inner.outbox;
+        state.nudge.get()?;
+        Some(
+            state
+                .issued
+                .load(Ordering::Acquire)
+                .saturating_sub(state.acked.load(Ordering::Acquire)),
+        )
     }
 
     async fn insert_tokens_noted(
@@ -1142,6 +1158,7 @@ mod tests {
             .insert_tokens_noted(&[record("before", None)], vec![b"n0".to_vec()])
             .await;
         assert!(!kept, "no consumer yet: the caller records its own events");
+        assert_eq!(s.outbox_backlog(), None);
 
         let nudges = Arc::new(AtomicU64::new(0));
         let n = nudges.clone();
@@ -1172,6 +1189,7 @@ mod tests {
         );
         // The nudge comes before the answer.
         assert_eq!(nudges.load(Ordering::SeqCst), 1);
+        assert_eq!(s.outbox_backlog(), Some(2));
         let rows = outbox.pending(0, 10).unwrap();
         let notes: Vec<&[u8]> = rows.iter().map(|r| &r.1[..]).collect();
         assert_eq!(notes, [&b"na"[..], b"nb"]);
@@ -1182,6 +1200,7 @@ mod tests {
         // Acknowledged rows are deleted by a later write, in ranges of at
         // least DELETE_NOTES_EVERY.
         outbox.acknowledge(rows[0].0);
+        assert_eq!(s.outbox_backlog(), Some(1));
         s.insert_tokens_noted(&[record("c", None)], vec![b"nc".to_vec()])
             .await;
         assert_eq!(
@@ -1249,6 +1268,30 @@ mod tests {
             .insert_tokens_noted(&[record("f", None)], vec![b"nf".to_vec()])
             .await;
         assert!(kept);
+    }
+
+    /// The backlog gauge counts notes a last run left uncopied from the
+    /// moment the outbox is opened again, not only those issued since.
+    #[tokio::test]
+    async fn the_backlog_counts_notes_left_by_the_last_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
+            let recs: Vec<_> = ["a", "b", "c"].map(|t| record(t, None)).into();
+            s.insert_tokens_noted(&recs, vec![b"n".to_vec(); 3]).await;
+            outbox.acknowledge(1);
+            assert_eq!(s.outbox_backlog(), Some(2));
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.outbox_backlog(), None, "no consumer yet");
+        let outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
+        assert_eq!(s.outbox_backlog(), Some(3), "nothing acknowledged yet");
+        outbox.acknowledge(1);
+        assert_eq!(s.outbox_backlog(), Some(2));
+        outbox.acknowledge(3);
+        assert_eq!(s.outbox_backlog(), Some(0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -91,6 +92,11 @@ pub struct Metrics {
     pub denials: Family<ReasonLabels, Counter>,
     pub redact_bytes: Counter,
     pub redact_findings: Family<TypeLabels, Counter>,
+    /// Audit events committed with their records (the SQLite outbox) and
+    /// not yet copied into the audit log: set at each scrape. It grows
+    /// when the audit log cannot be written, the alarm to raise before
+    /// the outbox reaches its bound and tokenizations start failing.
+    pub audit_outbox_backlog: Gauge,
 }
 
 impl Default for Metrics {
@@ -178,6 +184,12 @@ impl Metrics {
             "Redactor findings by detector type",
             redact_findings.clone(),
         );
+        let audit_outbox_backlog = Gauge::default();
+        r.register(
+            "audit_outbox_backlog",
+            "Audit events committed with their records but not yet copied into the audit log",
+            audit_outbox_backlog.clone(),
+        );
         Self {
             registry: Mutex::new(r),
             http_requests,
@@ -191,6 +203,7 @@ impl Metrics {
             denials,
             redact_bytes,
             redact_findings,
+            audit_outbox_backlog,
         }
     }
 

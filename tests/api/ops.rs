@@ -19,10 +19,14 @@ async fn probes_and_metrics() {
         &[],
     )
     .await;
+    // Copied (the embedded default's outbox) or recorded directly: none
+    // is left behind once the log has synced.
+    app.audit_text().await;
     let (s, m) = app.get("/metrics", None).await;
     assert_eq!(s, 200);
     let m = m.as_str().unwrap();
     for name in [
+        "tokenvault_audit_outbox_backlog 0",
         "tokenvault_http_requests_total{route=\"/tokenize\",status=\"201\"} 1",
         "tokenvault_http_request_duration_seconds_bucket",
         "tokenvault_kms_requests_total{operation=\"GenerateDataKey\",outcome=\"ok\"}",
