@@ -11,12 +11,13 @@
 //! - **Recorded**: [`AuditLog::record`] hands them to the writer thread,
 //!   which takes every event waiting, writes them, fsyncs once (group
 //!   commit), then wakes the requests.
-//! - **Through the store's outbox** (the embedded store, random tokens):
-//!   a tokenization's event is committed in the record's own SQLite
-//!   transaction, so the two are durable together with one fsync, and a
-//!   crash can never leave such a token stored without its event
-//!   (deterministic tokenizations and `/redact`'s `tokenize` still record
-//!   after their commit). The writer thread, nudged after each such
+//! - **Through the store's outbox** (the embedded store): the event of a
+//!   tokenization that stores a record (`/tokenize`, deterministic or
+//!   not, and `/redact`'s `tokenize`) is committed in the record's own
+//!   SQLite transaction, so the two are durable together with one fsync,
+//!   and a crash can never leave a token stored without its event. (A
+//!   deterministic answer of an existing token stores nothing and is
+//!   recorded.) The writer thread, nudged after each such
 //!   commit, copies the notes into the chain, fsyncs, and acknowledges
 //!   them to the store. Each line names how far the outbox was copied, so a
 //!   restart continues from there: notes copied but not yet deleted are not

@@ -20,16 +20,16 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::Principal;
 use crate::auth::policy::Permission;
 use crate::redact::format::RedactError;
 use crate::redact::{Action, ActionError, Findings, Format, Options, Tokenizer};
 use crate::telemetry::TypeLabels;
-use crate::vault::Vault;
 use crate::vault::service::TokenizeOptions;
 use crate::vault::token::TokenFormat;
 use crate::vault::value::Classification;
+use crate::vault::{NoteFn, Vault};
 
 use super::AppState;
 use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
@@ -208,6 +208,7 @@ impl Job {
     pub fn tokenizer(&self) -> VaultTokenizer {
         VaultTokenizer {
             vault: self.state.vault.clone(),
+            audit: self.state.audit.clone(),
             handle: tokio::runtime::Handle::current(),
             caller: self.caller.clone(),
             role: self
@@ -248,9 +249,12 @@ pub fn action_problem(e: &ActionError) -> Problem {
 }
 
 /// Cards to deterministic vault tokens (one card, one token across logs),
-/// each call recorded for the audit log.
+/// each call recorded for the audit log: a card stored for the first time
+/// with its record, through the outbox when there is one; the others
+/// gathered here for the handler to record.
 pub struct VaultTokenizer {
     vault: Arc<Vault>,
+    audit: AuditLog,
     handle: tokio::runtime::Handle,
     caller: Principal,
     role: Option<String>,
@@ -274,23 +278,35 @@ impl Tokenizer for VaultTokenizer {
             ttl_seconds: None,
             metadata: Default::default(),
         };
+        let event = AuditEvent {
+            request_id: self.request_id.clone(),
+            principal: self.caller.to_string(),
+            role: self.role.clone(),
+            action: "tokenize",
+            token: None,
+            classification: Some("pan".into()),
+            decision: "allow",
+            reason: Some("redact".into()),
+        };
+        let notes = self.audit.note_maker(&event);
+        let note = |token: &str| notes.note(Some(token));
         let t = self
             .handle
-            .block_on(self.vault.tokenize(digits, &opts))
+            .block_on(self.vault.tokenize_noted(
+                digits,
+                &opts,
+                self.audit.has_outbox().then_some(&note as &NoteFn<'_>),
+            ))
             .map_err(|e| ActionError::Tokenize(e.to_string()))?;
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(AuditEvent {
-                request_id: self.request_id.clone(),
-                principal: self.caller.to_string(),
-                role: self.role.clone(),
-                action: "tokenize",
-                token: Some(t.token.clone()),
-                classification: Some("pan".into()),
-                decision: "allow",
-                reason: Some("redact".into()),
-            });
+        if !t.audited {
+            self.events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(AuditEvent {
+                    token: Some(t.token.clone()),
+                    ..event
+                });
+        }
         Ok(t.token)
     }
 }

@@ -150,7 +150,8 @@ impl Item {
 const PARALLEL_ITEMS: usize = 16;
 
 /// Makes the audit note of a value's tokenization from its token, for
-/// [`Vault::tokenize_many`] to commit with the record.
+/// [`Vault::tokenize_many`] and [`Vault::tokenize_noted`] to commit with
+/// the record.
 pub type NoteFn<'a> = dyn Fn(&str) -> Vec<u8> + Send + Sync + 'a;
 
 /// The tokenization service.
@@ -199,6 +200,19 @@ impl Vault {
         input: &str,
         opts: &TokenizeOptions,
     ) -> Result<Tokenized, VaultError> {
+        self.tokenize_noted(input, opts, None).await
+    }
+
+    /// As [`Vault::tokenize`]; with `note`, a record stored is committed
+    /// with its audit note when the store has an outbox (the answer says
+    /// so in `audited`). A value whose token exists already (deterministic)
+    /// stores nothing, so its event is the caller's to record.
+    pub async fn tokenize_noted(
+        &self,
+        input: &str,
+        opts: &TokenizeOptions,
+        note: Option<&NoteFn<'_>>,
+    ) -> Result<Tokenized, VaultError> {
         let item = Item::check(input, opts)?;
         let class = opts.classification.as_str();
         let fingerprint = opts.deterministic.then(|| {
@@ -213,8 +227,27 @@ impl Vault {
         let (dk_id, dk) = self.keyring.current(class).await?;
         for _ in 0..INSERT_ATTEMPTS {
             let record = self.seal_record(&item, opts, fingerprint.clone(), &dk_id, &dk)?;
-            match self.store.insert_token(&record).await? {
-                InsertOutcome::Inserted => return Ok(Tokenized::from_record(&record, true)),
+            let (outcome, audited) = match note {
+                Some(note) => {
+                    let notes = vec![note(&record.token)];
+                    let (mut out, kept) = self
+                        .store
+                        .insert_tokens_noted(std::slice::from_ref(&record), notes)
+                        .await;
+                    let outcome = out.pop().unwrap_or_else(|| {
+                        Err(StoreError::Internal("the store answered no insert".into()))
+                    });
+                    (outcome, kept)
+                }
+                None => (self.store.insert_token(&record).await, false),
+            };
+            match outcome? {
+                InsertOutcome::Inserted => {
+                    return Ok(Tokenized {
+                        audited,
+                        ..Tokenized::from_record(&record, true)
+                    });
+                }
                 InsertOutcome::TokenTaken => continue,
                 InsertOutcome::FingerprintTaken { .. } => {
                     // Lost a race to a concurrent request for the same value,
@@ -236,9 +269,9 @@ impl Vault {
     /// call: on SQLite one job for the writer thread instead of one per
     /// value, which was half the writer's time at 1,000-card batches.
     /// Deterministic values (each looks up its fingerprint first), and a
-    /// value whose token collided, go through [`Vault::tokenize`].
+    /// value whose token collided, go through [`Vault::tokenize_noted`].
     ///
-    /// With `note`, each record stored in that one call is committed with
+    /// With `note`, each record stored is committed with
     /// its audit note when the store has an outbox (answers say so in
     /// `audited`): one durable write for the record and its event.
     pub async fn tokenize_many(
@@ -250,7 +283,10 @@ impl Vault {
         let one_by_one = || {
             // Made before the stream: a closure in the stream trips the
             // compiler's Send inference for axum handlers.
-            let work: Vec<_> = inputs.iter().map(|v| self.tokenize(v, opts)).collect();
+            let work: Vec<_> = inputs
+                .iter()
+                .map(|v| self.tokenize_noted(v, opts, note))
+                .collect();
             futures_util::stream::iter(work)
                 .buffered(PARALLEL_ITEMS)
                 .collect::<Vec<_>>()
@@ -302,7 +338,7 @@ impl Vault {
                 }),
                 // A collision (or a fingerprint, which these records do
                 // not carry): try again the long way.
-                Ok(_) => self.tokenize(&inputs[i], opts).await,
+                Ok(_) => self.tokenize_noted(&inputs[i], opts, note).await,
                 Err(e) => Err(e.into()),
             });
         }

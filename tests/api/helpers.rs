@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 use tokenvault::clock::ManualClock;
 use tokenvault::config::{KeyKind, Overrides, Settings, StoreKind};
@@ -344,6 +345,27 @@ impl TestApp {
                 .filter(|(name, _)| name.starts_with("tok#"))
                 .count() as i64,
         }
+    }
+
+    /// How many audit notes the embedded store's outbox ever took (each a
+    /// record's event committed with it); `None` on DynamoDB, which has no
+    /// outbox.
+    pub fn outbox_notes_issued(&self) -> Option<i64> {
+        self.aws.as_ref().map_or_else(
+            || {
+                let c = rusqlite::Connection::open(self.data_dir().join("vault.db")).unwrap();
+                let seq = c
+                    .query_row(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'audit_outbox'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .unwrap();
+                Some(seq.unwrap_or(0))
+            },
+            |_| None,
+        )
     }
 
     /// Everything the store holds, as (name, bytes): the SQLite files

@@ -1,3 +1,4 @@
+use crate::emulator::{Backend, backend};
 use crate::helpers::spawn_app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +306,16 @@ async fn tokenize_hash_report_and_budget_over_http() {
     assert_eq!(tokens[0], tokens[1], "one card, one token");
     let (_, v) = app.detokenize("admin", tokens[0]).await;
     assert_eq!(v["value"], "4111111111111111");
-    assert!(app.audit_text().await.contains("\"reason\":\"redact\""));
+    // Two events, one per card found; the first stored the card, with its
+    // event through the embedded store's outbox.
+    let audit = app.audit_text().await;
+    let events = audit
+        .lines()
+        .filter(|l| l.contains(tokens[0]) && l.contains("\"reason\":\"redact\""))
+        .count();
+    assert_eq!(events, 2, "{audit}");
+    let noted = app.outbox_notes_issued();
+    assert_eq!(noted, (backend() == Backend::Sqlite).then_some(1));
     // Tokenizing while redacting needs the tokenize permission.
     let (s, _, _) = app
         .post_raw(

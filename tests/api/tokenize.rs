@@ -78,7 +78,19 @@ async fn fifty_concurrent_deterministic_requests_give_one_token() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(v["created"], false);
-    assert_eq!(v["token"], tokens.into_iter().next().unwrap());
+    let token = tokens.into_iter().next().unwrap();
+    assert_eq!(v["token"], token);
+    // Every request is one event. The one that stored the card committed
+    // its event with the record (the embedded store's outbox); the others
+    // stored nothing and recorded theirs.
+    let audit = app.audit_text().await;
+    let events = audit
+        .lines()
+        .filter(|l| l.contains(&token) && l.contains("\"action\":\"tokenize\""))
+        .count();
+    assert_eq!(events, 51, "{audit}");
+    let noted = app.outbox_notes_issued();
+    assert_eq!(noted, (backend() == Backend::Sqlite).then_some(1));
     app.assert_no_leaks().await;
 }
 
