@@ -263,6 +263,8 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
         "{\"n\": 4.111111111111111e+15}\n",
         "[1,-41111111111111.11E2 ]\r\n",
         "{\"a\":{\"b\":\t4111111111111111e0}}",
+        "[-4111111111111111]",
+        "{\"n\": -4.111111111111111e15}",
     ] {
         let (out, f) = redact(Format::Ndjson, hidden, &Options::default());
         assert_eq!(f.header_value(), "pan=1", "{hidden}: {out}");

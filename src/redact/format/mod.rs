@@ -561,13 +561,17 @@ enum Replacement {
 
 /// The digits a JSON number is checked by: a whole float
 /// (`4111111111111111.0`, `4.111e15`) by its integer digits, so it cannot
-/// hide a card; anything else as written.
+/// hide a card; anything else as written, without its sign (a text scan
+/// masks the card in `-4111111111111111` too).
 fn number_digits(n: &serde_json::Number) -> String {
     match n.as_f64() {
         Some(f) if !n.is_u64() && !n.is_i64() && f.fract() == 0.0 && f.abs() < 1e20 => {
             format!("{:.0}", f.abs())
         }
-        _ => n.to_string(),
+        _ => {
+            let s = n.to_string();
+            s.strip_prefix('-').map(str::to_owned).unwrap_or(s)
+        }
     }
 }
 

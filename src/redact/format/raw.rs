@@ -312,9 +312,10 @@ fn escape_into(s: &str, out: &mut Vec<u8>) {
 fn card_digits(tok: &[u8]) -> Option<String> {
     let float = tok.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
     if !float {
-        return (12..=20)
-            .contains(&tok.len())
-            .then(|| String::from_utf8_lossy(tok).into_owned());
+        let digits = tok.strip_prefix(b"-").unwrap_or(tok);
+        return (12..=19)
+            .contains(&digits.len())
+            .then(|| String::from_utf8_lossy(digits).into_owned());
     }
     let n: serde_json::Number = serde_json::from_slice(tok).ok()?;
     Some(super::number_digits(&n))
