@@ -265,6 +265,9 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
         "{\"a\":{\"b\":\t4111111111111111e0}}",
         "[-4111111111111111]",
         "{\"n\": -4.111111111111111e15}",
+        // Fractions: one the f64 rounds into a card, one after a card.
+        "{\"a\": 4111111111111110.9}",
+        "{\"amount\": 4111111111111111.5}",
     ] {
         let (out, f) = redact(Format::Ndjson, hidden, &Options::default());
         assert_eq!(f.header_value(), "pan=1", "{hidden}: {out}");
@@ -369,6 +372,8 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         r#"{"e": 4.111111111111111e15}"#,
         r#"[4111111111111111E0, 41111111111111.11e2]"#,
         r#"62e17"#,
+        r#"{"a": 4111111111111110.9, "b": 4111111111111111.5, "c": [-4111111111111111]}"#,
+        r#"{"ts": 1732875600.123456, "big": 12345678901.5}"#,
     ]
     .iter()
     .map(|l| l.replace("TOKEN", &token))

@@ -361,13 +361,13 @@ impl<'a> Session<'a> {
     /// (a CVV is just digits), and no PEM block opened by an earlier line
     /// is still open (its body lines scan clean but must be masked). Most
     /// log lines are clean; this spares them a parse, a walk and a scan per
-    /// string. Nor may it hold a number with an exponent (`62e17`), which
-    /// is checked by the value it stands for, one the raw scan never sees.
+    /// string. Nor may it hold a number checked by a value its digits do
+    /// not show ([`reads_a_number_by_value`]), which the raw scan never sees.
     fn passes_raw(&self, line: &[u8]) -> bool {
         !self.pem_open
             && memchr::memchr(b'\\', line).is_none()
             && !self.fields.names_a_key(line)
-            && !has_exponent(line)
+            && !reads_a_number_by_value(line)
     }
 
     /// One JSON document.
@@ -559,14 +559,14 @@ enum Replacement {
     With(String),
 }
 
-/// The digits a JSON number is checked by: a whole float
-/// (`4111111111111111.0`, `4.111e15`) by its integer digits, so it cannot
-/// hide a card; anything else as written, without its sign (a text scan
-/// masks the card in `-4111111111111111` too).
+/// The digits a JSON number is checked by: a float (`4111111111111111.0`,
+/// `4.111e15`, `4111111111111111.5`) by the integer part of its value, so
+/// it cannot hide a card, and an integer by its digits; either without its
+/// sign (a text scan masks the card in `-4111111111111111` too).
 fn number_digits(n: &serde_json::Number) -> String {
     match n.as_f64() {
-        Some(f) if !n.is_u64() && !n.is_i64() && f.fract() == 0.0 && f.abs() < 1e20 => {
-            format!("{:.0}", f.abs())
+        Some(f) if !n.is_u64() && !n.is_i64() && f.abs() < 1e20 => {
+            format!("{:.0}", f.abs().trunc())
         }
         _ => {
             let s = n.to_string();
@@ -575,48 +575,87 @@ fn number_digits(n: &serde_json::Number) -> String {
     }
 }
 
-/// Whether `line` holds a JSON number with an exponent.
-fn has_exponent(line: &[u8]) -> bool {
-    EXPONENT
-        .find_iter(line)
-        .any(|m| number_with_exponent_at(line, m.start() + 1))
+/// Whether `line` holds a JSON number whose value may be a card that its
+/// digits do not show: one with an exponent (`62e17`), or a fraction after
+/// eleven integer digits or more (`4111111111111110.9` is read as the f64
+/// 4111111111111111.0). Below 10^10 no card comes of a fraction, even
+/// rounded, so decimals, timestamps in seconds and versions do not count.
+fn reads_a_number_by_value(line: &[u8]) -> bool {
+    let at = |i: usize| number_read_by_value_at(line, i + 1);
+    match &*NUMBER_MARKS {
+        NumberMarks::Packed(s) => s.find_iter(line).any(|m| at(m.start())),
+        NumberMarks::Automaton(a) => a.find_iter(line).any(|m| at(m.start())),
+    }
 }
 
-/// A digit followed by `e` or `E`, where a JSON number may have its
-/// exponent, found by a SIMD (Teddy) search. Looking at every `e` of a
-/// line (`memchr2`) cost 2.6 instructions a byte of NDJSON, `e` being the
-/// commonest letter in a log; this costs 1.7.
-static EXPONENT: LazyLock<aho_corasick::packed::Searcher> = LazyLock::new(|| {
-    let pairs = (b'0'..=b'9').flat_map(|d| [[d, b'e'], [d, b'E']]);
-    aho_corasick::packed::Searcher::new(pairs).expect("twenty two-byte patterns")
+/// A digit followed by `e`, `E` or `.`: where a JSON number may have an
+/// exponent or a fraction. Found by aho-corasick's SIMD (Teddy) searcher
+/// where the CPU has one; looking at every `e` of a line (`memchr2`) cost
+/// 2.6 instructions a byte of NDJSON, `e` being the commonest letter in a
+/// log, this about 1.7. Elsewhere (no SSSE3, other architectures) by its
+/// automaton, a byte at a time, which the general searcher also chose here
+/// (it has no prefilter for thirty patterns of two bytes): 6 a byte more.
+enum NumberMarks {
+    Packed(aho_corasick::packed::Searcher),
+    Automaton(aho_corasick::AhoCorasick),
+}
+
+static NUMBER_MARKS: LazyLock<NumberMarks> = LazyLock::new(|| {
+    let pairs: Vec<[u8; 2]> = (b'0'..=b'9')
+        .flat_map(|d| [[d, b'e'], [d, b'E'], [d, b'.']])
+        .collect();
+    match aho_corasick::packed::Searcher::new(&pairs) {
+        Some(s) => NumberMarks::Packed(s),
+        None => NumberMarks::Automaton(
+            aho_corasick::AhoCorasick::new(&pairs).expect("thirty two-byte patterns build"),
+        ),
+    }
 });
 
-/// Whether the `e` at `i` (after a digit) is the exponent of a whole JSON
-/// number token, by the token's edges: it starts where a value can (after
-/// `:`, `,`, `[`, whitespace or a line's start) and ends where a value can
-/// (before `,`, `]`, `}` or whitespace). Hex in strings and UUIDs (`"3e45"`,
-/// `-3e45-`) are not numbers by those edges, so their lines still pass.
-fn number_with_exponent_at(line: &[u8], i: usize) -> bool {
+/// Whether the `e`, `E` or `.` at `i` (after a digit) is in a JSON number
+/// token that [`reads_a_number_by_value`] is about. The token must start
+/// and end where a value can (after `:`, `,`, `[`, whitespace or a line's
+/// start; before `,`, `]`, `}`, whitespace or the line's end): hex in
+/// strings, UUIDs and IP addresses (`"3e45"`, `-3e45-`, `"10.0.0.1"`) are
+/// no numbers, so their lines still pass. Only a line that parses as JSON
+/// is walked, so its numbers are well formed.
+fn number_read_by_value_at(line: &[u8], i: usize) -> bool {
     let starts_value = |b: u8| matches!(b, b':' | b',' | b'[' | b' ' | b'\t' | b'\r' | b'\n');
     let ends_value = |b: u8| matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\r' | b'\n');
     let mut start = i - 1;
+    while start > 0 && line[start - 1].is_ascii_digit() {
+        start -= 1;
+    }
+    if line[i] == b'.' && i - start < 11 {
+        // Too small to round into a card. An exponent after the fraction
+        // (`4.1e15`) is the mark of its own `e`, which follows a digit.
+        return false;
+    }
+    // An `e` may follow a fraction: its token starts before the `.`.
     while start > 0 && matches!(line[start - 1], b'0'..=b'9' | b'.') {
         start -= 1;
     }
     if start > 0 && line[start - 1] == b'-' {
         start -= 1;
     }
-    let mut end = i + 1;
-    if matches!(line.get(end), Some(b'+' | b'-')) {
+    let mut end = i;
+    while end < line.len() && matches!(line[end], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
         end += 1;
     }
-    let digits = end;
-    while line.get(end).is_some_and(u8::is_ascii_digit) {
-        end += 1;
+    if !(start == 0 || starts_value(line[start - 1]))
+        || !(end == line.len() || ends_value(line[end]))
+    {
+        return false;
     }
-    end > digits
-        && (start == 0 || starts_value(line[start - 1]))
-        && line.get(end).is_none_or(|&b| ends_value(b))
+    let token = &line[start..end];
+    let token = token.strip_prefix(b"-").unwrap_or(token);
+    // A JSON number ends with a digit.
+    if !token.last().is_some_and(u8::is_ascii_digit) {
+        return false;
+    }
+    let integer_digits = token.iter().take_while(|b| b.is_ascii_digit()).count();
+    let exponent = token.iter().any(|&b| b == b'e' || b == b'E');
+    exponent || (token.get(integer_digits) == Some(&b'.') && integer_digits >= 11)
 }
 
 /// Short strings with no digit, `@`, `=` or `:` match no detector (every
@@ -660,22 +699,33 @@ fn push_key(path: &mut String, k: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::has_exponent;
+    use super::reads_a_number_by_value;
 
     #[test]
-    fn numbers_with_exponents_are_told_from_hex_and_words() {
-        for yes in ["62e17", "[1,-4.5E+15]", "{\"a\": 1e9}", "{\"a\":\t7e-3 }"] {
-            assert!(has_exponent(yes.as_bytes()), "{yes}");
+    fn numbers_read_by_value_are_told_from_hex_versions_and_words() {
+        for yes in [
+            "62e17",
+            "[1,-4.5E+15]",
+            "{\"a\": 1e9}",
+            "{\"a\":\t7e-3 }",
+            "{\"a\":4111111111111110.9}",
+            "[99999999999.99999999]",
+            "-12345678901.5",
+        ] {
+            assert!(reads_a_number_by_value(yes.as_bytes()), "{yes}");
         }
         for no in [
             r#"{"id":"3e45"}"#,
             r#"{"u":"0f8e-3e45-11ee"}"#,
             r#"{"v":"1e5 items"}"#,
+            r#"{"ip":"10.0.0.1","v":"1.2.3"}"#,
+            r#"{"ts":1732875600.123456,"amount":12.5}"#,
+            r#"{"a":"4111111111111110.9"}"#,
             "1e",
             "e5",
             r#"{"a":12,"b":"e3"}"#,
         ] {
-            assert!(!has_exponent(no.as_bytes()), "{no}");
+            assert!(!reads_a_number_by_value(no.as_bytes()), "{no}");
         }
     }
 }
