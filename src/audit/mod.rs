@@ -17,7 +17,9 @@
 //!   SQLite transaction, so the two are durable together with one fsync,
 //!   and a crash can never leave a token stored without its event. (A
 //!   deterministic answer of an existing token stores nothing and is
-//!   recorded.) The writer thread, nudged after each such
+//!   recorded; past the outbox's bound of uncopied notes, events are
+//!   recorded too, after their commit, as they all were before.) The
+//!   writer thread, nudged after each such
 //!   commit, copies the notes into the chain, fsyncs, and acknowledges
 //!   them to the store. Each line names how far the outbox was copied, so a
 //!   restart continues from there: notes copied but not yet deleted are not

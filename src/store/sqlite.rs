@@ -680,10 +680,20 @@ impl TokenStore for SqliteStore {
             epoch,
             state: self.inner.outbox.clone(),
         };
-        // Issued before this start, so the backlog counts notes left over
-        // from the last run until the consumer acknowledges them.
+        // Where the last run left the outbox: issued up to the highest
+        // sequence ever used, and (as far as this store can tell)
+        // acknowledged up to the note before the first one still held, so
+        // the backlog counts the notes left over, and an empty outbox none
+        // (it must not count every note of the database's life, or the
+        // bound would turn the outbox off for good).
         let issued = outbox.issued()?;
+        let first_held: Option<i64> = outbox
+            .conn
+            .query_row("SELECT min(seq) FROM audit_outbox", [], |r| r.get(0))
+            .map_err(map_err)?;
+        let acked = first_held.map_or(issued, |s| (s.max(1) - 1) as u64);
         self.inner.outbox.issued.fetch_max(issued, Ordering::AcqRel);
+        self.inner.outbox.acked.fetch_max(acked, Ordering::AcqRel);
         if self.inner.outbox.nudge.set(nudge).is_err() {
             return Err(StoreError::Internal(
                 "the audit outbox has a consumer already".into(),
@@ -742,7 +752,10 @@ impl TokenStore for SqliteStore {
             for (rec, note) in recs.iter().zip(&notes) {
                 match insert_one(c, rec) {
                     Ok(InsertOutcome::Inserted) => {
-                        if let Err(e) = c.prepare_cached(INSERT_NOTE)?.execute([note]) {
+                        let inserted = c
+                            .prepare_cached(INSERT_NOTE)
+                            .and_then(|mut stmt| stmt.execute([note]));
+                        if let Err(e) = inserted {
                             // The record is in, its note is not: roll the
                             // whole group back (the writer then fails every
                             // job of it, and callers retry), so no record
@@ -1292,6 +1305,15 @@ mod tests {
         assert_eq!(s.outbox_backlog(), Some(2));
         outbox.acknowledge(3);
         assert_eq!(s.outbox_backlog(), Some(0));
+        // Every note copied and deleted, then a restart: nothing is left,
+        // however many the database ever issued.
+        s.write(|c| c.execute_batch("DELETE FROM audit_outbox"))
+            .await
+            .unwrap();
+        drop((s, outbox));
+        let s = SqliteStore::open(&path).unwrap();
+        let _outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
+        assert_eq!(s.outbox_backlog(), Some(0), "an empty outbox holds nothing");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
