@@ -271,9 +271,9 @@ impl Vault {
     /// Deterministic values (each looks up its fingerprint first), and a
     /// value whose token collided, go through [`Vault::tokenize_noted`].
     ///
-    /// With `note`, each record stored is committed with
-    /// its audit note when the store has an outbox (answers say so in
-    /// `audited`): one durable write for the record and its event.
+    /// With `note`, each record stored is committed with its audit note
+    /// when the store has an outbox (answers say so in `audited`): one
+    /// durable write for the record and its event.
     pub async fn tokenize_many(
         &self,
         inputs: &[String],
