@@ -590,11 +590,12 @@ fn reads_a_number_by_value(line: &[u8]) -> bool {
 
 /// A digit followed by `e`, `E` or `.`: where a JSON number may have an
 /// exponent or a fraction. Found by aho-corasick's SIMD (Teddy) searcher
-/// where the CPU has one; looking at every `e` of a line (`memchr2`) cost
-/// 2.6 instructions a byte of NDJSON, `e` being the commonest letter in a
-/// log, this about 1.7. Elsewhere (no SSSE3, other architectures) by its
-/// automaton, a byte at a time, which the general searcher also chose here
-/// (it has no prefilter for thirty patterns of two bytes): 6 a byte more.
+/// where the CPU has one: about 3 instructions a byte of NDJSON with the
+/// checks (looking at every `e` with `memchr2` cost more for exponents
+/// alone, `e` being the commonest letter in a log). Elsewhere (no SSSE3,
+/// other architectures) by its automaton, a byte at a time, which the
+/// general searcher also chose here (it has no prefilter for thirty
+/// patterns of two bytes): 6 a byte more.
 enum NumberMarks {
     Packed(aho_corasick::packed::Searcher),
     Automaton(aho_corasick::AhoCorasick),
