@@ -79,8 +79,12 @@ struct OutboxState {
     acked: AtomicU64,
     /// A write in the open transaction added notes: nudge after commit.
     noted: AtomicBool,
-    /// The highest sequence number inserted (for the backlog bound).
+    /// The highest sequence number committed (for the backlog bound).
     issued: AtomicU64,
+    /// The highest sequence number inserted by the open transaction: it
+    /// counts as issued only once the group commits, since a rolled-back
+    /// group's numbers are given out again and its notes never exist.
+    issuing: AtomicU64,
     /// The backlog is over its bound (said once when it goes over, once
     /// when it comes back).
     backlogged: AtomicBool,
@@ -248,6 +252,8 @@ fn writer_loop(
             }
         }
         if let Some(e) = lost {
+            outbox.issuing.store(0, Ordering::Release);
+            outbox.noted.store(false, Ordering::Release);
             tracing::error!(error = %e, "sqlite group commit lost");
             for (reply, _) in answers {
                 let _ = reply.send(Err(e.clone()));
@@ -257,8 +263,11 @@ fn writer_loop(
             }
             continue;
         }
+        // Whatever happens to the group, its notes are no longer pending.
+        let issuing = outbox.issuing.swap(0, Ordering::AcqRel);
         match conn.execute_batch("COMMIT") {
             Ok(()) => {
+                outbox.issued.fetch_max(issuing, Ordering::AcqRel);
                 // Nudged before anyone is answered, so a caller that then
                 // asks the audit log to sync finds its notes copied.
                 if outbox.noted.swap(false, Ordering::AcqRel)
@@ -282,6 +291,7 @@ fn writer_loop(
             Err(e) => {
                 // Nothing of the batch is durable: every write fails.
                 let _ = conn.execute_batch("ROLLBACK");
+                outbox.noted.store(false, Ordering::Release);
                 let e = map_err(e);
                 tracing::error!(error = %e, "sqlite group commit failed");
                 for (reply, _) in answers {
@@ -769,7 +779,7 @@ impl TokenStore for SqliteStore {
                             return Err(e);
                         }
                         state
-                            .issued
+                            .issuing
                             .fetch_max(c.last_insert_rowid() as u64, Ordering::AcqRel);
                         state.noted.store(true, Ordering::Release);
                         out.push(Ok(InsertOutcome::Inserted));
@@ -1248,6 +1258,7 @@ mod tests {
         })
         .await
         .unwrap();
+        let backlog = s.outbox_backlog();
         let (got, kept) = s
             .insert_tokens_noted(
                 &[record("ok1", None), record("refused", None)],
@@ -1260,6 +1271,11 @@ mod tests {
             assert!(s.get_token(t).await.unwrap().is_none(), "{t}");
         }
         assert_eq!(outbox.pending(last[0].0, 10).unwrap().len(), 0);
+        assert_eq!(
+            s.outbox_backlog(),
+            backlog,
+            "a rolled-back note is not counted as issued"
+        );
         s.write(|c| c.execute_batch("DROP TRIGGER refuse_note"))
             .await
             .unwrap();
