@@ -14,3 +14,6 @@ pub mod token;
 pub mod value;
 
 pub use service::{NoteFn, Vault, VaultError};
+
+#[cfg(test)]
+mod tests;

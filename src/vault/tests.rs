@@ -1,0 +1,247 @@
+//! The vault against a real SQLite store whose first noted insert collides,
+//! so the retry paths are checked for what an auditor relies on: every
+//! stored token has exactly one note, and a token that lost its place has
+//! none.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+
+use super::service::{TokenizeOptions, Vault};
+use super::value::Classification;
+use crate::clock::SystemClock;
+use crate::config::TokenSettings;
+use crate::crypto::fingerprint::FingerprintKey;
+use crate::crypto::keyring::{Keyring, KeyringSettings};
+use crate::crypto::local::LocalKeyProvider;
+use crate::crypto::provider::DataKey;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{
+    IdempotencyClaim, InsertOutcome, KeyItem, Nudge, Outbox, StoreError, TokenRecord, TokenStore,
+};
+use crate::telemetry::Metrics;
+use crate::vault::token::TokenFormat;
+
+/// SQLite, except that before its first noted insert another record takes
+/// the first record's token: the insert then meets a real `TokenTaken`.
+struct Colliding {
+    inner: SqliteStore,
+    collided: AtomicBool,
+}
+
+#[async_trait]
+impl TokenStore for Colliding {
+    async fn insert_token(&self, r: &TokenRecord) -> Result<InsertOutcome, StoreError> {
+        self.inner.insert_token(r).await
+    }
+    async fn insert_tokens(&self, r: &[TokenRecord]) -> Vec<Result<InsertOutcome, StoreError>> {
+        self.inner.insert_tokens(r).await
+    }
+    fn open_outbox(&self, nudge: Nudge) -> Result<Option<Box<dyn Outbox>>, StoreError> {
+        self.inner.open_outbox(nudge)
+    }
+    fn outbox_backlog(&self) -> Option<u64> {
+        self.inner.outbox_backlog()
+    }
+    async fn insert_tokens_noted(
+        &self,
+        records: &[TokenRecord],
+        notes: Vec<Vec<u8>>,
+    ) -> (Vec<Result<InsertOutcome, StoreError>>, bool) {
+        if !self.collided.swap(true, Ordering::SeqCst) {
+            let squatter = TokenRecord {
+                metadata: r#"{"squatter":"yes"}"#.into(),
+                ..records[0].clone()
+            };
+            assert_eq!(
+                self.inner.insert_token(&squatter).await.unwrap(),
+                InsertOutcome::Inserted
+            );
+        }
+        self.inner.insert_tokens_noted(records, notes).await
+    }
+    async fn get_token(&self, t: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.get_token(t).await
+    }
+    async fn token_for_fingerprint(&self, fp: &str) -> Result<Option<String>, StoreError> {
+        self.inner.token_for_fingerprint(fp).await
+    }
+    async fn delete_token(&self, t: &str) -> Result<bool, StoreError> {
+        self.inner.delete_token(t).await
+    }
+    async fn release_fingerprint(&self, fp: &str, t: &str) -> Result<(), StoreError> {
+        self.inner.release_fingerprint(fp, t).await
+    }
+    async fn put_key_item(&self, i: &KeyItem) -> Result<Option<KeyItem>, StoreError> {
+        self.inner.put_key_item(i).await
+    }
+    async fn get_key_item(&self, id: &str) -> Result<Option<KeyItem>, StoreError> {
+        self.inner.get_key_item(id).await
+    }
+    async fn key_items_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeyItem>, StoreError> {
+        self.inner.key_items_after(after, limit).await
+    }
+    async fn rewrap_key_item(
+        &self,
+        id: &str,
+        old: &[u8],
+        new_key_id: &str,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.inner.rewrap_key_item(id, old, new_key_id, new).await
+    }
+    async fn claim_idempotency(
+        &self,
+        key: &str,
+        request_hash: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        self.inner
+            .claim_idempotency(key, request_hash, owner, now, lease_until)
+            .await
+    }
+    async fn complete_idempotency(
+        &self,
+        key: &str,
+        owner: &str,
+        status: u16,
+        response: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .complete_idempotency(key, owner, status, response, expires_at)
+            .await
+    }
+    async fn release_idempotency(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_idempotency(key, owner).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+struct Fixture {
+    vault: Vault,
+    store: Arc<Colliding>,
+    outbox: Box<dyn Outbox>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Colliding {
+        inner: SqliteStore::open(&dir.path().join("vault.db")).unwrap(),
+        collided: AtomicBool::new(false),
+    });
+    let outbox = store.open_outbox(Box::new(|| {})).unwrap().unwrap();
+    let (provider, _) = LocalKeyProvider::open_or_create(&dir.path().join("master.key")).unwrap();
+    let clock = Arc::new(SystemClock);
+    let keyring = Keyring::new(
+        Arc::new(provider),
+        store.clone(),
+        KeyringSettings {
+            environment: "test".into(),
+            epoch_seconds: 86_400,
+            cache_seconds: 300,
+        },
+        clock.clone(),
+        Arc::new(Metrics::new()),
+    );
+    let vault = Vault::new(
+        store.clone(),
+        Arc::new(keyring),
+        FingerprintKey::new("fp/test", &DataKey::from_bytes([7; 32])),
+        clock,
+        TokenSettings::default(),
+    );
+    Fixture {
+        vault,
+        store,
+        outbox,
+        _dir: dir,
+    }
+}
+
+fn options() -> TokenizeOptions {
+    TokenizeOptions {
+        classification: Classification::Pan,
+        format: TokenFormat::Random,
+        deterministic: false,
+        ttl_seconds: None,
+        metadata: Default::default(),
+    }
+}
+
+/// The note names the token it was made for, so the outbox shows which
+/// tokens were noted.
+fn note(token: &str) -> Vec<u8> {
+    format!(r#"{{"token":"{token}"}}"#).into_bytes()
+}
+
+fn noted_tokens(outbox: &mut Box<dyn Outbox>) -> Vec<String> {
+    outbox
+        .pending(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| String::from_utf8(n).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_collided_token_is_retried_and_only_the_stored_one_is_noted() {
+    let mut f = fixture();
+    let got = f
+        .vault
+        .tokenize_noted("4111111111111111", &options(), Some(&note))
+        .await
+        .unwrap();
+    assert!(got.audited);
+    assert!(f.store.collided.load(Ordering::SeqCst));
+    assert_eq!(
+        noted_tokens(&mut f.outbox),
+        [note(&got.token)].map(|n| String::from_utf8(n).unwrap())
+    );
+    let stored = f.store.get_token(&got.token).await.unwrap().unwrap();
+    assert_eq!(
+        stored.metadata, "{}",
+        "the answer is the retried record, not the squatter's"
+    );
+    assert_eq!(f.store.outbox_backlog(), Some(1));
+}
+
+#[tokio::test]
+async fn a_collision_inside_a_batch_is_retried_with_one_note_per_stored_token() {
+    let mut f = fixture();
+    let cards = ["4111111111111111", "5500005555555559", "4012888888881881"].map(String::from);
+    let got: Vec<_> = f
+        .vault
+        .tokenize_many(&cards, &options(), Some(&note))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(got.iter().all(|t| t.audited));
+    let mut want: Vec<String> = got
+        .iter()
+        .map(|t| String::from_utf8(note(&t.token)).unwrap())
+        .collect();
+    let mut noted = noted_tokens(&mut f.outbox);
+    want.sort();
+    noted.sort();
+    assert_eq!(
+        noted, want,
+        "one note for each answered token, none for the squatted one"
+    );
+    for (card, t) in cards.iter().zip(&got) {
+        let stored = f.store.get_token(&t.token).await.unwrap().unwrap();
+        assert_eq!(stored.metadata, "{}");
+        assert_eq!(*f.vault.reveal(&stored).await.unwrap(), **card);
+    }
+}
