@@ -389,6 +389,59 @@ async fn tokenize_hash_report_and_budget_over_http() {
     app.assert_no_leaks().await;
 }
 
+/// A streamed body (chunked, over 1 KiB) that tokenizes: each sighting of
+/// a card is an event, the card is stored once with its note, and a card
+/// split across chunks is found whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_audits_each_card_it_tokenizes() {
+    let app = spawn_app().await;
+    let filler = "x".repeat(600);
+    let parts = vec![
+        format!("{filler}\npaid 4111111111111111\n"),
+        format!("{filler}\nagain 41111111"),
+        "11111111 and 5500005555555559\n".to_owned(),
+        format!("{filler}\nonce more 4111111111111111\n"),
+    ];
+    let res = app
+        .client
+        .post(format!("{}/redact?actions=pan:tokenize", app.url))
+        .bearer_auth(app.key("checkout"))
+        .header("content-type", "text/plain")
+        .body(chunked(parts))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let b = res.text().await.unwrap();
+    assert!(
+        !b.contains("4111111111111111") && !b.contains("5500005555555559"),
+        "{b}"
+    );
+    let tokens: Vec<&str> = b
+        .split_whitespace()
+        .filter(|w| w.starts_with("tok_"))
+        .collect();
+    assert_eq!(tokens.len(), 4, "{b}");
+    assert!(tokens[0] == tokens[1] && tokens[1] == tokens[3], "{b}");
+    assert_ne!(tokens[0], tokens[2]);
+    let (_, v) = app.detokenize("admin", tokens[2]).await;
+    assert_eq!(v["value"], "5500005555555559");
+    let audit = app.audit_text().await;
+    let events = |t: &str| {
+        audit
+            .lines()
+            .filter(|l| l.contains(t) && l.contains("\"reason\":\"redact\""))
+            .count()
+    };
+    assert_eq!((events(tokens[0]), events(tokens[2])), (3, 1), "{audit}");
+    assert_eq!(
+        app.outbox_notes_issued(),
+        (backend() == Backend::Sqlite).then_some(2),
+        "one stored record, one note, per card"
+    );
+    app.assert_no_leaks().await;
+}
+
 /// A streamed body sent with `Expect: 100-continue` (curl asks for it on
 /// bodies over 1 MiB) gets `100 Continue` before the answer: had the
 /// answer's head gone first, the client would wait before sending.
