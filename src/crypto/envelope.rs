@@ -5,10 +5,11 @@
 //! records share a data key, and the associated data binds the ciphertext to
 //! its record: a ciphertext copied into another record does not open.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
 use super::provider::DataKey;
+use super::random::Randomness;
 
 /// The record layout version, bound into every record key and its AAD.
 pub const FORMAT_VERSION: u8 = 1;
@@ -60,20 +61,40 @@ pub enum EnvelopeError {
     Seal,
 }
 
-fn record_key(dk: &DataKey, b: &Binding<'_>) -> Result<RandomizedNonceKey, EnvelopeError> {
+fn record_key(dk: &DataKey, b: &Binding<'_>) -> Result<LessSafeKey, EnvelopeError> {
     let k = dk.hkdf32(&b.hkdf_info());
-    RandomizedNonceKey::new(&AES_256_GCM, k.as_ref()).map_err(|_| EnvelopeError::Seal)
+    let key = UnboundKey::new(&AES_256_GCM, k.as_ref()).map_err(|_| EnvelopeError::Seal)?;
+    Ok(LessSafeKey::new(key))
 }
 
-/// Seals `plaintext` under the record key derived for `b`.
+/// Seals `plaintext` under the record key derived for `b`, with a random
+/// nonce.
 pub fn seal(dk: &DataKey, b: &Binding<'_>, plaintext: &[u8]) -> Result<Sealed, EnvelopeError> {
+    seal_with(dk, b, plaintext, &mut Randomness::for_records(1))
+}
+
+/// As [`seal`], taking the nonce from `rng` (one draw for a batch). A
+/// record key seals one value (it is derived from the token, and a new
+/// data key or token gives a new one), so the nonce is never repeated
+/// under a key; it is random all the same, as if keys were shared.
+pub fn seal_with(
+    dk: &DataKey,
+    b: &Binding<'_>,
+    plaintext: &[u8],
+    rng: &mut Randomness,
+) -> Result<Sealed, EnvelopeError> {
     let key = record_key(dk, b)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce);
     let mut buf = plaintext.to_vec();
-    let nonce = key
-        .seal_in_place_append_tag(Aad::from(b.aad()), &mut buf)
-        .map_err(|_| EnvelopeError::Seal)?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(b.aad()),
+        &mut buf,
+    )
+    .map_err(|_| EnvelopeError::Seal)?;
     Ok(Sealed {
-        nonce: nonce.as_ref().to_vec(),
+        nonce: nonce.to_vec(),
         ciphertext: buf,
     })
 }
@@ -102,6 +123,7 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lc_rs::aead::RandomizedNonceKey;
     use aws_lc_rs::hkdf::HKDF_SHA256;
 
     fn binding(token: &str) -> Binding<'_> {
@@ -150,6 +172,21 @@ mod tests {
             .unwrap();
         let opened = open(&dk, &b, nonce.as_ref(), &buf).unwrap();
         assert_eq!(&opened[..], b"4111111111111111");
+    }
+
+    /// Records sealed from one source take different nonces, and open.
+    #[test]
+    fn records_sealed_from_one_draw_take_their_own_nonces() {
+        let dk = DataKey::from_bytes([7u8; 32]);
+        let mut rng = Randomness::for_records(2);
+        let a = seal_with(&dk, &binding("tok_a"), b"4111111111111111", &mut rng).unwrap();
+        let b = seal_with(&dk, &binding("tok_b"), b"4111111111111111", &mut rng).unwrap();
+        assert_ne!(a.nonce, b.nonce);
+        assert_eq!(a.nonce.len(), NONCE_LEN);
+        for (t, s) in [("tok_a", &a), ("tok_b", &b)] {
+            let p = open(&dk, &binding(t), &s.nonce, &s.ciphertext).unwrap();
+            assert_eq!(&p[..], b"4111111111111111");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   the record by associated data.
 //! - [`fingerprint`]: HMAC-SHA256 of a value under a secret key, for
 //!   deterministic tokens.
+//! - [`random`]: CSPRNG output drawn once for a request's records.
 
 pub mod envelope;
 pub mod fingerprint;
@@ -18,6 +19,8 @@ pub mod keyring;
 pub mod kms;
 pub mod local;
 pub mod provider;
+pub mod random;
 
 pub use keyring::Keyring;
 pub use provider::{DataKey, EncryptionContext, KeyError, KeyProvider, WrappedKey};
+pub use random::Randomness;

@@ -8,10 +8,10 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::config::TokenSettings;
-use crate::crypto::DataKey;
 use crate::crypto::envelope::{self, Binding, EnvelopeError, FORMAT_VERSION};
 use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::{Keyring, KeyringError};
+use crate::crypto::{DataKey, Randomness};
 use crate::store::{InsertOutcome, StoreError, TokenRecord, TokenStore};
 
 use super::metadata::{self, MetadataError};
@@ -225,8 +225,10 @@ impl Vault {
             return Ok(Tokenized::from_record(&existing, false));
         }
         let (dk_id, dk) = self.keyring.current(class).await?;
+        let mut rng = Randomness::for_records(1);
         for _ in 0..INSERT_ATTEMPTS {
-            let record = self.seal_record(&item, opts, fingerprint.clone(), &dk_id, &dk)?;
+            let record =
+                self.seal_record(&item, opts, fingerprint.clone(), &dk_id, &dk, &mut rng)?;
             let (outcome, audited) = match note {
                 Some(note) => {
                     let notes = vec![note(&record.token)];
@@ -301,9 +303,10 @@ impl Vault {
         };
         let mut answers: Vec<Option<Result<Tokenized, VaultError>>> = Vec::new();
         let mut records = Vec::new();
+        let mut rng = Randomness::for_records(inputs.len());
         for input in inputs {
             match Item::check(input, opts)
-                .and_then(|item| self.seal_record(&item, opts, None, &dk_id, &dk))
+                .and_then(|item| self.seal_record(&item, opts, None, &dk_id, &dk, &mut rng))
             {
                 Ok(r) => {
                     answers.push(None);
@@ -356,15 +359,16 @@ impl Vault {
         fingerprint: Option<String>,
         dk_id: &str,
         dk: &DataKey,
+        rng: &mut Randomness,
     ) -> Result<TokenRecord, VaultError> {
         let class = opts.classification.as_str();
         let value = &item.value;
         let token = match (value, opts.format) {
-            (Value::Pan(p), TokenFormat::Preserving) => Token::preserving(p, false)?,
-            (Value::Pan(p), TokenFormat::PreservingBin) => Token::preserving(p, true)?,
-            _ => Token::random(),
+            (Value::Pan(p), TokenFormat::Preserving) => Token::preserving_from(p, false, rng)?,
+            (Value::Pan(p), TokenFormat::PreservingBin) => Token::preserving_from(p, true, rng)?,
+            _ => Token::random_from(rng),
         };
-        let sealed = envelope::seal(
+        let sealed = envelope::seal_with(
             dk,
             &Binding {
                 token: token.as_str(),
@@ -373,6 +377,7 @@ impl Vault {
                 format_version: FORMAT_VERSION,
             },
             value.normalized(),
+            rng,
         )?;
         let now = self.clock.unix();
         let (brand, last4, first6) = match value {

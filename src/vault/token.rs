@@ -6,10 +6,10 @@
 //! tokens fail Luhn on purpose).
 
 use aws_lc_rs::digest;
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::pan::{Pan, luhn_valid};
+use crate::crypto::Randomness;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const PREFIX: &str = "tok_";
@@ -96,18 +96,19 @@ impl Token {
 
     /// A new random token, never derived from the value.
     pub fn random() -> Token {
-        let rng = SystemRandom::new();
+        Token::random_from(&mut Randomness::for_records(1))
+    }
+
+    /// As [`Token::random`], drawing from `rng` (one draw for a batch).
+    pub fn random_from(rng: &mut Randomness) -> Token {
         let mut body = [0u8; RANDOM_CHARS];
         let mut filled = 0;
-        let mut buf = [0u8; 32];
         while filled < RANDOM_CHARS {
-            rng.fill(&mut buf).expect("OS random source");
-            for &b in &buf {
-                // Rejection sampling: 248 = 4 * 62, so b % 62 is uniform.
-                if b < 248 && filled < RANDOM_CHARS {
-                    body[filled] = BASE62[usize::from(b % 62)];
-                    filled += 1;
-                }
+            let b = rng.byte();
+            // Rejection sampling: 248 = 4 * 62, so b % 62 is uniform.
+            if b < 248 {
+                body[filled] = BASE62[usize::from(b % 62)];
+                filled += 1;
             }
         }
         let check = check_chars(&body);
@@ -122,6 +123,15 @@ impl Token {
     /// (and first six for `keep_bin`), random digits between, and a Luhn
     /// failure forced so the token can never pass for a card.
     pub fn preserving(pan: &Pan, keep_bin: bool) -> Result<Token, FormatError> {
+        Token::preserving_from(pan, keep_bin, &mut Randomness::for_records(1))
+    }
+
+    /// As [`Token::preserving`], drawing from `rng`.
+    pub fn preserving_from(
+        pan: &Pan,
+        keep_bin: bool,
+        rng: &mut Randomness,
+    ) -> Result<Token, FormatError> {
         let len = pan.len();
         let head = if keep_bin { 6 } else { 0 };
         let random = len - 4 - head;
@@ -129,20 +139,16 @@ impl Token {
             return Err(FormatError::TooShortForBin);
         }
         let digits = pan.expose_digits();
-        let rng = SystemRandom::new();
         let mut out = vec![0u8; len];
         out[..head].copy_from_slice(&digits[..head]);
         out[len - 4..].copy_from_slice(&digits[len - 4..]);
-        let mut buf = [0u8; 32];
         let mut i = head;
         while i < len - 4 {
-            rng.fill(&mut buf).expect("OS random source");
-            for &b in &buf {
-                // 250 = 25 * 10, so b % 10 is uniform.
-                if b < 250 && i < len - 4 {
-                    out[i] = b'0' + b % 10;
-                    i += 1;
-                }
+            let b = rng.byte();
+            // 250 = 25 * 10, so b % 10 is uniform.
+            if b < 250 {
+                out[i] = b'0' + b % 10;
+                i += 1;
             }
         }
         if luhn_valid(&out) {
@@ -180,6 +186,30 @@ mod tests {
         s[10] = if s[10] == b'a' { b'b' } else { b'a' };
         let typo = String::from_utf8(s).unwrap();
         assert_eq!(Token::parse(&typo), Err(TokenError::Check));
+    }
+
+    /// One draw serves many tokens, and a source that runs short draws
+    /// again mid-token: every token is valid and new, and no byte is used
+    /// twice (repeats would show as equal tokens or missing characters).
+    #[test]
+    fn tokens_from_one_draw_are_valid_distinct_and_use_every_character() {
+        let mut seen = std::collections::HashSet::new();
+        let mut chars = std::collections::HashSet::new();
+        for mut rng in [Randomness::for_records(1000), Randomness::for_records(1)] {
+            for _ in 0..1500 {
+                let t = Token::random_from(&mut rng);
+                assert_eq!(Token::parse(t.as_str()), Ok(t.clone()));
+                chars.extend(t.as_str()[4..26].bytes());
+                assert!(seen.insert(t), "a token repeated");
+            }
+        }
+        assert_eq!(chars.len(), 62);
+        let pan = Pan::parse("4111111111111111").unwrap();
+        let mut rng = Randomness::for_records(1);
+        let digits: std::collections::HashSet<_> = (0..100)
+            .map(|_| Token::preserving_from(&pan, false, &mut rng).unwrap())
+            .collect();
+        assert_eq!(digits.len(), 100);
     }
 
     #[test]
