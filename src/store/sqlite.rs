@@ -237,9 +237,16 @@ fn writer_loop(
         let mut jobs = batch.into_iter();
         let mut lost = None;
         for j in jobs.by_ref() {
-            // A panicking write fails alone; the thread and the batch go on.
-            let a = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (j.op)(&mut conn)))
-                .unwrap_or_else(|_| Err(StoreError::Internal("a store write panicked".into())));
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (j.op)(&mut conn)));
+            let Ok(a) = ran else {
+                // A panicking write may have written part of its work (a
+                // record without its note): the group is rolled back and
+                // every job of it fails (callers retry); the thread goes on.
+                let e = StoreError::Internal("a store write panicked".into());
+                answers.push((j.reply, Err(e.clone())));
+                lost = Some(e);
+                break;
+            };
             answers.push((j.reply, a));
             // SQLite rolls the whole transaction back on some errors (full
             // disk, I/O, out of memory): what ran before is gone, and what
@@ -252,6 +259,9 @@ fn writer_loop(
             }
         }
         if let Some(e) = lost {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             outbox.issuing.store(0, Ordering::Release);
             outbox.noted.store(false, Ordering::Release);
             tracing::error!(error = %e, "sqlite group commit lost");
@@ -1297,6 +1307,27 @@ mod tests {
             .insert_tokens_noted(&[record("f", None)], vec![b"nf".to_vec()])
             .await;
         assert!(kept);
+    }
+
+    /// A write that panics halfway commits nothing of what it wrote, and
+    /// the writer thread goes on.
+    #[tokio::test]
+    async fn a_panicking_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("vault.db")).unwrap();
+        let got = s
+            .write(|c| -> rusqlite::Result<()> {
+                insert_one(c, &record("half", None))?;
+                panic!("a bug after the first insert");
+            })
+            .await;
+        assert!(got.is_err());
+        assert!(s.get_token("half").await.unwrap().is_none());
+        assert_eq!(
+            s.insert_token(&record("after", None)).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        assert!(s.get_token("after").await.unwrap().is_some());
     }
 
     /// The backlog gauge counts notes a last run left uncopied from the
