@@ -29,7 +29,7 @@
 //! - [`vault`]: `Pan`, tokens, the tokenization service.
 //! - [`redact`]: the scanner, detectors, and text/JSON/NDJSON walkers.
 //! - [`crypto`]: key providers, the data-key keyring, envelope sealing,
-//!   fingerprints.
+//!   fingerprints, a request's randomness.
 //! - [`store`]: the `TokenStore` trait, SQLite and DynamoDB, and `migrate`.
 //! - [`audit`]: the HMAC-chained audit log, and the copier of the
 //!   embedded store's audit outbox.

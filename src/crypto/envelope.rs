@@ -74,9 +74,11 @@ pub fn seal(dk: &DataKey, b: &Binding<'_>, plaintext: &[u8]) -> Result<Sealed, E
 }
 
 /// As [`seal`], taking the nonce from `rng` (one draw for a batch). A
-/// record key seals one value (it is derived from the token, and a new
-/// data key or token gives a new one), so the nonce is never repeated
-/// under a key; it is random all the same, as if keys were shared.
+/// record key usually seals one value, but not always: an attempt that
+/// finds its token taken has sealed under the existing record's key, and a
+/// preserving token can be issued again after its record is deleted. So
+/// the nonce must stay random (96 bits from the DRBG), never a counter or
+/// a constant.
 pub fn seal_with(
     dk: &DataKey,
     b: &Binding<'_>,

@@ -13,12 +13,16 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 /// little under 23 bytes (248 of 256 byte values are accepted), and its
 /// nonce 12.
 const BYTES_PER_RECORD: usize = 36;
-/// The largest draw, so a source's buffer stays small.
+/// The largest draw, so a source's buffer stays small; a larger batch
+/// draws again at this size.
 const MAX_DRAW: usize = 64 * 1024;
-/// A draw after the first: the estimate fell short by a little.
-const TOP_UP: usize = 32;
+/// The smallest draw.
+const MIN_DRAW: usize = 32;
 
-/// A source of random bytes for the records of one request.
+/// A source of random bytes for the records of one request. aws-lc aborts
+/// the process on a DRBG failure rather than report one; were one ever
+/// reported, this panics (the request fails), as `Token::random` always
+/// did.
 pub struct Randomness {
     buf: Vec<u8>,
     pos: usize,
@@ -32,7 +36,7 @@ impl Randomness {
         Self {
             buf: Vec::new(),
             pos: 0,
-            draw: n.saturating_mul(BYTES_PER_RECORD).clamp(TOP_UP, MAX_DRAW),
+            draw: n.saturating_mul(BYTES_PER_RECORD).clamp(MIN_DRAW, MAX_DRAW),
         }
     }
 
@@ -66,7 +70,6 @@ impl Randomness {
             .fill(&mut self.buf)
             .expect("OS random source");
         self.pos = 0;
-        self.draw = TOP_UP;
     }
 }
 
