@@ -123,6 +123,22 @@ fn chunked(parts: Vec<String>) -> reqwest::Body {
     reqwest::Body::wrap_stream(futures_util::stream::iter(items))
 }
 
+/// Posts `parts` as one chunked text body to `path` as `role`.
+async fn post_chunked(
+    app: &crate::helpers::TestApp,
+    path: &str,
+    role: &str,
+    parts: Vec<String>,
+) -> reqwest::Result<reqwest::Response> {
+    app.client
+        .post(format!("{}{path}", app.url))
+        .bearer_auth(app.key(role))
+        .header("content-type", "text/plain")
+        .body(chunked(parts))
+        .send()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_bodies_end_with_a_findings_trailer() {
     let app = spawn_app().await;
@@ -180,14 +196,7 @@ async fn a_stream_over_its_limit_is_cut_short_never_passed_through() {
         .map(|i| format!("line {i} {}\n", "x".repeat(60)))
         .collect();
     parts.push("late card 4111111111111111\n".into());
-    let res = app
-        .client
-        .post(format!("{}/redact", app.url))
-        .bearer_auth(app.key("log-shipper"))
-        .header("content-type", "text/plain")
-        .body(chunked(parts))
-        .send()
-        .await;
+    let res = post_chunked(&app, "/redact", "log-shipper", parts).await;
     // Depending on how far the redaction got when the body passed its
     // limit: a 413 problem (no output yet), a stream reset before the head
     // (the client's send fails), or a `200` whose body then fails. Never a
@@ -402,13 +411,7 @@ async fn a_streamed_body_audits_each_card_it_tokenizes() {
         "11111111 and 5500005555555559\n".to_owned(),
         format!("{filler}\nonce more 4111111111111111\n"),
     ];
-    let res = app
-        .client
-        .post(format!("{}/redact?actions=pan:tokenize", app.url))
-        .bearer_auth(app.key("checkout"))
-        .header("content-type", "text/plain")
-        .body(chunked(parts))
-        .send()
+    let res = post_chunked(&app, "/redact?actions=pan:tokenize", "checkout", parts)
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
