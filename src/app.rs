@@ -419,9 +419,12 @@ pub async fn serve(
                 .and_then(|c| c.first())
                 .and_then(crate::tls::client_principal)
                 .map(crate::auth::Principal::new);
-            let service = TowerToHyperService::new(
-                router.layer(axum::Extension(crate::auth::ClientCert(peer))),
-            );
+            let service = TowerToHyperService::new(router.layer(axum::Extension(Arc::new(
+                crate::auth::Connection {
+                    cert: peer,
+                    ..Default::default()
+                },
+            ))));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %e, "connection ended with an error");

@@ -18,10 +18,15 @@ pub mod session;
 
 use std::fmt;
 
-/// The principal a connection's verified client certificate proved, if
-/// any; the server puts it on every request of the connection.
-#[derive(Clone, Debug)]
-pub struct ClientCert(pub Option<Principal>);
+/// What the server knows of a connection; it puts an `Arc` of it on every
+/// request of the connection.
+#[derive(Default)]
+pub struct Connection {
+    /// The principal the connection's verified client certificate proved.
+    pub cert: Option<Principal>,
+    /// The API key the connection last proved.
+    pub key_memo: api_key::KeyMemo,
+}
 
 /// An authenticated caller: `apikey:NAME`, `cert:URI`, `iam:ARN`.
 #[derive(Clone, PartialEq, Eq, Hash)]

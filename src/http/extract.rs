@@ -1,6 +1,8 @@
 //! Extractors that answer with problems instead of axum's plain-text
 //! rejections, and never echo a request's content.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -9,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::audit::AuditEvent;
 use crate::auth::session;
-use crate::auth::{ClientCert, Principal};
+use crate::auth::{Connection, Principal};
 
 use super::AppState;
 use super::error::{Problem, ProblemKind, current_request_id};
@@ -84,10 +86,8 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(header::AUTHORIZATION);
-        let cert = parts
-            .extensions
-            .get::<ClientCert>()
-            .and_then(|c| c.0.clone());
+        let conn = parts.extensions.get::<Arc<Connection>>();
+        let cert = conn.and_then(|c| c.cert.clone());
         let reason = match header {
             // No bearer: a verified client certificate is the caller.
             None => match cert {
@@ -103,10 +103,17 @@ impl FromRequestParts<AppState> for Caller {
                         None => "unknown or expired session",
                     }
                 }
-                Some(key) => match state.access().api_keys.authenticate(key.trim()) {
-                    Some(p) => return Ok(Caller(p)),
-                    None => "unknown credentials",
-                },
+                Some(key) => {
+                    let keys = &state.access().api_keys;
+                    let found = match conn {
+                        Some(c) => keys.authenticate_with(key.trim(), &c.key_memo),
+                        None => keys.authenticate(key.trim()),
+                    };
+                    match found {
+                        Some(p) => return Ok(Caller(p)),
+                        None => "unknown credentials",
+                    }
+                }
             },
         };
         state
