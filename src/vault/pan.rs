@@ -42,11 +42,18 @@ impl Brand {
     /// UnionPay's 62, and Maestro's ranges overlap nothing else we accept.
     pub fn from_digits(d: &[u8]) -> Option<Brand> {
         let len = d.len();
-        let prefix = |n: usize| -> u32 {
-            d.iter()
-                .take(n)
-                .fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'))
-        };
+        // No issuer's range starts with 0, 1, 7, 8 or 9; most long runs of
+        // digits in logs (millisecond timestamps) stop here.
+        if !matches!(d.first(), Some(b'2'..=b'6')) {
+            return None;
+        }
+        // The first six digits read once; a shorter prefix is cut from them
+        // (a string shorter than six reads whole, as no card is).
+        let n = len.min(6);
+        let p6 = d[..n]
+            .iter()
+            .fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'));
+        let prefix = |k: usize| p6 / 10u32.pow((n - k.min(n)) as u32);
         let p1 = prefix(1);
         let p2 = prefix(2);
         let p3 = prefix(3);
@@ -242,6 +249,9 @@ pub fn cards_in_run(
     // Most runs hold no space (ids, timestamps, dashed cards): one piece,
     // a card whole or nothing, and no list of pieces to allocate.
     if memchr::memchr(b' ', &text[run.clone()]).is_none() {
+        if left_dirty || right_dirty {
+            return;
+        }
         let mut k = 0;
         for &c in text[run.clone()].iter().filter(|c| c.is_ascii_digit()) {
             if k == digits.len() {
@@ -251,7 +261,7 @@ pub fn cards_in_run(
             digits[k] = c;
             k += 1;
         }
-        if !left_dirty && !right_dirty && k >= 12 && Pan::check_digits(&digits[..k]).is_ok() {
+        if is_card(&digits[..k]) {
             out.push(run);
         }
         digits.iter_mut().for_each(|d| *d = 0);
@@ -294,7 +304,7 @@ pub fn cards_in_run(
                     }
                 }
                 // Later ends are longer, so the last valid one is the longest.
-                if Pan::check_digits(&digits[..k]).is_ok() {
+                if is_card(&digits[..k]) {
                     best = Some(b);
                 }
             }
@@ -308,6 +318,14 @@ pub fn cards_in_run(
         }
     }
     digits.iter_mut().for_each(|d| *d = 0);
+}
+
+/// [`Pan::check_digits`] as a yes or no, the issuer checked before the
+/// Luhn sum: most long digit runs in logs (millisecond timestamps, order
+/// ids) have no issuer's prefix, and its check reads six digits where the
+/// sum reads them all.
+fn is_card(digits: &[u8]) -> bool {
+    (12..=19).contains(&digits.len()) && Brand::from_digits(digits).is_some() && luhn_valid(digits)
 }
 
 /// Every card in free text, by the same rules as the redactor.
@@ -343,6 +361,116 @@ pub fn find_cards(text: &str) -> Vec<std::ops::Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rules as first written, each prefix read on its own: the
+    /// brand check reads six digits once and must answer as these do.
+    fn brand_as_written(d: &[u8]) -> Option<Brand> {
+        let len = d.len();
+        let prefix = |n: usize| -> u32 {
+            d.iter()
+                .take(n)
+                .fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'))
+        };
+        let (p1, p2, p3, p4, p6) = (prefix(1), prefix(2), prefix(3), prefix(4), prefix(6));
+        let (visa, mc) = (
+            p1 == 4,
+            (51..=55).contains(&p2) || (2221..=2720).contains(&p4),
+        );
+        let discover =
+            p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622126..=622925).contains(&p6);
+        let diners = (300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39;
+        let maestro = p2 == 50 || (56..=58).contains(&p2) || p2 == 63 || p2 == 67 || p2 == 69;
+        match () {
+            () if visa && matches!(len, 13 | 16 | 19) => Some(Brand::Visa),
+            () if mc && len == 16 => Some(Brand::Mastercard),
+            () if (p2 == 34 || p2 == 37) && len == 15 => Some(Brand::Amex),
+            () if discover && (16..=19).contains(&len) => Some(Brand::Discover),
+            () if (3528..=3589).contains(&p4) && (16..=19).contains(&len) => Some(Brand::Jcb),
+            () if diners && (14..=19).contains(&len) => Some(Brand::Diners),
+            () if p2 == 62 && (16..=19).contains(&len) => Some(Brand::UnionPay),
+            () if maestro && (12..=19).contains(&len) => Some(Brand::Maestro),
+            () => None,
+        }
+    }
+
+    #[test]
+    fn the_brand_check_answers_as_the_rules_were_written() {
+        let mut checked = 0;
+        let mut check = |d: &[u8]| {
+            assert_eq!(
+                Brand::from_digits(d),
+                brand_as_written(d),
+                "{}",
+                String::from_utf8_lossy(d)
+            );
+            checked += 1;
+        };
+        // Every prefix of up to four digits, whole and as the start of a
+        // card of every length; six-digit prefixes sampled, and every one
+        // around Discover's co-branded range.
+        for p in 0..10_000u32 {
+            let digits = format!("{p:04}");
+            for cut in 1..=4 {
+                check(&digits.as_bytes()[..cut]);
+            }
+        }
+        let sixes = (0..1_000_000u32).step_by(97).chain(621_900..623_100);
+        for p in sixes {
+            let six = format!("{p:06}");
+            for len in 6..=20 {
+                let d = format!("{six}{}", "7".repeat(len - 6));
+                check(d.as_bytes());
+            }
+        }
+        for p in 0..10_000u32 {
+            for len in [12, 13, 14, 15, 16, 17, 18, 19] {
+                let d = format!("{p:04}{}", "0".repeat(len - 4));
+                check(d.as_bytes());
+            }
+        }
+        assert!(checked > 200_000, "{checked}");
+    }
+
+    /// The redactor's quick check answers as the parser's rules do: every
+    /// length, prefixes of every brand and of none, Luhn-valid or not.
+    #[test]
+    fn the_quick_card_check_agrees_with_the_rules() {
+        let prefixes = [
+            "", "1", "4", "51", "55", "56", "2220", "2221", "2720", "2721", "34", "37", "6011",
+            "644", "649", "65", "622125", "622126", "622925", "3527", "3528", "3589", "300", "305",
+            "306", "3095", "36", "38", "39", "62", "50", "58", "63", "67", "69", "7",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cards = 0;
+        for len in 0..=21usize {
+            for prefix in prefixes {
+                for _ in 0..200 {
+                    let mut d: Vec<u8> = prefix.bytes().take(len).collect();
+                    while d.len() < len {
+                        d.push(b'0' + (next() % 10) as u8);
+                    }
+                    // Half the strings get the check digit that makes the
+                    // sum whole.
+                    if len > 0 && next() % 2 == 0 {
+                        let last = d.len() - 1;
+                        d[last] = b'0';
+                        let fix = (10 - luhn_sum(&d) % 10) % 10;
+                        d[last] = b'0' + fix as u8;
+                    }
+                    let want = Pan::check_digits(&d).is_ok();
+                    cards += usize::from(want);
+                    assert_eq!(is_card(&d), want, "{}", String::from_utf8_lossy(&d));
+                }
+            }
+        }
+        assert!(cards > 10_000, "the strings include many cards: {cards}");
+    }
 
     #[test]
     fn parses_every_brand() {
