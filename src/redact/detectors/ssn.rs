@@ -22,6 +22,20 @@ const CONTEXT: &[&[u8]] = &[
     b"ss#",
 ];
 
+/// The bytes a context word ends in, either case: the byte before a digit
+/// run rarely is one, and then no word is compared.
+const ENDS_A_WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < CONTEXT.len() {
+        let last = CONTEXT[i][CONTEXT[i].len() - 1];
+        t[last.to_ascii_lowercase() as usize] = true;
+        t[last.to_ascii_uppercase() as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// A spaced or unbroken SSN (nine digits or more in the run) after its
 /// context word and one to four bytes that are neither letters, digits nor
 /// line breaks: the match starts at the word. Each split of those bytes is
@@ -34,10 +48,11 @@ fn after_context(text: &[u8], run: Range<usize>, digits: usize) -> Option<usize>
     while q > 1 && run.start - q < 4 && !text[q - 1].is_ascii_alphanumeric() && text[q - 1] != b'\n'
     {
         q -= 1;
-        let last = text[q - 1].to_ascii_lowercase();
-        if let Some(w) = CONTEXT.iter().find(|w| {
-            w[w.len() - 1] == last && q >= w.len() && text[q - w.len()..q].eq_ignore_ascii_case(w)
-        }) {
+        if ENDS_A_WORD[usize::from(text[q - 1])]
+            && let Some(w) = CONTEXT
+                .iter()
+                .find(|w| q >= w.len() && text[q - w.len()..q].eq_ignore_ascii_case(w))
+        {
             return Some(q - w.len());
         }
     }
