@@ -166,7 +166,7 @@ struct BenchArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Operations and weights: `tokenize`, `tokenize-batch`, `detokenize`,
-    /// `healthz`, e.g. `tokenize=70,detokenize=30`.
+    /// `detokenize-batch`, `healthz`, e.g. `tokenize=70,detokenize=30`.
     #[arg(long, default_value = "tokenize")]
     mix: String,
     /// Keep-alive TLS connections, each with one request in flight.
@@ -179,10 +179,10 @@ struct BenchArgs {
     /// loop, as fast as answers come).
     #[arg(long)]
     rate: Option<u64>,
-    /// Cards per `tokenize-batch` request.
+    /// Cards per `tokenize-batch` request, tokens per `detokenize-batch`.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// Tokens made first for `detokenize`.
+    /// Tokens made first for `detokenize` and `detokenize-batch`.
     #[arg(long, default_value_t = 10_000)]
     prepare: usize,
 }
@@ -372,7 +372,7 @@ fn client_run(
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mix = crate::loadgen::parse_mix(&args.mix).ok_or_else(|| {
         anyhow::anyhow!(
-            "--mix: expected op[=weight],… with ops tokenize, tokenize-batch, detokenize, healthz"
+            "--mix: expected op[=weight],… with ops tokenize, tokenize-batch, detokenize, detokenize-batch, healthz"
         )
     })?;
     anyhow::ensure!(args.connections >= 1, "--connections must be at least 1");

@@ -31,15 +31,23 @@ pub enum Op {
     /// One request of `batch` cards.
     TokenizeBatch,
     Detokenize,
+    /// One request of `batch` tokens.
+    DetokenizeBatch,
 }
 
 impl Op {
+    /// Whether the operation needs tokens made first.
+    fn detokenizes(self) -> bool {
+        matches!(self, Op::Detokenize | Op::DetokenizeBatch)
+    }
+
     pub fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "healthz" => Op::Healthz,
             "tokenize" => Op::Tokenize,
             "tokenize-batch" => Op::TokenizeBatch,
             "detokenize" => Op::Detokenize,
+            "detokenize-batch" => Op::DetokenizeBatch,
             _ => return None,
         })
     }
@@ -369,6 +377,15 @@ impl Shared {
                 let t = &self.tokens[(n as usize) % self.tokens.len().max(1)];
                 ("POST", "/detokenize", format!(r#"{{"token":"{t}"}}"#), 1)
             }
+            Op::DetokenizeBatch => {
+                let (b, held) = (self.settings.batch, self.tokens.len().max(1));
+                let from = (n as usize).wrapping_mul(b) % held;
+                let tokens: Vec<&String> = (0..b)
+                    .filter_map(|k| self.tokens.get((from + k) % held))
+                    .collect();
+                let body = serde_json::json!({ "tokens": tokens }).to_string();
+                ("POST", "/detokenize", body, b as u64)
+            }
         };
         let bearer = (op != Op::Healthz).then_some(self.bearer.as_str());
         match self
@@ -403,12 +420,12 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(!settings.mix.is_empty(), "nothing to send");
     anyhow::ensure!(
-        settings.prepare > 0 || settings.mix.iter().all(|m| m.0 != Op::Detokenize),
+        settings.prepare > 0 || settings.mix.iter().all(|m| !m.0.detokenizes()),
         "detokenize needs --prepare of at least 1"
     );
     let target = Target::parse(url, tls)?;
     let mut tokens = Vec::new();
-    if settings.mix.iter().any(|m| m.0 == Op::Detokenize) {
+    if settings.mix.iter().any(|m| m.0.detokenizes()) {
         let mut c = None;
         let mut made = 0u64;
         while tokens.len() < settings.prepare {

@@ -106,6 +106,7 @@ async fn the_load_tool_drives_every_operation() {
             (Op::Tokenize, 1),
             (Op::TokenizeBatch, 1),
             (Op::Detokenize, 1),
+            (Op::DetokenizeBatch, 1),
         ],
         connections: 2,
         duration: std::time::Duration::from_millis(400),
