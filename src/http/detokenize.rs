@@ -13,7 +13,7 @@ use crate::auth::policy::Permission;
 use crate::auth::rate::Refusal;
 use crate::store::TokenRecord;
 use crate::telemetry::DetokenizeLabels;
-use crate::vault::token::Token;
+use crate::vault::token::{Token, TokenError};
 use crate::vault::{Vault, VaultError};
 
 use super::AppState;
@@ -118,16 +118,15 @@ pub async fn handle(
             .await);
     }
 
-    // One store round trip for the whole batch.
-    let tokens: Vec<Token> = items
-        .values
-        .iter()
-        .filter_map(|t| Token::parse(t).ok())
-        .collect();
+    // Each token parsed once (its check characters are a SHA-256), then one
+    // store round trip for the whole batch.
+    let parsed: Vec<Result<Token, TokenError>> =
+        items.values.iter().map(|t| Token::parse(t)).collect();
+    let tokens: Vec<&Token> = parsed.iter().filter_map(|t| t.as_ref().ok()).collect();
     let records = state.vault.records(&tokens).await;
     let mut results = Vec::with_capacity(items.values.len());
     let mut events = Vec::with_capacity(items.values.len());
-    for raw in &items.values {
+    for token in parsed {
         let mut event = AuditEvent {
             request_id: current_request_id(),
             principal: caller.to_string(),
@@ -136,8 +135,15 @@ pub async fn handle(
             decision: "deny",
             ..Default::default()
         };
-        let result =
-            detokenize_one(&state, &caller, raw, &records, reason.is_some(), &mut event).await;
+        let result = detokenize_one(
+            &state,
+            &caller,
+            token,
+            &records,
+            reason.is_some(),
+            &mut event,
+        )
+        .await;
         if event.decision == "allow" {
             event.reason = audited_reason.clone();
         }
@@ -159,17 +165,17 @@ pub async fn handle(
     Ok(Outcome::collect(items.batch, results).into_response())
 }
 
-/// One token: parse, look up, decide full or masked, reveal. Fills in the
-/// audit event as it learns.
+/// One token, as parsed: look up, decide full or masked, reveal. Fills in
+/// the audit event as it learns.
 async fn detokenize_one(
     state: &AppState,
     caller: &crate::auth::Principal,
-    raw: &str,
+    token: Result<Token, TokenError>,
     records: &Result<HashMap<String, TokenRecord>, VaultError>,
     has_reason: bool,
     event: &mut AuditEvent,
 ) -> Result<DetokenizeAnswer, Problem> {
-    let token = Token::parse(raw).map_err(|e| {
+    let token = token.map_err(|e| {
         event.reason = Some("invalid token".into());
         Problem::new(ProblemKind::InvalidToken, e.to_string())
     })?;

@@ -818,6 +818,20 @@ impl TokenStore for SqliteStore {
         .await
     }
 
+    /// One read job for the whole batch: the trait's default asks once a
+    /// token, and every ask is a hop to a reader thread and back.
+    async fn get_tokens(&self, tokens: &[&str]) -> Result<Vec<Option<TokenRecord>>, StoreError> {
+        let tokens: Vec<String> = tokens.iter().map(|t| (*t).to_owned()).collect();
+        self.read(move |c| {
+            let mut select = c.prepare_cached(SELECT_TOKEN)?;
+            tokens
+                .iter()
+                .map(|t| select.query_row([t], token_row).optional())
+                .collect()
+        })
+        .await
+    }
+
     async fn token_for_fingerprint(&self, fingerprint: &str) -> Result<Option<String>, StoreError> {
         let fp = fingerprint.to_owned();
         self.read(move |c| {
@@ -1178,6 +1192,17 @@ mod tests {
             Some("b")
         );
         assert!(s.insert_tokens(&[]).await.is_empty());
+        // Read back in one job, in the order asked, a gap where none is.
+        let found: Vec<Option<String>> = s
+            .get_tokens(&["b", "c", "held", "a", "b"])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.map(|r| r.token))
+            .collect();
+        let want = [Some("b"), None, Some("held"), Some("a"), Some("b")];
+        assert_eq!(found, want.map(|t| t.map(str::to_owned)));
+        assert!(s.get_tokens(&[]).await.unwrap().is_empty());
     }
 
     /// Notes are kept only once a consumer opened the outbox; each is

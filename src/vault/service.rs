@@ -442,9 +442,9 @@ impl Vault {
     /// are simply missing.
     pub async fn records(
         &self,
-        tokens: &[Token],
+        tokens: &[&Token],
     ) -> Result<std::collections::HashMap<String, TokenRecord>, VaultError> {
-        let names: Vec<&str> = tokens.iter().map(Token::as_str).collect();
+        let names: Vec<&str> = tokens.iter().map(|t| t.as_str()).collect();
         let found = self.store.get_tokens(&names).await?;
         Ok(found
             .into_iter()
