@@ -42,9 +42,7 @@ impl Brand {
     /// UnionPay's 62, and Maestro's ranges overlap nothing else we accept.
     pub fn from_digits(d: &[u8]) -> Option<Brand> {
         let len = d.len();
-        // No issuer's range starts with 0, 1, 7, 8 or 9; most long runs of
-        // digits in logs (millisecond timestamps) stop here.
-        if !matches!(d.first(), Some(b'2'..=b'6')) {
+        if !d.first().is_some_and(|&c| may_start_a_card(c)) {
             return None;
         }
         // The first six digits read once; a shorter prefix is cut from them
@@ -91,6 +89,13 @@ impl Brand {
         }
         None
     }
+}
+
+/// Whether a card can start with the digit `c`: no issuer's range starts
+/// with 0, 1, 7, 8 or 9. Most long digit runs in logs (millisecond
+/// timestamps, half of all order ids) stop here.
+pub fn may_start_a_card(c: u8) -> bool {
+    matches!(c, b'2'..=b'6')
 }
 
 /// Why a string is not a card number. Never carries the input.

@@ -9,7 +9,7 @@
 mod blocks;
 
 use super::detectors::{Finding, Kind, phone, ssn};
-use crate::vault::pan::cards_in_run;
+use crate::vault::pan::{cards_in_run, may_start_a_card};
 
 /// Fewest digits any numeric detector needs (an SSN has 9).
 const MIN_DIGITS: usize = 9;
@@ -192,7 +192,10 @@ fn cards(text: &[u8], groups: &[Group], out: &mut Vec<Finding>) {
             // Without a space the stretch is one piece, taken whole: over
             // 19 digits (a ledger number, a long id) it holds no card.
             let spaced = groups[from..k].iter().any(|g| text[g.end] == b' ');
-            if digits >= 12 && (digits <= 19 || spaced) {
+            // A stretch in one piece is a card whole or not at all, so its
+            // first digit alone can rule it out.
+            let may_be = spaced || may_start_a_card(text[seg.start]);
+            if digits >= 12 && (digits <= 19 || spaced) && may_be {
                 let mut found = Vec::new();
                 cards_in_run(text, seg, &mut found);
                 out.extend(found.into_iter().map(|range| Finding {
@@ -276,6 +279,17 @@ mod tests {
             [(Kind::Phone, "212.555.0199".into())]
         );
         assert!(found("ts=1701541583094 id 4155550100 d 2026-11-28 v1.2.3").is_empty());
+        // Unspaced stretches are judged by their first digit first: both
+        // ends of the range of digits a card starts with.
+        assert_eq!(
+            found("id=2221000000000009;"),
+            [(Kind::Pan, "2221000000000009".into())]
+        );
+        assert_eq!(
+            found("d 6011-1111-1111-1117."),
+            [(Kind::Pan, "6011-1111-1111-1117".into())]
+        );
+        assert!(found("o 7011-1111-1111-1117 1111111111111111").is_empty());
         let long = format!("{} 4111 1111 1111 1111", "7 ".repeat(40).trim_end());
         assert_eq!(found(&long), [(Kind::Pan, "4111 1111 1111 1111".into())]);
     }
