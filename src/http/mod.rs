@@ -272,10 +272,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             route: route.clone(),
         })
         .observe(elapsed.saturating_sub(waited).as_secs_f64());
+    // As `&str`, not `%`: a string field is written straight into the
+    // line, a `Display` one through the formatting machinery.
     tracing::info!(
-        request_id = %id,
-        method = %method,
-        route = %route,
+        request_id = id.as_str(),
+        method = method.as_str(),
+        route = route.as_str(),
         status,
         duration_us = elapsed.as_micros() as u64,
         waited_us = waited.as_micros() as u64,
