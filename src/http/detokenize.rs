@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::audit::AuditEvent;
 use crate::auth::policy::Permission;
@@ -35,9 +36,16 @@ pub struct DetokenizeBody {
 #[derive(Serialize)]
 pub struct DetokenizeAnswer {
     token: String,
-    value: String,
+    /// The revealed value itself, not a copy: wiped when the answer is
+    /// dropped, once serialized.
+    #[serde(serialize_with = "revealed")]
+    value: Zeroizing<String>,
     masked: bool,
     classification: String,
+}
+
+fn revealed<S: serde::Serializer>(value: &Zeroizing<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value)
 }
 
 pub async fn handle(
@@ -216,7 +224,7 @@ async fn detokenize_one(
         event.decision = "allow";
         return Ok(DetokenizeAnswer {
             token: record.token.clone(),
-            value: value.as_str().to_owned(),
+            value,
             masked: false,
             classification: record.classification.clone(),
         });
@@ -230,7 +238,7 @@ async fn detokenize_one(
         event.action = "detokenize:masked";
         return Ok(DetokenizeAnswer {
             token: record.token.clone(),
-            value: Vault::masked(&record),
+            value: Zeroizing::new(Vault::masked(&record)),
             masked: true,
             classification: record.classification.clone(),
         });
