@@ -73,7 +73,8 @@ pub struct LoadSettings {
 pub struct Report {
     pub requests: u64,
     pub errors: u64,
-    /// Cards tokenized (batch requests count each card).
+    /// Items answered without a problem: cards tokenized and tokens
+    /// detokenized, each item of a batch counted.
     pub items: u64,
     pub seconds: f64,
     /// Latency percentiles in microseconds: p50, p90, p99, p99.9, max.
@@ -356,7 +357,10 @@ struct Shared {
 }
 
 impl Shared {
-    /// Sends one request on `conn`; returns (ok, items).
+    /// Sends one request on `conn`; returns (ok, items). A batch is ok
+    /// only when every item of it was answered without a problem (a batch
+    /// answers 2xx however many of its items failed), and counts the items
+    /// that were.
     async fn send(&self, conn: &mut Option<Conn>, op: Op) -> (bool, u64) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let (method, path, body, items) = match op {
@@ -393,7 +397,14 @@ impl Shared {
             .exchange(conn, method, path, bearer, body.as_bytes())
             .await
         {
-            Ok((status, _)) if (200..300).contains(&status) => (true, items),
+            Ok((status, answer)) if (200..300).contains(&status) => {
+                if matches!(op, Op::TokenizeBatch | Op::DetokenizeBatch) {
+                    let done = answered_items(&answer);
+                    (done == items, done)
+                } else {
+                    (true, items)
+                }
+            }
             _ => (false, 0),
         }
     }
@@ -536,6 +547,19 @@ pub async fn run(
     })
 }
 
+/// The items of a batch answer (`{"results": [...]}`) that carry no
+/// problem; none when the answer is not one.
+fn answered_items(answer: &[u8]) -> u64 {
+    serde_json::from_slice::<Value>(answer)
+        .ok()
+        .and_then(|v| {
+            v["results"]
+                .as_array()
+                .map(|r| r.iter().filter(|i| i.get("problem").is_none()).count() as u64)
+        })
+        .unwrap_or(0)
+}
+
 /// Parses `tokenize=70,detokenize=30` (or one operation name).
 pub fn parse_mix(s: &str) -> Option<Vec<(Op, u32)>> {
     s.split(',')
@@ -631,6 +655,15 @@ mod tests {
         );
         assert_eq!(taken.load(Ordering::SeqCst), 1);
         assert!(conn.is_none(), "a failed connection is dropped");
+    }
+
+    #[test]
+    fn a_batch_counts_only_the_items_answered_without_a_problem() {
+        let answer = br#"{"results":[{"token":"tok_a","value":"4111"},{"problem":{"status":404}},{"token":"tok_b"}]}"#;
+        assert_eq!(answered_items(answer), 2);
+        assert_eq!(answered_items(br#"{"results":[]}"#), 0);
+        assert_eq!(answered_items(b"not json"), 0);
+        assert_eq!(answered_items(br#"{"token":"tok_a"}"#), 0);
     }
 
     #[test]

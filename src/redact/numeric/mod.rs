@@ -289,7 +289,7 @@ mod tests {
             found("d 6011-1111-1111-1117."),
             [(Kind::Pan, "6011-1111-1111-1117".into())]
         );
-        assert!(found("o 7011-1111-1111-1117 1111111111111111").is_empty());
+        assert!(found("o 7011-1111-1111-1117;").is_empty());
         let long = format!("{} 4111 1111 1111 1111", "7 ".repeat(40).trim_end());
         assert_eq!(found(&long), [(Kind::Pan, "4111 1111 1111 1111".into())]);
     }
