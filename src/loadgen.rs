@@ -62,9 +62,9 @@ pub struct LoadSettings {
     pub duration: Duration,
     /// Open loop at this many requests a second (all connections).
     pub rate: Option<u64>,
-    /// Cards per batch request.
+    /// Items per batch request: cards to tokenize, tokens to detokenize.
     pub batch: usize,
-    /// Tokens made first for detokenize.
+    /// Tokens made first for the detokenize operations.
     pub prepare: usize,
 }
 
