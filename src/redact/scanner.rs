@@ -161,6 +161,11 @@ impl Keys {
                 by_last[usize::from(b.to_ascii_uppercase())].push(reversed);
             }
         }
+        // `ends_in_key` tracks a bucket's names in one 64-bit mask.
+        assert!(
+            by_last.iter().all(|b| b.len() <= 64),
+            "at most 64 key names end in one byte"
+        );
         Keys { by_last }
     }
 
@@ -169,19 +174,39 @@ impl Keys {
         !self.by_last[usize::from(b)].is_empty()
     }
 
-    /// Whether the name `text[start..end]` ends in a key name.
-    fn ends_name(&self, text: &[u8], start: usize, end: usize) -> bool {
-        let mut norm = [0u8; KEY_SPAN];
-        let mut n = 0;
-        for &b in text[start..end].iter().rev() {
-            if b != b'_' && b != b'-' {
-                norm[n] = b.to_ascii_lowercase();
-                n += 1;
+    /// Whether the name that ends at `end` (its last `KEY_SPAN` name bytes,
+    /// without `_` and `-`, in lower case) ends in a key name. Read
+    /// backwards only while some key still agrees: most names that end in
+    /// a key's last byte (`request_id`, `duration`) part from every key
+    /// within two or three bytes, where normalizing the whole name first
+    /// cost about a tenth of a scan of clean logs.
+    fn ends_in_key(&self, text: &[u8], end: usize) -> bool {
+        let keys = &self.by_last[usize::from(text[end - 1])];
+        let mut alive: u64 = match keys.len() {
+            64 => u64::MAX,
+            n => (1 << n) - 1,
+        };
+        let (mut i, mut n) = (end, 0);
+        while alive != 0 && i > 0 && end - i < KEY_SPAN && is_name_byte(text[i - 1]) {
+            i -= 1;
+            let b = text[i];
+            if b == b'_' || b == b'-' {
+                continue;
             }
+            let b = b.to_ascii_lowercase();
+            let mut left = alive;
+            while left != 0 {
+                let k = left.trailing_zeros() as usize;
+                left &= left - 1;
+                if keys[k][n] != b {
+                    alive &= !(1 << k);
+                } else if keys[k].len() == n + 1 {
+                    return true;
+                }
+            }
+            n += 1;
         }
-        self.by_last[usize::from(text[end - 1])]
-            .iter()
-            .any(|k| norm[..n].starts_with(k))
+        false
     }
 }
 
@@ -377,12 +402,12 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         if end == 0 || !keys.ends_with_byte(text[end - 1]) {
             continue;
         }
+        if !keys.ends_in_key(text, end) {
+            continue;
+        }
         let mut start = end;
         while start > 0 && end - start < KEY_SPAN && is_name_byte(text[start - 1]) {
             start -= 1;
-        }
-        if start == end || !keys.ends_name(text, start, end) {
-            continue;
         }
         // `(?:\b|_)` in a pattern may need the byte before the name.
         if let Some((id, r)) = g.search(text, start, text.len(), true) {
@@ -484,6 +509,104 @@ mod tests {
             from = if accepted { r.end } else { r.start + 1 };
         }
         (keep, out)
+    }
+
+    /// The key-name test as first written: the whole name normalized,
+    /// then compared.
+    fn ends_name_whole(keys: &Keys, text: &[u8], end: usize) -> bool {
+        let mut start = end;
+        while start > 0 && end - start < KEY_SPAN && is_name_byte(text[start - 1]) {
+            start -= 1;
+        }
+        let norm: Vec<u8> = text[start..end]
+            .iter()
+            .rev()
+            .filter(|&&b| b != b'_' && b != b'-')
+            .map(u8::to_ascii_lowercase)
+            .collect();
+        start < end
+            && keys.by_last[usize::from(text[end - 1])]
+                .iter()
+                .any(|k| norm.starts_with(k))
+    }
+
+    /// Names built from key names, near misses, separators, case changes
+    /// and runs long enough to cross `KEY_SPAN`, each tested both ways.
+    #[test]
+    fn the_key_test_read_backwards_agrees_with_the_whole_name() {
+        let names = [
+            "password",
+            "passwd",
+            "pwd",
+            "secret",
+            "clientsecret",
+            "apikey",
+            "accesstoken",
+            "privatekey",
+            "secretkey",
+            "awssecretaccesskey",
+            "cvv",
+            "cvv2",
+            "cid",
+            "cardcode",
+        ];
+        let keys = Keys::new(&names);
+        let pieces = [
+            "pass",
+            "word",
+            "wd",
+            "_",
+            "-",
+            "API",
+            "Key",
+            "k",
+            "ey",
+            "secret",
+            "SECRET",
+            "id",
+            "request",
+            "c",
+            "v",
+            "2",
+            "card",
+            "code",
+            "access",
+            "token",
+            "x",
+            " ",
+            "aws",
+            "duration",
+            "=",
+            "0123456789abcdef0123456789abcdef",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut matched = 0;
+        for _ in 0..20_000 {
+            let mut text = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for _ in 0..1 + seed % 9 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                text.extend_from_slice(pieces[(seed % pieces.len() as u64) as usize].as_bytes());
+            }
+            for end in 1..=text.len() {
+                if !keys.ends_with_byte(text[end - 1]) {
+                    continue;
+                }
+                let want = ends_name_whole(&keys, &text, end);
+                matched += usize::from(want);
+                assert_eq!(
+                    keys.ends_in_key(&text, end),
+                    want,
+                    "{:?} at {end}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+        }
+        assert!(matched > 1000, "names that end in a key: {matched}");
     }
 
     /// Texts of token-like, literal-like and filler pieces glued in random
