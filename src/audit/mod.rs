@@ -23,7 +23,9 @@
 //!   commit, copies the notes into the chain, fsyncs, and acknowledges
 //!   them to the store. Each line names how far the outbox was copied, so a
 //!   restart continues from there: notes copied but not yet deleted are not
-//!   written twice, and notes not yet copied are not lost. Only a file sink
+//!   written twice, and notes not yet copied are not lost. A batch's notes
+//!   are one row (`note`), numbered as that many notes, so a line can
+//!   name a note inside a row and a restart resumes there. Only a file sink
 //!   takes an outbox, since only a file can be read back for that. Notes
 //!   are sealed (AES-CMAC under a key derived from the audit key) and
 //!   copied only when their seal holds, so whoever can write the database
@@ -34,31 +36,36 @@
 //! - this file: events, the handle requests use, the writer thread;
 //! - `chain`: the line format, finding the chain's end at start-up,
 //!   [`verify`];
+//! - `note`: outbox notes, one event's or a batch's, sealed and opened;
 //! - `file`: the file sink and its rotation.
 
 mod chain;
 mod file;
+mod note;
 
 use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use aws_lc_rs::{cmac, hmac};
-use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::oneshot;
 
 pub use chain::{VerifyReport, verify};
 pub use file::{Rotation, rotated_files};
+pub use note::NoteMaker;
 
 use crate::clock::Clock;
 use crate::crypto::DataKey;
 use crate::store::{Outbox, TokenStore};
 use chain::{ChainEnd, push_line};
 use file::Sink;
+use note::{Row, make_note, note_maker};
 
-/// Most outbox notes one group copies; more wait for the next group.
+/// Most outbox rows one group copies; more wait for the next group.
 const EXPORT_MAX: usize = 4096;
+/// Outbox bytes one group reads at most (past the row that crosses it):
+/// a batch's row holds a thousand notes.
+const EXPORT_BYTES: usize = 1 << 20;
 /// Most recorded batches one group takes.
 const GROUP_MAX: usize = 1024;
 /// How long the writer lets outbox notes gather before copying them when
@@ -84,86 +91,6 @@ pub struct AuditEvent {
     pub decision: &'static str,
     /// Why it was denied, or the caller's stated reason (already redacted).
     pub reason: Option<String>,
-}
-
-/// An event's fields before its token, as they appear in its line, in
-/// order. A note is `{` head `,"token":` token `,` tail `}`; the token is
-/// all that varies between the items of a batch.
-#[derive(Serialize)]
-struct Head<'a> {
-    time: &'a str,
-    request_id: &'a str,
-    principal: &'a str,
-    role: Option<&'a str>,
-    action: &'a str,
-}
-
-/// An event's fields after its token.
-#[derive(Serialize)]
-struct Tail<'a> {
-    classification: Option<&'a str>,
-    decision: &'a str,
-    reason: Option<&'a str>,
-}
-
-/// Makes the notes of one event with different tokens (the items of a
-/// batch): stamped and serialized once, not per item.
-pub struct NoteMaker<'k> {
-    /// `{"time":…,"action":…,"token":`
-    head: Vec<u8>,
-    /// `,"classification":…}`
-    tail: Vec<u8>,
-    key: &'k AuditKey,
-}
-
-impl NoteMaker<'_> {
-    fn unsealed(&self, token: Option<&str>) -> Vec<u8> {
-        let mut note = Vec::with_capacity(self.head.len() + self.tail.len() + 40);
-        note.extend_from_slice(&self.head);
-        // A string or null: serializing cannot fail.
-        let _ = serde_json::to_writer(&mut note, &token);
-        note.extend_from_slice(&self.tail);
-        note
-    }
-
-    /// The sealed note of the event with `token`, for a store's outbox.
-    pub fn note(&self, token: Option<&str>) -> Vec<u8> {
-        self.key.seal(self.unsealed(token))
-    }
-}
-
-/// The [`NoteMaker`] of `e`, stamped now.
-fn note_maker<'k>(clock: &dyn Clock, key: &'k AuditKey, e: &AuditEvent) -> NoteMaker<'k> {
-    let time = clock
-        .now()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "unknown".into());
-    let head = Head {
-        time: &time,
-        request_id: &e.request_id,
-        principal: &e.principal,
-        role: e.role.as_deref(),
-        action: e.action,
-    };
-    let tail = Tail {
-        classification: e.classification.as_deref(),
-        decision: e.decision,
-        reason: e.reason.as_deref(),
-    };
-    // Strings and options only: serializing cannot fail.
-    let mut head = serde_json::to_vec(&head).unwrap_or_default();
-    head.pop();
-    head.extend_from_slice(b",\"token\":");
-    let mut tail = serde_json::to_vec(&tail).unwrap_or_default();
-    if let Some(first) = tail.first_mut() {
-        *first = b',';
-    }
-    NoteMaker { head, tail, key }
-}
-
-/// An event's note, unsealed: what [`AuditLog::record`] sends the writer.
-fn make_note(clock: &dyn Clock, key: &AuditKey, e: &AuditEvent) -> Vec<u8> {
-    note_maker(clock, key, e).unsealed(e.token.as_deref())
 }
 
 /// Audit failures.
@@ -192,9 +119,6 @@ pub struct AuditKey {
     notes: cmac::Key,
 }
 
-/// Bytes of a note's tag (an AES block).
-const NOTE_TAG: usize = 16;
-
 impl AuditKey {
     pub fn new(secret: &DataKey) -> Self {
         let chain = hmac::Key::new(hmac::HMAC_SHA256, secret.expose());
@@ -206,30 +130,6 @@ impl AuditKey {
 
     fn mac(&self, body: &[u8]) -> String {
         hex::encode(hmac::sign(&self.chain, body).as_ref())
-    }
-
-    /// `note` with its tag appended, for a store's outbox.
-    fn seal(&self, mut note: Vec<u8>) -> Vec<u8> {
-        let mut tag = [0u8; NOTE_TAG];
-        // Fails only on a short buffer, which this is not; were it to fail,
-        // the zero tag would fail its check and be reported, never trusted.
-        let _ = cmac::sign_to_buffer(&self.notes, &note, &mut tag);
-        note.extend_from_slice(&tag);
-        note
-    }
-
-    /// The note of a sealed outbox entry, if its tag is ours (checked in
-    /// constant time) and it has a note's shape: one JSON object on one
-    /// line, as [`make_note`] writes them.
-    fn open<'a>(&self, sealed: &'a [u8]) -> Option<&'a [u8]> {
-        let at = sealed.len().checked_sub(NOTE_TAG)?;
-        let (note, tag) = sealed.split_at(at);
-        cmac::verify(&self.notes, note, tag).ok()?;
-        (note.len() >= 2
-            && note[0] == b'{'
-            && note[note.len() - 1] == b'}'
-            && !note.contains(&b'\n'))
-        .then_some(note)
     }
 }
 
@@ -496,7 +396,8 @@ impl Writer {
             } else {
                 Vec::new()
             };
-            more = rows.len() == EXPORT_MAX;
+            more = rows.len() == EXPORT_MAX
+                || rows.iter().map(|(_, r)| r.len()).sum::<usize>() >= EXPORT_BYTES;
             if jobs.is_empty() && rows.is_empty() {
                 if let Some(done) = stop {
                     let _ = done.send(Ok(()));
@@ -601,7 +502,7 @@ impl Writer {
         let Some(c) = &mut self.outbox else {
             return Vec::new();
         };
-        match c.source.pending(c.mark, EXPORT_MAX) {
+        match c.source.pending(c.mark, EXPORT_MAX, EXPORT_BYTES) {
             Ok(rows) => rows,
             Err(e) => {
                 if !self.failing {
@@ -624,27 +525,45 @@ impl Writer {
     ) -> std::io::Result<()> {
         let (end0, mark0) = (self.end.clone(), self.outbox.as_ref().map(|c| c.mark));
         let mut buf = Vec::with_capacity((rows.len() + jobs.len()) * 400);
+        let mut note = Vec::new();
         for (seq, sealed) in rows {
-            if let Some(c) = &mut self.outbox {
-                c.mark = *seq;
-            }
-            if let Some(note) = self.key.open(sealed) {
-                self.push(&mut buf, note);
-            } else {
-                // Not a note this service sealed: say so in the chain
-                // rather than stop copying, and never copy its bytes.
-                tracing::error!(outbox_seq = seq, "an audit outbox note failed its check");
-                let e = AuditEvent {
-                    principal: "tokenvault".into(),
-                    action: "audit",
-                    decision: "error",
-                    reason: Some(format!(
-                        "outbox note {seq} failed its check (not sealed by this service)"
-                    )),
-                    ..Default::default()
-                };
-                let note = make_note(&*self.clock, &self.key, &e);
-                self.push(&mut buf, &note);
+            match self.key.open_row(sealed) {
+                Some(Row::One(one)) => {
+                    if self.advance(*seq) {
+                        self.push(&mut buf, one);
+                    }
+                }
+                Some(Row::Group { head, tail, tokens }) => {
+                    // The row bears the last of its notes' numbers.
+                    let first = (seq + 1).saturating_sub(tokens.len() as u64);
+                    for (number, token) in (first..).zip(tokens) {
+                        // Skipped: copied before a restart cut the row.
+                        if self.advance(number) {
+                            note.clear();
+                            note.extend_from_slice(head);
+                            note.extend_from_slice(token);
+                            note.extend_from_slice(tail);
+                            self.push(&mut buf, &note);
+                        }
+                    }
+                }
+                None => {
+                    self.advance(*seq);
+                    // Not a note this service sealed: say so in the chain
+                    // rather than stop copying, and never copy its bytes.
+                    tracing::error!(outbox_seq = seq, "an audit outbox note failed its check");
+                    let e = AuditEvent {
+                        principal: "tokenvault".into(),
+                        action: "audit",
+                        decision: "error",
+                        reason: Some(format!(
+                            "outbox note {seq} failed its check (not sealed by this service)"
+                        )),
+                        ..Default::default()
+                    };
+                    let note = make_note(&*self.clock, &self.key, &e);
+                    self.push(&mut buf, &note);
+                }
             }
         }
         for note in jobs.iter().flat_map(|(notes, _)| notes) {
@@ -674,6 +593,18 @@ impl Writer {
         }
     }
 
+    /// Moves the copy's mark to outbox note `number`; false when the mark
+    /// is there already (the note was copied before a restart).
+    fn advance(&mut self, number: u64) -> bool {
+        match &mut self.outbox {
+            Some(c) if number > c.mark => {
+                c.mark = number;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Appends the line of `note` to `buf` and moves the chain on.
     fn push(&mut self, buf: &mut Vec<u8>, note: &[u8]) {
         let seq = self.end.seq + 1;
@@ -689,7 +620,9 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
+    use crate::store::Noted;
     use std::path::Path;
+    use time::format_description::well_known::Rfc3339;
 
     fn event(i: usize) -> AuditEvent {
         AuditEvent {
@@ -796,7 +729,7 @@ mod tests {
         let recs: Vec<_> = (0..notes.len())
             .map(|_| record(&format!("t{}", uuid::Uuid::new_v4())))
             .collect();
-        let (got, kept) = store.insert_tokens_noted(&recs, notes).await;
+        let (got, kept) = store.insert_tokens_noted(&recs, Noted::Each(notes)).await;
         assert!(kept && got.iter().all(|r| r.is_ok()));
     }
 
@@ -838,7 +771,7 @@ mod tests {
             .map(|i| log.note_maker(&event(i)).note(Some(&format!("tok_{i}"))))
             .collect();
         let (_, kept) = store
-            .insert_tokens_noted(&[record("a"), record("b")], notes)
+            .insert_tokens_noted(&[record("a"), record("b")], Noted::Each(notes))
             .await;
         assert!(kept);
         log.sync().await.unwrap();
@@ -929,6 +862,102 @@ mod tests {
         }
     }
 
+    /// A group's note opens into the very notes its items would have had
+    /// one by one; a changed byte or another key's seal opens to nothing.
+    #[test]
+    fn a_group_note_holds_each_items_note() {
+        use crate::vault::Notes;
+        let key = AuditKey::new(&DataKey::from_bytes([9; 32]));
+        let clock = crate::clock::ManualClock::new();
+        let e = AuditEvent {
+            reason: Some("a \"quoted\" reason".into()),
+            ..event(1)
+        };
+        let maker = note_maker(&*clock, &key, &e);
+        let tokens = ["tok_a", "tok_b", "4111110000001111"];
+        let sealed = maker.group(&tokens);
+        let Some(Row::Group {
+            head,
+            tail,
+            tokens: got,
+        }) = key.open_row(&sealed)
+        else {
+            panic!("not a group");
+        };
+        let notes: Vec<Vec<u8>> = got.iter().map(|t| [head, t, tail].concat()).collect();
+        let want: Vec<Vec<u8>> = tokens.iter().map(|t| maker.unsealed(Some(t))).collect();
+        assert_eq!(notes, want);
+        assert_eq!(key.open(&sealed), None, "a group is not one note");
+        assert_eq!(key.open_row(&sealed).map(|r| r.len()), Some(3));
+        for i in [0, 1, sealed.len() / 2, sealed.len() - 1] {
+            let mut bent = sealed.clone();
+            bent[i] ^= 1;
+            assert!(key.open_row(&bent).is_none(), "byte {i}");
+        }
+        let other = AuditKey::new(&DataKey::from_bytes([8; 32]));
+        assert!(other.open_row(&sealed).is_none());
+    }
+
+    /// A batch's group row is copied note by note, each line marking how
+    /// far into the row it is, so a crash that kept only part of the row's
+    /// lines resumes inside the row: no note lost, none written twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_row_resumes_inside_after_a_cut() {
+        use crate::vault::Notes;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let db = dir.path().join("vault.db");
+        let key = AuditKey::new(&DataKey::from_bytes([6; 32]));
+        let (log, store) = start(&path, &db, &key).await;
+        let single = log.note_maker(&event(0)).note(Some("tok_0"));
+        store
+            .insert_tokens_noted(&[record("z")], Noted::Each(vec![single]))
+            .await;
+        let group = log
+            .note_maker(&event(1))
+            .group(&["tok_a", "tok_b", "tok_c"]);
+        let (got, kept) = store
+            .insert_tokens_noted(
+                &[record("a"), record("b"), record("c")],
+                Noted::Group(group),
+            )
+            .await;
+        assert!(kept && got.iter().all(|r| r.is_ok()));
+        log.sync().await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let marks: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                l.split("\"outbox\":\"")
+                    .nth(1)
+                    .unwrap()
+                    .split(['"', ':'])
+                    .nth(1)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(marks, ["1", "2", "3", "4"]);
+        log.close().await.unwrap();
+        drop(store);
+
+        // Only the first two of the group's lines survived a crash.
+        let keep = text.lines().take(3).map(|l| l.len() + 1).sum::<usize>();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(keep as u64)
+            .unwrap();
+        let (log, store) = start(&path, &db, &key).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        for t in ["tok_0", "tok_a", "tok_b", "tok_c"] {
+            assert_eq!(text.matches(&format!("\"{t}\"")).count(), 1, "{t}: {text}");
+        }
+        assert_eq!(verify(&path, &key).unwrap().lines, 4);
+        log.close().await.unwrap();
+        drop(store);
+    }
+
     /// A database restored from a backup keeps its epoch but issues
     /// sequence numbers the audit log already passed: its notes are
     /// copied all the same. A log on standard output, which cannot say
@@ -952,7 +981,7 @@ mod tests {
             .map(|i| log.note_maker(&event(i)).note(Some(&format!("tok_{i}"))))
             .collect();
         store
-            .insert_tokens_noted(&[record("a"), record("b")], notes)
+            .insert_tokens_noted(&[record("a"), record("b")], Noted::Each(notes))
             .await;
         log.sync().await.unwrap();
         log.close().await.unwrap();

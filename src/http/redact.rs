@@ -29,7 +29,7 @@ use crate::telemetry::TypeLabels;
 use crate::vault::service::TokenizeOptions;
 use crate::vault::token::TokenFormat;
 use crate::vault::value::Classification;
-use crate::vault::{NoteFn, Vault};
+use crate::vault::{Notes, Vault};
 
 use super::AppState;
 use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
@@ -289,13 +289,12 @@ impl Tokenizer for VaultTokenizer {
             reason: Some("redact".into()),
         };
         let notes = self.audit.note_maker(&event);
-        let note = |token: &str| notes.note(Some(token));
         let t = self
             .handle
             .block_on(self.vault.tokenize_noted(
                 digits,
                 &opts,
-                self.audit.has_outbox().then_some(&note as &NoteFn<'_>),
+                self.audit.has_outbox().then_some(&notes as &dyn Notes),
             ))
             .map_err(|e| ActionError::Tokenize(e.to_string()))?;
         if !t.audited {

@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::audit::AuditEvent;
 use crate::auth::policy::Permission;
 use crate::store::IdempotencyClaim;
-use crate::vault::NoteFn;
+use crate::vault::Notes;
 use crate::vault::service::{TokenizeOptions, Tokenized};
 use crate::vault::token::TokenFormat;
 use crate::vault::value::Classification;
@@ -186,13 +186,12 @@ pub async fn handle(
         reason: None,
     };
     let notes = state.audit.note_maker(&allowed);
-    let note = |token: &str| notes.note(Some(token));
     let answers = state
         .vault
         .tokenize_many(
             &items.values,
             &opts,
-            state.audit.has_outbox().then_some(&note as &NoteFn<'_>),
+            state.audit.has_outbox().then_some(&notes as &dyn Notes),
         )
         .await;
     let mut results = Vec::with_capacity(items.values.len());

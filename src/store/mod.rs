@@ -54,6 +54,22 @@ pub enum InsertOutcome {
     FingerprintTaken {
         token: String,
     },
+    /// Not stored because another record of its group could not be (see
+    /// [`Noted::Group`]): try again.
+    Withdrawn,
+}
+
+/// The audit notes [`TokenStore::insert_tokens_noted`] commits with its
+/// records.
+pub enum Noted {
+    /// `notes[i]` for `records[i]`, kept for each record that is stored.
+    Each(Vec<Vec<u8>>),
+    /// One row standing for the events of all the records (a batch's):
+    /// stored with them only when every record is; when one is not, none
+    /// is, and the others answer [`InsertOutcome::Withdrawn`]. It counts
+    /// as one note a record: its sequence number is the last of a range
+    /// as long as the group, so numbers still count events.
+    Group(Vec<u8>),
 }
 
 /// The state of an idempotency key when a request tries to claim it.
@@ -91,13 +107,22 @@ pub type Nudge = Box<dyn Fn() + Send + Sync>;
 /// them elsewhere and then acknowledges them. Notes are opaque bytes here.
 /// Sequence numbers only grow within an epoch; a new database is a new
 /// epoch, so a consumer's record of how far it copied cannot be mistaken
-/// for another database's.
+/// for another database's. A row holding a group of `n` notes
+/// ([`Noted::Group`]) is numbered by the last of its `n` numbers, so a
+/// consumer can say how far into a row it copied.
 pub trait Outbox: Send {
     /// This outbox's epoch: a random name made with the database.
     fn epoch(&self) -> &str;
 
-    /// Up to `limit` notes after sequence `after`, in order.
-    fn pending(&mut self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Up to `limit` rows numbered after `after`, in order, stopping after
+    /// the row that brings their bytes to `max_bytes` (a group's row is
+    /// large).
+    fn pending(
+        &mut self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
     /// The highest sequence number this outbox ever issued (0: none).
     fn issued(&mut self) -> Result<u64, StoreError>;
@@ -150,14 +175,14 @@ pub trait TokenStore: Send + Sync + 'static {
     }
 
     /// As [`TokenStore::insert_tokens`], and in the same transaction adds
-    /// `notes[i]` to the outbox for each record inserted, so a record and
-    /// its note are committed together or not at all. The flag says whether
+    /// `notes` to the outbox for the records inserted, so a record and its
+    /// note are committed together or not at all. The flag says whether
     /// notes were kept; when false (no outbox open), the caller must record
     /// them itself.
     async fn insert_tokens_noted(
         &self,
         records: &[TokenRecord],
-        notes: Vec<Vec<u8>>,
+        notes: Noted,
     ) -> (Vec<Result<InsertOutcome, StoreError>>, bool) {
         drop(notes);
         (self.insert_tokens(records).await, false)

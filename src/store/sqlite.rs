@@ -12,7 +12,8 @@
 //!
 //! The audit outbox: [`TokenStore::insert_tokens_noted`] commits each
 //! record it is given with its audit event's note, so such a record never
-//! stands without its event, with one fsync for both. The audit writer
+//! stands without its event, with one fsync for both; a batch's records
+//! share one row ([`Noted::Group`]) numbered as that many notes. The audit writer
 //! reads the notes from its own connection ([`SqliteOutbox`]), copies them
 //! into its chained file, and acknowledges them; this writer deletes them
 //! in a later transaction, in ranges of `DELETE_NOTES_EVERY`. Past
@@ -28,7 +29,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    IdempotencyClaim, InsertOutcome, KeyItem, Nudge, Outbox, StoreError, TokenRecord, TokenStore,
+    IdempotencyClaim, InsertOutcome, KeyItem, Noted, Nudge, Outbox, StoreError, TokenRecord,
+    TokenStore,
 };
 
 /// The numbered files of `migrations/sqlite`, applied in order and recorded
@@ -99,6 +101,11 @@ const OUTBOX_BACKLOG_MAX: u64 = 1_000_000;
 const DELETE_NOTES_EVERY: u64 = 512;
 
 const INSERT_NOTE: &str = "INSERT INTO audit_outbox (note) VALUES (?1)";
+/// A group's row takes the last of `?1` numbers after the highest ever
+/// issued (`sqlite_sequence`, which AUTOINCREMENT keeps, deleted rows
+/// included), and AUTOINCREMENT moves that mark up to it.
+const INSERT_GROUP_NOTE: &str = "INSERT INTO audit_outbox (seq, note) VALUES \
+     (coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit_outbox'), 0) + ?1, ?2)";
 const DELETE_ACKED_NOTES: &str = "DELETE FROM audit_outbox WHERE seq <= ?1";
 
 /// One read for a reader thread; it answers on its own channel.
@@ -583,6 +590,117 @@ fn insert_token(c: &Connection, rec: &TokenRecord) -> rusqlite::Result<usize> {
     ])
 }
 
+/// Inserts each record with its own note (the note only when the record
+/// is stored).
+fn insert_each_noted(
+    c: &mut Connection,
+    recs: &[TokenRecord],
+    notes: &[Vec<u8>],
+    state: &OutboxState,
+) -> rusqlite::Result<Vec<Result<InsertOutcome, StoreError>>> {
+    let mut out = Vec::with_capacity(recs.len());
+    for (rec, note) in recs.iter().zip(notes) {
+        match insert_one(c, rec) {
+            Ok(InsertOutcome::Inserted) => {
+                let inserted = c
+                    .prepare_cached(INSERT_NOTE)
+                    .and_then(|mut stmt| stmt.execute([note]));
+                if let Err(e) = inserted {
+                    return Err(lose_group(c, e));
+                }
+                state
+                    .issuing
+                    .fetch_max(c.last_insert_rowid() as u64, Ordering::AcqRel);
+                state.noted.store(true, Ordering::Release);
+                out.push(Ok(InsertOutcome::Inserted));
+            }
+            Ok(o) => out.push(Ok(o)),
+            // As in `insert_tokens`: the transaction is gone.
+            Err(e) if c.is_autocommit() => return Err(e),
+            Err(e) => out.push(Err(map_err(e))),
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts the records and one row for the group's `note`, numbered by
+/// the last of as many numbers as there are records; or, when a record
+/// cannot be stored, none of them. Not a savepoint: SQLite copies every
+/// page a savepoint changes into a sub-journal first (a temporary file),
+/// which for a 1,000-card batch wrote 2.4 MB more than the batch itself;
+/// the records stored are deleted again instead, on the rare path.
+fn insert_group_noted(
+    c: &mut Connection,
+    recs: &[TokenRecord],
+    note: &[u8],
+    state: &OutboxState,
+) -> rusqlite::Result<Vec<Result<InsertOutcome, StoreError>>> {
+    let mut out = Vec::with_capacity(recs.len());
+    let mut whole = true;
+    for rec in recs {
+        match insert_one(c, rec) {
+            Ok(InsertOutcome::Inserted) => out.push(Ok(InsertOutcome::Inserted)),
+            Ok(o) => {
+                whole = false;
+                out.push(Ok(o));
+            }
+            Err(e) if c.is_autocommit() => return Err(e),
+            Err(e) => {
+                whole = false;
+                out.push(Err(map_err(e)));
+            }
+        }
+    }
+    if !whole {
+        for (rec, o) in recs.iter().zip(&mut out) {
+            if matches!(o, Ok(InsertOutcome::Inserted)) {
+                // Were a record to stay, it would commit without its note:
+                // on failure the whole group transaction goes.
+                if let Err(e) = withdraw(c, rec) {
+                    return Err(lose_group(c, e));
+                }
+                *o = Ok(InsertOutcome::Withdrawn);
+            }
+        }
+        return Ok(out);
+    }
+    let inserted = c
+        .prepare_cached(INSERT_GROUP_NOTE)
+        .and_then(|mut stmt| stmt.execute(params![recs.len() as i64, note]));
+    if let Err(e) = inserted {
+        return Err(lose_group(c, e));
+    }
+    state
+        .issuing
+        .fetch_max(c.last_insert_rowid() as u64, Ordering::AcqRel);
+    state.noted.store(true, Ordering::Release);
+    Ok(out)
+}
+
+/// Deletes `rec`, just inserted by this transaction, and its fingerprint
+/// item.
+fn withdraw(c: &Connection, rec: &TokenRecord) -> rusqlite::Result<()> {
+    if let Some(fp) = &rec.fingerprint {
+        c.prepare_cached("DELETE FROM fingerprints WHERE fingerprint = ?1 AND token = ?2")?
+            .execute(params![fp, rec.token])?;
+    }
+    c.prepare_cached("DELETE FROM tokens WHERE token = ?1")?
+        .execute([&rec.token])?;
+    Ok(())
+}
+
+/// A record is in and its note is not: rolls the whole group transaction
+/// back (the writer then fails every job of it, and callers retry), so no
+/// record is committed without its note. A savepoint per job would do it
+/// for this job alone, at about 9,000 instructions a request on every
+/// request; this path is a failing disk.
+fn lose_group(c: &Connection, e: rusqlite::Error) -> rusqlite::Error {
+    if !c.is_autocommit() {
+        let _ = c.execute_batch("ROLLBACK");
+    }
+    e
+}
+
 /// The outbox's reading side: its own read-only connection, so copying
 /// notes never waits behind the writer or takes a reader thread.
 pub struct SqliteOutbox {
@@ -596,19 +714,31 @@ impl Outbox for SqliteOutbox {
         &self.epoch
     }
 
-    fn pending(&mut self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn pending(
+        &mut self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT seq, note FROM audit_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(map_err)?;
-        let rows = stmt
-            .query_map(params![after as i64, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-            })
+        let mut rows = stmt
+            .query(params![after as i64, limit as i64])
             .map_err(map_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while bytes < max_bytes
+            && let Some(row) = rows.next().map_err(map_err)?
+        {
+            let note: Vec<u8> = row.get(1).map_err(map_err)?;
+            bytes += note.len();
+            out.push((row.get::<_, i64>(0).map_err(map_err)? as u64, note));
+        }
+        Ok(out)
     }
 
     fn issued(&mut self) -> Result<u64, StoreError> {
@@ -705,7 +835,8 @@ impl TokenStore for SqliteStore {
         // acknowledged up to the note before the first one still held, so
         // the backlog counts the notes left over, and an empty outbox none
         // (it must not count every note of the database's life, or the
-        // bound would turn the outbox off for good).
+        // bound would turn the outbox off for good). A group's row bears
+        // the last of its numbers, so a group held first counts one.
         let issued = outbox.issued()?;
         let first_held: Option<i64> = outbox
             .conn
@@ -736,9 +867,13 @@ impl TokenStore for SqliteStore {
     async fn insert_tokens_noted(
         &self,
         records: &[TokenRecord],
-        notes: Vec<Vec<u8>>,
+        notes: Noted,
     ) -> (Vec<Result<InsertOutcome, StoreError>>, bool) {
-        if self.inner.outbox.nudge.get().is_none() || notes.len() != records.len() {
+        let shaped = match &notes {
+            Noted::Each(each) => each.len() == records.len(),
+            Noted::Group(_) => !records.is_empty(),
+        };
+        if self.inner.outbox.nudge.get().is_none() || !shaped {
             return (self.insert_tokens(records).await, false);
         }
         if records.is_empty() {
@@ -767,40 +902,9 @@ impl TokenStore for SqliteStore {
         let recs = records.to_vec();
         let n = recs.len();
         let state = state.clone();
-        let job = self.write(move |c| {
-            let mut out = Vec::with_capacity(recs.len());
-            for (rec, note) in recs.iter().zip(&notes) {
-                match insert_one(c, rec) {
-                    Ok(InsertOutcome::Inserted) => {
-                        let inserted = c
-                            .prepare_cached(INSERT_NOTE)
-                            .and_then(|mut stmt| stmt.execute([note]));
-                        if let Err(e) = inserted {
-                            // The record is in, its note is not: roll the
-                            // whole group back (the writer then fails every
-                            // job of it, and callers retry), so no record
-                            // is committed without its note. A savepoint
-                            // per job would do it for this job alone, at
-                            // about 9,000 instructions a request on every
-                            // request; this path is a failing disk.
-                            if !c.is_autocommit() {
-                                let _ = c.execute_batch("ROLLBACK");
-                            }
-                            return Err(e);
-                        }
-                        state
-                            .issuing
-                            .fetch_max(c.last_insert_rowid() as u64, Ordering::AcqRel);
-                        state.noted.store(true, Ordering::Release);
-                        out.push(Ok(InsertOutcome::Inserted));
-                    }
-                    Ok(o) => out.push(Ok(o)),
-                    // As in `insert_tokens`: the transaction is gone.
-                    Err(e) if c.is_autocommit() => return Err(e),
-                    Err(e) => out.push(Err(map_err(e))),
-                }
-            }
-            Ok(out)
+        let job = self.write(move |c| match notes {
+            Noted::Each(notes) => insert_each_noted(c, &recs, &notes, &state),
+            Noted::Group(note) => insert_group_noted(c, &recs, &note, &state),
         });
         match job.await {
             Ok(out) => (out, true),
@@ -1213,7 +1317,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("vault.db")).unwrap();
         let (_, kept) = s
-            .insert_tokens_noted(&[record("before", None)], vec![b"n0".to_vec()])
+            .insert_tokens_noted(&[record("before", None)], Noted::Each(vec![b"n0".to_vec()]))
             .await;
         assert!(!kept, "no consumer yet: the caller records its own events");
         assert_eq!(s.outbox_backlog(), None);
@@ -1228,12 +1332,12 @@ mod tests {
             .unwrap();
         assert!(s.open_outbox(Box::new(|| {})).is_err(), "one consumer");
         assert_eq!(outbox.epoch().len(), 16);
-        assert!(outbox.pending(0, 10).unwrap().is_empty());
+        assert!(outbox.pending(0, 10, usize::MAX).unwrap().is_empty());
 
         let (got, kept) = s
             .insert_tokens_noted(
                 &[record("a", None), record("before", None), record("b", None)],
-                vec![b"na".to_vec(), b"taken".to_vec(), b"nb".to_vec()],
+                Noted::Each(vec![b"na".to_vec(), b"taken".to_vec(), b"nb".to_vec()]),
             )
             .await;
         assert!(kept);
@@ -1248,21 +1352,21 @@ mod tests {
         // The nudge comes before the answer.
         assert_eq!(nudges.load(Ordering::SeqCst), 1);
         assert_eq!(s.outbox_backlog(), Some(2));
-        let rows = outbox.pending(0, 10).unwrap();
+        let rows = outbox.pending(0, 10, usize::MAX).unwrap();
         let notes: Vec<&[u8]> = rows.iter().map(|r| &r.1[..]).collect();
         assert_eq!(notes, [&b"na"[..], b"nb"]);
         assert!(rows[0].0 < rows[1].0);
-        assert_eq!(outbox.pending(rows[0].0, 10).unwrap().len(), 1);
-        assert_eq!(outbox.pending(0, 1).unwrap().len(), 1);
+        assert_eq!(outbox.pending(rows[0].0, 10, usize::MAX).unwrap().len(), 1);
+        assert_eq!(outbox.pending(0, 1, usize::MAX).unwrap().len(), 1);
 
         // Acknowledged rows are deleted by a later write, in ranges of at
         // least DELETE_NOTES_EVERY.
         outbox.acknowledge(rows[0].0);
         assert_eq!(s.outbox_backlog(), Some(1));
-        s.insert_tokens_noted(&[record("c", None)], vec![b"nc".to_vec()])
+        s.insert_tokens_noted(&[record("c", None)], Noted::Each(vec![b"nc".to_vec()]))
             .await;
         assert_eq!(
-            outbox.pending(0, 10).unwrap().len(),
+            outbox.pending(0, 10, usize::MAX).unwrap().len(),
             3,
             "too few to delete yet"
         );
@@ -1270,15 +1374,15 @@ mod tests {
             .map(|i| record(&format!("m{i}"), None))
             .collect();
         let notes = vec![b"nm".to_vec(); many.len()];
-        s.insert_tokens_noted(&many, notes).await;
-        let all = outbox.pending(0, 10_000).unwrap();
+        s.insert_tokens_noted(&many, Noted::Each(notes)).await;
+        let all = outbox.pending(0, 10_000, usize::MAX).unwrap();
         assert_eq!(all.len() as u64, 3 + DELETE_NOTES_EVERY);
         let top = all.last().unwrap().0;
         outbox.acknowledge(top);
-        s.insert_tokens_noted(&[record("d", None)], vec![b"nd".to_vec()])
+        s.insert_tokens_noted(&[record("d", None)], Noted::Each(vec![b"nd".to_vec()]))
             .await;
         // Every row is gone but the last; sequence numbers are never reused.
-        let last = outbox.pending(0, 10_000).unwrap();
+        let last = outbox.pending(0, 10_000, usize::MAX).unwrap();
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].1, b"nd");
         assert!(last[0].0 > top);
@@ -1297,7 +1401,7 @@ mod tests {
         let (got, kept) = s
             .insert_tokens_noted(
                 &[record("ok1", None), record("refused", None)],
-                vec![b"n1".to_vec(), b"no".to_vec()],
+                Noted::Each(vec![b"n1".to_vec(), b"no".to_vec()]),
             )
             .await;
         assert!(kept);
@@ -1305,7 +1409,7 @@ mod tests {
         for t in ["ok1", "refused"] {
             assert!(s.get_token(t).await.unwrap().is_none(), "{t}");
         }
-        assert_eq!(outbox.pending(last[0].0, 10).unwrap().len(), 0);
+        assert_eq!(outbox.pending(last[0].0, 10, usize::MAX).unwrap().len(), 0);
         assert_eq!(
             s.outbox_backlog(),
             backlog,
@@ -1324,12 +1428,12 @@ mod tests {
             .issued
             .store(top + OUTBOX_BACKLOG_MAX + 1, Ordering::SeqCst);
         let (_, kept) = s
-            .insert_tokens_noted(&[record("e", None)], vec![b"ne".to_vec()])
+            .insert_tokens_noted(&[record("e", None)], Noted::Each(vec![b"ne".to_vec()]))
             .await;
         assert!(!kept);
         outbox.acknowledge(top + OUTBOX_BACKLOG_MAX);
         let (_, kept) = s
-            .insert_tokens_noted(&[record("f", None)], vec![b"nf".to_vec()])
+            .insert_tokens_noted(&[record("f", None)], Noted::Each(vec![b"nf".to_vec()]))
             .await;
         assert!(kept);
     }
@@ -1365,7 +1469,8 @@ mod tests {
             let s = SqliteStore::open(&path).unwrap();
             let outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
             let recs: Vec<_> = ["a", "b", "c"].map(|t| record(t, None)).into();
-            s.insert_tokens_noted(&recs, vec![b"n".to_vec(); 3]).await;
+            s.insert_tokens_noted(&recs, Noted::Each(vec![b"n".to_vec(); 3]))
+                .await;
             outbox.acknowledge(1);
             assert_eq!(s.outbox_backlog(), Some(2));
         }
@@ -1429,6 +1534,71 @@ mod tests {
         assert_eq!(
             s.token_for_fingerprint("g").await.unwrap().as_deref(),
             Some("after")
+        );
+    }
+
+    /// A group's note is one row numbered by the last of as many numbers
+    /// as it has records, committed only with all of them: a record that
+    /// cannot be stored withdraws the others and leaves no row. Numbers go
+    /// on from the highest ever issued, deleted rows included.
+    #[tokio::test]
+    async fn a_group_note_is_one_row_counting_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("vault.db")).unwrap();
+        let mut outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
+        let (_, kept) = s
+            .insert_tokens_noted(&[record("one", None)], Noted::Each(vec![b"n1".to_vec()]))
+            .await;
+        assert!(kept);
+
+        let recs: Vec<_> = ["g1", "g2", "g3"].map(|t| record(t, None)).into();
+        let (got, kept) = s
+            .insert_tokens_noted(&recs, Noted::Group(b"g".to_vec()))
+            .await;
+        assert!(kept);
+        assert!(
+            got.iter().all(|o| matches!(o, Ok(InsertOutcome::Inserted))),
+            "{got:?}"
+        );
+        let rows = outbox.pending(0, 10, usize::MAX).unwrap();
+        assert_eq!(rows, [(1, b"n1".to_vec()), (4, b"g".to_vec())]);
+        assert_eq!(s.outbox_backlog(), Some(4));
+        assert_eq!(outbox.issued().unwrap(), 4);
+        // A row past the byte budget ends the read.
+        assert_eq!(outbox.pending(0, 10, 1).unwrap().len(), 1);
+        assert_eq!(outbox.pending(1, 10, 1).unwrap(), [(4, b"g".to_vec())]);
+
+        let taken: Vec<_> = ["w1", "one", "w2"].map(|t| record(t, None)).into();
+        let (got, kept) = s
+            .insert_tokens_noted(&taken, Noted::Group(b"w".to_vec()))
+            .await;
+        assert!(kept);
+        assert_eq!(
+            got.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [
+                InsertOutcome::Withdrawn,
+                InsertOutcome::TokenTaken,
+                InsertOutcome::Withdrawn
+            ]
+        );
+        for t in ["w1", "w2"] {
+            assert!(s.get_token(t).await.unwrap().is_none(), "{t}");
+        }
+        assert_eq!(outbox.pending(0, 10, usize::MAX).unwrap().len(), 2);
+        assert_eq!(s.outbox_backlog(), Some(4));
+
+        // Every row acknowledged and deleted: numbers still go on.
+        outbox.acknowledge(4);
+        s.write(move |c| c.execute(DELETE_ACKED_NOTES, [4]))
+            .await
+            .unwrap();
+        assert!(outbox.pending(0, 10, usize::MAX).unwrap().is_empty());
+        let recs: Vec<_> = ["h1", "h2"].map(|t| record(t, None)).into();
+        s.insert_tokens_noted(&recs, Noted::Group(b"h".to_vec()))
+            .await;
+        assert_eq!(
+            outbox.pending(0, 10, usize::MAX).unwrap(),
+            [(6, b"h".to_vec())]
         );
     }
 }

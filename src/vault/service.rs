@@ -12,7 +12,7 @@ use crate::crypto::envelope::{self, Binding, EnvelopeError, FORMAT_VERSION};
 use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::{Keyring, KeyringError};
 use crate::crypto::{DataKey, Randomness};
-use crate::store::{InsertOutcome, StoreError, TokenRecord, TokenStore};
+use crate::store::{InsertOutcome, Noted, StoreError, TokenRecord, TokenStore};
 
 use super::metadata::{self, MetadataError};
 use super::pan::mask_with_last4;
@@ -149,10 +149,18 @@ impl Item {
 /// 1,000 one after another would take seconds).
 const PARALLEL_ITEMS: usize = 16;
 
-/// Makes the audit note of a value's tokenization from its token, for
-/// [`Vault::tokenize_many`] and [`Vault::tokenize_noted`] to commit with
-/// the record.
-pub type NoteFn<'a> = dyn Fn(&str) -> Vec<u8> + Send + Sync + 'a;
+/// Makes the audit notes of a request's tokenizations from their tokens,
+/// for [`Vault::tokenize_many`] and [`Vault::tokenize_noted`] to commit
+/// with the records.
+pub trait Notes: Send + Sync {
+    /// The note of the tokenization that stored `token`.
+    fn one(&self, token: &str) -> Vec<u8>;
+
+    /// One note standing for the tokenizations that stored `tokens`, in
+    /// order (a batch's): one outbox row, sealed once, instead of one per
+    /// card.
+    fn group(&self, tokens: &[&str]) -> Vec<u8>;
+}
 
 /// The tokenization service.
 pub struct Vault {
@@ -211,7 +219,7 @@ impl Vault {
         &self,
         input: &str,
         opts: &TokenizeOptions,
-        note: Option<&NoteFn<'_>>,
+        note: Option<&dyn Notes>,
     ) -> Result<Tokenized, VaultError> {
         let item = Item::check(input, opts)?;
         let class = opts.classification.as_str();
@@ -231,7 +239,7 @@ impl Vault {
                 self.seal_record(&item, opts, fingerprint.clone(), &dk_id, &dk, &mut rng)?;
             let (outcome, audited) = match note {
                 Some(note) => {
-                    let notes = vec![note(&record.token)];
+                    let notes = Noted::Each(vec![note.one(&record.token)]);
                     let (mut out, kept) = self
                         .store
                         .insert_tokens_noted(std::slice::from_ref(&record), notes)
@@ -250,7 +258,7 @@ impl Vault {
                         ..Tokenized::from_record(&record, true)
                     });
                 }
-                InsertOutcome::TokenTaken => continue,
+                InsertOutcome::TokenTaken | InsertOutcome::Withdrawn => continue,
                 InsertOutcome::FingerprintTaken { .. } => {
                     // Lost a race to a concurrent request for the same value,
                     // or found an expired holder: use or clear it.
@@ -280,7 +288,7 @@ impl Vault {
         &self,
         inputs: &[String],
         opts: &TokenizeOptions,
-        note: Option<&NoteFn<'_>>,
+        note: Option<&dyn Notes>,
     ) -> Vec<Result<Tokenized, VaultError>> {
         let one_by_one = || {
             // Made before the stream: a closure in the stream trips the
@@ -317,7 +325,12 @@ impl Vault {
         }
         let (stored, noted) = match note {
             Some(note) => {
-                let notes = records.iter().map(|r| note(&r.token)).collect();
+                let tokens: Vec<&str> = records.iter().map(|r| r.token.as_str()).collect();
+                let notes = match tokens[..] {
+                    [] => Noted::Each(Vec::new()),
+                    [one] => Noted::Each(vec![note.one(one)]),
+                    _ => Noted::Group(note.group(&tokens)),
+                };
                 self.store.insert_tokens_noted(&records, notes).await
             }
             None => (self.store.insert_tokens(&records).await, false),
@@ -340,7 +353,8 @@ impl Vault {
                     ..Tokenized::from_record(record, true)
                 }),
                 // A collision (or a fingerprint, which these records do
-                // not carry): try again the long way.
+                // not carry), or a record withdrawn with its group for
+                // one: try again the long way, with a note of its own.
                 Ok(_) => self.tokenize_noted(&inputs[i], opts, note).await,
                 Err(e) => Err(e.into()),
             });

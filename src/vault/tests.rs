@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
-use super::service::{TokenizeOptions, Vault};
+use super::service::{TokenizeOptions, Tokenized, Vault};
 use super::value::Classification;
 use crate::clock::SystemClock;
 use crate::config::TokenSettings;
@@ -18,9 +18,11 @@ use crate::crypto::local::LocalKeyProvider;
 use crate::crypto::provider::DataKey;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
-    IdempotencyClaim, InsertOutcome, KeyItem, Nudge, Outbox, StoreError, TokenRecord, TokenStore,
+    IdempotencyClaim, InsertOutcome, KeyItem, Noted, Nudge, Outbox, StoreError, TokenRecord,
+    TokenStore,
 };
 use crate::telemetry::Metrics;
+use crate::vault::Notes;
 use crate::vault::token::TokenFormat;
 
 /// SQLite, except that before its first noted insert another record takes
@@ -47,7 +49,7 @@ impl TokenStore for Colliding {
     async fn insert_tokens_noted(
         &self,
         records: &[TokenRecord],
-        notes: Vec<Vec<u8>>,
+        notes: Noted,
     ) -> (Vec<Result<InsertOutcome, StoreError>>, bool) {
         if !self.collided.swap(true, Ordering::SeqCst) {
             let squatter = TokenRecord {
@@ -179,19 +181,45 @@ fn options() -> TokenizeOptions {
     }
 }
 
-/// The note names the token it was made for, so the outbox shows which
-/// tokens were noted.
+/// Notes that name the tokens they were made for, so the outbox shows
+/// which tokens were noted: `{"token":"…"}`, a group's `G` and its tokens
+/// one a line.
+struct Named;
+
+impl Notes for Named {
+    fn one(&self, token: &str) -> Vec<u8> {
+        note(token)
+    }
+    fn group(&self, tokens: &[&str]) -> Vec<u8> {
+        format!("G\n{}", tokens.join("\n")).into_bytes()
+    }
+}
+
 fn note(token: &str) -> Vec<u8> {
     format!(r#"{{"token":"{token}"}}"#).into_bytes()
 }
 
+/// The outbox's rows, and the note of each token they stand for.
+fn noted(outbox: &mut Box<dyn Outbox>) -> (usize, Vec<String>) {
+    let rows = outbox.pending(0, 100, usize::MAX).unwrap();
+    let notes = rows
+        .iter()
+        .flat_map(|(_, n)| {
+            let n = String::from_utf8(n.clone()).unwrap();
+            match n.strip_prefix("G\n") {
+                Some(tokens) => tokens
+                    .lines()
+                    .map(|t| String::from_utf8(note(t)).unwrap())
+                    .collect(),
+                None => vec![n],
+            }
+        })
+        .collect();
+    (rows.len(), notes)
+}
+
 fn noted_tokens(outbox: &mut Box<dyn Outbox>) -> Vec<String> {
-    outbox
-        .pending(0, 100)
-        .unwrap()
-        .into_iter()
-        .map(|(_, n)| String::from_utf8(n).unwrap())
-        .collect()
+    noted(outbox).1
 }
 
 #[tokio::test]
@@ -199,7 +227,7 @@ async fn a_collided_token_is_retried_and_only_the_stored_one_is_noted() {
     let mut f = fixture();
     let got = f
         .vault
-        .tokenize_noted("4111111111111111", &options(), Some(&note))
+        .tokenize_noted("4111111111111111", &options(), Some(&Named))
         .await
         .unwrap();
     assert!(got.audited);
@@ -216,18 +244,25 @@ async fn a_collided_token_is_retried_and_only_the_stored_one_is_noted() {
     assert_eq!(f.store.outbox_backlog(), Some(1));
 }
 
-#[tokio::test]
-async fn a_collision_inside_a_batch_is_retried_with_one_note_per_stored_token() {
-    let mut f = fixture();
+/// Three cards tokenized as one batch, with notes; each answered and
+/// audited.
+async fn tokenize_three(f: &Fixture) -> ([String; 3], Vec<Tokenized>) {
     let cards = ["4111111111111111", "5500005555555559", "4012888888881881"].map(String::from);
     let got: Vec<_> = f
         .vault
-        .tokenize_many(&cards, &options(), Some(&note))
+        .tokenize_many(&cards, &options(), Some(&Named))
         .await
         .into_iter()
         .map(Result::unwrap)
         .collect();
     assert!(got.iter().all(|t| t.audited));
+    (cards, got)
+}
+
+#[tokio::test]
+async fn a_collision_inside_a_batch_is_retried_with_one_note_per_stored_token() {
+    let mut f = fixture();
+    let (cards, got) = tokenize_three(&f).await;
     let mut want: Vec<String> = got
         .iter()
         .map(|t| String::from_utf8(note(&t.token)).unwrap())
@@ -244,4 +279,19 @@ async fn a_collision_inside_a_batch_is_retried_with_one_note_per_stored_token() 
         assert_eq!(stored.metadata, "{}");
         assert_eq!(*f.vault.reveal(&stored).await.unwrap(), **card);
     }
+}
+
+/// Without a collision a batch's notes are one row, standing for every
+/// card stored.
+#[tokio::test]
+async fn a_batch_is_noted_in_one_row() {
+    let mut f = fixture();
+    f.store.collided.store(true, Ordering::SeqCst);
+    let (_, got) = tokenize_three(&f).await;
+    let want: Vec<String> = got
+        .iter()
+        .map(|t| String::from_utf8(note(&t.token)).unwrap())
+        .collect();
+    assert_eq!(noted(&mut f.outbox), (1, want));
+    assert_eq!(f.store.outbox_backlog(), Some(3));
 }
