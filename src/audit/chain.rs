@@ -84,16 +84,23 @@ pub(super) fn push_line(
     prev: &str,
     outbox: Option<(&str, u64)>,
 ) -> String {
-    use std::io::Write;
     let start = buf.len();
     let fields = &note[1..note.len() - 1];
-    let _ = write!(buf, "{{\"seq\":{seq},");
+    // Numbers through `itoa`, not `write!`: this runs for every event.
+    let mut digits = itoa::Buffer::new();
+    buf.extend_from_slice(b"{\"seq\":");
+    buf.extend_from_slice(digits.format(seq).as_bytes());
+    buf.push(b',');
     buf.extend_from_slice(fields);
     buf.extend_from_slice(b",\"prev\":\"");
     buf.extend_from_slice(prev.as_bytes());
     buf.push(b'"');
     if let Some((epoch, mark)) = outbox {
-        let _ = write!(buf, ",\"outbox\":\"{epoch}:{mark}\"");
+        buf.extend_from_slice(b",\"outbox\":\"");
+        buf.extend_from_slice(epoch.as_bytes());
+        buf.push(b':');
+        buf.extend_from_slice(digits.format(mark).as_bytes());
+        buf.push(b'"');
     }
     buf.push(b'}');
     let mac = key.mac(&buf[start..]);

@@ -610,7 +610,17 @@ impl Writer {
         let seq = self.end.seq + 1;
         let mark = self.outbox.as_ref().map(|c| (c.epoch.as_str(), c.mark));
         let mac = push_line(buf, &self.key, seq, note, &self.end.mac, mark);
-        self.end.outbox = mark.map(|(e, m)| format!("{e}:{m}"));
+        // In place: a `format!` a line showed in the writer's profile.
+        match (mark, &mut self.end.outbox) {
+            (Some((e, m)), Some(text)) => {
+                text.clear();
+                text.push_str(e);
+                text.push(':');
+                text.push_str(itoa::Buffer::new().format(m));
+            }
+            (Some((e, m)), none) => *none = Some(format!("{e}:{m}")),
+            (None, end) => *end = None,
+        }
         self.end.seq = seq;
         self.end.mac = mac;
     }

@@ -10,10 +10,9 @@
 
 use aws_lc_rs::cmac;
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 
 use super::{AuditEvent, AuditKey};
-use crate::clock::Clock;
+use crate::clock::{Clock, Fraction, Stamp, rfc3339};
 use crate::vault::Notes;
 
 /// Bytes of a note's tag (an AES block).
@@ -115,12 +114,9 @@ pub(super) fn note_maker<'k>(
     key: &'k AuditKey,
     e: &AuditEvent,
 ) -> NoteMaker<'k> {
-    let time = clock
-        .now()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "unknown".into());
+    let time = rfc3339(clock.now(), Fraction::Trimmed);
     let head = Head {
-        time: &time,
+        time: time.as_ref().map_or("unknown", Stamp::as_str),
         request_id: &e.request_id,
         principal: &e.principal,
         role: e.role.as_deref(),

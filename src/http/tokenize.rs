@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::audit::AuditEvent;
 use crate::auth::policy::Permission;
+use crate::clock::{self, Fraction};
 use crate::store::IdempotencyClaim;
 use crate::vault::Notes;
 use crate::vault::service::{TokenizeOptions, Tokenized};
@@ -67,9 +67,8 @@ impl From<Tokenized> for TokenizeAnswer {
 
 /// Unix seconds as RFC 3339.
 pub fn rfc3339(unix: i64) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+    let t = OffsetDateTime::from_unix_timestamp(unix).ok()?;
+    clock::rfc3339(t, Fraction::Trimmed).map(|s| s.as_str().to_owned())
 }
 
 pub async fn handle(
