@@ -527,6 +527,12 @@ impl Writer {
         let mut buf = Vec::with_capacity((rows.len() + jobs.len()) * 400);
         let mut note = Vec::new();
         for (seq, sealed) in rows {
+            if sealed.is_empty() {
+                // A number kept with no event (the store's placeholder for
+                // its highest number): nothing to copy.
+                self.advance(*seq);
+                continue;
+            }
             match self.key.open_row(sealed) {
                 Some(Row::One(one)) => {
                     if self.advance(*seq) {
@@ -1006,6 +1012,35 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("tok_3").count(), 1, "{text}");
         assert_eq!(verify(&path, &key).unwrap().lines, 3);
+        log.close().await.unwrap();
+        drop(store);
+    }
+
+    /// An empty outbox row (the store's placeholder for its highest
+    /// number) is skipped, not reported as a note that failed its check.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_outbox_row_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let db = dir.path().join("vault.db");
+        let key = AuditKey::new(&DataKey::from_bytes([5; 32]));
+        let (log, store) = start(&path, &db, &key).await;
+        log.close().await.unwrap();
+        drop(store);
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO audit_outbox (seq, note) VALUES (5, x'')", [])
+            .unwrap();
+        commit_uncopied(&db, vec![log_note(&key, 1)]).await;
+        let (log, store) = start(&path, &db, &key).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"tok_1\"").count(), 1, "{text}");
+        assert!(!text.contains("failed its check"), "{text}");
+        assert!(
+            text.contains(":6\""),
+            "the note after the placeholder: {text}"
+        );
+        assert_eq!(verify(&path, &key).unwrap().lines, 1);
         log.close().await.unwrap();
         drop(store);
     }

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_audit_outbox",
         include_str!("../../migrations/sqlite/0003_audit_outbox.sql"),
     ),
+    (
+        4,
+        "0004_audit_outbox_numbers",
+        include_str!("../../migrations/sqlite/0004_audit_outbox_numbers.sql"),
+    ),
 ];
 
 /// Reader threads, each with its own connection. Two keep both cores
@@ -102,11 +107,15 @@ const DELETE_NOTES_EVERY: u64 = 512;
 
 const INSERT_NOTE: &str = "INSERT INTO audit_outbox (note) VALUES (?1)";
 /// A group's row takes the last of `?1` numbers after the highest ever
-/// issued (`sqlite_sequence`, which AUTOINCREMENT keeps, deleted rows
-/// included), and AUTOINCREMENT moves that mark up to it.
+/// issued (the highest row's: see [`DELETE_ACKED_NOTES`]).
 const INSERT_GROUP_NOTE: &str = "INSERT INTO audit_outbox (seq, note) VALUES \
-     (coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit_outbox'), 0) + ?1, ?2)";
-const DELETE_ACKED_NOTES: &str = "DELETE FROM audit_outbox WHERE seq <= ?1";
+     (coalesce((SELECT max(seq) FROM audit_outbox), 0) + ?1, ?2)";
+/// Acknowledged rows go, except the one holding the highest number ever
+/// issued: a new row takes the number after the highest row's, so with
+/// that row gone a number would be issued twice (the outbox has no
+/// AUTOINCREMENT: see migration 0004).
+const DELETE_ACKED_NOTES: &str = "DELETE FROM audit_outbox \
+     WHERE seq <= ?1 AND seq < (SELECT max(seq) FROM audit_outbox)";
 
 /// One read for a reader thread; it answers on its own channel.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -742,16 +751,13 @@ impl Outbox for SqliteOutbox {
     }
 
     fn issued(&mut self) -> Result<u64, StoreError> {
-        // AUTOINCREMENT keeps the highest sequence ever used here, deleted
-        // rows included.
+        // The highest row is never deleted: it holds the highest number
+        // ever issued.
         self.conn
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'audit_outbox'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map(|s| s.unwrap_or(0).max(0) as u64)
+            .query_row("SELECT coalesce(max(seq), 0) FROM audit_outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|s| s.max(0) as u64)
             .map_err(map_err)
     }
 
@@ -1381,9 +1387,12 @@ mod tests {
         outbox.acknowledge(top);
         s.insert_tokens_noted(&[record("d", None)], Noted::Each(vec![b"nd".to_vec()]))
             .await;
-        // Every row is gone but the last; sequence numbers are never reused.
+        // Every acknowledged row is gone but the highest, which holds the
+        // highest number issued; numbers are never reused.
         let last = outbox.pending(0, 10_000, usize::MAX).unwrap();
-        assert_eq!(last.len(), 1);
+        assert_eq!(last.len(), 2);
+        assert_eq!(last[0].0, top);
+        let last = &last[1..];
         assert_eq!(last[0].1, b"nd");
         assert!(last[0].0 > top);
 
@@ -1587,18 +1596,65 @@ mod tests {
         assert_eq!(outbox.pending(0, 10, usize::MAX).unwrap().len(), 2);
         assert_eq!(s.outbox_backlog(), Some(4));
 
-        // Every row acknowledged and deleted: numbers still go on.
+        // Every row acknowledged and deleted but the highest, which keeps
+        // the number: numbers go on after it.
         outbox.acknowledge(4);
         s.write(move |c| c.execute(DELETE_ACKED_NOTES, [4]))
             .await
             .unwrap();
-        assert!(outbox.pending(0, 10, usize::MAX).unwrap().is_empty());
+        assert_eq!(
+            outbox.pending(0, 10, usize::MAX).unwrap(),
+            [(4, b"g".to_vec())]
+        );
         let recs: Vec<_> = ["h1", "h2"].map(|t| record(t, None)).into();
         s.insert_tokens_noted(&recs, Noted::Group(b"h".to_vec()))
             .await;
         assert_eq!(
-            outbox.pending(0, 10, usize::MAX).unwrap(),
+            outbox.pending(4, 10, usize::MAX).unwrap(),
             [(6, b"h".to_vec())]
+        );
+    }
+
+    /// A database whose outbox still had AUTOINCREMENT, its rows all
+    /// copied and deleted: migration 0004 keeps the highest number issued
+    /// in an empty row, so the next note is numbered after it.
+    #[tokio::test]
+    async fn the_outbox_keeps_its_numbers_across_migration_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE schema_migrations (
+                    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
+                ) STRICT;",
+            )
+            .unwrap();
+            let tx = c.transaction().unwrap();
+            for &(version, name, sql) in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+                tx.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                    params![version, name],
+                )
+                .unwrap();
+            }
+            for _ in 0..7 {
+                tx.execute("INSERT INTO audit_outbox (note) VALUES (x'01')", [])
+                    .unwrap();
+            }
+            tx.execute("DELETE FROM audit_outbox", []).unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let mut outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
+        assert_eq!(outbox.issued().unwrap(), 7);
+        assert_eq!(outbox.pending(0, 10, usize::MAX).unwrap(), [(7, vec![])]);
+        s.insert_tokens_noted(&[record("a", None)], Noted::Each(vec![b"n".to_vec()]))
+            .await;
+        assert_eq!(
+            outbox.pending(7, 10, usize::MAX).unwrap(),
+            [(8, b"n".to_vec())]
         );
     }
 }

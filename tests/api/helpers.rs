@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
-use rusqlite::OptionalExtension;
 use serde_json::Value;
 use tokenvault::clock::ManualClock;
 use tokenvault::config::{KeyKind, Overrides, Settings, StoreKind};
@@ -354,15 +353,14 @@ impl TestApp {
         self.aws.as_ref().map_or_else(
             || {
                 let c = rusqlite::Connection::open(self.data_dir().join("vault.db")).unwrap();
+                // The highest row is never deleted: it holds the highest
+                // number issued, and a batch's row counts all its notes.
                 let seq = c
-                    .query_row(
-                        "SELECT seq FROM sqlite_sequence WHERE name = 'audit_outbox'",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .optional()
+                    .query_row("SELECT coalesce(max(seq), 0) FROM audit_outbox", [], |r| {
+                        r.get(0)
+                    })
                     .unwrap();
-                Some(seq.unwrap_or(0))
+                Some(seq)
             },
             |_| None,
         )

@@ -1,0 +1,18 @@
+-- The outbox without AUTOINCREMENT, which read and rewrote
+-- sqlite_sequence at every note insert: about 9,700 instructions a
+-- tokenization, and one more page written a commit. Numbers are still
+-- never reused: the row holding the highest number is never deleted, so
+-- max(seq) is the highest number ever issued, and a new row takes the
+-- next. Where deletions had emptied the outbox, an empty row keeps the
+-- highest number issued (the audit writer skips empty rows).
+CREATE TABLE audit_outbox_next (
+    seq  INTEGER PRIMARY KEY,
+    note BLOB NOT NULL
+) STRICT;
+INSERT INTO audit_outbox_next (seq, note) SELECT seq, note FROM audit_outbox;
+INSERT INTO audit_outbox_next (seq, note)
+    SELECT seq, x'' FROM sqlite_sequence
+    WHERE name = 'audit_outbox'
+      AND seq > (SELECT coalesce(max(seq), 0) FROM audit_outbox);
+DROP TABLE audit_outbox;
+ALTER TABLE audit_outbox_next RENAME TO audit_outbox;
