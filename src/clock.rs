@@ -91,7 +91,7 @@ impl Stamp {
 /// tokenization answer has one. `None` for a year RFC 3339 cannot write
 /// (before 0 or after 9999).
 pub fn rfc3339(t: OffsetDateTime, fraction: Fraction) -> Option<Stamp> {
-    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = t.checked_to_offset(time::UtcOffset::UTC)?;
     let year = t.year();
     if !(0..=9999).contains(&year) {
         return None;

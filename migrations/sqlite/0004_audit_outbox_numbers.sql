@@ -4,9 +4,11 @@
 -- never reused: the row holding the highest number is never deleted, so
 -- max(seq) is the highest number ever issued, and a new row takes the
 -- next. Where deletions had emptied the outbox, an empty row keeps the
--- highest number issued (the audit writer skips empty rows).
+-- highest number issued, which the audit writer skips.
+-- The CHECK keeps the largest integer out: at it, SQLite would give new
+-- rows free numbers at random, below how far the outbox was copied.
 CREATE TABLE audit_outbox_next (
-    seq  INTEGER PRIMARY KEY,
+    seq  INTEGER PRIMARY KEY CHECK (seq < 9223372036854775807),
     note BLOB NOT NULL
 ) STRICT;
 INSERT INTO audit_outbox_next (seq, note) SELECT seq, note FROM audit_outbox;
@@ -16,3 +18,10 @@ INSERT INTO audit_outbox_next (seq, note)
       AND seq > (SELECT coalesce(max(seq), 0) FROM audit_outbox);
 DROP TABLE audit_outbox;
 ALTER TABLE audit_outbox_next RENAME TO audit_outbox;
+-- No delete takes the highest row, an older tokenvault's included (it
+-- deleted every acknowledged row, and would then issue numbers twice).
+CREATE TRIGGER audit_outbox_keep_highest BEFORE DELETE ON audit_outbox
+WHEN OLD.seq >= (SELECT max(seq) FROM audit_outbox)
+BEGIN
+    SELECT RAISE(IGNORE);
+END;

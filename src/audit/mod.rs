@@ -61,11 +61,9 @@ use chain::{ChainEnd, push_line};
 use file::Sink;
 use note::{Row, make_note, note_maker};
 
-/// Most outbox rows one group copies; more wait for the next group.
-const EXPORT_MAX: usize = 4096;
-/// Outbox bytes one group reads at most (past the row that crosses it):
-/// a batch's row holds a thousand notes.
-const EXPORT_BYTES: usize = 1 << 20;
+/// Outbox notes one group copies, about (a batch's row is copied whole);
+/// more wait for the next group.
+const EXPORT_MAX: u64 = 4096;
 /// Most recorded batches one group takes.
 const GROUP_MAX: usize = 1024;
 /// How long the writer lets outbox notes gather before copying them when
@@ -171,6 +169,10 @@ struct Copying {
     source: Box<dyn Outbox>,
     epoch: String,
     mark: u64,
+    /// An empty row numbered up to here is the store keeping its highest
+    /// number (see migration 0004), copied already: skipped. One above
+    /// was not there at the start, and is reported like a forged note.
+    kept_upto: u64,
 }
 
 struct Writer {
@@ -396,8 +398,10 @@ impl Writer {
             } else {
                 Vec::new()
             };
-            more = rows.len() == EXPORT_MAX
-                || rows.iter().map(|(_, r)| r.len()).sum::<usize>() >= EXPORT_BYTES;
+            let mark = self.outbox.as_ref().map_or(0, |c| c.mark);
+            more = rows
+                .last()
+                .is_some_and(|(seq, _)| *seq >= mark.saturating_add(EXPORT_MAX));
             if jobs.is_empty() && rows.is_empty() {
                 if let Some(done) = stop {
                     let _ = done.send(Ok(()));
@@ -470,7 +474,9 @@ impl Writer {
         // issued as far as the file says it copied: its new notes would
         // hide under the mark. Copy all of its notes instead (some may be
         // written twice; none is lost).
-        let mark = match source.issued() {
+        let issued = source.issued();
+        let kept_upto = *issued.as_ref().unwrap_or(&0);
+        let mark = match issued {
             Ok(issued) if mark > issued => {
                 tracing::warn!(
                     mark,
@@ -493,6 +499,7 @@ impl Writer {
             source,
             epoch,
             mark,
+            kept_upto,
         });
     }
 
@@ -502,7 +509,7 @@ impl Writer {
         let Some(c) = &mut self.outbox else {
             return Vec::new();
         };
-        match c.source.pending(c.mark, EXPORT_MAX, EXPORT_BYTES) {
+        match c.source.pending(c.mark, EXPORT_MAX) {
             Ok(rows) => rows,
             Err(e) => {
                 if !self.failing {
@@ -527,9 +534,9 @@ impl Writer {
         let mut buf = Vec::with_capacity((rows.len() + jobs.len()) * 400);
         let mut note = Vec::new();
         for (seq, sealed) in rows {
-            if sealed.is_empty() {
-                // A number kept with no event (the store's placeholder for
-                // its highest number): nothing to copy.
+            let kept = self.outbox.as_ref().is_some_and(|c| *seq <= c.kept_upto);
+            if sealed.is_empty() && kept {
+                // The store's highest number, kept with no event.
                 self.advance(*seq);
                 continue;
             }
@@ -1016,8 +1023,9 @@ mod tests {
         drop(store);
     }
 
-    /// An empty outbox row (the store's placeholder for its highest
-    /// number) is skipped, not reported as a note that failed its check.
+    /// An empty outbox row the store kept (its highest number) is
+    /// skipped, not reported as a note that failed its check; one that
+    /// appears later is.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_empty_outbox_row_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
@@ -1041,6 +1049,20 @@ mod tests {
             "the note after the placeholder: {text}"
         );
         assert_eq!(verify(&path, &key).unwrap().lines, 1);
+        // An empty row the store did not keep (written in since the start)
+        // is reported like any note that fails its check.
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO audit_outbox (seq, note) VALUES (7, x'')", [])
+            .unwrap();
+        let note = log.note_maker(&event(2)).note(Some("tok_2"));
+        store
+            .insert_tokens_noted(&[record("b")], Noted::Each(vec![note]))
+            .await;
+        log.sync().await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("failed its check").count(), 1, "{text}");
+        assert_eq!(text.matches("\"tok_2\"").count(), 1, "{text}");
         log.close().await.unwrap();
         drop(store);
     }

@@ -114,15 +114,10 @@ pub trait Outbox: Send {
     /// This outbox's epoch: a random name made with the database.
     fn epoch(&self) -> &str;
 
-    /// Up to `limit` rows numbered after `after`, in order, stopping after
-    /// the row that brings their bytes to `max_bytes` (a group's row is
-    /// large).
-    fn pending(
-        &mut self,
-        after: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// The rows numbered after `after`, in order, up to the first whose
+    /// number reaches `after + limit`: about `limit` notes, however many
+    /// a row holds.
+    fn pending(&mut self, after: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
     /// The highest sequence number this outbox ever issued (0: none).
     fn issued(&mut self) -> Result<u64, StoreError>;

@@ -13,12 +13,13 @@
 //! The audit outbox: [`TokenStore::insert_tokens_noted`] commits each
 //! record it is given with its audit event's note, so such a record never
 //! stands without its event, with one fsync for both; a batch's records
-//! share one row ([`Noted::Group`]) numbered as that many notes. The audit writer
-//! reads the notes from its own connection ([`SqliteOutbox`]), copies them
-//! into its chained file, and acknowledges them; this writer deletes them
-//! in a later transaction, in ranges of `DELETE_NOTES_EVERY`. Past
-//! `OUTBOX_BACKLOG_MAX` uncopied notes it keeps no more, and callers
-//! record their events themselves.
+//! share one row ([`Noted::Group`]) numbered as that many notes. The
+//! audit writer reads the notes from its own connection
+//! ([`SqliteOutbox`]), copies them into its chained file, and acknowledges
+//! them; this writer deletes them in a later transaction, in ranges of
+//! `DELETE_NOTES_EVERY`, all but the highest row, which keeps the highest
+//! number issued (emptied of its note). Past `OUTBOX_BACKLOG_MAX` uncopied
+//! notes it keeps no more, and callers record their events themselves.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -105,6 +106,12 @@ const OUTBOX_BACKLOG_MAX: u64 = 1_000_000;
 /// delete now and then instead of a few rows in every commit.
 const DELETE_NOTES_EVERY: u64 = 512;
 
+/// A note takes the number after the highest row's (SQLite's rowid).
+/// Past the largest integer SQLite would pick free numbers at random,
+/// below the copier's mark, never copied: the table's CHECK (migration
+/// 0004) keeps the largest integer out, so that write fails instead.
+/// Naming the number here (`max(seq) + 1`) cost about 5,500 instructions
+/// a note.
 const INSERT_NOTE: &str = "INSERT INTO audit_outbox (note) VALUES (?1)";
 /// A group's row takes the last of `?1` numbers after the highest ever
 /// issued (the highest row's: see [`DELETE_ACKED_NOTES`]).
@@ -113,9 +120,15 @@ const INSERT_GROUP_NOTE: &str = "INSERT INTO audit_outbox (seq, note) VALUES \
 /// Acknowledged rows go, except the one holding the highest number ever
 /// issued: a new row takes the number after the highest row's, so with
 /// that row gone a number would be issued twice (the outbox has no
-/// AUTOINCREMENT: see migration 0004).
+/// AUTOINCREMENT: see migration 0004, whose trigger keeps the row from
+/// any other delete too).
 const DELETE_ACKED_NOTES: &str = "DELETE FROM audit_outbox \
      WHERE seq <= ?1 AND seq < (SELECT max(seq) FROM audit_outbox)";
+/// The kept highest row, once acknowledged, loses its note: a sealed note
+/// kept for ever could be copied to a new number by whoever can write the
+/// database, and the service would write its event again.
+const BLANK_ACKED_TOP: &str = "UPDATE audit_outbox SET note = x'' \
+     WHERE seq = (SELECT max(seq) FROM audit_outbox) AND seq <= ?1 AND length(note) > 0";
 
 /// One read for a reader thread; it answers on its own channel.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -205,6 +218,7 @@ fn delete_acked(
     match conn
         .prepare_cached(DELETE_ACKED_NOTES)
         .and_then(|mut s| s.execute([ack as i64]))
+        .and_then(|_| conn.prepare_cached(BLANK_ACKED_TOP)?.execute([ack as i64]))
     {
         Ok(_) => Ok(Some(ack)),
         Err(e) if conn.is_autocommit() => Err(map_err(e)),
@@ -340,6 +354,13 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         let mut writer = Connection::open(path).map_err(map_err)?;
         configure(&writer).map_err(map_err)?;
+        if let Some(version) = newer_schema(&writer).map_err(map_err)? {
+            return Err(StoreError::Internal(format!(
+                "{}: made by a newer tokenvault (schema version {version}); this one knows up to {}",
+                path.display(),
+                MIGRATIONS.len()
+            )));
+        }
         migrate(&mut writer).map_err(map_err)?;
         let readers = (0..READERS)
             .map(|_| {
@@ -470,6 +491,25 @@ fn configure(c: &Connection) -> rusqlite::Result<()> {
     c.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// A schema version past the last this binary knows, if the database has
+/// one: an older binary must not run on it (after migration 0004 it would
+/// delete the outbox row that keeps numbers from being issued twice).
+fn newer_schema(c: &Connection) -> rusqlite::Result<Option<i64>> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    let has_table: bool = c.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'schema_migrations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(None);
+    }
+    let top: Option<i64> = c.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+        r.get(0)
+    })?;
+    Ok(top.filter(|&v| v > known))
 }
 
 fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
@@ -723,12 +763,7 @@ impl Outbox for SqliteOutbox {
         &self.epoch
     }
 
-    fn pending(
-        &mut self,
-        after: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn pending(&mut self, after: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -736,16 +771,16 @@ impl Outbox for SqliteOutbox {
             )
             .map_err(map_err)?;
         let mut rows = stmt
-            .query(params![after as i64, limit as i64])
+            .query(params![after as i64, limit.min(i64::MAX as u64) as i64])
             .map_err(map_err)?;
         let mut out = Vec::new();
-        let mut bytes = 0;
-        while bytes < max_bytes
-            && let Some(row) = rows.next().map_err(map_err)?
-        {
-            let note: Vec<u8> = row.get(1).map_err(map_err)?;
-            bytes += note.len();
-            out.push((row.get::<_, i64>(0).map_err(map_err)? as u64, note));
+        let end = after.saturating_add(limit);
+        while let Some(row) = rows.next().map_err(map_err)? {
+            let seq = row.get::<_, i64>(0).map_err(map_err)? as u64;
+            out.push((seq, row.get(1).map_err(map_err)?));
+            if seq >= end {
+                break;
+            }
         }
         Ok(out)
     }
@@ -839,14 +874,19 @@ impl TokenStore for SqliteStore {
         // Where the last run left the outbox: issued up to the highest
         // sequence ever used, and (as far as this store can tell)
         // acknowledged up to the note before the first one still held, so
-        // the backlog counts the notes left over, and an empty outbox none
-        // (it must not count every note of the database's life, or the
-        // bound would turn the outbox off for good). A group's row bears
-        // the last of its numbers, so a group held first counts one.
+        // the backlog counts the notes left over, and an outbox holding
+        // only its emptied highest row none (it must not count every note
+        // of the database's life, or the bound would turn the outbox off
+        // for good). A group's row bears the last of its numbers, so a
+        // group held first counts one.
         let issued = outbox.issued()?;
         let first_held: Option<i64> = outbox
             .conn
-            .query_row("SELECT min(seq) FROM audit_outbox", [], |r| r.get(0))
+            .query_row(
+                "SELECT min(seq) FROM audit_outbox WHERE length(note) > 0",
+                [],
+                |r| r.get(0),
+            )
             .map_err(map_err)?;
         let acked = first_held.map_or(issued, |s| (s.max(1) - 1) as u64);
         self.inner.outbox.issued.fetch_max(issued, Ordering::AcqRel);
@@ -877,7 +917,11 @@ impl TokenStore for SqliteStore {
     ) -> (Vec<Result<InsertOutcome, StoreError>>, bool) {
         let shaped = match &notes {
             Noted::Each(each) => each.len() == records.len(),
-            Noted::Group(_) => !records.is_empty(),
+            // Not for fingerprinted records: withdrawing one could leave
+            // another's answer naming it (`FingerprintTaken`).
+            Noted::Group(_) => {
+                !records.is_empty() && records.iter().all(|r| r.fingerprint.is_none())
+            }
         };
         if self.inner.outbox.nudge.get().is_none() || !shaped {
             return (self.insert_tokens(records).await, false);
@@ -1338,7 +1382,7 @@ mod tests {
             .unwrap();
         assert!(s.open_outbox(Box::new(|| {})).is_err(), "one consumer");
         assert_eq!(outbox.epoch().len(), 16);
-        assert!(outbox.pending(0, 10, usize::MAX).unwrap().is_empty());
+        assert!(outbox.pending(0, 10).unwrap().is_empty());
 
         let (got, kept) = s
             .insert_tokens_noted(
@@ -1358,12 +1402,12 @@ mod tests {
         // The nudge comes before the answer.
         assert_eq!(nudges.load(Ordering::SeqCst), 1);
         assert_eq!(s.outbox_backlog(), Some(2));
-        let rows = outbox.pending(0, 10, usize::MAX).unwrap();
+        let rows = outbox.pending(0, 10).unwrap();
         let notes: Vec<&[u8]> = rows.iter().map(|r| &r.1[..]).collect();
         assert_eq!(notes, [&b"na"[..], b"nb"]);
         assert!(rows[0].0 < rows[1].0);
-        assert_eq!(outbox.pending(rows[0].0, 10, usize::MAX).unwrap().len(), 1);
-        assert_eq!(outbox.pending(0, 1, usize::MAX).unwrap().len(), 1);
+        assert_eq!(outbox.pending(rows[0].0, 10).unwrap().len(), 1);
+        assert_eq!(outbox.pending(0, 1).unwrap().len(), 1);
 
         // Acknowledged rows are deleted by a later write, in ranges of at
         // least DELETE_NOTES_EVERY.
@@ -1372,7 +1416,7 @@ mod tests {
         s.insert_tokens_noted(&[record("c", None)], Noted::Each(vec![b"nc".to_vec()]))
             .await;
         assert_eq!(
-            outbox.pending(0, 10, usize::MAX).unwrap().len(),
+            outbox.pending(0, 10).unwrap().len(),
             3,
             "too few to delete yet"
         );
@@ -1381,7 +1425,7 @@ mod tests {
             .collect();
         let notes = vec![b"nm".to_vec(); many.len()];
         s.insert_tokens_noted(&many, Noted::Each(notes)).await;
-        let all = outbox.pending(0, 10_000, usize::MAX).unwrap();
+        let all = outbox.pending(0, 10_000).unwrap();
         assert_eq!(all.len() as u64, 3 + DELETE_NOTES_EVERY);
         let top = all.last().unwrap().0;
         outbox.acknowledge(top);
@@ -1389,7 +1433,7 @@ mod tests {
             .await;
         // Every acknowledged row is gone but the highest, which holds the
         // highest number issued; numbers are never reused.
-        let last = outbox.pending(0, 10_000, usize::MAX).unwrap();
+        let last = outbox.pending(0, 10_000).unwrap();
         assert_eq!(last.len(), 2);
         assert_eq!(last[0].0, top);
         let last = &last[1..];
@@ -1418,7 +1462,18 @@ mod tests {
         for t in ["ok1", "refused"] {
             assert!(s.get_token(t).await.unwrap().is_none(), "{t}");
         }
-        assert_eq!(outbox.pending(last[0].0, 10, usize::MAX).unwrap().len(), 0);
+        // A group's note likewise.
+        let (got, _) = s
+            .insert_tokens_noted(
+                &[record("g1", None), record("g2", None)],
+                Noted::Group(b"no".to_vec()),
+            )
+            .await;
+        assert!(got.iter().all(Result::is_err), "{got:?}");
+        for t in ["g1", "g2"] {
+            assert!(s.get_token(t).await.unwrap().is_none(), "{t}");
+        }
+        assert_eq!(outbox.pending(last[0].0, 10).unwrap().len(), 0);
         assert_eq!(
             s.outbox_backlog(),
             backlog,
@@ -1485,17 +1540,26 @@ mod tests {
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.outbox_backlog(), None, "no consumer yet");
-        let outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
+        let mut outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
         assert_eq!(s.outbox_backlog(), Some(3), "nothing acknowledged yet");
         outbox.acknowledge(1);
         assert_eq!(s.outbox_backlog(), Some(2));
         outbox.acknowledge(3);
         assert_eq!(s.outbox_backlog(), Some(0));
-        // Every note copied and deleted, then a restart: nothing is left,
+        // Every note copied and deleted as the writer deletes them (the
+        // highest row kept, blanked), then a restart: nothing is left,
         // however many the database ever issued.
+        s.write(|c| {
+            c.execute(DELETE_ACKED_NOTES, [3])?;
+            c.execute(BLANK_ACKED_TOP, [3])
+        })
+        .await
+        .unwrap();
+        // Not even a plain delete takes the highest row.
         s.write(|c| c.execute_batch("DELETE FROM audit_outbox"))
             .await
             .unwrap();
+        assert_eq!(outbox.pending(0, 10).unwrap(), [(3, vec![])]);
         drop((s, outbox));
         let s = SqliteStore::open(&path).unwrap();
         let _outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
@@ -1569,13 +1633,15 @@ mod tests {
             got.iter().all(|o| matches!(o, Ok(InsertOutcome::Inserted))),
             "{got:?}"
         );
-        let rows = outbox.pending(0, 10, usize::MAX).unwrap();
+        let rows = outbox.pending(0, 10).unwrap();
         assert_eq!(rows, [(1, b"n1".to_vec()), (4, b"g".to_vec())]);
         assert_eq!(s.outbox_backlog(), Some(4));
         assert_eq!(outbox.issued().unwrap(), 4);
-        // A row past the byte budget ends the read.
-        assert_eq!(outbox.pending(0, 10, 1).unwrap().len(), 1);
-        assert_eq!(outbox.pending(1, 10, 1).unwrap(), [(4, b"g".to_vec())]);
+        // A read ends at the row whose number reaches the limit: notes are
+        // counted, not rows.
+        assert_eq!(outbox.pending(0, 1).unwrap().len(), 1);
+        assert_eq!(outbox.pending(0, 2).unwrap().len(), 2);
+        assert_eq!(outbox.pending(1, 1).unwrap(), [(4, b"g".to_vec())]);
 
         let taken: Vec<_> = ["w1", "one", "w2"].map(|t| record(t, None)).into();
         let (got, kept) = s
@@ -1593,7 +1659,7 @@ mod tests {
         for t in ["w1", "w2"] {
             assert!(s.get_token(t).await.unwrap().is_none(), "{t}");
         }
-        assert_eq!(outbox.pending(0, 10, usize::MAX).unwrap().len(), 2);
+        assert_eq!(outbox.pending(0, 10).unwrap().len(), 2);
         assert_eq!(s.outbox_backlog(), Some(4));
 
         // Every row acknowledged and deleted but the highest, which keeps
@@ -1602,17 +1668,27 @@ mod tests {
         s.write(move |c| c.execute(DELETE_ACKED_NOTES, [4]))
             .await
             .unwrap();
-        assert_eq!(
-            outbox.pending(0, 10, usize::MAX).unwrap(),
-            [(4, b"g".to_vec())]
-        );
+        assert_eq!(outbox.pending(0, 10).unwrap(), [(4, b"g".to_vec())]);
         let recs: Vec<_> = ["h1", "h2"].map(|t| record(t, None)).into();
         s.insert_tokens_noted(&recs, Noted::Group(b"h".to_vec()))
             .await;
-        assert_eq!(
-            outbox.pending(4, 10, usize::MAX).unwrap(),
-            [(6, b"h".to_vec())]
-        );
+        assert_eq!(outbox.pending(4, 10).unwrap(), [(6, b"h".to_vec())]);
+    }
+
+    /// A database a newer tokenvault migrated is refused, not written.
+    #[tokio::test]
+    async fn a_database_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)", [])
+            .unwrap();
+        let Err(e) = SqliteStore::open(&path) else {
+            panic!("opened a newer database");
+        };
+        assert!(e.to_string().contains("schema version 99"), "{e}");
     }
 
     /// A database whose outbox still had AUTOINCREMENT, its rows all
@@ -1649,12 +1725,24 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         let mut outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
         assert_eq!(outbox.issued().unwrap(), 7);
-        assert_eq!(outbox.pending(0, 10, usize::MAX).unwrap(), [(7, vec![])]);
+        assert_eq!(outbox.pending(0, 10).unwrap(), [(7, vec![])]);
         s.insert_tokens_noted(&[record("a", None)], Noted::Each(vec![b"n".to_vec()]))
             .await;
-        assert_eq!(
-            outbox.pending(7, 10, usize::MAX).unwrap(),
-            [(8, b"n".to_vec())]
-        );
+        assert_eq!(outbox.pending(7, 10).unwrap(), [(8, b"n".to_vec())]);
+        // Near the largest integer the next note is refused, with its
+        // record, not given a number at random.
+        s.write(|c| {
+            c.execute(
+                "INSERT INTO audit_outbox (seq, note) VALUES (9223372036854775806, x'')",
+                [],
+            )
+        })
+        .await
+        .unwrap();
+        let (got, _) = s
+            .insert_tokens_noted(&[record("b", None)], Noted::Each(vec![b"n".to_vec()]))
+            .await;
+        assert!(got[0].is_err(), "{got:?}");
+        assert!(s.get_token("b").await.unwrap().is_none());
     }
 }

@@ -326,10 +326,15 @@ impl Vault {
         let (stored, noted) = match note {
             Some(note) => {
                 let tokens: Vec<&str> = records.iter().map(|r| r.token.as_str()).collect();
+                // One row for the batch only where a collision is as good
+                // as impossible: one withdraws the whole group. Preserving
+                // tokens have a million or so candidates a card, and a
+                // batch can collide with itself.
                 let notes = match tokens[..] {
-                    [] => Noted::Each(Vec::new()),
-                    [one] => Noted::Each(vec![note.one(one)]),
-                    _ => Noted::Group(note.group(&tokens)),
+                    [_, _, ..] if opts.format == TokenFormat::Random => {
+                        Noted::Group(note.group(&tokens))
+                    }
+                    _ => Noted::Each(tokens.iter().map(|t| note.one(t)).collect()),
                 };
                 self.store.insert_tokens_noted(&records, notes).await
             }
@@ -337,6 +342,7 @@ impl Vault {
         };
         let mut stored = stored.into_iter();
         let mut records = records.iter();
+        let mut again = Vec::new();
         for (i, answer) in answers.iter_mut().enumerate() {
             if answer.is_some() {
                 continue;
@@ -347,17 +353,31 @@ impl Vault {
                 )));
                 continue;
             };
-            *answer = Some(match outcome {
-                Ok(InsertOutcome::Inserted) => Ok(Tokenized {
-                    audited: noted,
-                    ..Tokenized::from_record(record, true)
-                }),
+            match outcome {
+                Ok(InsertOutcome::Inserted) => {
+                    *answer = Some(Ok(Tokenized {
+                        audited: noted,
+                        ..Tokenized::from_record(record, true)
+                    }));
+                }
                 // A collision (or a fingerprint, which these records do
                 // not carry), or a record withdrawn with its group for
                 // one: try again the long way, with a note of its own.
-                Ok(_) => self.tokenize_noted(&inputs[i], opts, note).await,
-                Err(e) => Err(e.into()),
-            });
+                Ok(_) => again.push(i),
+                Err(e) => *answer = Some(Err(e.into())),
+            }
+        }
+        // A few at a time, so a withdrawn group's records share commits.
+        let work: Vec<_> = again
+            .iter()
+            .map(|&i| self.tokenize_noted(&inputs[i], opts, note))
+            .collect();
+        let retried: Vec<_> = futures_util::stream::iter(work)
+            .buffered(PARALLEL_ITEMS)
+            .collect()
+            .await;
+        for (i, r) in again.into_iter().zip(retried) {
+            answers[i] = Some(r);
         }
         answers
             .into_iter()

@@ -201,7 +201,7 @@ fn note(token: &str) -> Vec<u8> {
 
 /// The outbox's rows, and the note of each token they stand for.
 fn noted(outbox: &mut Box<dyn Outbox>) -> (usize, Vec<String>) {
-    let rows = outbox.pending(0, 100, usize::MAX).unwrap();
+    let rows = outbox.pending(0, 100).unwrap();
     let notes = rows
         .iter()
         .flat_map(|(_, n)| {
@@ -294,4 +294,29 @@ async fn a_batch_is_noted_in_one_row() {
         .collect();
     assert_eq!(noted(&mut f.outbox), (1, want));
     assert_eq!(f.store.outbox_backlog(), Some(3));
+}
+
+/// Preserving tokens can collide, and one collision would withdraw a
+/// whole group: their batches keep a note a card.
+#[tokio::test]
+async fn a_preserving_batch_is_noted_card_by_card() {
+    let mut f = fixture();
+    f.store.collided.store(true, Ordering::SeqCst);
+    let cards = ["4111111111111111", "5500005555555559"].map(String::from);
+    let opts = TokenizeOptions {
+        format: TokenFormat::Preserving,
+        ..options()
+    };
+    let got: Vec<_> = f
+        .vault
+        .tokenize_many(&cards, &opts, Some(&Named))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let want: Vec<String> = got
+        .iter()
+        .map(|t| String::from_utf8(note(&t.token)).unwrap())
+        .collect();
+    assert_eq!(noted(&mut f.outbox), (2, want));
 }
