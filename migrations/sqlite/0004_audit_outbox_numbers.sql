@@ -18,10 +18,8 @@ INSERT INTO audit_outbox_next (seq, note)
       AND seq > (SELECT coalesce(max(seq), 0) FROM audit_outbox);
 DROP TABLE audit_outbox;
 ALTER TABLE audit_outbox_next RENAME TO audit_outbox;
--- No delete takes the highest row, an older tokenvault's included (it
--- deleted every acknowledged row, and would then issue numbers twice).
-CREATE TRIGGER audit_outbox_keep_highest BEFORE DELETE ON audit_outbox
-WHEN OLD.seq >= (SELECT max(seq) FROM audit_outbox)
-BEGIN
-    SELECT RAISE(IGNORE);
-END;
+-- Renamed so that a tokenvault from before this migration stops at
+-- start-up (it cannot find its outbox's epoch) rather than run on: it
+-- deleted every acknowledged row, the highest included, and would then
+-- issue numbers twice. Newer ones refuse a schema they do not know.
+ALTER TABLE audit_outbox_epoch RENAME TO audit_outbox_epochs;

@@ -120,8 +120,7 @@ const INSERT_GROUP_NOTE: &str = "INSERT INTO audit_outbox (seq, note) VALUES \
 /// Acknowledged rows go, except the one holding the highest number ever
 /// issued: a new row takes the number after the highest row's, so with
 /// that row gone a number would be issued twice (the outbox has no
-/// AUTOINCREMENT: see migration 0004, whose trigger keeps the row from
-/// any other delete too).
+/// AUTOINCREMENT: see migration 0004).
 const DELETE_ACKED_NOTES: &str = "DELETE FROM audit_outbox \
      WHERE seq <= ?1 AND seq < (SELECT max(seq) FROM audit_outbox)";
 /// The kept highest row, once acknowledged, loses its note: a sealed note
@@ -864,7 +863,7 @@ impl TokenStore for SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(map_err)?;
         let epoch: String = conn
-            .query_row("SELECT epoch FROM audit_outbox_epoch", [], |r| r.get(0))
+            .query_row("SELECT epoch FROM audit_outbox_epochs", [], |r| r.get(0))
             .map_err(map_err)?;
         let mut outbox = SqliteOutbox {
             conn,
@@ -1555,10 +1554,6 @@ mod tests {
         })
         .await
         .unwrap();
-        // Not even a plain delete takes the highest row.
-        s.write(|c| c.execute_batch("DELETE FROM audit_outbox"))
-            .await
-            .unwrap();
         assert_eq!(outbox.pending(0, 10).unwrap(), [(3, vec![])]);
         drop((s, outbox));
         let s = SqliteStore::open(&path).unwrap();
