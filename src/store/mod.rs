@@ -1,7 +1,8 @@
 //! Where records live. The store keeps opaque bytes: it knows nothing of
 //! crypto, and nothing in it is a value in the clear.
 //!
-//! - [`sqlite`]: the embedded default, one file in the data directory.
+//! - [`sqlite`]: the embedded default, one file in the data directory
+//!   (`sqlite/wal_vfs.rs`: the writer's VFS, one write a commit).
 //! - [`dynamodb`]: production, one DynamoDB table.
 //! - [`migrate`]: creates and configures that table.
 

@@ -8,7 +8,9 @@
 //! its answers leaves. A write that fails rolls back alone. Two reader
 //! threads, each with its own connection, serve reads beside the writer,
 //! which WAL permits. A checkpointer thread copies the WAL back into the
-//! database beside the writer, so commits do not wait for it.
+//! database beside the writer, so commits do not wait for it. The writer's
+//! connection opens its files through `wal_vfs`, which hands a commit's
+//! WAL frames to the kernel in one write instead of two a frame.
 //!
 //! The audit outbox: [`TokenStore::insert_tokens_noted`] commits each
 //! record it is given with its audit event's note, so such a record never
@@ -28,6 +30,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+mod wal_vfs;
 
 use super::{
     IdempotencyClaim, InsertOutcome, KeyItem, Noted, Nudge, Outbox, StoreError, TokenRecord,
@@ -351,7 +355,10 @@ impl SqliteStore {
         }
         create_private(path)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
-        let mut writer = Connection::open(path).map_err(map_err)?;
+        // Through the VFS that writes a commit's WAL frames at once.
+        let vfs = wal_vfs::register().map_err(StoreError::Internal)?;
+        let mut writer = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)
+            .map_err(map_err)?;
         configure(&writer).map_err(map_err)?;
         if let Some(version) = newer_schema(&writer).map_err(map_err)? {
             return Err(StoreError::Internal(format!(
