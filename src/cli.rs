@@ -285,7 +285,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(&args)?;
-    let _log_flush = crate::telemetry::init_stderr_logging();
+    let _log_flush = crate::telemetry::init_stderr_logging()?;
     crate::telemetry::install_panic_hook();
     runtime()?.block_on(async move {
         let app = crate::app::build(&settings, Arc::new(SystemClock)).await?;

@@ -19,22 +19,14 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::clock::{Fraction, rfc3339};
 
 /// Installs the JSON log subscriber writing to stderr through a logging
-/// thread, and returns the guard that flushes it when dropped: keep it
-/// until the process ends. The flush waits up to about a second (the
-/// logging crate's limit); lines still queued when the process is killed
-/// are lost, which a line written from the request path was not.
-///
-/// Written from the request path, each access-log line was a `write`
-/// syscall on a runtime worker; the logging thread takes whatever lines
-/// have queued and writes them at once. The queue is not lossy: when the
-/// thread falls behind by 128k lines, logging waits rather than drops.
-pub fn init_stderr_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+/// thread ([`super::gather`]), and returns the guard that writes what is
+/// queued when dropped (waiting up to a second): keep it until the process
+/// ends. Written from the request path, each access-log line was a `write`
+/// system call on a runtime worker.
+pub fn init_stderr_logging() -> std::io::Result<super::gather::Guard> {
+    let (writer, guard) = super::gather::start(std::io::stderr(), "log-writer")?;
     init_logging(writer);
-    guard
+    Ok(guard)
 }
 
 /// Installs the JSON log subscriber writing to `writer`; `RUST_LOG` filters

@@ -3,11 +3,13 @@
 //! # Layout
 //!
 //! - `log`: JSON log lines on stderr (stdout belongs to `tokenvault
-//!   redact`'s output), written by a logging thread.
+//!   redact`'s output).
+//! - `gather`: the logging thread that writes them, a batch at a time.
 //! - this file: Prometheus metrics, whose labels are routes, status codes,
 //!   principals, operation names and detector types: never a value; and the
 //!   per-request measure of time spent waiting on dependencies.
 
+pub mod gather;
 mod log;
 
 pub use log::{init_logging, init_stderr_logging, install_panic_hook};
