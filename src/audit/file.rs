@@ -2,8 +2,8 @@
 //! the rotated files' names. The chain runs on across files.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::chain::{ChainEnd, resume};
@@ -60,10 +60,9 @@ impl Sink {
                     *len = 0;
                     *day = today;
                 }
-                let r = file
-                    .seek(SeekFrom::Start(*len))
-                    .and_then(|_| file.write_all(buf))
-                    .and_then(|_| file.sync_data());
+                // At the committed length (a positioned write: no seek
+                // call before each group's write).
+                let r = file.write_all_at(buf, *len).and_then(|_| file.sync_data());
                 match r {
                     Ok(()) => {
                         *len += buf.len() as u64;
