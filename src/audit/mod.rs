@@ -127,7 +127,7 @@ impl AuditKey {
     }
 
     fn mac(&self, body: &[u8]) -> String {
-        hex::encode(hmac::sign(&self.chain, body).as_ref())
+        crate::crypto::to_hex(hmac::sign(&self.chain, body).as_ref())
     }
 }
 

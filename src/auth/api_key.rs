@@ -24,7 +24,7 @@ pub fn parse_digest(s: &str) -> Option<[u8; 32]> {
 
 /// The digest form config expects for a key.
 pub fn digest_hex(key: &str) -> String {
-    hex::encode(digest::digest(&digest::SHA256, key.as_bytes()))
+    crate::crypto::to_hex(digest::digest(&digest::SHA256, key.as_bytes()).as_ref())
 }
 
 /// Numbers each set of keys loaded, so a memo of a key proved under one

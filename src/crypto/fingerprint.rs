@@ -34,7 +34,7 @@ impl FingerprintKey {
         format!(
             "{}:{}",
             self.id,
-            hex::encode(self.mac(&[b"fp", classification.as_bytes(), normalized]))
+            super::to_hex(&self.mac(&[b"fp", classification.as_bytes(), normalized]))
         )
     }
 

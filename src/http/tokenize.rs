@@ -118,12 +118,12 @@ pub async fn handle(
             // Keyed digests: the body holds a card, and a bare hash of it
             // could be brute-forced.
             let fp = state.vault.fingerprints();
-            let id = hex::encode(fp.mac(&[
+            let id = crate::crypto::to_hex(&fp.mac(&[
                 b"idempotency-key",
                 caller.as_str().as_bytes(),
                 key.as_bytes(),
             ]));
-            let hash = hex::encode(fp.mac(&[b"idempotency-body", &raw]));
+            let hash = crate::crypto::to_hex(&fp.mac(&[b"idempotency-body", &raw]));
             let now = state.clock.unix();
             let owner = uuid::Uuid::new_v4().to_string();
             let claim = state
