@@ -11,9 +11,10 @@
 //!
 //! Nothing is dropped: the queue holds [`QUEUE_LINES`] lines and logging
 //! waits when it is full; should the thread be gone, lines are written
-//! straight to the output. A line is at most [`GATHER_FOR`] late; a
-//! process killed outright loses at most that much. The guard, dropped as
-//! the process ends, waits until what was queued is written.
+//! straight to the output. A line waits about [`GATHER_FOR`] (longer only
+//! while the thread works through a backlog); a process killed outright
+//! loses what waits. The guard, dropped as the process ends, waits until
+//! what was queued is written, for at most a second.
 
 use std::io::Write;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -170,11 +171,23 @@ impl<'a, W: Write + Send + 'static> tracing_subscriber::fmt::MakeWriter<'a> for 
 }
 
 impl Drop for Guard {
+    /// Never waits past [`FLUSH_WAIT`] in all, even on a full queue whose
+    /// output is stuck (a stalled pipe): the process must be able to end.
     fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + FLUSH_WAIT;
         let (done, written) = std::sync::mpsc::sync_channel(1);
-        if self.queue.send(Msg::Flush(done)).is_ok() {
-            let _ = written.recv_timeout(FLUSH_WAIT);
+        let mut msg = Msg::Flush(done);
+        loop {
+            match self.queue.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = written.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 }
 
