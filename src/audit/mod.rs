@@ -829,10 +829,12 @@ mod tests {
         log.close().await.unwrap();
         drop(store);
 
-        // A new database: its own epoch, its own sequence from 1.
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-        }
+        // A new database: its own epoch, its own sequence from 1. Another
+        // file, not the old one deleted: the dropped store's threads close
+        // its connections after `drop` returns, and the last to close
+        // deletes its `-wal` and `-shm` by name, which could by then be
+        // the new database's (SQLITE_IOERR at open, seen once in CI).
+        let db = dir.path().join("vault-new.db");
         let quoted = AuditEvent {
             reason: Some("said \"read it\" aloud".into()),
             ..event(5)
@@ -1010,12 +1012,11 @@ mod tests {
         log.close().await.unwrap();
         drop((store, stdout));
 
-        for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-        }
-        std::fs::rename(&backup, &db).unwrap();
-        commit_uncopied(&db, vec![log_note(&key, 3)]).await;
-        let (log, store) = start(&path, &db, &key).await;
+        // The backup is opened where it is: replacing the live file would
+        // race the dropped store's threads, which close its connections
+        // after `drop` returns and delete its `-wal` and `-shm` by name.
+        commit_uncopied(&backup, vec![log_note(&key, 3)]).await;
+        let (log, store) = start(&path, &backup, &key).await;
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.matches("tok_3").count(), 1, "{text}");
         assert_eq!(verify(&path, &key).unwrap().lines, 3);
