@@ -75,7 +75,7 @@ impl HashKey {
             "[HASH:{}:{}:{}]",
             kind.as_str(),
             self.id,
-            hex::encode(&tag.as_ref()[..12])
+            crate::crypto::to_hex(&tag.as_ref()[..12])
         )
     }
 }
