@@ -287,7 +287,10 @@ fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(&args)?;
     let _log_flush = crate::telemetry::init_stderr_logging()?;
     crate::telemetry::install_panic_hook();
-    runtime()?.block_on(async move {
+    let workers = crate::memory::Workers::new(
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    );
+    workers.runtime().build()?.block_on(async move {
         let app = crate::app::build(&settings, Arc::new(SystemClock)).await?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -300,10 +303,16 @@ fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
             app.state.clone(),
             settings.uses_dev_credentials(),
         ));
+        let janitor = tokio::spawn(crate::memory::janitor(
+            workers,
+            crate::memory::requests,
+            crate::memory::QUIET_FOR,
+        ));
         tracing::info!(%addr, "serving");
         crate::app::serve(listener, app.tls, app.router, shutdown_signal()).await?;
         watcher.abort();
         reloader.abort();
+        janitor.abort();
         // Events committed with their records are safe in the store either
         // way; copying them now leaves the audit file complete at a stop.
         let audit = app.state.audit.clone().close();

@@ -35,6 +35,8 @@
 //!   embedded store's audit outbox.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`clock`]: injectable time.
+//! - [`memory`]: giving memory back to the system when the server goes
+//!   quiet.
 
 pub mod app;
 pub mod audit;
@@ -48,6 +50,7 @@ pub mod crypto;
 pub mod doctor;
 pub mod http;
 pub mod loadgen;
+pub mod memory;
 pub mod redact;
 pub mod rewrap;
 pub mod store;

@@ -352,6 +352,7 @@ impl Writer {
         // The last look found a full group: more notes wait.
         let mut more = false;
         let mut last_look = std::time::Instant::now();
+        let mut spell = crate::memory::Spell::default();
         loop {
             let wait = if more {
                 Duration::ZERO
@@ -407,8 +408,12 @@ impl Writer {
                     let _ = done.send(Ok(()));
                     return;
                 }
+                if spell.quiet(std::time::Instant::now(), crate::memory::QUIET_FOR) {
+                    crate::memory::release_thread();
+                }
                 continue;
             }
+            spell.busy();
             let result = self.commit(&jobs, &rows);
             if result.is_err() {
                 // Retried at the next look, not at once.

@@ -231,6 +231,7 @@ fn permute62(keys: &std::hash::RandomState, n: u64) -> u64 {
 
 /// Request id, problem shaping, metrics and the access log line.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    crate::memory::note_request();
     let id = next_request_id();
     let route = req
         .extensions()

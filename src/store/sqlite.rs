@@ -141,17 +141,46 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 /// blocking pool to dozens of threads, and handing each read to a fresh
 /// one cost more context switches than the read itself.
 fn reader_loop(conn: Connection, queue: Arc<Mutex<std::sync::mpsc::Receiver<ReadJob>>>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    // Whether this reader gave its memory back in the current quiet spell.
+    let mut released = false;
     loop {
         // The lock is held only while waiting for the next job, so the
-        // readers take jobs in turn and run them side by side.
-        let job = match queue.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
+        // readers take jobs in turn and run them side by side. A quiet
+        // reader lets go of the lock to release, so the next one waits
+        // its own quiet period and releases too.
+        let next = {
+            let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+            if released {
+                queue.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                queue.recv_timeout(crate::memory::QUIET_FOR)
+            }
         };
+        let job = match next {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                release_memory(&conn);
+                released = true;
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        released = false;
         // A panicking read drops its answer channel (the caller sees an
         // error); the thread goes on.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
     }
+}
+
+/// A quiet connection's thread gives back its page cache (SQLite's, in
+/// glibc's heap) and its own allocator heap: under load the caches fill
+/// to their limit, and nothing shrinks them after.
+fn release_memory(conn: &Connection) {
+    // Best effort: a connection that cannot shrink keeps its cache.
+    let _ = conn.execute_batch("PRAGMA shrink_memory");
+    crate::memory::trim_system_allocator();
+    crate::memory::release_thread();
 }
 
 /// Most writes one transaction takes.
@@ -244,7 +273,9 @@ fn writer_loop(
     let mut commits = 0u32;
     // Notes deleted up to here.
     let mut deleted = 0u64;
-    while let Ok(first) = jobs.recv() {
+    while let Ok(first) =
+        crate::memory::recv_quiet(&jobs, crate::memory::QUIET_FOR, || release_memory(&conn))
+    {
         let mut batch = vec![first];
         while batch.len() < GROUP_MAX {
             match jobs.try_recv() {

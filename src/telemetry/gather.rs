@@ -86,7 +86,11 @@ pub fn start<W: Write + Send + 'static>(
 fn run<W: Write>(lines: Receiver<Msg>, out: &Mutex<W>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
-        let first = match lines.recv() {
+        let first = match crate::memory::recv_quiet(
+            &lines,
+            crate::memory::QUIET_FOR,
+            crate::memory::release_thread,
+        ) {
             Ok(m) => m,
             Err(_) => return,
         };
