@@ -283,13 +283,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The runtime's worker count: `TOKIO_WORKER_THREADS` when set (tokio's
+/// own variable, which an explicit count would otherwise override), else
+/// one per core.
+fn worker_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+}
+
 fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(&args)?;
     let _log_flush = crate::telemetry::init_stderr_logging()?;
     crate::telemetry::install_panic_hook();
-    let workers = crate::memory::Workers::new(
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-    );
+    let workers = crate::memory::Workers::new(worker_threads());
     workers.runtime().build()?.block_on(async move {
         let app = crate::app::build(&settings, Arc::new(SystemClock)).await?;
         let listener = tokio::net::TcpListener::bind(settings.listen)

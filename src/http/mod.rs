@@ -231,13 +231,15 @@ fn permute62(keys: &std::hash::RandomState, n: u64) -> u64 {
 
 /// Request id, problem shaping, metrics and the access log line.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    crate::memory::note_request();
     let id = next_request_id();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_owned();
+    if !matches!(route.as_str(), "/healthz" | "/readyz") {
+        crate::memory::note_request();
+    }
     let method = req.method().clone();
     let start = Instant::now();
     let (mut res, waited) =

@@ -136,37 +136,63 @@ const BLANK_ACKED_TOP: &str = "UPDATE audit_outbox SET note = x'' \
 /// One read for a reader thread; it answers on its own channel.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
+/// The readers' shared queue, and how many of them ran a read since they
+/// last gave their memory back.
+struct Readers {
+    queue: Mutex<std::sync::mpsc::Receiver<ReadJob>>,
+    unreleased: std::sync::atomic::AtomicUsize,
+}
+
 /// A reader thread: serves reads from the shared queue until every sender
 /// is gone. Reads were `spawn_blocking` tasks; under load tokio grew its
 /// blocking pool to dozens of threads, and handing each read to a fresh
 /// one cost more context switches than the read itself.
-fn reader_loop(conn: Connection, queue: Arc<Mutex<std::sync::mpsc::Receiver<ReadJob>>>) {
+///
+/// The lock is held only while waiting for the next job, so the readers
+/// take jobs in turn and run them side by side. A reader that ran a read
+/// gives its memory back (`release`) after `quiet` with nothing to do.
+/// While any reader has yet to, the one holding the lock waits with a
+/// timeout and then lets go of the lock (yielding, if it has nothing of
+/// its own to release), so each reader gets its turn; once all have, it
+/// waits without one, and an idle server's readers do not wake.
+fn reader_loop(
+    conn: Connection,
+    readers: Arc<Readers>,
+    quiet: std::time::Duration,
+    release: fn(&Connection),
+) {
     use std::sync::mpsc::RecvTimeoutError;
-    // Whether this reader gave its memory back in the current quiet spell.
-    let mut released = false;
+    // Ran a read since this reader last released.
+    let mut dirty = false;
     loop {
-        // The lock is held only while waiting for the next job, so the
-        // readers take jobs in turn and run them side by side. A quiet
-        // reader lets go of the lock to release, so the next one waits
-        // its own quiet period and releases too.
         let next = {
-            let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
-            if released {
+            let queue = readers.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let next = if readers.unreleased.load(Ordering::Acquire) == 0 {
                 queue.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
-                queue.recv_timeout(crate::memory::QUIET_FOR)
+                queue.recv_timeout(quiet)
+            };
+            // Counted before the lock goes, so the next holder sees it.
+            if next.is_ok() && !dirty {
+                dirty = true;
+                readers.unreleased.fetch_add(1, Ordering::AcqRel);
             }
+            next
         };
         let job = match next {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
-                release_memory(&conn);
-                released = true;
+                if dirty {
+                    release(&conn);
+                    dirty = false;
+                    readers.unreleased.fetch_sub(1, Ordering::AcqRel);
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        released = false;
         // A panicking read drops its answer channel (the caller sees an
         // error); the thread goes on.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
@@ -411,12 +437,15 @@ impl SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(map_err)?;
         let (reads, queue) = std::sync::mpsc::channel();
-        let queue = Arc::new(Mutex::new(queue));
+        let shared = Arc::new(Readers {
+            queue: Mutex::new(queue),
+            unreleased: Default::default(),
+        });
         for conn in readers {
-            let queue = queue.clone();
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name("sqlite-reader".into())
-                .spawn(move || reader_loop(conn, queue))
+                .spawn(move || reader_loop(conn, shared, crate::memory::QUIET_FOR, release_memory))
                 .map_err(|e| StoreError::Unavailable(format!("sqlite reader thread: {e}")))?;
         }
         let checkpointer = Connection::open(path).map_err(map_err)?;
@@ -1222,6 +1251,69 @@ impl TokenStore for SqliteStore {
 mod tests {
     use super::*;
 
+    /// Releases by the reader test's threads.
+    static READER_RELEASES: AtomicU64 = AtomicU64::new(0);
+
+    #[test]
+    fn readers_that_ran_a_read_release_once_and_idle_ones_do_not() {
+        use std::sync::Barrier;
+        use std::time::{Duration, Instant};
+        let (reads, queue) = std::sync::mpsc::channel::<ReadJob>();
+        let shared = Arc::new(Readers {
+            queue: Mutex::new(queue),
+            unreleased: Default::default(),
+        });
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let shared = shared.clone();
+                let conn = Connection::open_in_memory().unwrap();
+                std::thread::spawn(move || {
+                    reader_loop(conn, shared, Duration::from_millis(20), |_| {
+                        READER_RELEASES.fetch_add(1, Ordering::SeqCst);
+                    })
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            READER_RELEASES.load(Ordering::SeqCst),
+            0,
+            "no read yet: nothing to release"
+        );
+
+        // Two reads that wait for each other run on two readers at once.
+        let both = Arc::new(Barrier::new(2));
+        let (done, finished) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let (both, done) = (both.clone(), done.clone());
+            reads
+                .send(Box::new(move |_: &Connection| {
+                    both.wait();
+                    done.send(()).unwrap();
+                }))
+                .unwrap();
+        }
+        finished.recv().unwrap();
+        finished.recv().unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while READER_RELEASES.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            READER_RELEASES.load(Ordering::SeqCst),
+            2,
+            "each reader that ran a read"
+        );
+        assert_eq!(shared.unreleased.load(Ordering::SeqCst), 0);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(READER_RELEASES.load(Ordering::SeqCst), 2, "and only once");
+
+        drop(reads);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
     #[test]
     fn every_migration_file_is_listed_in_order() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
