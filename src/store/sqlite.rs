@@ -25,7 +25,7 @@
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
@@ -140,7 +140,7 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 /// last gave their memory back.
 struct Readers {
     queue: Mutex<std::sync::mpsc::Receiver<ReadJob>>,
-    unreleased: std::sync::atomic::AtomicUsize,
+    unreleased: AtomicUsize,
 }
 
 /// A reader thread: serves reads from the shared queue until every sender
@@ -1314,6 +1314,7 @@ mod tests {
             t.join().unwrap();
         }
     }
+
     #[test]
     fn every_migration_file_is_listed_in_order() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
