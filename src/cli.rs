@@ -297,6 +297,7 @@ fn worker_threads() -> usize {
 }
 
 fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
+    crate::memory::small_pages_only();
     let settings = settings(&args)?;
     let _log_flush = crate::telemetry::init_stderr_logging()?;
     crate::telemetry::install_panic_hook();

@@ -12,6 +12,9 @@
 //! - the runtime's workers from the runtime's park hook, when
 //!   [`janitor`] asks after a spell with no requests ([`Workers`]).
 //!
+//! The server also runs on small pages only ([`small_pages_only`]): a
+//! huge page stays resident while any of its 2 MiB is in use.
+//!
 //! A thread releases only on its own idle time, though others may be busy
 //! (the SQLite writer during read-only traffic, say), and `malloc_trim`
 //! walks every glibc arena. Nothing here changes what a request sees: a
@@ -29,6 +32,25 @@ use std::time::{Duration, Instant};
 /// pause between bursts does not pay for refilling caches; short enough
 /// that an operator watching RSS after a load test sees it fall.
 pub const QUIET_FOR: Duration = Duration::from_secs(2);
+
+/// Keeps the process on 4 KiB pages. mimalloc asks for transparent huge
+/// pages over its whole 1 GiB arena (`MADV_HUGEPAGE`), so wherever the
+/// kernel grants them (its `madvise` and `always` modes) one live object
+/// keeps a whole 2 MiB page resident, and [`release_thread`] frees 64 KiB
+/// pieces the kernel then cannot give back. With them the server idled
+/// at 37-45 MB after a load and peaked at 105-127 MB; without, 27-30 MB
+/// and 65-72 MB, throughput within the VM's noise (BENCHMARKS.md). Pages
+/// faulted in before the call keep their size, so the server calls it
+/// first thing.
+pub fn small_pages_only() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `PR_SET_THP_DISABLE` takes integers only and changes a flag
+    // of the calling process; a kernel without it answers EINVAL, and the
+    // process then runs as before.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
 
 /// Gives back the free pages of the calling thread's allocator heap.
 /// `mi_collect` is a no-op for a heap that holds nothing, and harmless
