@@ -38,8 +38,8 @@ pub const QUIET_FOR: Duration = Duration::from_secs(2);
 /// kernel grants them (its `madvise` and `always` modes) one live object
 /// keeps a whole 2 MiB page resident, and [`release_thread`] frees 64 KiB
 /// pieces the kernel then cannot give back. With them the server idled
-/// at 37-45 MB after a load and peaked at 105-127 MB; without, 27-30 MB
-/// and 65-72 MB, throughput within the VM's noise (BENCHMARKS.md). Pages
+/// at 37-45 MB after a load and peaked at 101-127 MB; without, 27-30 MB
+/// and 58-75 MB, throughput within the VM's noise (BENCHMARKS.md). Pages
 /// faulted in before the call keep their size, so the server calls it
 /// first thing.
 pub fn small_pages_only() {

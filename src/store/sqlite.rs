@@ -69,7 +69,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// system first: 1,000-card batches into a table growing past 700,000
 /// records went from 52,800-65,000 to 65,100-79,000 cards/s with 16 MiB
 /// (four alternating pairs); 32 MiB did no better and raised peak RSS by
-/// up to 26 MB. Given back when the writer goes quiet.
+/// up to 34 MB. Given back when the writer goes quiet.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 /// Reader threads, each with its own connection. Two keep both cores
