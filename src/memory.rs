@@ -13,7 +13,7 @@
 //!   [`janitor`] asks after a spell with no requests ([`Workers`]).
 //!
 //! The server also runs on small pages only ([`small_pages_only`]): a
-//! huge page stays resident while any of its 2 MiB is in use.
+//! huge page is resident whole while any of its 2 MiB is in use.
 //!
 //! A thread releases only on its own idle time, though others may be busy
 //! (the SQLite writer during read-only traffic, say), and `malloc_trim`
@@ -35,20 +35,27 @@ pub const QUIET_FOR: Duration = Duration::from_secs(2);
 
 /// Keeps the process on 4 KiB pages. mimalloc asks for transparent huge
 /// pages over its whole 1 GiB arena (`MADV_HUGEPAGE`), so wherever the
-/// kernel grants them (its `madvise` and `always` modes) one live object
-/// keeps a whole 2 MiB page resident, and [`release_thread`] frees 64 KiB
-/// pieces the kernel then cannot give back. With them the server idled
-/// at 37-45 MB after a load and peaked at 101-127 MB; without, 27-30 MB
-/// and 58-75 MB, throughput within the VM's noise (BENCHMARKS.md). Pages
-/// faulted in before the call keep their size, so the server calls it
-/// first thing.
+/// kernel grants them (its `madvise` and `always` modes) it backs each
+/// 2 MiB range the arena touches with a whole huge page: at the first
+/// touch, and again when khugepaged collapses a range [`release_thread`]
+/// had partly purged (with `max_ptes_none` at its default, 511, one
+/// resident 4 KiB page is enough). The documented commands
+/// (BENCHMARKS.md, eleventh session), five runs with huge pages and six
+/// without: idle RSS after them 37.5-39.4 MB against 26.0-28.4 MB, peak
+/// 101.3-126.7 MB against 58.2-75.1 MB. Throughput moved within the VM's
+/// noise, except perhaps detokenize: 4.8% lower on average over fourteen
+/// alternating pairs, lower in nine. The flag covers the whole process
+/// and what it starts (a credential helper the AWS SDK runs, say);
+/// pages faulted before `main` (mimalloc's first 4 MB) keep their size.
 pub fn small_pages_only() {
     #[cfg(target_os = "linux")]
-    // SAFETY: `PR_SET_THP_DISABLE` takes integers only and changes a flag
-    // of the calling process; a kernel without it answers EINVAL, and the
-    // process then runs as before.
+    // SAFETY: `PR_SET_THP_DISABLE` takes integers only (passed as the
+    // `unsigned long`s the kernel reads) and sets a flag of the calling
+    // process; a kernel without it answers EINVAL, and the process then
+    // runs as before.
     unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        let (on, unused) = (1 as libc::c_ulong, 0 as libc::c_ulong);
+        libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused);
     }
 }
 

@@ -63,13 +63,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// The writer's page cache, in KiB (SQLite's default is 2 MiB). A random
+/// The writer's page cache, in KiB (SQLite's default is 2,000). A random
 /// token lands on a random leaf of the token index, and once the index
-/// outgrew 2 MiB most inserts read their leaf back from the operating
-/// system first: 1,000-card batches into a table growing past 700,000
-/// records went from 52,800-65,000 to 65,100-79,000 cards/s with 16 MiB
-/// (four alternating pairs); 32 MiB did no better and raised peak RSS by
-/// up to 34 MB. Given back when the writer goes quiet.
+/// outgrew the cache an insert often read its leaf back from the
+/// operating system first (17% of the writer's time at batches, eighth
+/// session). Batches after the documented commands' first runs, four
+/// alternating pairs: 52,781-65,000 cards/s with the default, 65,113-
+/// 79,000 with 16 MiB. An earlier session measured 32 MiB slower: SQLite
+/// truncates the cache at each commit, walking a hash table that grows
+/// with it; at 16 MiB that is 0.56-0.69% of the server's `perf` samples
+/// (0.76% at 2 MiB). 32 MiB did no better than 16 and raised peak RSS by
+/// up to 34 MB. Open-loop tails at 5,000/s did not separate from the
+/// VM's noise (BENCHMARKS.md). Given back when the writer goes quiet.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 /// Reader threads, each with its own connection. Two keep both cores
@@ -557,10 +562,8 @@ const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 /// not leave a large file behind.
 const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
-/// SQLite's default page cache (2 MiB) is kept. A 32 MiB cache measured
-/// slower: at each commit SQLite truncates the page cache, scanning its
-/// whole hash table, which grows with the cache (19% of the writer's time
-/// at 1,000-card batches); the OS page cache serves the misses instead.
+/// The writer's connection settings; its page cache is sized apart
+/// ([`WRITER_CACHE_KIB`]).
 fn configure(c: &Connection) -> rusqlite::Result<()> {
     c.busy_timeout(std::time::Duration::from_secs(5))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
