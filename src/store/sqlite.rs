@@ -66,15 +66,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// The writer's page cache, in KiB (SQLite's default is 2,000). A random
 /// token lands on a random leaf of the token index, and once the index
 /// outgrew the cache an insert often read its leaf back from the
-/// operating system first (17% of the server's `perf` samples at
-/// batches, eighth session). Batches after the documented commands'
-/// first runs, four alternating pairs: 52,781-65,000 cards/s with the
-/// default, 65,113-79,000 with 16 MiB. An earlier session measured 32 MiB slower: SQLite
-/// truncates the cache at each commit, walking a hash table that grows
-/// with it; at 16 MiB that is 0.56-0.69% of the server's `perf` samples
-/// (0.76% at 2 MiB). 32 MiB did no better than 16 and raised peak RSS by
-/// up to 34 MB. Open-loop tails at 5,000/s did not separate from the
-/// VM's noise (BENCHMARKS.md). Given back when the writer goes quiet.
+/// operating system first (17% of the server's `perf` samples at batches,
+/// eighth session). Batches after the documented commands' first runs,
+/// four alternating pairs: 52,781-65,000 cards/s with the default,
+/// 65,113-79,000 with 16 MiB. An earlier session measured 32 MiB slower:
+/// SQLite truncates the cache at each commit, walking a hash table that
+/// grows with it; at 16 MiB that is 0.56-0.69% of the server's `perf`
+/// samples (0.76% at 2 MiB). 32 MiB did no better than 16 and raised peak
+/// RSS by up to 34 MB. Open-loop tails at 5,000/s did not separate from
+/// the VM's noise (BENCHMARKS.md). Given back when the writer goes quiet.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 /// Reader threads, each with its own connection. Two keep both cores
