@@ -1343,42 +1343,35 @@ mod tests {
             "no read yet: nothing to release"
         );
 
-        // Reads one after another all go to the first reader.
+        // A read that says which reader ran it, once `both` (if any) lets
+        // it go.
         let (ran, on) = std::sync::mpsc::channel();
-        for _ in 0..5 {
+        let read = |both: Option<Arc<Barrier>>| {
             let ran = ran.clone();
-            readers
-                .send(move |_: &Connection, held: InHand| {
-                    drop(held);
-                    ran.send(std::thread::current().id()).unwrap();
-                })
-                .unwrap();
-            let first = on.recv().unwrap();
-            assert_eq!(first, threads[0].thread().id());
+            move |_: &Connection, held: InHand| {
+                if let Some(both) = both {
+                    both.wait();
+                }
+                drop(held);
+                ran.send(std::thread::current().id()).unwrap();
+            }
+        };
+
+        // Reads one after another all go to the first reader.
+        for _ in 0..5 {
+            readers.send(read(None)).unwrap();
+            assert_eq!(on.recv().unwrap(), threads[0].thread().id());
         }
 
         // A read held up on the first reader, with as many behind it as it
         // holds: the next read goes to the second, and the two run at once
         // (they wait for each other).
         let both = Arc::new(Barrier::new(2));
-        let meet = |both: Arc<Barrier>, ran: std::sync::mpsc::Sender<_>| {
-            move |_: &Connection, held: InHand| {
-                both.wait();
-                drop(held);
-                ran.send(std::thread::current().id()).unwrap();
-            }
-        };
-        readers.send(meet(both.clone(), ran.clone())).unwrap();
+        readers.send(read(Some(both.clone()))).unwrap();
         for _ in 1..READS_IN_HAND {
-            let ran = ran.clone();
-            readers
-                .send(move |_: &Connection, held: InHand| {
-                    drop(held);
-                    ran.send(std::thread::current().id()).unwrap();
-                })
-                .unwrap();
+            readers.send(read(None)).unwrap();
         }
-        readers.send(meet(both, ran.clone())).unwrap();
+        readers.send(read(Some(both))).unwrap();
         let mut took: Vec<_> = (0..=READS_IN_HAND).map(|_| on.recv().unwrap()).collect();
         took.sort_by_key(|id| *id != threads[0].thread().id());
         assert_eq!(took[READS_IN_HAND], threads[1].thread().id());
