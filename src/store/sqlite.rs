@@ -8,7 +8,8 @@
 //! its answers leaves. A write that fails rolls back alone. Two reader
 //! threads, each with its own connection, serve reads beside the writer,
 //! which WAL permits. A checkpointer thread copies the WAL back into the
-//! database beside the writer, so commits do not wait for it. The writer's
+//! database beside the writer, and syncs it, so commits do not wait for
+//! either. The writer's
 //! connection opens its files through `wal_vfs`, which hands a commit's
 //! WAL frames to the kernel in one write instead of two a frame.
 //!
@@ -149,13 +150,17 @@ const BLANK_ACKED_TOP: &str = "UPDATE audit_outbox SET note = x'' \
      WHERE seq = (SELECT max(seq) FROM audit_outbox) AND seq <= ?1 AND length(note) > 0";
 
 /// One read for a reader thread; it answers on its own channel.
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+type Read = Box<dyn FnOnce(&Connection, InHand) + Send>;
+
+/// A read, and its place in its reader's count.
+type ReadJob = (InHand, Read);
 
 /// Reads a reader holds (running and queued) before the next goes to
-/// another: a slow read (a cold page from disk) keeps at most this many
-/// behind it. At 32 connections of detokenize, 16 against 4: 0.27-0.31
-/// context switches a request on the readers against 0.38-0.43, and
-/// 8.2-10.2 µs of their CPU against 9.1-10.9.
+/// another: a slow read (a cold page from disk) keeps at most one fewer
+/// queued behind it while another reader has room. At 32 connections of
+/// detokenize, 16 against 4: 0.27-0.31 context switches a request on the
+/// readers against 0.37-0.43, and 8.2-10.2 µs of their CPU against
+/// 9.1-10.9.
 const READS_IN_HAND: usize = 16;
 
 /// The reader threads, each with its own queue, and how many reads each
@@ -164,10 +169,17 @@ struct Readers {
     each: Vec<(std::sync::mpsc::Sender<ReadJob>, Arc<AtomicUsize>)>,
 }
 
-/// A read in a reader's hand, counted until it is done (or has panicked):
-/// dropped before the read answers, so the next read its caller sends
-/// finds the reader free.
+/// A read in a reader's hand, counted until it is done (or has panicked,
+/// or never reached the reader): dropped before the read answers, so the
+/// next read its caller sends finds the reader free.
 struct InHand(Arc<AtomicUsize>);
+
+impl InHand {
+    fn take(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        InHand(count.clone())
+    }
+}
 
 impl Drop for InHand {
     fn drop(&mut self) {
@@ -177,32 +189,32 @@ impl Drop for InHand {
 
 impl Readers {
     /// Hands `read` to the first reader holding fewer than
-    /// [`READS_IN_HAND`], else to the one holding fewest: the first reader
-    /// takes every read while it keeps up, and one that runs reads back to
-    /// back does not sleep between them. The readers used to share one
-    /// queue behind a mutex: each read woke the reader waiting on the
-    /// queue and, when it let the mutex go, the one waiting for the mutex,
-    /// 0.52-0.59 context switches a detokenization on these threads.
+    /// [`READS_IN_HAND`], else to the one holding fewest (a reader whose
+    /// thread is gone is passed over): the first reader takes every read
+    /// while it keeps up, and one that runs reads back to back does not
+    /// sleep between them. The readers used to share one queue behind a
+    /// mutex: 0.45-0.52 context switches a detokenization on these
+    /// threads.
     fn send(
         &self,
         read: impl FnOnce(&Connection, InHand) + Send + 'static,
     ) -> Result<(), StoreError> {
-        let stopped = || StoreError::Unavailable("sqlite readers stopped".into());
-        let (queue, in_hand) = self
-            .each
-            .iter()
-            .find(|(_, n)| n.load(Ordering::Acquire) < READS_IN_HAND)
-            .or_else(|| {
-                self.each
-                    .iter()
-                    .min_by_key(|(_, n)| n.load(Ordering::Acquire))
-            })
-            .ok_or_else(stopped)?;
-        in_hand.fetch_add(1, Ordering::AcqRel);
-        let held = InHand(in_hand.clone());
-        queue
-            .send(Box::new(move |c: &Connection| read(c, held)))
-            .map_err(|_| stopped())
+        let held = |(_, n): &&(_, Arc<AtomicUsize>)| n.load(Ordering::Acquire);
+        let mut order: Vec<_> = self.each.iter().collect();
+        if let Some(first) = order.iter().position(|r| held(r) < READS_IN_HAND) {
+            order[..=first].rotate_right(1);
+        } else {
+            order.sort_by_key(held);
+        }
+        let mut read: Read = Box::new(read);
+        for (queue, count) in order {
+            match queue.send((InHand::take(count), read)) {
+                Ok(()) => return Ok(()),
+                // Its guard dropped: the count is as it was.
+                Err(std::sync::mpsc::SendError((_, back))) => read = back,
+            }
+        }
+        Err(StoreError::Unavailable("sqlite readers stopped".into()))
     }
 }
 
@@ -220,9 +232,10 @@ fn reader_loop(
 ) {
     let Ok(mut job) = jobs.recv() else { return };
     loop {
+        let (held, read) = job;
         // A panicking read drops its answer channel (the caller sees an
-        // error); the thread goes on.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
+        // error) and its guard; the thread goes on.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&conn, held)));
         job = match crate::memory::recv_quiet(&jobs, quiet, || release(&conn)) {
             Ok(j) => j,
             Err(_) => return,
@@ -270,18 +283,27 @@ const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1)
 /// this thread fall behind.
 ///
 /// A checkpoint that leaves frames behind (a commit landed meanwhile,
-/// which under steady load is every one) writes pages into `db` without
-/// an fsync: SQLite syncs the database only when a checkpoint copies the
-/// whole WAL, and that one is usually the writer's own backstop, once the
-/// WAL reaches [`WAL_CHECKPOINT_PAGES`]. Its fsync then flushed everything
-/// the checkpointer had written since the last: 21-29 ms, about once a
-/// second at 5,000 tokenizations/s into 400,000 records, with every
-/// commit waiting behind it. So this thread syncs `db` itself after each
-/// checkpoint that copied frames (`sync_db`), in small steps off the
-/// writer's path.
+/// which under steady load is every one) writes pages into the database
+/// without an fsync: SQLite syncs the database only when a checkpoint
+/// copies the whole WAL, and that one is usually the writer's own
+/// backstop, once the WAL reaches [`WAL_CHECKPOINT_PAGES`]. Its fsync then
+/// flushed everything the checkpointer had written since the last: 21-29
+/// ms, about once a second at 5,000 tokenizations/s into 400,000 records,
+/// with every commit waiting behind it. So this thread syncs the database
+/// itself (`sync_db`, [`sync_main_file`]) after each checkpoint that
+/// copied frames, off the writer's path. The cost: closed-loop tokenize
+/// 3-9% slower, and a page rewritten between two checkpoints reaches the
+/// disk twice (write requests +57%).
+///
+/// Should that sync fail, the thread stops: the kernel reports a failed
+/// write back once for each open file, so after a failure this
+/// connection's own sync at a whole checkpoint could succeed over pages
+/// that never reached the disk, and SQLite would then start the WAL over.
+/// The writer's backstop checkpoints on its own file, which still reports
+/// the failure, as before this thread synced anything.
 fn checkpointer_loop(
     conn: Connection,
-    mut sync_db: impl FnMut() -> std::io::Result<()>,
+    mut sync_db: impl FnMut(&Connection) -> std::io::Result<()>,
     nudges: std::sync::mpsc::Receiver<()>,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
@@ -295,32 +317,73 @@ fn checkpointer_loop(
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        let ran = conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-            })
-            .map_err(|e| e.to_string())
-            .and_then(|(frames, copied)| {
-                // The answer cannot tell a whole checkpoint (synced by
-                // SQLite) from one that was overtaken: both report the WAL
-                // as it was when the checkpoint began, all of it copied.
-                if copied > 0 && (frames, copied) != last {
-                    sync_db().map_err(|e| e.to_string())?;
-                }
-                last = (frames, copied);
-                Ok(())
-            });
+        let ran = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
         match ran {
             Err(e) if !failing => {
                 failing = true;
                 tracing::warn!(error = %e, "sqlite checkpoints failing; the writer checkpoints on its own");
             }
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("sqlite checkpoints working again");
+            Err(_) => {}
+            Ok((frames, copied)) => {
+                if failing {
+                    failing = false;
+                    tracing::info!("sqlite checkpoints working again");
+                }
+                // The answer cannot tell a whole checkpoint (synced by
+                // SQLite) from one that was overtaken: both report the WAL
+                // as it was when the checkpoint began, all of it copied.
+                if copied > 0
+                    && (frames, copied) != last
+                    && let Err(e) = sync_db(&conn)
+                {
+                    tracing::error!(error = %e, "sqlite database sync failed; checkpoints left to the writer");
+                    return;
+                }
+                last = (frames, copied);
             }
-            _ => {}
         }
+    }
+}
+
+/// Syncs `conn`'s database file through SQLite's own descriptor of it.
+/// A descriptor of our own would do the same sync, but closing it would
+/// drop every POSIX lock this process holds on the file, the other
+/// connections' included (SQLite's own files never close while locks
+/// are held, for that reason).
+fn sync_main_file(conn: &Connection) -> std::io::Result<()> {
+    use rusqlite::ffi;
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: an open connection's handle, used on this thread only; the
+    // file control writes one `sqlite3_file` pointer into `file`.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        )
+    };
+    if rc != ffi::SQLITE_OK || file.is_null() {
+        return Err(std::io::Error::other(format!(
+            "no database file to sync (sqlite code {rc})"
+        )));
+    }
+    // SAFETY: the file and its methods live as long as the connection,
+    // which nothing else uses meanwhile.
+    let rc = unsafe {
+        match (*file).pMethods.as_ref().and_then(|m| m.xSync) {
+            Some(sync) => sync(file, ffi::SQLITE_SYNC_NORMAL),
+            None => ffi::SQLITE_MISUSE,
+        }
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "sync failed (sqlite code {rc})"
+        )))
     }
 }
 
@@ -515,13 +578,10 @@ impl SqliteStore {
         checkpointer
             .pragma_update(None, "synchronous", "FULL")
             .map_err(map_err)?;
-        // Any descriptor of the file syncs its pages.
-        let db = std::fs::File::open(path)
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpointer_loop(checkpointer, move || db.sync_data(), nudges))
+            .spawn(move || checkpointer_loop(checkpointer, sync_main_file, nudges))
             .map_err(|e| StoreError::Unavailable(format!("sqlite checkpoint thread: {e}")))?;
         let (writes, jobs) = std::sync::mpsc::channel();
         let outbox = Arc::new(OutboxState::default());
@@ -1316,11 +1376,18 @@ impl TokenStore for SqliteStore {
 mod tests {
     use super::*;
 
-    /// Releases by the reader test's threads.
-    static READER_RELEASES: AtomicU64 = AtomicU64::new(0);
+    /// The reader test's threads, once for each time one gave its memory
+    /// back.
+    static RELEASED_BY: std::sync::Mutex<Vec<std::thread::ThreadId>> =
+        std::sync::Mutex::new(Vec::new());
+
+    fn released_by(id: std::thread::ThreadId) -> usize {
+        let all = RELEASED_BY.lock().unwrap();
+        all.iter().filter(|t| **t == id).count()
+    }
 
     #[test]
-    fn reads_go_to_the_first_free_reader_and_readers_that_ran_one_release_once() {
+    fn reads_go_to_the_first_free_reader_and_readers_that_ran_one_release() {
         use std::sync::Barrier;
         use std::time::{Duration, Instant};
         let mut each = Vec::new();
@@ -1330,16 +1397,19 @@ mod tests {
             let conn = Connection::open_in_memory().unwrap();
             threads.push(std::thread::spawn(move || {
                 reader_loop(conn, jobs, Duration::from_millis(20), |_| {
-                    READER_RELEASES.fetch_add(1, Ordering::SeqCst);
+                    RELEASED_BY
+                        .lock()
+                        .unwrap()
+                        .push(std::thread::current().id());
                 })
             }));
             each.push((queue, Arc::new(AtomicUsize::new(0))));
         }
+        let ids: Vec<_> = threads.iter().map(|t| t.thread().id()).collect();
         let readers = Readers { each };
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            READER_RELEASES.load(Ordering::SeqCst),
-            0,
+        assert!(
+            ids.iter().all(|id| released_by(*id) == 0),
             "no read yet: nothing to release"
         );
 
@@ -1356,11 +1426,15 @@ mod tests {
                 ran.send(std::thread::current().id()).unwrap();
             }
         };
+        let next = || {
+            on.recv_timeout(Duration::from_secs(10))
+                .expect("a read ran")
+        };
 
         // Reads one after another all go to the first reader.
         for _ in 0..5 {
             readers.send(read(None)).unwrap();
-            assert_eq!(on.recv().unwrap(), threads[0].thread().id());
+            assert_eq!(next(), ids[0]);
         }
 
         // A read held up on the first reader, with as many behind it as it
@@ -1372,35 +1446,50 @@ mod tests {
             readers.send(read(None)).unwrap();
         }
         readers.send(read(Some(both))).unwrap();
-        let mut took: Vec<_> = (0..=READS_IN_HAND).map(|_| on.recv().unwrap()).collect();
-        took.sort_by_key(|id| *id != threads[0].thread().id());
-        assert_eq!(took[READS_IN_HAND], threads[1].thread().id());
-        assert!(
-            took[..READS_IN_HAND]
-                .iter()
-                .all(|id| *id == threads[0].thread().id())
-        );
-        assert!(
+        let mut took: Vec<_> = (0..=READS_IN_HAND).map(|_| next()).collect();
+        took.sort_by_key(|id| *id != ids[0]);
+        assert_eq!(took[READS_IN_HAND], ids[1]);
+        assert!(took[..READS_IN_HAND].iter().all(|id| *id == ids[0]));
+
+        // A panicking read gives its place back too.
+        readers
+            .send(|_: &Connection, _: InHand| panic!("a failing read"))
+            .unwrap();
+        readers.send(read(None)).unwrap();
+        assert_eq!(next(), ids[0]);
+        let counted_out = || {
             readers
                 .each
                 .iter()
-                .all(|(_, n)| n.load(Ordering::SeqCst) == 0),
-            "every read counted out"
-        );
+                .all(|(_, n)| n.load(Ordering::SeqCst) == 0)
+        };
+        assert!(counted_out(), "every read counted out");
 
+        // Each reader that ran a read gives its memory back once it is
+        // quiet, and not again until it runs another: the second ran one
+        // read, the first 23. The idle third never does.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while READER_RELEASES.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        while (released_by(ids[0]) == 0 || released_by(ids[1]) == 0) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(
-            READER_RELEASES.load(Ordering::SeqCst),
-            2,
-            "each reader that ran a read, not the idle third"
-        );
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(READER_RELEASES.load(Ordering::SeqCst), 2, "and only once");
+        assert!((1..=23).contains(&released_by(ids[0])));
+        assert_eq!(released_by(ids[1]), 1);
+        assert_eq!(released_by(ids[2]), 0, "the idle third");
 
-        drop(readers);
+        // A reader whose thread is gone is passed over.
+        let (gone, _) = std::sync::mpsc::channel::<ReadJob>();
+        let gone = Readers {
+            each: vec![
+                (gone, Arc::new(AtomicUsize::new(0))),
+                readers.each[1].clone(),
+            ],
+        };
+        gone.send(read(None)).unwrap();
+        assert_eq!(next(), ids[1]);
+        assert!(gone.each.iter().all(|(_, n)| n.load(Ordering::SeqCst) == 0));
+
+        drop((readers, gone));
         for t in threads {
             t.join().unwrap();
         }
@@ -1489,7 +1578,7 @@ mod tests {
         let thread = std::thread::spawn(move || {
             checkpointer_loop(
                 checkpointer,
-                move || {
+                move |_: &Connection| {
                     counted.fetch_add(1, Ordering::SeqCst);
                     Ok(())
                 },
@@ -1511,6 +1600,43 @@ mod tests {
         assert_eq!(syncs.load(Ordering::SeqCst), 2, "a new commit copied");
         drop(nudge);
         thread.join().unwrap();
+    }
+
+    /// A failed sync stops the checkpointer: its own sync at a later whole
+    /// checkpoint would not report the failure again.
+    #[test]
+    fn the_checkpointer_stops_when_a_sync_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let writer = Connection::open(&path).unwrap();
+        configure(&writer).unwrap();
+        writer
+            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let (nudge, nudges) = std::sync::mpsc::sync_channel(0);
+        let checkpointer = Connection::open(&path).unwrap();
+        let thread = std::thread::spawn(move || {
+            checkpointer_loop(
+                checkpointer,
+                |_: &Connection| Err(std::io::Error::other("disk gone")),
+                nudges,
+            )
+        });
+        // (Refused already, should the period's own checkpoint come first.)
+        let _ = nudge.send(());
+        // Refused once the loop has returned and dropped its receiver.
+        assert!(nudge.send(()).is_err(), "the checkpointer went on");
+        thread.join().unwrap();
+    }
+
+    /// The sync through SQLite's own file works on a real database.
+    #[test]
+    fn the_main_file_syncs_through_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("vault.db")).unwrap();
+        configure(&conn).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        sync_main_file(&conn).unwrap();
     }
 
     #[tokio::test]
