@@ -1560,17 +1560,24 @@ mod tests {
         }
     }
 
-    /// The checkpointer syncs the database file after a checkpoint that
-    /// copied frames, and not after one that found nothing new.
-    #[test]
-    fn the_checkpointer_syncs_the_database_after_copying_frames() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("vault.db");
+    /// A database in WAL mode in `dir` with a committed table, and the
+    /// connection that made it.
+    fn wal_with_a_table(dir: &Path) -> (PathBuf, Connection) {
+        let path = dir.join("vault.db");
         let writer = Connection::open(&path).unwrap();
         configure(&writer).unwrap();
         writer
             .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
             .unwrap();
+        (path, writer)
+    }
+
+    /// The checkpointer syncs the database file after a checkpoint that
+    /// copied frames, and not after one that found nothing new.
+    #[test]
+    fn the_checkpointer_syncs_the_database_after_copying_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, writer) = wal_with_a_table(dir.path());
         let syncs = Arc::new(AtomicUsize::new(0));
         let counted = syncs.clone();
         let (nudge, nudges) = std::sync::mpsc::sync_channel(0);
@@ -1607,12 +1614,8 @@ mod tests {
     #[test]
     fn the_checkpointer_stops_when_a_sync_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("vault.db");
-        let writer = Connection::open(&path).unwrap();
-        configure(&writer).unwrap();
-        writer
-            .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
-            .unwrap();
+        // Kept open: the last connection to close checkpoints the WAL.
+        let (path, _writer) = wal_with_a_table(dir.path());
         let (nudge, nudges) = std::sync::mpsc::sync_channel(0);
         let checkpointer = Connection::open(&path).unwrap();
         let thread = std::thread::spawn(move || {
