@@ -128,6 +128,18 @@ async fn the_load_tool_drives_every_operation() {
         "{tokenized} rows, {r}"
     );
 
+    // Open loop: 100 requests a second for 0.4 s makes 40 due, no more.
+    let paced = LoadSettings {
+        mix: vec![(Op::Healthz, 1)],
+        rate: Some(100),
+        ..settings.clone()
+    };
+    let r = run(&app.url, app.key("admin"), tls.clone(), paced)
+        .await
+        .unwrap();
+    assert!((10..=40).contains(&r.requests), "{r}");
+    assert_eq!(r.errors, 0, "{r}");
+
     let wrong = LoadSettings {
         mix: vec![(Op::Tokenize, 1)],
         prepare: 0,
