@@ -570,9 +570,10 @@ fn pace(rate: u64, start: Instant, deadline: Instant, connections: Vec<Unbounded
     if connections.is_empty() {
         return;
     }
-    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
-    for k in 0u32.. {
-        let due = start + period * k;
+    let rate = u128::from(rate.max(1));
+    for k in 0u128.. {
+        // Whole nanoseconds from the start, so no rounding accumulates.
+        let due = start + Duration::from_nanos((k * 1_000_000_000 / rate) as u64);
         if due >= deadline {
             return;
         }
