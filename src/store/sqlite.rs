@@ -199,15 +199,14 @@ impl Readers {
         &self,
         read: impl FnOnce(&Connection, InHand) + Send + 'static,
     ) -> Result<(), StoreError> {
-        let held = |(_, n): &&(_, Arc<AtomicUsize>)| n.load(Ordering::Acquire);
-        let mut order: Vec<_> = self.each.iter().collect();
-        if let Some(first) = order.iter().position(|r| held(r) < READS_IN_HAND) {
-            order[..=first].rotate_right(1);
-        } else {
-            order.sort_by_key(held);
-        }
+        let held = |i: usize| self.each[i].1.load(Ordering::Acquire);
+        let n = self.each.len();
+        let first = (0..n)
+            .find(|&i| held(i) < READS_IN_HAND)
+            .or_else(|| (0..n).min_by_key(|&i| held(i)))
+            .unwrap_or(0);
         let mut read: Read = Box::new(read);
-        for (queue, count) in order {
+        for (queue, count) in self.each[first..].iter().chain(&self.each[..first]) {
             match queue.send((InHand::take(count), read)) {
                 Ok(()) => return Ok(()),
                 // Its guard dropped: the count is as it was.
