@@ -2,7 +2,7 @@
 //! crypto, and nothing in it is a value in the clear.
 //!
 //! - [`sqlite`]: the embedded default, one file in the data directory
-//!   (`sqlite/wal_vfs.rs`: the writer's VFS, one write a commit).
+//!   (`sqlite/vfs.rs`: the writer's VFS, one write a commit).
 //! - [`dynamodb`]: production, one DynamoDB table.
 //! - [`migrate`]: creates and configures that table.
 

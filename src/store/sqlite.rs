@@ -10,7 +10,7 @@
 //! which WAL permits. A checkpointer thread copies the WAL back into the
 //! database beside the writer, and syncs it, so commits do not wait for
 //! either. The writer's
-//! connection opens its files through `wal_vfs`, which hands a commit's
+//! connection opens its files through `vfs`, which hands a commit's
 //! WAL frames to the kernel in one write instead of two a frame.
 //!
 //! The audit outbox: [`TokenStore::insert_tokens_noted`] commits each
@@ -32,7 +32,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-mod wal_vfs;
+mod vfs;
 
 use super::{
     IdempotencyClaim, InsertOutcome, KeyItem, Noted, Nudge, Outbox, StoreError, TokenRecord,
@@ -538,9 +538,10 @@ impl SqliteStore {
         create_private(path)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         // Through the VFS that writes a commit's WAL frames at once.
-        let vfs = wal_vfs::register().map_err(StoreError::Internal)?;
-        let mut writer = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)
-            .map_err(map_err)?;
+        let writer_vfs = vfs::register().map_err(StoreError::Internal)?;
+        let mut writer =
+            Connection::open_with_flags_and_vfs(path, OpenFlags::default(), writer_vfs)
+                .map_err(map_err)?;
         configure(&writer).map_err(map_err)?;
         writer
             .pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
