@@ -2,7 +2,8 @@
 //! crypto, and nothing in it is a value in the clear.
 //!
 //! - [`sqlite`]: the embedded default, one file in the data directory
-//!   (`sqlite/vfs.rs`: the writer's VFS, one write a commit).
+//!   (`sqlite/vfs.rs`: the writer's VFS, one write a commit, and the
+//!   checkpointer's, the database synced in steps).
 //! - [`dynamodb`]: production, one DynamoDB table.
 //! - [`migrate`]: creates and configures that table.
 

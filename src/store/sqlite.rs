@@ -9,9 +9,10 @@
 //! threads, each with its own connection, serve reads beside the writer,
 //! which WAL permits. A checkpointer thread copies the WAL back into the
 //! database beside the writer, and syncs it, so commits do not wait for
-//! either. The writer's
-//! connection opens its files through `vfs`, which hands a commit's
-//! WAL frames to the kernel in one write instead of two a frame.
+//! either. Both open their files through VFSes of ours (`vfs`): the
+//! writer's hands a commit's WAL frames to the kernel in one write instead
+//! of two a frame; the checkpointer's syncs the database in small steps,
+//! so that no large sync holds up the writer's.
 //!
 //! The audit outbox: [`TokenStore::insert_tokens_noted`] commits each
 //! record it is given with its audit event's note, so such a record never
@@ -292,9 +293,11 @@ const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1)
 /// itself (`sync_db`, [`sync_main_file`]) after each checkpoint that
 /// copied frames, off the writer's path. The cost: closed-loop tokenize
 /// 3-9% slower, and a page rewritten between two checkpoints reaches the
-/// disk twice (write requests +57%).
+/// disk twice (write requests +57%). Its connection syncs the database
+/// every few pages as the checkpoint writes them (`vfs`), so that sync
+/// finds little left.
 ///
-/// Should that sync fail, the thread stops: the kernel reports a failed
+/// Should a sync fail, the thread stops: the kernel reports a failed
 /// write back once for each open file, so after a failure this
 /// connection's own sync at a whole checkpoint could succeed over pages
 /// that never reached the disk, and SQLite would then start the WAL over.
@@ -320,6 +323,11 @@ fn checkpointer_loop(
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         });
         match ran {
+            // A step sync failed (`vfs`); the file refuses all after it.
+            Err(e) if e.sqlite_error().map(|e| e.extended_code) == Some(ERROR_SYNC) => {
+                tracing::error!(error = %e, "sqlite database sync failed; checkpoints left to the writer");
+                return;
+            }
             Err(e) if !failing => {
                 failing = true;
                 tracing::warn!(error = %e, "sqlite checkpoints failing; the writer checkpoints on its own");
@@ -345,6 +353,9 @@ fn checkpointer_loop(
         }
     }
 }
+
+/// SQLite's extended code for a failed sync.
+const ERROR_SYNC: std::ffi::c_int = rusqlite::ffi::SQLITE_IOERR_FSYNC;
 
 /// Syncs `conn`'s database file through SQLite's own descriptor of it.
 /// A descriptor of our own would do the same sync, but closing it would
@@ -574,7 +585,11 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(format!("sqlite reader thread: {e}")))?;
             each.push((queue, Arc::new(AtomicUsize::new(0))));
         }
-        let checkpointer = Connection::open(path).map_err(map_err)?;
+        // Through the VFS that syncs the database file in small steps.
+        let checkpointer_vfs = vfs::register_checkpointer().map_err(StoreError::Internal)?;
+        let checkpointer =
+            Connection::open_with_flags_and_vfs(path, OpenFlags::default(), checkpointer_vfs)
+                .map_err(map_err)?;
         checkpointer
             .pragma_update(None, "synchronous", "FULL")
             .map_err(map_err)?;
@@ -1628,6 +1643,24 @@ mod tests {
         // (Refused already, should the period's own checkpoint come first.)
         let _ = nudge.send(());
         // Refused once the loop has returned and dropped its receiver.
+        assert!(nudge.send(()).is_err(), "the checkpointer went on");
+        thread.join().unwrap();
+    }
+
+    /// A sync that fails inside a checkpoint (the checkpointer's VFS
+    /// syncs the database as it writes) stops the checkpointer too.
+    #[test]
+    fn the_checkpointer_stops_when_a_step_sync_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _writer) = wal_with_a_table(dir.path());
+        let name = vfs::register_failing(c"tv-ckpt-test-loop").unwrap();
+        let checkpointer =
+            Connection::open_with_flags_and_vfs(&path, OpenFlags::default(), name).unwrap();
+        let (nudge, nudges) = std::sync::mpsc::sync_channel(0);
+        let thread = std::thread::spawn(move || {
+            checkpointer_loop(checkpointer, |_: &Connection| Ok(()), nudges)
+        });
+        let _ = nudge.send(());
         assert!(nudge.send(()).is_err(), "the checkpointer went on");
         thread.join().unwrap();
     }
