@@ -9,10 +9,10 @@
 //! threads, each with its own connection, serve reads beside the writer,
 //! which WAL permits. A checkpointer thread copies the WAL back into the
 //! database beside the writer, and syncs it, so commits do not wait for
-//! either. Both open their files through VFSes of ours (`vfs`): the
-//! writer's hands a commit's WAL frames to the kernel in one write instead
-//! of two a frame; the checkpointer's syncs the database in small steps,
-//! so that no large sync holds up the writer's.
+//! either. The writer and the checkpointer open their files through VFSes
+//! of ours (`vfs`): the writer's hands a commit's WAL frames to the kernel
+//! in one write instead of two a frame; the checkpointer's syncs the
+//! database in small steps, so that no large sync holds up the writer's.
 //!
 //! The audit outbox: [`TokenStore::insert_tokens_noted`] commits each
 //! record it is given with its audit event's note, so such a record never

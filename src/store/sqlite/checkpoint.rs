@@ -6,7 +6,8 @@ use rusqlite::Connection;
 
 /// Group commits between two nudges of the checkpointer. Small
 /// checkpoints often: each ends in an fsync of the database file, which
-/// holds up the writer's own fsyncs while the disk flushes. At 5,000
+/// held up the writer's own fsyncs while the disk flushed (before the
+/// database was synced in steps, `vfs`). At 5,000
 /// tokenizations/s into a table of 300,000 records, p99 was 21-66 ms
 /// (median of four runs 33) with a nudge every 256 commits and 15-23 ms
 /// (median 17) every 64, each pair run one after the other.
@@ -23,13 +24,14 @@ const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1)
 /// this thread fall behind.
 ///
 /// A checkpoint that leaves frames behind (a commit landed meanwhile,
-/// which under steady load is every one) writes pages into the database
-/// without an fsync: SQLite syncs the database only when a checkpoint
-/// copies the whole WAL, and that one is usually the writer's own
-/// backstop, once the WAL reaches [`super::WAL_CHECKPOINT_PAGES`]. Its fsync then
-/// flushed everything the checkpointer had written since the last: 21-29
-/// ms, about once a second at 5,000 tokenizations/s into 400,000 records,
-/// with every commit waiting behind it. So this thread syncs the database
+/// which under steady load is every one) wrote pages into the database
+/// without an fsync (before the step syncs, `vfs`): SQLite syncs the
+/// database only when a checkpoint copies the whole WAL, and that one is
+/// usually the writer's own backstop, once the WAL reaches
+/// [`super::WAL_CHECKPOINT_PAGES`]. Its fsync then flushed everything
+/// the checkpointer had written since the last: 21-29 ms, about once a
+/// second at 5,000 tokenizations/s into 400,000 records, with every
+/// commit waiting behind it. So this thread syncs the database
 /// itself (`sync_db`, [`sync_main_file`]) after each checkpoint that
 /// copied frames, off the writer's path. The cost: closed-loop tokenize
 /// 3-9% slower, and a page rewritten between two checkpoints reaches the
@@ -63,9 +65,11 @@ pub(super) fn checkpointer_loop(
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         });
         match ran {
-            // A step sync failed (`vfs`); the file refuses all after it.
+            // A sync inside the checkpoint failed (a step's, `vfs`, the
+            // WAL's or SQLite's closing one); the database file refuses
+            // all after it.
             Err(e) if e.sqlite_error().map(|e| e.extended_code) == Some(ERROR_SYNC) => {
-                tracing::error!(error = %e, "sqlite database sync failed; checkpoints left to the writer");
+                tracing::error!(error = %e, "sqlite sync failed in a checkpoint; checkpoints left to the writer");
                 return;
             }
             Err(e) if !failing => {
@@ -221,11 +225,19 @@ mod tests {
     }
 
     /// A sync that fails inside a checkpoint (the checkpointer's VFS
-    /// syncs the database as it writes) stops the checkpointer too.
+    /// syncs the database every few pages it writes) stops the
+    /// checkpointer too.
     #[test]
     fn the_checkpointer_stops_when_a_step_sync_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, _writer) = wal_with_a_table(dir.path());
+        let (path, writer) = wal_with_a_table(dir.path());
+        // More than a step's pages, so that a step syncs first.
+        writer
+            .execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+                 INSERT INTO t SELECT randomblob(1000) FROM n;",
+            )
+            .unwrap();
         let name = vfs::register_failing(c"tv-ckpt-test-loop").unwrap();
         let checkpointer =
             Connection::open_with_flags_and_vfs(&path, OpenFlags::default(), name).unwrap();
