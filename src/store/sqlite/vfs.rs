@@ -38,18 +38,17 @@
 //! file, and the checkpointer syncs it after (see `checkpointer_loop`).
 //! One sync of that much held up every other sync on this VM's disk
 //! while it lasted: the writer's WAL syncs took 2-6 ms about 3% of the
-//! time, and a commit's answers wait for those. So the checkpointer's
-//! connection syncs its database file every [`SYNC_STEP`] bytes it
-//! writes there, so the sync that closes a checkpoint (SQLite's after a
+//! time, and a commit's answers wait for those. The checkpointer's
+//! connection now syncs its database file every [`SYNC_STEP`] bytes it
+//! writes there: the sync that closes a checkpoint (SQLite's after a
 //! whole one, the checkpointer's own after a partial one) finds at most
 //! one step's pages left.
 //! - A step sync that fails fails the write that asked for it, and with
 //!   it the checkpoint: SQLite then counts none of its frames as copied.
-//!   After any failed sync of the checkpointer's database file, the file
-//!   refuses every later write and sync, since the kernel
-//!   reports a failed write back once a file, and a later sync could
-//!   succeed over pages that never reached the disk; the checkpointer
-//!   stops at that error.
+//! - After any failed sync of the checkpointer's database file, the file
+//!   refuses every later write and sync, and the checkpointer stops: the
+//!   kernel reports a failed write back once a file, and a later sync
+//!   could succeed over pages that never reached the disk.
 //! - Every other call is as for the writer's VFS (its WAL files gather
 //!   nothing: the checkpointer writes none).
 
