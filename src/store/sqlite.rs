@@ -466,7 +466,9 @@ impl SqliteStore {
         let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpointer_loop(checkpointer, sync_main_file, nudges))
+            .spawn(move || {
+                checkpointer_loop(checkpointer, sync_main_file, nudges, std::thread::sleep)
+            })
             .map_err(|e| StoreError::Unavailable(format!("sqlite checkpoint thread: {e}")))?;
         let (writes, jobs) = std::sync::mpsc::channel();
         let outbox = Arc::new(OutboxState::default());

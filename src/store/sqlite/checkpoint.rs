@@ -12,6 +12,24 @@ use rusqlite::Connection;
 /// (median of four runs 33) with a nudge every 256 commits and 15-23 ms
 /// (median 17) every 64, each pair run one after the other.
 pub(super) const CHECKPOINT_EVERY_COMMITS: u32 = 64;
+/// How long the checkpointer leaves the writer's backstop a free path
+/// once the WAL has reached the backstop's size ([`stand_aside`]).
+const STAND_ASIDE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// After a checkpoint that found `frames` in the WAL: how long to pause
+/// before the next, if at all. Only a checkpoint that copies the whole
+/// WAL with no commit meanwhile lets it start over, and under load that
+/// is the writer's backstop at [`super::WAL_CHECKPOINT_PAGES`]; but it
+/// cannot run while this thread is in a checkpoint (it gives up rather
+/// than wait), and a checkpointer nudged without pause kept it out for
+/// good: the WAL grew to over a gigabyte in an 8-second batch run
+/// (BENCHMARKS.md). A pause past that size bounds the WAL whatever the
+/// nudges; at 5,000 tokenizations/s the writer commits every few
+/// milliseconds, so it gets in within the pause.
+fn stand_aside(frames: i64) -> Option<std::time::Duration> {
+    (frames >= super::WAL_CHECKPOINT_PAGES).then_some(STAND_ASIDE)
+}
+
 /// The checkpointer also runs this often, for a writer gone quiet.
 const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -49,6 +67,7 @@ pub(super) fn checkpointer_loop(
     conn: Connection,
     mut sync_db: impl FnMut(&Connection) -> std::io::Result<()>,
     nudges: std::sync::mpsc::Receiver<()>,
+    mut pause: impl FnMut(std::time::Duration),
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     // Said once when checkpoints start failing and once when they work
@@ -93,6 +112,9 @@ pub(super) fn checkpointer_loop(
                     return;
                 }
                 last = (frames, copied);
+                if let Some(d) = stand_aside(frames) {
+                    pause(d);
+                }
             }
         }
     }
@@ -182,6 +204,7 @@ mod tests {
                     Ok(())
                 },
                 nudges,
+                |_| panic!("stood aside for a small WAL"),
             )
         });
         // A rendezvous channel: a send returns once the loop took it, so
@@ -215,6 +238,7 @@ mod tests {
                 checkpointer,
                 |_: &Connection| Err(std::io::Error::other("disk gone")),
                 nudges,
+                |_| {},
             )
         });
         // (Refused already, should the period's own checkpoint come first.)
@@ -243,11 +267,51 @@ mod tests {
             Connection::open_with_flags_and_vfs(&path, OpenFlags::default(), name).unwrap();
         let (nudge, nudges) = std::sync::mpsc::sync_channel(0);
         let thread = std::thread::spawn(move || {
-            checkpointer_loop(checkpointer, |_: &Connection| Ok(()), nudges)
+            checkpointer_loop(checkpointer, |_: &Connection| Ok(()), nudges, |_| {})
         });
         let _ = nudge.send(());
         assert!(nudge.send(()).is_err(), "the checkpointer went on");
         thread.join().unwrap();
+    }
+
+    /// Past the backstop's size the checkpointer pauses after each
+    /// checkpoint, so that the writer's backstop can start the WAL over.
+    #[test]
+    fn the_checkpointer_stands_aside_once_the_wal_is_large() {
+        assert_eq!(stand_aside(super::super::WAL_CHECKPOINT_PAGES - 1), None);
+        assert_eq!(
+            stand_aside(super::super::WAL_CHECKPOINT_PAGES),
+            Some(STAND_ASIDE)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (path, writer) = wal_with_a_table(dir.path());
+        // One transaction of more pages than the backstop's size.
+        writer
+            .execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO t SELECT randomblob(3000) FROM n",
+                [super::super::WAL_CHECKPOINT_PAGES],
+            )
+            .unwrap();
+        let paused = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = paused.clone();
+        let (nudge, nudges) = std::sync::mpsc::sync_channel(0);
+        let checkpointer = Connection::open(&path).unwrap();
+        let thread = std::thread::spawn(move || {
+            checkpointer_loop(
+                checkpointer,
+                |_: &Connection| Ok(()),
+                nudges,
+                move |d| seen.lock().unwrap().push(d),
+            )
+        });
+        nudge.send(()).unwrap();
+        nudge.send(()).unwrap();
+        drop(nudge);
+        thread.join().unwrap();
+        let paused = paused.lock().unwrap();
+        assert!(!paused.is_empty(), "never stood aside");
+        assert!(paused.iter().all(|&d| d == STAND_ASIDE));
     }
 
     /// The sync through SQLite's own file works on a real database.
