@@ -134,7 +134,7 @@ const REAL_OFFSET: usize = std::mem::size_of::<File>().next_multiple_of(16);
 pub(super) const NAME: &str = "tokenvault-wal";
 const NAME_C: &CStr = c"tokenvault-wal";
 /// The name the checkpointer opens its connection with.
-pub(super) const CHECKPOINTER_NAME: &str = "tokenvault-checkpoint";
+const CHECKPOINTER_NAME: &str = "tokenvault-checkpoint";
 const CHECKPOINTER_NAME_C: &CStr = c"tokenvault-checkpoint";
 
 /// Registers the writer's VFS once (not as the default VFS); its name,
@@ -581,6 +581,14 @@ mod tests {
         (writer, reader, writes)
     }
 
+    /// SQLite finds the database at `c` whole.
+    fn assert_whole(c: &Connection) {
+        let check: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+
     fn count(c: &Connection) -> i64 {
         c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap()
@@ -698,10 +706,7 @@ mod tests {
         drop((c, other, w));
         let fresh = Connection::open(dir.path().join("t.db")).unwrap();
         assert_eq!(count(&fresh), 400);
-        let check: String = fresh
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_whole(&fresh);
     }
 
     /// Each commit's frames (a table page, an index page, more as the
@@ -773,10 +778,7 @@ mod tests {
         drop((w, other));
         let c = Connection::open(dir.path().join("t.db")).unwrap();
         assert_eq!(count(&c), 101);
-        let check: String = c
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_whole(&c);
     }
 
     /// A commit larger than the buffer goes out in several writes, none
@@ -807,9 +809,6 @@ mod tests {
         }
         let c = Connection::open(copy.join("t.db")).unwrap();
         assert_eq!(count(&c), 2000);
-        let check: String = c
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_whole(&c);
     }
 }
