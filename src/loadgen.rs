@@ -595,7 +595,7 @@ pub async fn run(
 /// tokio's timer counts whole milliseconds and wakes a sleeper after the
 /// tick that follows its deadline, so requests went out about a
 /// millisecond late, several released at each tick, and that lateness
-/// counted as the server's latency (BENCHMARKS.md, thirteenth session).
+/// counted as the server's latency (BENCHMARKS-history.md, thirteenth session).
 /// This thread is late too, by its wake-up, but by far less.
 fn pace(rate: u64, start: Instant, deadline: Instant, connections: Vec<UnboundedSender<Instant>>) {
     if connections.is_empty() {

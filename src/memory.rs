@@ -40,7 +40,7 @@ pub const QUIET_FOR: Duration = Duration::from_secs(2);
 /// touch, and again when khugepaged collapses a range [`release_thread`]
 /// had partly purged (with `max_ptes_none` at its default, 511, one
 /// resident 4 KiB page is enough). The documented commands
-/// (BENCHMARKS.md, eleventh session), five runs with huge pages and six
+/// (BENCHMARKS-history.md, eleventh session), five runs with huge pages and six
 /// without: idle RSS after them 37.5-39.4 MB against 26.0-28.4 MB, peak
 /// 101.3-126.7 MB against 58.2-75.1 MB. Throughput moved within the VM's
 /// noise, except perhaps detokenize: 4.8% lower on average over fourteen

@@ -79,7 +79,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// grows with it; at 16 MiB that is 0.56-0.69% of the server's `perf`
 /// samples (0.76% at 2 MiB). 32 MiB did no better than 16 and raised peak
 /// RSS by up to 34 MB. Open-loop tails at 5,000/s did not separate from
-/// the VM's noise (BENCHMARKS.md). Given back when the writer goes quiet.
+/// the VM's noise (BENCHMARKS-history.md). Given back when the writer goes quiet.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 /// Reader threads, each with its own connection. The first takes the

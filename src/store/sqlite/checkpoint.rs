@@ -23,7 +23,7 @@ const STAND_ASIDE: std::time::Duration = std::time::Duration::from_millis(20);
 /// cannot run while this thread is in a checkpoint (it gives up rather
 /// than wait), and a checkpointer nudged without pause kept it out for
 /// good: the WAL grew to over a gigabyte in an 8-second batch run
-/// (BENCHMARKS.md). A pause past that size bounds the WAL whatever the
+/// (BENCHMARKS-history.md). A pause past that size bounds the WAL whatever the
 /// nudges; at 5,000 tokenizations/s the writer commits every few
 /// milliseconds, so it gets in within the pause.
 fn stand_aside(frames: i64) -> Option<std::time::Duration> {
