@@ -22,9 +22,11 @@ use crate::clock::{Fraction, rfc3339};
 /// thread ([`super::gather`]), and returns the guard that writes what is
 /// queued when dropped (waiting up to a second): keep it until the process
 /// ends. Written from the request path, each access-log line was a `write`
-/// system call on a runtime worker.
+/// system call on a runtime worker. A regular file gets its pages written
+/// out as the log grows ([`super::writeback`]).
 pub fn init_stderr_logging() -> std::io::Result<super::gather::Guard> {
-    let (writer, guard) = super::gather::start(std::io::stderr(), "log-writer")?;
+    let out = super::writeback::WriteBehind::new(std::io::stderr());
+    let (writer, guard) = super::gather::start(out, "log-writer")?;
     init_logging(writer);
     Ok(guard)
 }

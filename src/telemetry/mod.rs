@@ -5,12 +5,15 @@
 //! - `log`: JSON log lines on stderr (stdout belongs to `tokenvault
 //!   redact`'s output).
 //! - `gather`: the logging thread that writes them, a batch at a time.
+//! - `writeback`: when stderr is a file, has the log reach the disk as it
+//!   is written, not in bursts that hold up the vault's fsyncs.
 //! - this file: Prometheus metrics, whose labels are routes, status codes,
 //!   principals, operation names and detector types: never a value; and the
 //!   per-request measure of time spent waiting on dependencies.
 
 pub mod gather;
 mod log;
+pub mod writeback;
 
 pub use log::{init_logging, init_stderr_logging, install_panic_hook};
 
