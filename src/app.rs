@@ -34,6 +34,7 @@ use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::KeyringSettings;
 use crate::crypto::kms::KmsKeyProvider;
 use crate::crypto::local::LocalKeyProvider;
+use crate::crypto::slot::SlotKey;
 use crate::http::{Access, AppState, Shared};
 use crate::redact::{HashKey, Redactor};
 use crate::store::TokenStore;
@@ -202,10 +203,22 @@ pub async fn build_with_aws(
     )
     .map_err(|e| fail("tls")(&e))?;
 
+    // Made only for a store with slots: DynamoDB finds records by token
+    // alone and needs no such key.
+    let slots = if store.has_slots() {
+        let secret = keyring
+            .service_secret("token-slot", 1)
+            .await
+            .map_err(|e| fail("token slot key")(&e))?;
+        Some(SlotKey::new(&secret))
+    } else {
+        None
+    };
     let vault = Arc::new(Vault::new(
         store,
         keyring.clone(),
         fingerprints,
+        slots,
         clock.clone(),
         settings.tokens.clone(),
     ));

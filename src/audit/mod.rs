@@ -744,6 +744,8 @@ mod tests {
             created_at: 1,
             expires_at: None,
             metadata: "{}".into(),
+            slot: None,
+            slot_in_token: false,
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`fingerprint`]: HMAC-SHA256 of a value under a secret key, for
 //!   deterministic tokens.
 //! - [`random`]: CSPRNG output drawn once for a request's records.
+//! - [`slot`]: tokens that carry their record's row number, encrypted, so
+//!   the embedded store keeps no index on tokens.
 
 pub mod envelope;
 pub mod fingerprint;
@@ -20,6 +22,7 @@ pub mod kms;
 pub mod local;
 pub mod provider;
 pub mod random;
+pub mod slot;
 
 pub use keyring::Keyring;
 pub use provider::{DataKey, EncryptionContext, KeyError, KeyProvider, WrappedKey};

@@ -250,6 +250,8 @@ fn record_from_item(i: &Item) -> Result<TokenRecord, StoreError> {
         created_at: get_n(i, "created_at")?,
         expires_at: opt_n(i, "expires_at")?,
         metadata: get_s(i, "metadata")?,
+        slot: None,
+        slot_in_token: false,
     })
 }
 
@@ -374,7 +376,11 @@ impl TokenStore for DynamoStore {
         ))
     }
 
-    async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+    async fn get_token(
+        &self,
+        token: &str,
+        _slot: Option<i64>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
         self.get(token_pk(token), "tok")
             .await?
             .as_ref()
@@ -382,9 +388,12 @@ impl TokenStore for DynamoStore {
             .transpose()
     }
 
-    async fn get_tokens(&self, tokens: &[&str]) -> Result<Vec<Option<TokenRecord>>, StoreError> {
+    async fn get_tokens(
+        &self,
+        tokens: &[(&str, Option<i64>)],
+    ) -> Result<Vec<Option<TokenRecord>>, StoreError> {
         let mut found: HashMap<String, TokenRecord> = HashMap::new();
-        let mut unique: Vec<&str> = tokens.to_vec();
+        let mut unique: Vec<&str> = tokens.iter().map(|(t, _)| *t).collect();
         unique.sort_unstable();
         unique.dedup();
         for chunk in unique.chunks(BATCH_GET_MAX) {
@@ -438,7 +447,7 @@ impl TokenStore for DynamoStore {
                     .filter(|ka| !ka.keys().is_empty());
             }
         }
-        Ok(tokens.iter().map(|t| found.get(*t).cloned()).collect())
+        Ok(tokens.iter().map(|(t, _)| found.get(*t).cloned()).collect())
     }
 
     async fn token_for_fingerprint(&self, fingerprint: &str) -> Result<Option<String>, StoreError> {
@@ -448,7 +457,7 @@ impl TokenStore for DynamoStore {
             .transpose()
     }
 
-    async fn delete_token(&self, token: &str) -> Result<bool, StoreError> {
+    async fn delete_token(&self, token: &str, _slot: Option<i64>) -> Result<bool, StoreError> {
         let Some(item) = self.get(token_pk(token), "tok").await? else {
             return Ok(false);
         };

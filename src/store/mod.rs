@@ -33,6 +33,14 @@ pub struct TokenRecord {
     pub expires_at: Option<i64>,
     /// Caller metadata as a JSON object.
     pub metadata: String,
+    /// Where a store with slots keeps the record (the embedded store: its
+    /// row number), from [`TokenStore::reserve_slot`]; `None` elsewhere.
+    pub slot: Option<i64>,
+    /// The token itself names `slot` (a random token made with a
+    /// [`crate::crypto::slot::SlotKey`]), so the record is found by slot
+    /// alone; otherwise (a preserving token, one from before slots) it is
+    /// found through an index on tokens.
+    pub slot_in_token: bool,
 }
 
 /// A wrapped key (an epoch data key or a service-held secret).
@@ -185,13 +193,40 @@ pub trait TokenStore: Send + Sync + 'static {
         (self.insert_tokens(records).await, false)
     }
 
-    async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Whether this store keeps records in slots
+    /// ([`TokenStore::reserve_slot`]).
+    fn has_slots(&self) -> bool {
+        false
+    }
 
-    /// Several records at once, in the order asked (DynamoDB: BatchGetItem).
-    async fn get_tokens(&self, tokens: &[&str]) -> Result<Vec<Option<TokenRecord>>, StoreError> {
+    /// A slot no record has taken, for a record about to be inserted;
+    /// `None` on a store without slots (DynamoDB: records are found by
+    /// their key, whatever it is). One store never hands a slot out twice;
+    /// one taken meanwhile by another process answers the insert
+    /// [`InsertOutcome::TokenTaken`].
+    fn reserve_slot(&self) -> Option<i64> {
+        None
+    }
+
+    /// The record of `token`. `slot` is the slot the token names, where it
+    /// names one (the vault reads it from the token): the record there is
+    /// answered only if it holds that very token. A store without slots
+    /// ignores it.
+    async fn get_token(
+        &self,
+        token: &str,
+        slot: Option<i64>,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Several records at once, in the order asked (DynamoDB: BatchGetItem);
+    /// each token with its slot, as [`TokenStore::get_token`] takes them.
+    async fn get_tokens(
+        &self,
+        tokens: &[(&str, Option<i64>)],
+    ) -> Result<Vec<Option<TokenRecord>>, StoreError> {
         let mut out = Vec::with_capacity(tokens.len());
-        for t in tokens {
-            out.push(self.get_token(t).await?);
+        for (t, slot) in tokens {
+            out.push(self.get_token(t, *slot).await?);
         }
         Ok(out)
     }
@@ -200,7 +235,8 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn token_for_fingerprint(&self, fingerprint: &str) -> Result<Option<String>, StoreError>;
 
     /// Removes a record and its fingerprint item; false when absent.
-    async fn delete_token(&self, token: &str) -> Result<bool, StoreError>;
+    /// `slot` as for [`TokenStore::get_token`].
+    async fn delete_token(&self, token: &str, slot: Option<i64>) -> Result<bool, StoreError>;
 
     /// Removes the fingerprint item `fp` if it still names `token`: for a
     /// holder whose record is gone (DynamoDB's TTL deletes the two items

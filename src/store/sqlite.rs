@@ -27,7 +27,7 @@
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_audit_outbox_numbers",
         include_str!("../../migrations/sqlite/0004_audit_outbox_numbers.sql"),
     ),
+    (
+        5,
+        "0005_token_slots",
+        include_str!("../../migrations/sqlite/0005_token_slots.sql"),
+    ),
 ];
 
 /// The writer's page cache, in KiB (SQLite's default is 2,000). A random
@@ -99,6 +104,8 @@ struct Inner {
     readers: Readers,
     path: PathBuf,
     outbox: Arc<OutboxState>,
+    /// The next slot [`TokenStore::reserve_slot`] hands out.
+    slots: Arc<AtomicI64>,
 }
 
 /// What the writer thread and the outbox's consumer share.
@@ -435,6 +442,7 @@ impl SqliteStore {
             )));
         }
         migrate(&mut writer).map_err(map_err)?;
+        let slots = Arc::new(AtomicI64::new(next_slot(&writer).map_err(map_err)?));
         let readers = (0..READERS)
             .map(|_| {
                 let c = Connection::open_with_flags(
@@ -483,6 +491,7 @@ impl SqliteStore {
                 readers: Readers { each },
                 path: path.to_owned(),
                 outbox,
+                slots,
             }),
         })
     }
@@ -641,13 +650,29 @@ fn map_err(e: rusqlite::Error) -> StoreError {
 /// Statements on the hot paths are prepared once per connection and
 /// cached (`prepare_cached`): parsing SQL per call was a tenth of the
 /// writer thread's time.
+/// Conditional on both the slot and, for a named token, the token: a
+/// slot taken or a named token taken inserts nothing.
 const INSERT_TOKEN: &str = "INSERT INTO tokens (token, classification, format_version, ciphertext, \
      nonce, data_key_id, fingerprint, brand, last4, first6, value_len, created_at, expires_at, \
-     metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-     ON CONFLICT (token) DO NOTHING";
-const SELECT_TOKEN: &str = "SELECT token, classification, format_version, ciphertext, nonce, \
-     data_key_id, fingerprint, brand, last4, first6, value_len, created_at, expires_at, metadata \
-     FROM tokens WHERE token = ?1";
+     metadata, slot, named) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+     ON CONFLICT DO NOTHING";
+/// A record's columns, for the two ways of finding one.
+macro_rules! select_record {
+    ($where:literal) => {
+        concat!(
+            "SELECT token, classification, format_version, ciphertext, nonce, data_key_id, \
+             fingerprint, brand, last4, first6, value_len, created_at, expires_at, metadata, \
+             slot, named FROM tokens WHERE ",
+            $where
+        )
+    };
+}
+/// The record in a token's slot, if it holds that token.
+const SELECT_BY_SLOT: &str = select_record!("slot = ?1 AND token = ?2");
+/// A token that names no slot, through `tokens_named` (the query must
+/// say `named = 1` for SQLite to use that partial index).
+const SELECT_BY_NAME: &str = select_record!("token = ?1 AND named = 1");
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     Ok(TokenRecord {
@@ -665,16 +690,65 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
         created_at: r.get(11)?,
         expires_at: r.get(12)?,
         metadata: r.get(13)?,
+        slot: Some(r.get(14)?),
+        slot_in_token: r.get::<_, i64>(15)? == 0,
+    })
+}
+
+/// The record of `token`: in `slot` if the token names one and it is
+/// there, else among the named tokens (one from before slots may spell
+/// any number).
+fn select_token(
+    c: &Connection,
+    token: &str,
+    slot: Option<i64>,
+) -> rusqlite::Result<Option<TokenRecord>> {
+    if let Some(slot) = slot
+        && let Some(r) = c
+            .prepare_cached(SELECT_BY_SLOT)?
+            .query_row(params![slot, token], token_row)
+            .optional()?
+    {
+        return Ok(Some(r));
+    }
+    c.prepare_cached(SELECT_BY_NAME)?
+        .query_row([token], token_row)
+        .optional()
+}
+
+/// Deletes the record of `token` (found as [`select_token`] finds it);
+/// the number of rows deleted.
+fn delete_record(c: &Connection, token: &str, slot: Option<i64>) -> rusqlite::Result<usize> {
+    if let Some(slot) = slot {
+        let n = c
+            .prepare_cached("DELETE FROM tokens WHERE slot = ?1 AND token = ?2")?
+            .execute(params![slot, token])?;
+        if n > 0 {
+            return Ok(n);
+        }
+    }
+    c.prepare_cached("DELETE FROM tokens WHERE token = ?1 AND named = 1")?
+        .execute([token])
+}
+
+/// The slot after the highest taken.
+fn next_slot(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT coalesce(max(slot), 0) + 1 FROM tokens", [], |r| {
+        r.get(0)
     })
 }
 
 /// Inserts `rec` and its fingerprint item, if it has one: both or neither.
-fn insert_one(c: &mut Connection, rec: &TokenRecord) -> rusqlite::Result<InsertOutcome> {
+fn insert_one(
+    c: &mut Connection,
+    rec: &TokenRecord,
+    slots: &AtomicI64,
+) -> rusqlite::Result<InsertOutcome> {
     // A random token is one statement, atomic on its own; a deterministic
     // one checks and claims its fingerprint too, so it takes a savepoint
     // (whose SQL is parsed on every call).
     let Some(fp) = &rec.fingerprint else {
-        return Ok(if insert_token(c, rec)? == 0 {
+        return Ok(if insert_token(c, rec, slots)? == 0 {
             InsertOutcome::TokenTaken
         } else {
             InsertOutcome::Inserted
@@ -688,7 +762,7 @@ fn insert_one(c: &mut Connection, rec: &TokenRecord) -> rusqlite::Result<InsertO
     if let Some(token) = holder {
         return Ok(InsertOutcome::FingerprintTaken { token });
     }
-    if insert_token(&tx, rec)? == 0 {
+    if insert_token(&tx, rec, slots)? == 0 {
         return Ok(InsertOutcome::TokenTaken);
     }
     tx.prepare_cached("INSERT INTO fingerprints (fingerprint, token) VALUES (?1, ?2)")?
@@ -697,9 +771,13 @@ fn insert_one(c: &mut Connection, rec: &TokenRecord) -> rusqlite::Result<InsertO
     Ok(InsertOutcome::Inserted)
 }
 
-/// Inserts `rec` unless its token is taken; the number of rows written.
-fn insert_token(c: &Connection, rec: &TokenRecord) -> rusqlite::Result<usize> {
-    c.prepare_cached(INSERT_TOKEN)?.execute(params![
+/// Inserts `rec` unless its slot or its named token is taken; the number
+/// of rows written. A slot taken means another process shares the file
+/// (this store never hands a slot out twice): `slots` moves past the
+/// highest taken, so the caller's next try finds a free one.
+fn insert_token(c: &Connection, rec: &TokenRecord, slots: &AtomicI64) -> rusqlite::Result<usize> {
+    let named = !(rec.slot_in_token && rec.slot.is_some());
+    let n = c.prepare_cached(INSERT_TOKEN)?.execute(params![
         rec.token,
         rec.classification,
         rec.format_version,
@@ -714,7 +792,13 @@ fn insert_token(c: &Connection, rec: &TokenRecord) -> rusqlite::Result<usize> {
         rec.created_at,
         rec.expires_at,
         rec.metadata,
-    ])
+        rec.slot,
+        named,
+    ])?;
+    if n == 0 && rec.slot.is_some() {
+        slots.fetch_max(next_slot(c)?, Ordering::AcqRel);
+    }
+    Ok(n)
 }
 
 /// Inserts each record with its own note (the note only when the record
@@ -724,10 +808,11 @@ fn insert_each_noted(
     recs: &[TokenRecord],
     notes: &[Vec<u8>],
     state: &OutboxState,
+    slots: &AtomicI64,
 ) -> rusqlite::Result<Vec<Result<InsertOutcome, StoreError>>> {
     let mut out = Vec::with_capacity(recs.len());
     for (rec, note) in recs.iter().zip(notes) {
-        match insert_one(c, rec) {
+        match insert_one(c, rec, slots) {
             Ok(InsertOutcome::Inserted) => {
                 let inserted = c
                     .prepare_cached(INSERT_NOTE)
@@ -761,11 +846,12 @@ fn insert_group_noted(
     recs: &[TokenRecord],
     note: &[u8],
     state: &OutboxState,
+    slots: &AtomicI64,
 ) -> rusqlite::Result<Vec<Result<InsertOutcome, StoreError>>> {
     let mut out = Vec::with_capacity(recs.len());
     let mut whole = true;
     for rec in recs {
-        match insert_one(c, rec) {
+        match insert_one(c, rec, slots) {
             Ok(InsertOutcome::Inserted) => out.push(Ok(InsertOutcome::Inserted)),
             Ok(o) => {
                 whole = false;
@@ -811,8 +897,8 @@ fn withdraw(c: &Connection, rec: &TokenRecord) -> rusqlite::Result<()> {
         c.prepare_cached("DELETE FROM fingerprints WHERE fingerprint = ?1 AND token = ?2")?
             .execute(params![fp, rec.token])?;
     }
-    c.prepare_cached("DELETE FROM tokens WHERE token = ?1")?
-        .execute([&rec.token])?;
+    let slot = rec.slot.filter(|_| rec.slot_in_token);
+    delete_record(c, &rec.token, slot)?;
     Ok(())
 }
 
@@ -901,7 +987,8 @@ fn get_key(c: &Connection, id: &str) -> rusqlite::Result<Option<KeyItem>> {
 impl TokenStore for SqliteStore {
     async fn insert_token(&self, record: &TokenRecord) -> Result<InsertOutcome, StoreError> {
         let rec = record.clone();
-        self.write(move |c| insert_one(c, &rec)).await
+        let slots = self.inner.slots.clone();
+        self.write(move |c| insert_one(c, &rec, &slots)).await
     }
 
     async fn insert_tokens(
@@ -913,10 +1000,11 @@ impl TokenStore for SqliteStore {
         }
         let recs = records.to_vec();
         let n = recs.len();
+        let slots = self.inner.slots.clone();
         let job = self.write(move |c| {
             let mut out = Vec::with_capacity(recs.len());
             for rec in &recs {
-                match insert_one(c, rec) {
+                match insert_one(c, rec, &slots) {
                     Ok(o) => out.push(Ok(o)),
                     // SQLite rolled the whole transaction back (full disk,
                     // I/O): what ran before is gone, and the next insert
@@ -1030,9 +1118,10 @@ impl TokenStore for SqliteStore {
         let recs = records.to_vec();
         let n = recs.len();
         let state = state.clone();
+        let slots = self.inner.slots.clone();
         let job = self.write(move |c| match notes {
-            Noted::Each(notes) => insert_each_noted(c, &recs, &notes, &state),
-            Noted::Group(note) => insert_group_noted(c, &recs, &note, &state),
+            Noted::Each(notes) => insert_each_noted(c, &recs, &notes, &state, &slots),
+            Noted::Group(note) => insert_group_noted(c, &recs, &note, &state, &slots),
         });
         match job.await {
             Ok(out) => (out, true),
@@ -1040,25 +1129,35 @@ impl TokenStore for SqliteStore {
         }
     }
 
-    async fn get_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+    fn has_slots(&self) -> bool {
+        true
+    }
+
+    fn reserve_slot(&self) -> Option<i64> {
+        Some(self.inner.slots.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn get_token(
+        &self,
+        token: &str,
+        slot: Option<i64>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
         let token = token.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(SELECT_TOKEN)?
-                .query_row([token], token_row)
-                .optional()
-        })
-        .await
+        self.read(move |c| select_token(c, &token, slot)).await
     }
 
     /// One read job for the whole batch: the trait's default asks once a
     /// token, and every ask is a hop to a reader thread and back.
-    async fn get_tokens(&self, tokens: &[&str]) -> Result<Vec<Option<TokenRecord>>, StoreError> {
-        let tokens: Vec<String> = tokens.iter().map(|t| (*t).to_owned()).collect();
+    async fn get_tokens(
+        &self,
+        tokens: &[(&str, Option<i64>)],
+    ) -> Result<Vec<Option<TokenRecord>>, StoreError> {
+        let tokens: Vec<(String, Option<i64>)> =
+            tokens.iter().map(|(t, s)| ((*t).to_owned(), *s)).collect();
         self.read(move |c| {
-            let mut select = c.prepare_cached(SELECT_TOKEN)?;
             tokens
                 .iter()
-                .map(|t| select.query_row([t], token_row).optional())
+                .map(|(t, slot)| select_token(c, t, *slot))
                 .collect()
         })
         .await
@@ -1074,12 +1173,12 @@ impl TokenStore for SqliteStore {
         .await
     }
 
-    async fn delete_token(&self, token: &str) -> Result<bool, StoreError> {
+    async fn delete_token(&self, token: &str, slot: Option<i64>) -> Result<bool, StoreError> {
         let token = token.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
             tx.execute("DELETE FROM fingerprints WHERE token = ?1", [&token])?;
-            let n = tx.execute("DELETE FROM tokens WHERE token = ?1", [&token])?;
+            let n = delete_record(&tx, &token, slot)?;
             tx.commit()?;
             Ok(n > 0)
         })
@@ -1414,6 +1513,8 @@ mod tests {
             created_at: 1,
             expires_at: None,
             metadata: "{}".into(),
+            slot: None,
+            slot_in_token: false,
         }
     }
 
@@ -1464,8 +1565,8 @@ mod tests {
             s.insert_token(&record("b", Some("f"))).await.unwrap(),
             InsertOutcome::FingerprintTaken { token: "a".into() }
         );
-        assert!(s.get_token("b").await.unwrap().is_none());
-        assert!(s.delete_token("a").await.unwrap());
+        assert!(s.get_token("b", None).await.unwrap().is_none());
+        assert!(s.delete_token("a", None).await.unwrap());
         assert_eq!(s.token_for_fingerprint("f").await.unwrap(), None);
         // A claim is completed or released only by its owner.
         assert_eq!(
@@ -1536,7 +1637,7 @@ mod tests {
         );
         // What answered Inserted is stored; what did not is not.
         for (t, stored) in [("a", true), ("b", true), ("c", false), ("d", false)] {
-            assert_eq!(s.get_token(t).await.unwrap().is_some(), stored, "{t}");
+            assert_eq!(s.get_token(t, None).await.unwrap().is_some(), stored, "{t}");
         }
         assert_eq!(
             s.token_for_fingerprint("f-b").await.unwrap().as_deref(),
@@ -1545,7 +1646,13 @@ mod tests {
         assert!(s.insert_tokens(&[]).await.is_empty());
         // Read back in one job, in the order asked, a gap where none is.
         let found: Vec<Option<String>> = s
-            .get_tokens(&["b", "c", "held", "a", "b"])
+            .get_tokens(&[
+                ("b", None),
+                ("c", None),
+                ("held", None),
+                ("a", None),
+                ("b", None),
+            ])
             .await
             .unwrap()
             .into_iter()
@@ -1657,7 +1764,7 @@ mod tests {
         assert!(kept);
         assert!(got.iter().all(Result::is_err), "{got:?}");
         for t in ["ok1", "refused"] {
-            assert!(s.get_token(t).await.unwrap().is_none(), "{t}");
+            assert!(s.get_token(t, None).await.unwrap().is_none(), "{t}");
         }
         // A group's note likewise.
         let (got, _) = s
@@ -1668,7 +1775,7 @@ mod tests {
             .await;
         assert!(got.iter().all(Result::is_err), "{got:?}");
         for t in ["g1", "g2"] {
-            assert!(s.get_token(t).await.unwrap().is_none(), "{t}");
+            assert!(s.get_token(t, None).await.unwrap().is_none(), "{t}");
         }
         assert_eq!(outbox.pending(last[0].0, 10).unwrap().len(), 0);
         assert_eq!(
@@ -1707,17 +1814,17 @@ mod tests {
         let s = SqliteStore::open(&dir.path().join("vault.db")).unwrap();
         let got = s
             .write(|c| -> rusqlite::Result<()> {
-                insert_one(c, &record("half", None))?;
+                insert_one(c, &record("half", None), &AtomicI64::new(1))?;
                 panic!("a bug after the first insert");
             })
             .await;
         assert!(got.is_err());
-        assert!(s.get_token("half").await.unwrap().is_none());
+        assert!(s.get_token("half", None).await.unwrap().is_none());
         assert_eq!(
             s.insert_token(&record("after", None)).await.unwrap(),
             InsertOutcome::Inserted
         );
-        assert!(s.get_token("after").await.unwrap().is_some());
+        assert!(s.get_token("after", None).await.unwrap().is_some());
     }
 
     /// The backlog gauge counts notes a last run left uncopied from the
@@ -1850,7 +1957,7 @@ mod tests {
             ]
         );
         for t in ["w1", "w2"] {
-            assert!(s.get_token(t).await.unwrap().is_none(), "{t}");
+            assert!(s.get_token(t, None).await.unwrap().is_none(), "{t}");
         }
         assert_eq!(outbox.pending(0, 10).unwrap().len(), 2);
         assert_eq!(s.outbox_backlog(), Some(4));
@@ -1884,6 +1991,29 @@ mod tests {
         assert!(e.to_string().contains("schema version 99"), "{e}");
     }
 
+    /// A database at `path` with the first `n` migrations applied, as an
+    /// older tokenvault left it.
+    fn migrated_to(path: &Path, n: usize) -> Connection {
+        let mut c = Connection::open(path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
+            ) STRICT;",
+        )
+        .unwrap();
+        let tx = c.transaction().unwrap();
+        for &(version, name, sql) in &MIGRATIONS[..n] {
+            tx.execute_batch(sql).unwrap();
+            tx.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                params![version, name],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        c
+    }
+
     /// A database whose outbox still had AUTOINCREMENT, its rows all
     /// copied and deleted: migration 0004 keeps the highest number issued
     /// in an empty row, so the next note is numbered after it.
@@ -1892,22 +2022,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault.db");
         {
-            let mut c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE schema_migrations (
-                    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL
-                ) STRICT;",
-            )
-            .unwrap();
+            let mut c = migrated_to(&path, 3);
             let tx = c.transaction().unwrap();
-            for &(version, name, sql) in &MIGRATIONS[..3] {
-                tx.execute_batch(sql).unwrap();
-                tx.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
-                    params![version, name],
-                )
-                .unwrap();
-            }
             for _ in 0..7 {
                 tx.execute("INSERT INTO audit_outbox (note) VALUES (x'01')", [])
                     .unwrap();
@@ -1936,6 +2052,116 @@ mod tests {
             .insert_tokens_noted(&[record("b", None)], Noted::Each(vec![b"n".to_vec()]))
             .await;
         assert!(got[0].is_err(), "{got:?}");
-        assert!(s.get_token("b").await.unwrap().is_none());
+        assert!(s.get_token("b", None).await.unwrap().is_none());
+    }
+
+    /// `record(token)` in `slot`, its token naming it.
+    fn slotted(token: &str, slot: i64) -> TokenRecord {
+        TokenRecord {
+            slot: Some(slot),
+            slot_in_token: true,
+            ..record(token, None)
+        }
+    }
+
+    /// Records from before slots keep their row numbers and are found by
+    /// token through the one index left; new records take the slots after
+    /// them and are found by slot, and only with their own token.
+    #[tokio::test]
+    async fn migration_5_keeps_old_records_findable_and_new_ones_take_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        {
+            let mut c = migrated_to(&path, 4);
+            let tx = c.transaction().unwrap();
+            for t in ["old1", "old2", "old3"] {
+                tx.execute(
+                    "INSERT INTO tokens (token, classification, format_version, ciphertext, \
+                     nonce, data_key_id, value_len, created_at) \
+                     VALUES (?1, 'pan', 1, x'01', x'00', 'dk', 16, 1)",
+                    [t],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        for (t, rowid) in [("old1", 1), ("old2", 2), ("old3", 3)] {
+            // Found by name, whatever slot the token seems to spell.
+            for slot in [None, Some(rowid), Some(99)] {
+                let got = s.get_token(t, slot).await.unwrap().unwrap();
+                assert_eq!((got.slot, got.slot_in_token), (Some(rowid), false));
+            }
+        }
+        assert_eq!(s.reserve_slot(), Some(4));
+        assert_eq!(
+            s.insert_token(&slotted("new4", 4)).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        let got = s.get_token("new4", Some(4)).await.unwrap().unwrap();
+        assert_eq!(got, slotted("new4", 4));
+        // Its slot with another token, or the token without its slot:
+        // nothing.
+        assert!(s.get_token("old1", Some(4)).await.unwrap().is_some());
+        assert!(s.get_token("other", Some(4)).await.unwrap().is_none());
+        assert!(s.get_token("new4", None).await.unwrap().is_none());
+        assert!(s.get_token("new4", Some(5)).await.unwrap().is_none());
+        // A named token is still unique; a slot is taken once.
+        assert_eq!(
+            s.insert_token(&TokenRecord {
+                slot: Some(5),
+                ..record("old2", None)
+            })
+            .await
+            .unwrap(),
+            InsertOutcome::TokenTaken
+        );
+        assert_eq!(
+            s.insert_token(&slotted("again", 4)).await.unwrap(),
+            InsertOutcome::TokenTaken
+        );
+        let indexes: Vec<String> = Connection::open(&path)
+            .unwrap()
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tokens' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["tokens_expires_at", "tokens_named"]);
+        // Deleting goes by slot, or by name.
+        assert!(!s.delete_token("new4", Some(3)).await.unwrap());
+        assert!(s.delete_token("new4", Some(4)).await.unwrap());
+        assert!(s.delete_token("old3", Some(4)).await.unwrap());
+        assert!(s.get_token("old3", None).await.unwrap().is_none());
+    }
+
+    /// Two stores on one file (two processes) hand out the same slot
+    /// numbers: the second to insert one is told it is taken, and its next
+    /// slot is past every slot taken.
+    #[tokio::test]
+    async fn a_slot_taken_by_another_process_moves_the_counter_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        for i in 0..3 {
+            let slot = b.reserve_slot().unwrap();
+            let rec = slotted(&format!("b{i}"), slot);
+            assert_eq!(b.insert_token(&rec).await.unwrap(), InsertOutcome::Inserted);
+        }
+        let slot = a.reserve_slot().unwrap();
+        assert_eq!(slot, 1);
+        assert_eq!(
+            a.insert_token(&slotted("a", slot)).await.unwrap(),
+            InsertOutcome::TokenTaken
+        );
+        let slot = a.reserve_slot().unwrap();
+        assert_eq!(slot, 4);
+        assert_eq!(
+            a.insert_token(&slotted("a", slot)).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        assert!(b.get_token("a", Some(4)).await.unwrap().is_some());
     }
 }

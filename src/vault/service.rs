@@ -11,12 +11,13 @@ use crate::config::TokenSettings;
 use crate::crypto::envelope::{self, Binding, EnvelopeError, FORMAT_VERSION};
 use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::{Keyring, KeyringError};
+use crate::crypto::slot::SlotKey;
 use crate::crypto::{DataKey, Randomness};
 use crate::store::{InsertOutcome, Noted, StoreError, TokenRecord, TokenStore};
 
 use super::metadata::{self, MetadataError};
 use super::pan::mask_with_last4;
-use super::token::{FormatError, Token, TokenFormat};
+use super::token::{FormatError, Token, TokenFormat, block_of};
 use super::value::{Classification, Value, ValueError};
 
 /// Attempts at a fresh token before giving up; a collision of 131 random
@@ -167,15 +168,21 @@ pub struct Vault {
     store: Arc<dyn TokenStore>,
     keyring: Arc<Keyring>,
     fingerprints: FingerprintKey,
+    /// Random tokens name their record's slot, on a store with slots.
+    slots: Option<SlotKey>,
     clock: Arc<dyn Clock>,
     defaults: TokenSettings,
 }
 
 impl Vault {
+    /// `slots` is for a store with slots ([`TokenStore::has_slots`]):
+    /// random tokens then name their records' slots. Without it, they are
+    /// drawn at random.
     pub fn new(
         store: Arc<dyn TokenStore>,
         keyring: Arc<Keyring>,
         fingerprints: FingerprintKey,
+        slots: Option<SlotKey>,
         clock: Arc<dyn Clock>,
         defaults: TokenSettings,
     ) -> Self {
@@ -183,9 +190,15 @@ impl Vault {
             store,
             keyring,
             fingerprints,
+            slots,
             clock,
             defaults,
         }
+    }
+
+    /// The slot `token` names, if it names one under this vault's key.
+    fn slot_of(&self, token: &str) -> Option<i64> {
+        self.slots.as_ref()?.open(block_of(token)?)
     }
 
     pub fn defaults(&self) -> &TokenSettings {
@@ -397,10 +410,16 @@ impl Vault {
     ) -> Result<TokenRecord, VaultError> {
         let class = opts.classification.as_str();
         let value = &item.value;
-        let token = match (value, opts.format) {
-            (Value::Pan(p), TokenFormat::Preserving) => Token::preserving_from(p, false, rng)?,
-            (Value::Pan(p), TokenFormat::PreservingBin) => Token::preserving_from(p, true, rng)?,
-            _ => Token::random_from(rng),
+        let slot = self.store.reserve_slot();
+        let (token, slot_in_token) = match (value, opts.format, &self.slots, slot) {
+            (Value::Pan(p), TokenFormat::Preserving, ..) => {
+                (Token::preserving_from(p, false, rng)?, false)
+            }
+            (Value::Pan(p), TokenFormat::PreservingBin, ..) => {
+                (Token::preserving_from(p, true, rng)?, false)
+            }
+            (_, _, Some(key), Some(slot)) => (Token::from_block(key.seal(slot, rng)), true),
+            _ => (Token::random_from(rng), false),
         };
         let sealed = envelope::seal_with(
             dk,
@@ -437,6 +456,8 @@ impl Vault {
             created_at: now,
             expires_at: item.ttl.map(|t| now + t),
             metadata: item.metadata.clone(),
+            slot,
+            slot_in_token,
         })
     }
 
@@ -446,10 +467,11 @@ impl Vault {
         let Some(token) = self.store.token_for_fingerprint(fp).await? else {
             return Ok(None);
         };
-        match self.store.get_token(&token).await? {
+        let slot = self.slot_of(&token);
+        match self.store.get_token(&token, slot).await? {
             Some(r) if !self.expired(&r) => Ok(Some(r)),
             _ => {
-                self.store.delete_token(&token).await?;
+                self.store.delete_token(&token, slot).await?;
                 // The record may already be gone without its fingerprint
                 // item (DynamoDB TTL deletes them separately).
                 self.store.release_fingerprint(fp, &token).await?;
@@ -465,7 +487,8 @@ impl Vault {
     /// The live record of a token: unknown, deleted and expired are one
     /// answer (404), so a caller learns nothing from the difference.
     pub async fn record(&self, token: &Token) -> Result<TokenRecord, VaultError> {
-        match self.store.get_token(token.as_str()).await? {
+        let slot = self.slot_of(token.as_str());
+        match self.store.get_token(token.as_str(), slot).await? {
             Some(r) if !self.expired(&r) => Ok(r),
             _ => Err(VaultError::NotFound),
         }
@@ -478,7 +501,10 @@ impl Vault {
         &self,
         tokens: &[&Token],
     ) -> Result<std::collections::HashMap<String, TokenRecord>, VaultError> {
-        let names: Vec<&str> = tokens.iter().map(|t| t.as_str()).collect();
+        let names: Vec<(&str, Option<i64>)> = tokens
+            .iter()
+            .map(|t| (t.as_str(), self.slot_of(t.as_str())))
+            .collect();
         let found = self.store.get_tokens(&names).await?;
         Ok(found
             .into_iter()
@@ -518,7 +544,8 @@ impl Vault {
 
     /// Deletes a token and its fingerprint item; `NotFound` when absent.
     pub async fn delete(&self, token: &Token) -> Result<(), VaultError> {
-        if self.store.delete_token(token.as_str()).await? {
+        let slot = self.slot_of(token.as_str());
+        if self.store.delete_token(token.as_str(), slot).await? {
             Ok(())
         } else {
             Err(VaultError::NotFound)

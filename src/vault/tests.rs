@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
+use super::VaultError;
 use super::service::{TokenizeOptions, Tokenized, Vault};
 use super::value::Classification;
 use crate::clock::SystemClock;
@@ -16,6 +17,7 @@ use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::{Keyring, KeyringSettings};
 use crate::crypto::local::LocalKeyProvider;
 use crate::crypto::provider::DataKey;
+use crate::crypto::slot::SlotKey;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
     IdempotencyClaim, InsertOutcome, KeyItem, Noted, Nudge, Outbox, StoreError, TokenRecord,
@@ -23,7 +25,7 @@ use crate::store::{
 };
 use crate::telemetry::Metrics;
 use crate::vault::Notes;
-use crate::vault::token::TokenFormat;
+use crate::vault::token::{Token, TokenFormat};
 
 /// SQLite, except that before its first noted insert another record takes
 /// the first record's token: the insert then meets a real `TokenTaken`.
@@ -63,14 +65,24 @@ impl TokenStore for Colliding {
         }
         self.inner.insert_tokens_noted(records, notes).await
     }
-    async fn get_token(&self, t: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.inner.get_token(t).await
+    fn has_slots(&self) -> bool {
+        self.inner.has_slots()
+    }
+    fn reserve_slot(&self) -> Option<i64> {
+        self.inner.reserve_slot()
+    }
+    async fn get_token(
+        &self,
+        t: &str,
+        slot: Option<i64>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.get_token(t, slot).await
     }
     async fn token_for_fingerprint(&self, fp: &str) -> Result<Option<String>, StoreError> {
         self.inner.token_for_fingerprint(fp).await
     }
-    async fn delete_token(&self, t: &str) -> Result<bool, StoreError> {
-        self.inner.delete_token(t).await
+    async fn delete_token(&self, t: &str, slot: Option<i64>) -> Result<bool, StoreError> {
+        self.inner.delete_token(t, slot).await
     }
     async fn release_fingerprint(&self, fp: &str, t: &str) -> Result<(), StoreError> {
         self.inner.release_fingerprint(fp, t).await
@@ -160,6 +172,7 @@ fn fixture() -> Fixture {
         store.clone(),
         Arc::new(keyring),
         FingerprintKey::new("fp/test", &DataKey::from_bytes([7; 32])),
+        Some(SlotKey::new(&DataKey::from_bytes([9; 32]))),
         clock,
         TokenSettings::default(),
     );
@@ -236,7 +249,11 @@ async fn a_collided_token_is_retried_and_only_the_stored_one_is_noted() {
         noted_tokens(&mut f.outbox),
         [note(&got.token)].map(|n| String::from_utf8(n).unwrap())
     );
-    let stored = f.store.get_token(&got.token).await.unwrap().unwrap();
+    let stored = f
+        .vault
+        .record(&Token::parse(&got.token).unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         stored.metadata, "{}",
         "the answer is the retried record, not the squatter's"
@@ -275,7 +292,11 @@ async fn a_collision_inside_a_batch_is_retried_with_one_note_per_stored_token() 
         "one note for each answered token, none for the squatted one"
     );
     for (card, t) in cards.iter().zip(&got) {
-        let stored = f.store.get_token(&t.token).await.unwrap().unwrap();
+        let stored = f
+            .vault
+            .record(&Token::parse(&t.token).unwrap())
+            .await
+            .unwrap();
         assert_eq!(stored.metadata, "{}");
         assert_eq!(*f.vault.reveal(&stored).await.unwrap(), **card);
     }
@@ -319,4 +340,53 @@ async fn a_preserving_batch_is_noted_card_by_card() {
         .map(|t| String::from_utf8(note(&t.token)).unwrap())
         .collect();
     assert_eq!(noted(&mut f.outbox), (2, want));
+}
+
+/// On SQLite a random token names its record's slot, so the record is
+/// read, and deleted, by slot; a preserving token names none and is
+/// found by name. A token naming a record's slot under the vault's own
+/// key, but with another random half, finds nothing.
+#[tokio::test]
+async fn random_tokens_name_their_slots_and_preserving_ones_their_names() {
+    let f = fixture();
+    f.store.collided.store(true, Ordering::SeqCst);
+    let card = "4111111111111111";
+    let mut seen = Vec::new();
+    for format in [
+        TokenFormat::Random,
+        TokenFormat::Preserving,
+        TokenFormat::Random,
+    ] {
+        let opts = TokenizeOptions {
+            format,
+            ..options()
+        };
+        let got = f.vault.tokenize(card, &opts).await.unwrap();
+        let token = Token::parse(&got.token).unwrap();
+        let stored = f.vault.record(&token).await.unwrap();
+        assert_eq!(*f.vault.reveal(&stored).await.unwrap(), *card);
+        assert_eq!(stored.slot_in_token, format == TokenFormat::Random);
+        seen.push((token, stored.slot.unwrap()));
+    }
+    let slots: Vec<i64> = seen.iter().map(|(_, s)| *s).collect();
+    assert!(slots.windows(2).all(|w| w[0] < w[1]), "{slots:?}");
+    let key = SlotKey::new(&DataKey::from_bytes([9; 32]));
+    let mut rng = crate::crypto::Randomness::for_records(1);
+    let forged = Token::from_block(key.seal(slots[0], &mut rng));
+    assert_ne!(forged, seen[0].0);
+    assert!(matches!(
+        f.vault.record(&forged).await,
+        Err(VaultError::NotFound)
+    ));
+    assert!(matches!(
+        f.vault.delete(&forged).await,
+        Err(VaultError::NotFound)
+    ));
+    for (token, _) in &seen {
+        f.vault.delete(token).await.unwrap();
+        assert!(matches!(
+            f.vault.record(token).await,
+            Err(VaultError::NotFound)
+        ));
+    }
 }

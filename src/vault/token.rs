@@ -111,7 +111,32 @@ impl Token {
                 filled += 1;
             }
         }
-        let check = check_chars(&body);
+        Token::with_check(&body)
+    }
+
+    /// A random-format token whose characters spell `block`, a 128-bit
+    /// value (a [`crate::crypto::slot::SlotKey`]'s): 22 base62 digits,
+    /// most significant first, then the check characters. 62^22 is about
+    /// 2^130.9, so the first character is one of `0`-`7`.
+    pub fn from_block(block: [u8; 16]) -> Token {
+        let mut n = u128::from_be_bytes(block);
+        let mut body = [b'0'; RANDOM_CHARS];
+        for c in body.iter_mut().rev() {
+            *c = BASE62[(n % 62) as usize];
+            n /= 62;
+        }
+        Token::with_check(&body)
+    }
+
+    /// The 128-bit value a random-format token's characters spell, or none
+    /// (a preserving token, or characters that spell 2^128 or more).
+    pub fn block(&self) -> Option<[u8; 16]> {
+        block_of(&self.0)
+    }
+
+    /// `tok_`, `body` and its check characters.
+    fn with_check(body: &[u8; RANDOM_CHARS]) -> Token {
+        let check = check_chars(body);
         let mut s = String::with_capacity(PREFIX.len() + RANDOM_CHARS + CHECK_CHARS);
         s.push_str(PREFIX);
         s.extend(body.iter().map(|&c| c as char));
@@ -161,6 +186,23 @@ impl Token {
     }
 }
 
+/// As [`Token::block`], for a string already known to be a token (one
+/// read back from the store).
+pub fn block_of(token: &str) -> Option<[u8; 16]> {
+    let body = token.strip_prefix(PREFIX)?.get(..RANDOM_CHARS)?;
+    let mut n: u128 = 0;
+    for b in body.bytes() {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'A'..=b'Z' => b - b'A' + 10,
+            b'a'..=b'z' => b - b'a' + 36,
+            _ => return None,
+        };
+        n = n.checked_mul(62)?.checked_add(u128::from(digit))?;
+    }
+    Some(n.to_be_bytes())
+}
+
 fn is_base62(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
@@ -186,6 +228,33 @@ mod tests {
         s[10] = if s[10] == b'a' { b'b' } else { b'a' };
         let typo = String::from_utf8(s).unwrap();
         assert_eq!(Token::parse(&typo), Err(TokenError::Check));
+    }
+
+    /// Every 128-bit block spells a valid token that spells it back; the
+    /// extremes keep their leading zeros, and tokens past 2^128 (most of
+    /// the random ones) and preserving ones spell none.
+    #[test]
+    fn blocks_round_trip_through_tokens() {
+        let mut rng = Randomness::for_records(64);
+        let mut blocks = vec![[0u8; 16], [0xff; 16], 1u128.to_be_bytes()];
+        for _ in 0..200 {
+            let mut b = [0u8; 16];
+            rng.fill(&mut b);
+            blocks.push(b);
+        }
+        for b in blocks {
+            let t = Token::from_block(b);
+            assert_eq!(Token::parse(t.as_str()), Ok(t.clone()));
+            assert_eq!(t.block(), Some(b));
+        }
+        assert_eq!(
+            Token::from_block([0u8; 16]).as_str()[..26],
+            *"tok_0000000000000000000000"
+        );
+        let past = Token::parse(&Token::with_check(&[b'z'; RANDOM_CHARS]).0).unwrap();
+        assert_eq!(past.block(), None);
+        let pan = Pan::parse("4111111111111111").unwrap();
+        assert_eq!(Token::preserving(&pan, false).unwrap().block(), None);
     }
 
     /// One draw serves many tokens, and a source that runs short draws
