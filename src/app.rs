@@ -29,12 +29,12 @@ use crate::aws::Clients;
 use crate::clock::Clock;
 use crate::config::{AuditSink, KeyKind, Settings, StoreKind};
 use crate::crypto::KeyProvider;
-use crate::crypto::Keyring;
 use crate::crypto::fingerprint::FingerprintKey;
-use crate::crypto::keyring::KeyringSettings;
+use crate::crypto::keyring::{KeyringError, KeyringSettings};
 use crate::crypto::kms::KmsKeyProvider;
 use crate::crypto::local::LocalKeyProvider;
 use crate::crypto::slot::SlotKey;
+use crate::crypto::{DataKey, Keyring};
 use crate::http::{Access, AppState, Shared};
 use crate::redact::{HashKey, Redactor};
 use crate::store::TokenStore;
@@ -114,6 +114,30 @@ pub struct BuildError(pub String);
 
 fn fail(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> BuildError + '_ {
     move |e| BuildError(format!("{what}: {e}"))
+}
+
+/// The key of slotted tokens: made on first use, but never made again
+/// once tokens name slots under it (a new key would find none of them).
+async fn slot_key(keyring: &Keyring, store: &dyn TokenStore) -> Result<DataKey, BuildError> {
+    const NAME: &str = "token-slot";
+    match keyring.existing_service_secret(NAME, 1).await {
+        Err(KeyringError::UnknownKey) => {
+            if store
+                .holds_slotted_tokens()
+                .await
+                .map_err(|e| fail("token slot key")(&e))?
+            {
+                return Err(BuildError(
+                    "token slot key: the store holds tokens that name their slots, but not \
+                     the key they were made with; restore vault.db from a backup"
+                        .into(),
+                ));
+            }
+            keyring.service_secret(NAME, 1).await
+        }
+        found => found,
+    }
+    .map_err(|e| fail("token slot key")(&e))
 }
 
 /// Opens the store and keys, loads the service-held secrets, the access
@@ -206,11 +230,7 @@ pub async fn build_with_aws(
     // Made only for a store with slots: DynamoDB finds records by token
     // alone and needs no such key.
     let slots = if store.has_slots() {
-        let secret = keyring
-            .service_secret("token-slot", 1)
-            .await
-            .map_err(|e| fail("token slot key")(&e))?;
-        Some(SlotKey::new(&secret))
+        Some(SlotKey::new(&slot_key(&keyring, &*store).await?))
     } else {
         None
     };

@@ -376,6 +376,18 @@ impl TokenStore for DynamoStore {
         ))
     }
 
+    fn has_slots(&self) -> bool {
+        false
+    }
+
+    async fn holds_slotted_tokens(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    fn reserve_slot(&self) -> Option<i64> {
+        None
+    }
+
     async fn get_token(
         &self,
         token: &str,

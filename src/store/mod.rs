@@ -37,8 +37,8 @@ pub struct TokenRecord {
     /// row number), from [`TokenStore::reserve_slot`]; `None` elsewhere.
     pub slot: Option<i64>,
     /// The token itself names `slot` (a random token made with a
-    /// [`crate::crypto::slot::SlotKey`]), so the record is found by slot
-    /// alone; otherwise (a preserving token, one from before slots) it is
+    /// [`crate::crypto::slot::SlotKey`]), so the record is found by its
+    /// slot (and its token there); otherwise (a preserving token, one from before slots) it is
     /// found through an index on tokens.
     pub slot_in_token: bool,
 }
@@ -194,19 +194,24 @@ pub trait TokenStore: Send + Sync + 'static {
     }
 
     /// Whether this store keeps records in slots
-    /// ([`TokenStore::reserve_slot`]).
-    fn has_slots(&self) -> bool {
-        false
-    }
+    /// ([`TokenStore::reserve_slot`]). No default: a wrapper that did not
+    /// pass it on would get a vault without the slot key, and every
+    /// record whose token names its slot would answer 404.
+    fn has_slots(&self) -> bool;
 
-    /// A slot no record has taken, for a record about to be inserted;
-    /// `None` on a store without slots (DynamoDB: records are found by
-    /// their key, whatever it is). One store never hands a slot out twice;
-    /// one taken meanwhile by another process answers the insert
-    /// [`InsertOutcome::TokenTaken`].
-    fn reserve_slot(&self) -> Option<i64> {
-        None
-    }
+    /// Whether some record's token names its slot: the slot key must then
+    /// exist already (a new one would find none of them).
+    async fn holds_slotted_tokens(&self) -> Result<bool, StoreError>;
+
+    /// A slot no record holds, for a record about to be inserted; `None`
+    /// on a store without slots (DynamoDB: records are found by their
+    /// key, whatever it is). Within one run a store hands a slot out once;
+    /// after a restart, slots freed at the top (deleted records, inserts
+    /// rolled back) may be handed out again, which is harmless: a token
+    /// finds the record in its slot only if that record holds it. A slot
+    /// taken meanwhile by another process sharing the store answers the
+    /// insert [`InsertOutcome::TokenTaken`].
+    fn reserve_slot(&self) -> Option<i64>;
 
     /// The record of `token`. `slot` is the slot the token names, where it
     /// names one (the vault reads it from the token): the record there is

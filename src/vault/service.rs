@@ -418,7 +418,7 @@ impl Vault {
             (Value::Pan(p), TokenFormat::PreservingBin, ..) => {
                 (Token::preserving_from(p, true, rng)?, false)
             }
-            (_, _, Some(key), Some(slot)) => (Token::from_block(key.seal(slot, rng)), true),
+            (_, _, Some(key), Some(slot)) => (Token::slotted(key, slot, rng), true),
             _ => (Token::random_from(rng), false),
         };
         let sealed = envelope::seal_with(

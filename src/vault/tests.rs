@@ -71,6 +71,9 @@ impl TokenStore for Colliding {
     fn reserve_slot(&self) -> Option<i64> {
         self.inner.reserve_slot()
     }
+    async fn holds_slotted_tokens(&self) -> Result<bool, StoreError> {
+        self.inner.holds_slotted_tokens().await
+    }
     async fn get_token(
         &self,
         t: &str,
@@ -372,7 +375,7 @@ async fn random_tokens_name_their_slots_and_preserving_ones_their_names() {
     assert!(slots.windows(2).all(|w| w[0] < w[1]), "{slots:?}");
     let key = SlotKey::new(&DataKey::from_bytes([9; 32]));
     let mut rng = crate::crypto::Randomness::for_records(1);
-    let forged = Token::from_block(key.seal(slots[0], &mut rng));
+    let forged = Token::slotted(&key, slots[0], &mut rng);
     assert_ne!(forged, seen[0].0);
     assert!(matches!(
         f.vault.record(&forged).await,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pan::{Pan, luhn_valid};
 use crate::crypto::Randomness;
+use crate::crypto::slot::SlotKey;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const PREFIX: &str = "tok_";
@@ -114,22 +115,45 @@ impl Token {
         Token::with_check(&body)
     }
 
-    /// A random-format token whose characters spell `block`, a 128-bit
-    /// value (a [`crate::crypto::slot::SlotKey`]'s): 22 base62 digits,
-    /// most significant first, then the check characters. 62^22 is about
-    /// 2^130.9, so the first character is one of `0`-`7`.
-    pub fn from_block(block: [u8; 16]) -> Token {
-        let mut n = u128::from_be_bytes(block);
-        let mut body = [b'0'; RANDOM_CHARS];
-        for c in body.iter_mut().rev() {
-            *c = BASE62[(n % 62) as usize];
-            n /= 62;
+    /// A random-format token naming `slot` under `key` (the embedded
+    /// store's): its 22 characters spell, in base62, a number drawn
+    /// uniformly below 62^22 whose low 128 bits are the key's block, so
+    /// it looks like any other random token, one made before slots
+    /// included.
+    pub fn slotted(key: &SlotKey, slot: i64, rng: &mut Randomness) -> Token {
+        loop {
+            // Three random bits above the block; the 4% of draws at or
+            // past 62^22 are drawn again, block and all.
+            let top = rng.byte() & 7;
+            if let Some(t) = Token::from_block(key.seal(slot, rng), top) {
+                return t;
+            }
         }
-        Token::with_check(&body)
     }
 
-    /// The 128-bit value a random-format token's characters spell, or none
-    /// (a preserving token, or characters that spell 2^128 or more).
+    /// The random-format token spelling `top` * 2^128 + `block`, or none
+    /// when that is 62^22 or more (it would need a 23rd character).
+    pub fn from_block(block: [u8; 16], top: u8) -> Option<Token> {
+        let n = u128::from_be_bytes(block);
+        let mut limbs = [u64::from(top), (n >> 64) as u64, n as u64];
+        let mut body = [b'0'; RANDOM_CHARS];
+        // Ten digits at a time (62^10 < 2^64), low digits first.
+        for chunk in body.rchunks_mut(DIGITS_PER_LIMB) {
+            let mut rem = div_rem(&mut limbs, BASE62_POW10);
+            for c in chunk.iter_mut().rev() {
+                *c = BASE62[(rem % 62) as usize];
+                rem /= 62;
+            }
+            // Left over past the first two characters: 62^22 or more.
+            if rem != 0 {
+                return None;
+            }
+        }
+        (limbs == [0; 3]).then(|| Token::with_check(&body))
+    }
+
+    /// The block of a random-format token's number (its low 128 bits),
+    /// whichever way it was made; none for a preserving token.
     pub fn block(&self) -> Option<[u8; 16]> {
         block_of(&self.0)
     }
@@ -190,7 +214,8 @@ impl Token {
 /// read back from the store).
 pub fn block_of(token: &str) -> Option<[u8; 16]> {
     let body = token.strip_prefix(PREFIX)?.get(..RANDOM_CHARS)?;
-    let mut n: u128 = 0;
+    // 22 base62 digits are under 62^22 < 2^131: three limbs hold them.
+    let mut limbs = [0u64; 3];
     for b in body.bytes() {
         let digit = match b {
             b'0'..=b'9' => b - b'0',
@@ -198,9 +223,32 @@ pub fn block_of(token: &str) -> Option<[u8; 16]> {
             b'a'..=b'z' => b - b'a' + 36,
             _ => return None,
         };
-        n = n.checked_mul(62)?.checked_add(u128::from(digit))?;
+        let mut carry = u128::from(digit);
+        for l in limbs.iter_mut().rev() {
+            let v = u128::from(*l) * 62 + carry;
+            *l = v as u64;
+            carry = v >> 64;
+        }
     }
+    let n = (u128::from(limbs[1]) << 64) | u128::from(limbs[2]);
     Some(n.to_be_bytes())
+}
+
+/// 62^10, the largest power of 62 in a u64.
+const BASE62_POW10: u64 = 839_299_365_868_340_224;
+const DIGITS_PER_LIMB: usize = 10;
+
+/// Divides the number `limbs` spell (most significant first) by `d` in
+/// place; the remainder.
+fn div_rem(limbs: &mut [u64; 3], d: u64) -> u64 {
+    let d = u128::from(d);
+    let mut rem = 0u128;
+    for l in limbs.iter_mut() {
+        let cur = (rem << 64) | u128::from(*l);
+        *l = (cur / d) as u64;
+        rem = cur % d;
+    }
+    rem as u64
 }
 
 fn is_base62(b: u8) -> bool {
@@ -230,9 +278,9 @@ mod tests {
         assert_eq!(Token::parse(&typo), Err(TokenError::Check));
     }
 
-    /// Every 128-bit block spells a valid token that spells it back; the
-    /// extremes keep their leading zeros, and tokens past 2^128 (most of
-    /// the random ones) and preserving ones spell none.
+    /// Every block, under each top, spells a valid token that spells the
+    /// block back; numbers past 62^22 spell none; every random token, of
+    /// any making, has a block.
     #[test]
     fn blocks_round_trip_through_tokens() {
         let mut rng = Randomness::for_records(64);
@@ -243,18 +291,41 @@ mod tests {
             blocks.push(b);
         }
         for b in blocks {
-            let t = Token::from_block(b);
-            assert_eq!(Token::parse(t.as_str()), Ok(t.clone()));
-            assert_eq!(t.block(), Some(b));
+            for top in 0..7 {
+                let t = Token::from_block(b, top).unwrap();
+                assert_eq!(Token::parse(t.as_str()), Ok(t.clone()));
+                assert_eq!(t.block(), Some(b));
+            }
         }
         assert_eq!(
-            Token::from_block([0u8; 16]).as_str()[..26],
+            Token::from_block([0u8; 16], 0).unwrap().as_str()[..26],
             *"tok_0000000000000000000000"
         );
-        let past = Token::parse(&Token::with_check(&[b'z'; RANDOM_CHARS]).0).unwrap();
-        assert_eq!(past.block(), None);
+        // 62^22 - 1 is "zzz…z": 7 * 2^128 + 0xf520…3fffff.
+        let last = 0xf520034c430770c424528c6650400000u128 - 1;
+        let zs = Token::from_block(last.to_be_bytes(), 7).unwrap();
+        assert_eq!(zs.as_str()[4..26], *"z".repeat(22));
+        assert_eq!(Token::from_block((last + 1).to_be_bytes(), 7), None);
+        assert_eq!(Token::from_block([0u8; 16], 8), None);
+        assert!(Token::random().block().is_some());
         let pan = Pan::parse("4111111111111111").unwrap();
         assert_eq!(Token::preserving(&pan, false).unwrap().block(), None);
+    }
+
+    /// Slotted tokens start with every character a random one can: a
+    /// token does not show whether it names a slot.
+    #[test]
+    fn slotted_tokens_look_like_random_ones() {
+        let key = SlotKey::new(&crate::crypto::DataKey::from_bytes([3; 32]));
+        let mut rng = Randomness::for_records(4000);
+        let mut first = std::collections::HashSet::new();
+        for slot in 1..4000 {
+            let t = Token::slotted(&key, slot, &mut rng);
+            assert_eq!(Token::parse(t.as_str()), Ok(t.clone()));
+            assert_eq!(key.open(t.block().unwrap()), Some(slot));
+            first.insert(t.as_str().as_bytes()[4]);
+        }
+        assert_eq!(first.len(), 62);
     }
 
     /// One draw serves many tokens, and a source that runs short draws

@@ -47,6 +47,48 @@ async fn tokens_and_audit_chain_survive_a_restart() {
     app.assert_no_leaks().await;
 }
 
+/// Tokens that name their rows are only as good as the key they were
+/// made with: with its key item gone, the service refuses to start (a new
+/// key would answer 404 for every one of them); with the item back, the
+/// tokens open again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_will_not_start_without_the_key_its_tokens_name_rows_with() {
+    let mut app = spawn_app().await;
+    let (_, card) = CARDS[0];
+    let token = app.tokenize(card, json!({})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.shutdown().await;
+    let db = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
+    let item: (String, String, String, Vec<u8>, i64) = db
+        .query_row(
+            "SELECT id, classification, wrapping_key_id, wrapped, created_at FROM key_items \
+             WHERE id = 'secret/token-slot/v1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    db.execute("DELETE FROM key_items WHERE id = ?1", [&item.0])
+        .unwrap();
+    let Err(e) = tokenvault::app::build(&app.settings, app.clock.clone()).await else {
+        panic!("started without the slot key");
+    };
+    assert!(e.to_string().contains("token slot key"), "{e}");
+    db.execute(
+        "INSERT INTO key_items (id, classification, wrapping_key_id, wrapped, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![item.0, item.1, item.2, item.3, item.4],
+    )
+    .unwrap();
+    drop(db);
+    app.restart().await;
+    let (s, v) = app.detokenize("admin", &token).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"], card);
+    app.assert_no_leaks().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_holds_no_card_in_the_clear() {
     let app = spawn_app().await;
