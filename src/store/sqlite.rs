@@ -720,19 +720,37 @@ fn select_token(
         .optional()
 }
 
-/// Deletes the record of `token` (found as [`select_token`] finds it);
-/// the number of rows deleted.
-fn delete_record(c: &Connection, token: &str, slot: Option<i64>) -> rusqlite::Result<usize> {
+/// Deletes the record of `token` (found as [`select_token`] finds it)
+/// and its fingerprint item; whether there was one. The item is deleted
+/// by its key, read from the record: `fingerprints` has no index on
+/// tokens, and a search by token scanned the whole table on the writer
+/// thread, holding up every write meanwhile.
+fn delete_record(c: &Connection, token: &str, slot: Option<i64>) -> rusqlite::Result<bool> {
+    let mut deleted: Option<Option<String>> = None;
     if let Some(slot) = slot {
-        let n = c
-            .prepare_cached("DELETE FROM tokens WHERE slot = ?1 AND token = ?2")?
-            .execute(params![slot, token])?;
-        if n > 0 {
-            return Ok(n);
-        }
+        deleted = c
+            .prepare_cached(
+                "DELETE FROM tokens WHERE slot = ?1 AND token = ?2 RETURNING fingerprint",
+            )?
+            .query_row(params![slot, token], |r| r.get(0))
+            .optional()?;
     }
-    c.prepare_cached("DELETE FROM tokens WHERE token = ?1 AND named = 1")?
-        .execute([token])
+    if deleted.is_none() {
+        deleted = c
+            .prepare_cached(
+                "DELETE FROM tokens WHERE token = ?1 AND named = 1 RETURNING fingerprint",
+            )?
+            .query_row([token], |r| r.get(0))
+            .optional()?;
+    }
+    let Some(fingerprint) = deleted else {
+        return Ok(false);
+    };
+    if let Some(fp) = fingerprint {
+        c.prepare_cached("DELETE FROM fingerprints WHERE fingerprint = ?1 AND token = ?2")?
+            .execute(params![fp, token])?;
+    }
+    Ok(true)
 }
 
 /// The slot after the highest taken.
@@ -1203,10 +1221,9 @@ impl TokenStore for SqliteStore {
         let token = token.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            tx.execute("DELETE FROM fingerprints WHERE token = ?1", [&token])?;
-            let n = delete_record(&tx, &token, slot)?;
+            let deleted = delete_record(&tx, &token, slot)?;
             tx.commit()?;
-            Ok(n > 0)
+            Ok(deleted)
         })
         .await
     }
