@@ -179,11 +179,15 @@ async fn tokens_expire_by_the_clock() {
         )
         .await;
     app.clock.advance(61);
+    let rows = app.token_rows().await;
     let d2 = app
         .tokenize("6011111111111117", json!({"deterministic": true}))
         .await;
     assert_ne!(d1["token"], d2["token"]);
     assert_eq!(d2["created"], true);
+    // The expired holder's record is deleted (found by the slot its
+    // token names), not left behind: one record out, one in.
+    assert_eq!(app.token_rows().await, rows);
     app.assert_no_leaks().await;
 }
 
