@@ -795,8 +795,8 @@ fn insert_one(
 
 /// Inserts `rec` unless its slot or its named token is taken; the number
 /// of rows written. A slot taken means another process shares the file
-/// (this store never hands a slot out twice): `slots` moves past the
-/// highest taken, so the caller's next try finds a free one.
+/// (within a run this store hands each slot out once): `slots` moves past
+/// the highest taken, so the caller's next try finds a free one.
 fn insert_token(c: &Connection, rec: &TokenRecord, slots: &AtomicI64) -> rusqlite::Result<usize> {
     let named = !(rec.slot_in_token && rec.slot.is_some());
     let n = c.prepare_cached(INSERT_TOKEN)?.execute(params![

@@ -122,8 +122,9 @@ impl Token {
     /// included.
     pub fn slotted(key: &SlotKey, slot: i64, rng: &mut Randomness) -> Token {
         loop {
-            // Three random bits above the block; the 4% of draws at or
-            // past 62^22 are drawn again, block and all.
+            // Three random bits above the block; the draws at or past
+            // 62^22 (about 0.5%: a top of 7 over a block past
+            // 0xf520…) are drawn again, block and all.
             let top = rng.byte() & 7;
             if let Some(t) = Token::from_block(key.seal(slot, rng), top) {
                 return t;
