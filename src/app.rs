@@ -129,7 +129,8 @@ async fn slot_key(keyring: &Keyring, store: &dyn TokenStore) -> Result<DataKey, 
             {
                 return Err(BuildError(
                     "token slot key: the store holds tokens that name their slots, but not \
-                     the key they were made with; restore vault.db from a backup"
+                     the key they were made with: restore the key item \
+                     `secret/token-slot/v1` (table `key_items`) from a backup of vault.db"
                         .into(),
                 ));
             }

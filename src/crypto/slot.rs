@@ -13,10 +13,10 @@
 //! uniformly among all 22-character tokens. Without the key a token is
 //! indistinguishable from random, from one made before slots included: it
 //! says nothing of when its record was made or how many there are, and
-//! guessing one is a 2^-128 chance per record. With the key (it lives
-//! wrapped in the store, as the fingerprint key does) the random half
-//! still has to be guessed, 2^-64 per record: the store only answers a
-//! token equal to the one it holds in that slot.
+//! guessing one is at most a 2^-128 chance per record. With the key (it
+//! lives wrapped in the store, as the fingerprint key does) the random
+//! half still has to be guessed, at most 2^-64 per record: the store only
+//! answers a token equal to the one it holds in that slot.
 
 use aws_lc_rs::cipher::{
     AES_256, DecryptingKey, DecryptionContext, EncryptingKey, UnboundCipherKey,

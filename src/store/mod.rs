@@ -38,8 +38,8 @@ pub struct TokenRecord {
     pub slot: Option<i64>,
     /// The token itself names `slot` (a random token made with a
     /// [`crate::crypto::slot::SlotKey`]), so the record is found by its
-    /// slot (and its token there); otherwise (a preserving token, one from before slots) it is
-    /// found through an index on tokens.
+    /// slot (and its token there); otherwise (a preserving token, one
+    /// from before slots) it is found through an index on tokens.
     pub slot_in_token: bool,
 }
 
@@ -239,8 +239,10 @@ pub trait TokenStore: Send + Sync + 'static {
     /// The token holding a fingerprint, if any.
     async fn token_for_fingerprint(&self, fingerprint: &str) -> Result<Option<String>, StoreError>;
 
-    /// Removes a record and its fingerprint item; false when absent.
-    /// `slot` as for [`TokenStore::get_token`].
+    /// Removes a record and its fingerprint item; false when absent (a
+    /// fingerprint item whose record is already gone is
+    /// [`TokenStore::release_fingerprint`]'s). `slot` as for
+    /// [`TokenStore::get_token`].
     async fn delete_token(&self, token: &str, slot: Option<i64>) -> Result<bool, StoreError>;
 
     /// Removes the fingerprint item `fp` if it still names `token`: for a

@@ -196,7 +196,10 @@ impl Vault {
         }
     }
 
-    /// The slot `token` names, if it names one under this vault's key.
+    /// The slot `token` would name under this vault's key: any random
+    /// token spells one (one from before slots spells a number at
+    /// random), and the store answers only if it holds that very token
+    /// there.
     fn slot_of(&self, token: &str) -> Option<i64> {
         self.slots.as_ref()?.open(block_of(token)?)
     }
@@ -542,7 +545,8 @@ impl Vault {
         }
     }
 
-    /// Deletes a token and its fingerprint item; `NotFound` when absent.
+    /// Deletes a token's record and, with it, its fingerprint item;
+    /// `NotFound` when absent.
     pub async fn delete(&self, token: &Token) -> Result<(), VaultError> {
         let slot = self.slot_of(token.as_str());
         if self.store.delete_token(token.as_str(), slot).await? {

@@ -14,7 +14,9 @@ use crate::crypto::slot::SlotKey;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const PREFIX: &str = "tok_";
-/// 22 base62 characters carry 130.9 bits from the CSPRNG.
+/// 22 base62 characters: 130.9 bits from the CSPRNG for a plain random
+/// token; for a slotted one, its slot and 64 random bits encrypted, and
+/// three random bits above them.
 const RANDOM_CHARS: usize = 22;
 const CHECK_CHARS: usize = 2;
 
