@@ -4,8 +4,9 @@
 //! writer thread (SQLite allows one writer anyway) that group-commits: it
 //! takes every write waiting, runs each inside one transaction (in its own
 //! savepoint when it is more than one statement), and commits once, so one
-//! fsync (`synchronous = FULL`) makes a whole batch durable before any of
-//! its answers leaves. A write that fails rolls back alone. Two reader
+//! sync (`synchronous = FULL`; an `fdatasync`, as `.cargo/config.toml`
+//! builds SQLite) makes a whole batch durable before any of its answers
+//! leaves. A write that fails rolls back alone. Two reader
 //! threads, each with its own connection, serve reads beside the writer,
 //! which WAL permits. A checkpointer thread copies the WAL back into the
 //! database beside the writer, and syncs it, so commits do not wait for
