@@ -5,7 +5,7 @@
 //! a shutdown future, so tests bind `127.0.0.1:0` and stop it at will.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -61,6 +61,62 @@ pub struct App {
     pub cert: CertReload,
     pub state: AppState,
     pub info: StartupInfo,
+    /// Keep it while serving: dropping it lets another `serve` open the
+    /// data directory.
+    pub lock: DataDirLock,
+}
+
+/// The running service's hold on its data directory (an exclusive
+/// `flock` on `serve.lock` in it, released by the kernel when the process
+/// ends, however it ends). Two services on one directory would hand out
+/// the same SQLite row numbers (each counts from the table's end) and
+/// append to one audit chain from two ends, which then fails to verify.
+/// Tools that only read, or write through conditions (`audit verify`,
+/// `rewrap`, `doctor`), do not take it and run beside the service.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock, or says which process holds it.
+    pub fn take(dir: &Path) -> Result<DataDirLock, BuildError> {
+        use std::io::{Seek, Write};
+        let path = dir.join("serve.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| fail("data_dir lock")(&format!("{}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let pid = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                };
+                return Err(BuildError(format!(
+                    "data_dir {}: another tokenvault serve{pid} is using it; \
+                     stop it, or give this one another --data-dir",
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(fail("data_dir lock")(&format!("{}: {e}", path.display())));
+            }
+        }
+        // For the message above; the lock, not this, is what counts.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(DataDirLock { _file: file })
+    }
 }
 
 /// The served certificate and how often to look for a new one.
@@ -155,6 +211,9 @@ pub async fn build_with_aws(
     aws: Option<Clients>,
 ) -> Result<App, BuildError> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| fail("data_dir")(&e))?;
+    // Before anything opens the store: a second service must not migrate
+    // or write it either.
+    let lock = DataDirLock::take(&settings.data_dir)?;
     let metrics = Arc::new(Metrics::new());
 
     let Opened {
@@ -287,6 +346,7 @@ pub async fn build_with_aws(
                 _ => audit_log.display().to_string(),
             },
         },
+        lock,
     })
 }
 

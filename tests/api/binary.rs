@@ -150,8 +150,41 @@ async fn serve_runs_the_embedded_default_from_nothing() {
         .unwrap();
     assert_eq!(d["value"], card);
 
-    // SIGTERM drains and exits cleanly.
+    // A second service on the same directory stops at once, naming the
+    // first; the first serves on.
     let pid = guard.0.id().to_string();
+    let twin_err = tmp.path().join("twin.err");
+    let mut twin = ChildGuard(
+        tokenvault()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&twin_err).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = twin.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a second serve on one data dir kept running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let twin_says = std::fs::read_to_string(&twin_err).unwrap();
+    assert!(!status.success(), "{twin_says}");
+    assert!(
+        twin_says.contains(&format!("another tokenvault serve (pid {pid}) is using it")),
+        "{twin_says}"
+    );
+    let health = client.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // SIGTERM drains and exits cleanly.
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])

@@ -90,6 +90,9 @@ pub struct TestApp {
     audit: Option<tokenvault::audit::AuditLog>,
     /// Watches the certificate files, as `serve` does.
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The running service's hold on its data directory, as `serve`
+    /// keeps it.
+    lock: Option<tokenvault::app::DataDirLock>,
 }
 
 /// Starts the embedded default in a fresh data dir.
@@ -149,6 +152,7 @@ pub async fn spawn_app_on(
         task: None,
         audit: None,
         watcher: None,
+        lock: None,
     };
     app.start().await;
     app
@@ -212,6 +216,7 @@ impl TestApp {
         self.stop = Some(tx);
         self.task = Some(task);
         self.watcher = Some(tokio::spawn(app.cert.cert.clone().watch(app.cert.period)));
+        self.lock = Some(app.lock);
     }
 
     /// Stops the service (draining requests) and starts it again on the same
@@ -242,6 +247,7 @@ impl TestApp {
                 .await
                 .expect("the audit log copies its outbox");
         }
+        self.lock = None;
     }
 
     /// The dev API key of a role.

@@ -90,6 +90,40 @@ async fn the_service_will_not_start_without_the_key_its_tokens_name_rows_with() 
     app.assert_no_leaks().await;
 }
 
+/// One service to a data directory: a second start on it fails, naming
+/// the one that holds it, and changes nothing there; once the first stops,
+/// the directory opens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_service_on_the_same_data_directory_does_not_start() {
+    let mut app = spawn_app().await;
+    let (_, card) = CARDS[0];
+    let token = app.tokenize(card, json!({})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let audit = std::fs::read(app.data_dir().join("audit.log")).unwrap();
+    let Err(e) = tokenvault::app::build(&app.settings, app.clock.clone()).await else {
+        panic!("a second service started on the same data directory");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("another tokenvault serve")
+            && e.contains(&format!("pid {}", std::process::id())),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(app.data_dir().join("audit.log")).unwrap(),
+        audit
+    );
+    let (s, v) = app.detokenize("admin", &token).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["value"], card);
+    app.restart().await;
+    let (s, _) = app.detokenize("admin", &token).await;
+    assert_eq!(s, 200);
+    app.assert_no_leaks().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_holds_no_card_in_the_clear() {
     let app = spawn_app().await;
