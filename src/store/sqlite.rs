@@ -17,7 +17,7 @@
 //!
 //! The audit outbox: [`TokenStore::insert_tokens_noted`] commits each
 //! record it is given with its audit event's note, so such a record never
-//! stands without its event, with one fsync for both; a batch's records
+//! stands without its event, with one sync for both; a batch's records
 //! share one row ([`Noted::Group`]) numbered as that many notes. The
 //! audit writer reads the notes from its own connection
 //! ([`SqliteOutbox`]), copies them into its chained file, and acknowledges
@@ -258,6 +258,12 @@ fn reader_loop(
             queued.into_iter().for_each(run);
         } else {
             in_one_read(&conn, || queued.into_iter().for_each(run));
+        }
+        // A read that panicked inside a transaction of its own (a batch
+        // lookup's) left it open: every later read would see that old
+        // snapshot, and the WAL could not start over.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
         }
         job = match crate::memory::recv_quiet(&jobs, quiet, || release(&conn)) {
             Ok(j) => j,
@@ -1610,6 +1616,25 @@ mod tests {
         w.execute("INSERT INTO t VALUES (2)", []).unwrap();
         queue.send(read(None)).unwrap();
         assert_eq!(next(), (false, 2), "none left open after");
+        // A read that panics inside a transaction of its own leaves none
+        // open either: the next read sees a later commit.
+        let (failing, failed) = std::sync::mpsc::channel();
+        let panics: Read = Box::new(move |c: &Connection, _: InHand| {
+            in_one_read(c, || {
+                c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .unwrap();
+                failing.send(()).unwrap();
+                panic!("a failing read");
+            })
+        });
+        queue
+            .send((InHand::take(&Arc::new(AtomicUsize::new(0))), panics))
+            .unwrap();
+        // Ran alone (nothing queued with it), snapshot taken.
+        failed.recv_timeout(Duration::from_secs(10)).unwrap();
+        w.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        queue.send(read(None)).unwrap();
+        assert_eq!(next(), (false, 3), "the panicked read's snapshot is gone");
         drop(queue);
         reader.join().unwrap();
     }

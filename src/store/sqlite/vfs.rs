@@ -830,14 +830,14 @@ mod tests {
         extern "C" fn fsync(fd: c_int) -> c_int {
             FULL.with(|n| n.set(n.get() + 1));
             // SAFETY: the system call libc's `fsync` makes, with its argument.
-            unsafe { libc::syscall(libc::SYS_fsync, fd) as c_int }
+            unsafe { libc::syscall(libc::SYS_fsync, libc::c_long::from(fd)) as c_int }
         }
 
         #[unsafe(no_mangle)]
         extern "C" fn fdatasync(fd: c_int) -> c_int {
             DATA.with(|n| n.set(n.get() + 1));
             // SAFETY: the system call libc's `fdatasync` makes, with its argument.
-            unsafe { libc::syscall(libc::SYS_fdatasync, fd) as c_int }
+            unsafe { libc::syscall(libc::SYS_fdatasync, libc::c_long::from(fd)) as c_int }
         }
     }
 
