@@ -82,24 +82,26 @@ impl DataDirLock {
     /// Takes the lock, or says which process holds it.
     pub fn take(dir: &Path) -> Result<DataDirLock, BuildError> {
         use std::io::{Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join("serve.lock");
+        // Owner-only: `flock` needs no more than a read handle, so a file
+        // others can open is one anybody on the machine could hold to keep
+        // the service from starting.
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| fail("data_dir lock")(&format!("{}: {e}", path.display())))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                let pid = if holder.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {holder})")
-                };
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                    .map_or_else(String::new, |pid| format!(" (pid {pid})"));
                 return Err(BuildError(format!(
                     "data_dir {}: another tokenvault serve{pid} is using it; \
                      stop it, or give this one another --data-dir",

@@ -304,8 +304,10 @@ fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
     let workers = crate::memory::Workers::new(worker_threads());
     workers.runtime().build()?.block_on(async move {
         let app = crate::app::build(&settings, Arc::new(SystemClock)).await?;
-        // Held to the end, past the audit log's last copy.
-        let _lock = app.lock;
+        // Held until the process exits (the kernel lets go of it then):
+        // past the audit log's last copy, even one that outlives its
+        // timeout below.
+        std::mem::forget(app.lock);
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|e| anyhow::anyhow!("listen on {}: {e}", settings.listen))?;

@@ -111,6 +111,7 @@ async fn serve_runs_the_embedded_default_from_nothing() {
     assert_eq!(mode(&data.join("vault.db")), 0o600);
     assert_eq!(mode(&data.join("vault.db-wal")), 0o600);
     assert_eq!(mode(&data.join("audit.log")), 0o600);
+    assert_eq!(mode(&data.join("serve.lock")), 0o600);
     // No transparent huge pages: with them, idle RSS stayed 10-16 MB
     // higher. Where this process has them off already (a kernel without
     // them, or a parent that turned them off), the child proves nothing.

@@ -101,7 +101,7 @@ async fn a_second_service_on_the_same_data_directory_does_not_start() {
         .as_str()
         .unwrap()
         .to_owned();
-    let audit = std::fs::read(app.data_dir().join("audit.log")).unwrap();
+    let audit = app.audit_text().await;
     let Err(e) = tokenvault::app::build(&app.settings, app.clock.clone()).await else {
         panic!("a second service started on the same data directory");
     };
@@ -111,10 +111,7 @@ async fn a_second_service_on_the_same_data_directory_does_not_start() {
             && e.contains(&format!("pid {}", std::process::id())),
         "{e}"
     );
-    assert_eq!(
-        std::fs::read(app.data_dir().join("audit.log")).unwrap(),
-        audit
-    );
+    assert_eq!(app.audit_text().await, audit);
     let (s, v) = app.detokenize("admin", &token).await;
     assert_eq!(s, 200);
     assert_eq!(v["value"], card);
