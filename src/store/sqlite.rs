@@ -339,6 +339,13 @@ fn delete_acked(
     }
 }
 
+/// Runs one statement through the connection's statement cache: the
+/// writer begins and commits a few thousand times a second, and
+/// `execute_batch` parses its SQL anew each time.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// The writer thread: group commit until every sender is gone, nudging
 /// the checkpointer every [`CHECKPOINT_EVERY_COMMITS`] commits and the
 /// outbox's consumer after each commit that added notes.
@@ -361,8 +368,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let deleting = conn
-            .execute_batch("BEGIN IMMEDIATE")
+        let deleting = run_cached(&conn, "BEGIN IMMEDIATE")
             .map_err(map_err)
             .and_then(|()| delete_acked(&conn, &outbox, deleted));
         let deleting = match deleting {
@@ -417,7 +423,7 @@ fn writer_loop(
         }
         // Whatever happens to the group, its notes are no longer pending.
         let issuing = outbox.issuing.swap(0, Ordering::AcqRel);
-        match conn.execute_batch("COMMIT") {
+        match run_cached(&conn, "COMMIT") {
             Ok(()) => {
                 outbox.issued.fetch_max(issuing, Ordering::AcqRel);
                 // Nudged before anyone is answered, so a caller that then
