@@ -384,16 +384,20 @@ impl Vault {
             }
         }
         // A few at a time, so a withdrawn group's records share commits.
-        let work: Vec<_> = again
-            .iter()
-            .map(|&i| self.tokenize_noted(&inputs[i], opts, note))
-            .collect();
-        let retried: Vec<_> = futures_util::stream::iter(work)
-            .buffered(PARALLEL_ITEMS)
-            .collect()
-            .await;
-        for (i, r) in again.into_iter().zip(retried) {
-            answers[i] = Some(r);
+        // Skipped when nothing collided, as nearly always: the stream
+        // allocates its task queue even when empty.
+        if !again.is_empty() {
+            let work: Vec<_> = again
+                .iter()
+                .map(|&i| self.tokenize_noted(&inputs[i], opts, note))
+                .collect();
+            let retried: Vec<_> = futures_util::stream::iter(work)
+                .buffered(PARALLEL_ITEMS)
+                .collect()
+                .await;
+            for (i, r) in again.into_iter().zip(retried) {
+                answers[i] = Some(r);
+            }
         }
         answers
             .into_iter()
