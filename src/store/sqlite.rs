@@ -279,15 +279,14 @@ fn reader_loop(
 /// again; reads that run back to back share that. If the transaction
 /// cannot begin, the reads run as they would alone.
 fn in_one_read<T>(c: &Connection, f: impl FnOnce() -> T) -> T {
-    let stmt = |sql: &str| c.prepare_cached(sql).and_then(|mut st| st.execute([]));
-    if !c.is_autocommit() || stmt("BEGIN").is_err() {
+    if !c.is_autocommit() || run_cached(c, "BEGIN").is_err() {
         return f();
     }
     let out = f();
     // A read transaction has nothing to lose: if COMMIT fails, ROLLBACK
     // ends it all the same.
-    if stmt("COMMIT").is_err() {
-        let _ = stmt("ROLLBACK");
+    if run_cached(c, "COMMIT").is_err() {
+        let _ = run_cached(c, "ROLLBACK");
     }
     out
 }
@@ -340,8 +339,8 @@ fn delete_acked(
 }
 
 /// Runs one statement through the connection's statement cache: the
-/// writer begins and commits a few thousand times a second, and
-/// `execute_batch` parses its SQL anew each time.
+/// writer and the readers begin and commit thousands of times a second,
+/// and `execute_batch` parses its SQL anew each time.
 fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
