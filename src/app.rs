@@ -199,8 +199,8 @@ async fn slot_key(keyring: &Keyring, store: &dyn TokenStore) -> Result<DataKey, 
     .map_err(|e| fail("token slot key")(&e))
 }
 
-/// Opens the store and keys, loads the service-held secrets, the access
-/// rules and the certificate, and assembles the router. AWS clients, when
+/// Loads the access rules and the certificate, opens the store and keys,
+/// loads the service-held secrets, and assembles the router. AWS clients, when
 /// the settings need them, come from the standard AWS chain.
 pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<App, BuildError> {
     build_with_aws(settings, clock, None).await
@@ -217,6 +217,35 @@ pub async fn build_with_aws(
     // or write it either.
     let lock = DataDirLock::take(&settings.data_dir)?;
     let metrics = Arc::new(Metrics::new());
+
+    // What needs only the settings and files of its own comes first: a
+    // start that fails on configuration leaves the store unopened and
+    // starts no thread of the store's or the audit log's.
+    let iam = match &settings.auth.iam {
+        Some(iam) => {
+            let tls = crate::tls::client_config(None).map_err(|e| fail("STS client")(&e))?;
+            Some(Arc::new(
+                IamLogin::new(iam.clone(), tls).map_err(|e| fail("auth.iam")(&e))?,
+            ))
+        }
+        None => None,
+    };
+
+    let (access, dev_credentials) = access(settings)?;
+
+    let (cert, key, cert_generated) = match (&settings.tls.cert, &settings.tls.key) {
+        (Some(c), Some(k)) => (settings.resolve(c), settings.resolve(k), false),
+        _ => crate::tls::ensure_dev_cert(&settings.data_dir.join("tls"))
+            .map_err(|e| fail("tls")(&e))?,
+    };
+    let reloading = Arc::new(ReloadingCert::load(&cert, &key).map_err(|e| fail("tls")(&e))?);
+    let client_ca = settings.tls.client_ca.as_ref().map(|c| settings.resolve(c));
+    let tls = crate::tls::server_config(
+        reloading.clone(),
+        settings.tls.client_auth,
+        client_ca.as_deref(),
+    )
+    .map_err(|e| fail("tls")(&e))?;
 
     let Opened {
         store,
@@ -263,32 +292,6 @@ pub async fn build_with_aws(
         .await
         .map_err(|e| fail("session key")(&e))?;
     let sessions = Arc::new(Sessions::new(&session_secret));
-    let iam = match &settings.auth.iam {
-        Some(iam) => {
-            let tls = crate::tls::client_config(None).map_err(|e| fail("STS client")(&e))?;
-            Some(Arc::new(
-                IamLogin::new(iam.clone(), tls).map_err(|e| fail("auth.iam")(&e))?,
-            ))
-        }
-        None => None,
-    };
-
-    let (access, dev_credentials) = access(settings)?;
-
-    let (cert, key, cert_generated) = match (&settings.tls.cert, &settings.tls.key) {
-        (Some(c), Some(k)) => (settings.resolve(c), settings.resolve(k), false),
-        _ => crate::tls::ensure_dev_cert(&settings.data_dir.join("tls"))
-            .map_err(|e| fail("tls")(&e))?,
-    };
-    let reloading = Arc::new(ReloadingCert::load(&cert, &key).map_err(|e| fail("tls")(&e))?);
-    let client_ca = settings.tls.client_ca.as_ref().map(|c| settings.resolve(c));
-    let tls = crate::tls::server_config(
-        reloading.clone(),
-        settings.tls.client_auth,
-        client_ca.as_deref(),
-    )
-    .map_err(|e| fail("tls")(&e))?;
-
     // Made only for a store with slots: DynamoDB finds records by token
     // alone and needs no such key.
     let slots = if store.has_slots() {

@@ -121,6 +121,43 @@ async fn a_second_service_on_the_same_data_directory_does_not_start() {
     app.assert_no_leaks().await;
 }
 
+/// A start that fails on its configuration fails before it opens the
+/// store: nothing is created or migrated, and no thread of the store's or
+/// the audit log's is left running after the error (the data directory's
+/// lock would be released while one still wrote).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_cannot_load_stops_the_start_before_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut settings = tokenvault::config::Settings::load(
+        None,
+        Vec::<(String, String)>::new(),
+        &tokenvault::config::Overrides {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: Some(data.clone()),
+        },
+    )
+    .unwrap();
+    settings.tls.cert = Some(dir.path().join("missing-cert.pem"));
+    settings.tls.key = Some(dir.path().join("missing-key.pem"));
+    let clock = tokenvault::clock::ManualClock::new();
+    let Err(e) = tokenvault::app::build(&settings, clock.clone()).await else {
+        panic!("the service started without its certificate");
+    };
+    assert!(e.to_string().starts_with("tls:"), "{e}");
+    for file in ["vault.db", "vault.db-wal", "audit.log"] {
+        assert!(!data.join(file).exists(), "{file} was made");
+    }
+    // And the same directory starts once the settings are mended.
+    settings.tls.cert = None;
+    settings.tls.key = None;
+    let app = tokenvault::app::build(&settings, clock)
+        .await
+        .expect("app builds");
+    assert!(data.join("vault.db").exists());
+    app.state.audit.clone().close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_holds_no_card_in_the_clear() {
     let app = spawn_app().await;
