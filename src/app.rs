@@ -268,25 +268,6 @@ pub async fn build_with_aws(
         .service_secret("audit", 1)
         .await
         .map_err(|e| fail("audit key")(&e))?;
-    let audit_log = settings.resolve(&settings.audit.path);
-    let audit = match settings.audit.sink {
-        AuditSink::Stdout => AuditLog::stdout(AuditKey::new(&audit_secret), clock.clone()),
-        _ => AuditLog::open_rotating(
-            &audit_log,
-            Rotation {
-                max_bytes: settings.audit.max_bytes,
-                daily: settings.audit.rotate_daily,
-            },
-            AuditKey::new(&audit_secret),
-            clock.clone(),
-        ),
-    }
-    .map_err(|e| fail("audit")(&e))?;
-    // The embedded store commits tokenizations' events with their records;
-    // the log copies them from its outbox.
-    audit
-        .attach_outbox(&*store)
-        .map_err(|e| fail("audit")(&e))?;
     let session_secret = keyring
         .service_secret("session", 1)
         .await
@@ -316,6 +297,31 @@ pub async fn build_with_aws(
         Some(HashKey::new("rh1", hash_secret.expose())),
     )
     .map_err(|e| fail("redact")(&e))?;
+    // The audit log last: its writer starts copying the outbox the
+    // moment it is attached, so a start that fails after it would leave
+    // that thread writing the chain after the data directory's lock is
+    // released. Only the attach itself can fail after it, and then the
+    // writer is stopped first.
+    let audit_log = settings.resolve(&settings.audit.path);
+    let audit = match settings.audit.sink {
+        AuditSink::Stdout => AuditLog::stdout(AuditKey::new(&audit_secret), clock.clone()),
+        _ => AuditLog::open_rotating(
+            &audit_log,
+            Rotation {
+                max_bytes: settings.audit.max_bytes,
+                daily: settings.audit.rotate_daily,
+            },
+            AuditKey::new(&audit_secret),
+            clock.clone(),
+        ),
+    }
+    .map_err(|e| fail("audit")(&e))?;
+    // The embedded store commits tokenizations' events with their records;
+    // the log copies them from its outbox.
+    if let Err(e) = audit.attach_outbox(&**vault.store()) {
+        let _ = audit.close().await;
+        return Err(fail("audit")(&e));
+    }
     let state = AppState::new(Shared {
         vault,
         keyring,
@@ -383,23 +389,17 @@ pub async fn open_vault(
         (true, Some(c)) => Some(c),
         (true, None) => Some(Clients::from_env().await.map_err(BuildError)?),
     };
-    let (store, store_name): (Arc<dyn TokenStore>, String) = match (settings.store.kind, &aws) {
-        (StoreKind::Dynamodb, Some(aws)) => {
-            let table = settings.store.table.as_deref().unwrap_or_default();
-            let store = DynamoStore::open(aws.dynamodb.clone(), table, metrics.clone())
-                .await
-                .map_err(|e| fail("store")(&e))?;
-            (Arc::new(store), format!("dynamodb {table}"))
-        }
-        _ => {
-            let path = settings.resolve(&settings.store.path);
-            if !create && !path.exists() {
-                return Err(BuildError(format!("{} does not exist", path.display())));
-            }
-            let store = SqliteStore::open(&path).map_err(|e| fail("store")(&e))?;
-            (Arc::new(store), format!("sqlite {}", path.display()))
-        }
-    };
+    // A tool pointed at the wrong directory hears of the missing vault,
+    // not of the missing key beside it.
+    let sqlite_path = settings.resolve(&settings.store.path);
+    if !create && settings.store.kind != StoreKind::Dynamodb && !sqlite_path.exists() {
+        return Err(BuildError(format!(
+            "{} does not exist",
+            sqlite_path.display()
+        )));
+    }
+    // The key provider first: a master key that cannot be read stops the
+    // start before the store is created, migrated or given threads.
     let (provider, master_key): (Arc<dyn KeyProvider>, _) = match (settings.keys.kind, &aws) {
         (KeyKind::Kms, Some(aws)) => (
             Arc::new(KmsKeyProvider::new(
@@ -416,6 +416,19 @@ pub async fn open_vault(
             let (provider, created) =
                 LocalKeyProvider::open_or_create(&path).map_err(|e| fail("keys")(&e))?;
             (Arc::new(provider), Some((path, created)))
+        }
+    };
+    let (store, store_name): (Arc<dyn TokenStore>, String) = match (settings.store.kind, &aws) {
+        (StoreKind::Dynamodb, Some(aws)) => {
+            let table = settings.store.table.as_deref().unwrap_or_default();
+            let store = DynamoStore::open(aws.dynamodb.clone(), table, metrics.clone())
+                .await
+                .map_err(|e| fail("store")(&e))?;
+            (Arc::new(store), format!("dynamodb {table}"))
+        }
+        _ => {
+            let store = SqliteStore::open(&sqlite_path).map_err(|e| fail("store")(&e))?;
+            (Arc::new(store), format!("sqlite {}", sqlite_path.display()))
         }
     };
     let keyring = Keyring::new(

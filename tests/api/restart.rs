@@ -121,23 +121,37 @@ async fn a_second_service_on_the_same_data_directory_does_not_start() {
     app.assert_no_leaks().await;
 }
 
-/// A start that fails on its configuration fails before it opens the
-/// store: nothing is created or migrated, and no thread of the store's or
-/// the audit log's is left running after the error (the data directory's
-/// lock would be released while one still wrote).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_that_cannot_load_stops_the_start_before_the_store_opens() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut settings = tokenvault::config::Settings::load(
+/// Settings for a fresh data directory at `data`, on SQLite whatever
+/// backend the suite runs on: these tests look at the files a start makes.
+fn settings_in(data: &std::path::Path) -> tokenvault::config::Settings {
+    tokenvault::config::Settings::load(
         None,
         Vec::<(String, String)>::new(),
         &tokenvault::config::Overrides {
             listen: Some("127.0.0.1:0".parse().unwrap()),
-            data_dir: Some(data.clone()),
+            data_dir: Some(data.to_owned()),
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The files a start that failed must not have made: the store is neither
+/// created nor migrated, and no thread of the store's or the audit log's
+/// is left running after the error (the data directory's lock would be
+/// released while one still wrote).
+fn assert_store_unopened(data: &std::path::Path) {
+    for file in ["vault.db", "vault.db-wal", "audit.log"] {
+        assert!(!data.join(file).exists(), "{file} was made");
+    }
+}
+
+/// A start that fails on its configuration fails before it opens the
+/// store, and the same directory starts once the settings are mended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_cannot_load_stops_the_start_before_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut settings = settings_in(&data);
     settings.tls.cert = Some(dir.path().join("missing-cert.pem"));
     settings.tls.key = Some(dir.path().join("missing-key.pem"));
     let clock = tokenvault::clock::ManualClock::new();
@@ -145,12 +159,33 @@ async fn a_certificate_that_cannot_load_stops_the_start_before_the_store_opens()
         panic!("the service started without its certificate");
     };
     assert!(e.to_string().starts_with("tls:"), "{e}");
-    for file in ["vault.db", "vault.db-wal", "audit.log"] {
-        assert!(!data.join(file).exists(), "{file} was made");
-    }
-    // And the same directory starts once the settings are mended.
+    assert_store_unopened(&data);
     settings.tls.cert = None;
     settings.tls.key = None;
+    let app = tokenvault::app::build(&settings, clock)
+        .await
+        .expect("app builds");
+    assert!(data.join("vault.db").exists());
+    app.state.audit.clone().close().await.unwrap();
+}
+
+/// The same for the local master key: one that cannot be read stops the
+/// start before the store opens (it was opened first, and migrated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_key_that_cannot_be_read_stops_the_start_before_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("master.key"), b"short").unwrap();
+    let settings = settings_in(&data);
+    let clock = tokenvault::clock::ManualClock::new();
+    let Err(e) = tokenvault::app::build(&settings, clock.clone()).await else {
+        panic!("the service started with a 5-byte master key");
+    };
+    let e = e.to_string();
+    assert!(e.starts_with("keys:") && e.contains("32 bytes"), "{e}");
+    assert_store_unopened(&data);
+    std::fs::remove_file(data.join("master.key")).unwrap();
     let app = tokenvault::app::build(&settings, clock)
         .await
         .expect("app builds");
