@@ -371,7 +371,7 @@ pub struct Opened {
     pub master_key: Option<(PathBuf, bool)>,
 }
 
-/// Opens the store and the key provider; with `create` false, refuses to
+/// Opens the key provider, then the store; with `create` false, refuses to
 /// make a new SQLite vault or master key (for tools that only read one).
 /// `aws`: clients to use; loaded from the standard chain when the settings
 /// need AWS and none are given.
