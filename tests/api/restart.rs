@@ -135,14 +135,29 @@ fn settings_in(data: &std::path::Path) -> tokenvault::config::Settings {
     .unwrap()
 }
 
-/// The files a start that failed must not have made: the store is neither
-/// created nor migrated, and no thread of the store's or the audit log's
-/// is left running after the error (the data directory's lock would be
-/// released while one still wrote).
-fn assert_store_unopened(data: &std::path::Path) {
+/// Starts on `settings`, which must fail before the store opens: the
+/// error, once the data directory is checked for what the start must not
+/// have made. The store is neither created nor migrated, and no thread of
+/// the store's or the audit log's is left running after the error (the
+/// data directory's lock would be released while one still wrote).
+async fn failed_start(settings: &tokenvault::config::Settings) -> String {
+    let clock = tokenvault::clock::ManualClock::new();
+    let Err(e) = tokenvault::app::build(settings, clock).await else {
+        panic!("the service started");
+    };
     for file in ["vault.db", "vault.db-wal", "audit.log"] {
-        assert!(!data.join(file).exists(), "{file} was made");
+        assert!(!settings.data_dir.join(file).exists(), "{file} was made");
     }
+    e.to_string()
+}
+
+/// The directory a failed start left starts once `settings` are mended.
+async fn starts_once_mended(settings: &tokenvault::config::Settings) {
+    let app = tokenvault::app::build(settings, tokenvault::clock::ManualClock::new())
+        .await
+        .expect("app builds");
+    assert!(settings.data_dir.join("vault.db").exists());
+    app.state.audit.clone().close().await.unwrap();
 }
 
 /// A start that fails on its configuration fails before it opens the
@@ -150,23 +165,14 @@ fn assert_store_unopened(data: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_that_cannot_load_stops_the_start_before_the_store_opens() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut settings = settings_in(&data);
+    let mut settings = settings_in(&dir.path().join("data"));
     settings.tls.cert = Some(dir.path().join("missing-cert.pem"));
     settings.tls.key = Some(dir.path().join("missing-key.pem"));
-    let clock = tokenvault::clock::ManualClock::new();
-    let Err(e) = tokenvault::app::build(&settings, clock.clone()).await else {
-        panic!("the service started without its certificate");
-    };
-    assert!(e.to_string().starts_with("tls:"), "{e}");
-    assert_store_unopened(&data);
+    let e = failed_start(&settings).await;
+    assert!(e.starts_with("tls:"), "{e}");
     settings.tls.cert = None;
     settings.tls.key = None;
-    let app = tokenvault::app::build(&settings, clock)
-        .await
-        .expect("app builds");
-    assert!(data.join("vault.db").exists());
-    app.state.audit.clone().close().await.unwrap();
+    starts_once_mended(&settings).await;
 }
 
 /// The same for the local master key: one that cannot be read stops the
@@ -178,19 +184,10 @@ async fn a_master_key_that_cannot_be_read_stops_the_start_before_the_store_opens
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("master.key"), b"short").unwrap();
     let settings = settings_in(&data);
-    let clock = tokenvault::clock::ManualClock::new();
-    let Err(e) = tokenvault::app::build(&settings, clock.clone()).await else {
-        panic!("the service started with a 5-byte master key");
-    };
-    let e = e.to_string();
+    let e = failed_start(&settings).await;
     assert!(e.starts_with("keys:") && e.contains("32 bytes"), "{e}");
-    assert_store_unopened(&data);
     std::fs::remove_file(data.join("master.key")).unwrap();
-    let app = tokenvault::app::build(&settings, clock)
-        .await
-        .expect("app builds");
-    assert!(data.join("vault.db").exists());
-    app.state.audit.clone().close().await.unwrap();
+    starts_once_mended(&settings).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
