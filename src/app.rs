@@ -199,9 +199,10 @@ async fn slot_key(keyring: &Keyring, store: &dyn TokenStore) -> Result<DataKey, 
     .map_err(|e| fail("token slot key")(&e))
 }
 
-/// Loads the access rules and the certificate, opens the store and keys,
-/// loads the service-held secrets, and assembles the router. AWS clients, when
-/// the settings need them, come from the standard AWS chain.
+/// Loads the access rules and the certificate, opens the keys and the
+/// store, loads the service-held secrets, opens the audit log last, and
+/// assembles the router. AWS clients, when the settings need them, come
+/// from the standard AWS chain.
 pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<App, BuildError> {
     build_with_aws(settings, clock, None).await
 }
