@@ -78,26 +78,56 @@ pub async fn delete(
 ) -> Result<Response, Problem> {
     let token = parse(&raw)?;
     let access = state.access();
-    let Some(role) = access.policy.grant(&caller, Permission::Admin, None) else {
+    if access
+        .policy
+        .grant(&caller, Permission::Admin, None)
+        .is_none()
+    {
         let item = vec![(Some(token.into_string()), None)];
         return Err(state.deny(&caller, "delete", item, "delete tokens").await);
+    }
+    let audit = |decision, classification: Option<&str>, reason: Option<String>| {
+        let event = AuditEvent {
+            request_id: current_request_id(),
+            principal: caller.to_string(),
+            role: access.policy.role_of(&caller).map(|r| r.name.clone()),
+            action: "delete",
+            token: Some(token.as_str().to_owned()),
+            classification: classification.map(str::to_owned),
+            decision,
+            reason,
+        };
+        let log = &state.audit;
+        async move {
+            log.record(vec![event])
+                .await
+                .map_err(|e| Problem::unavailable(&e))
+        }
     };
-    let result = state.vault.delete(&token).await;
-    let event = AuditEvent {
-        request_id: current_request_id(),
-        principal: caller.to_string(),
-        role: Some(role.name.clone()),
-        action: "delete",
-        token: Some(token.into_string()),
-        decision: if result.is_ok() { "allow" } else { "error" },
-        reason: result.as_ref().err().map(|e| e.to_string()),
-        ..Default::default()
+    let record = match state.vault.record(&token).await {
+        Ok(r) => r,
+        Err(e) => {
+            audit("error", None, Some(e.to_string())).await?;
+            return Err(e.into());
+        }
     };
-    state
-        .audit
-        .record(vec![event])
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
-    result?;
+    // The record's classification decides, as for metadata: an admin role
+    // limited to classifications deletes only tokens of those.
+    let class = record.classification.as_str();
+    if access
+        .policy
+        .grant(&caller, Permission::Admin, Some(class))
+        .is_none()
+    {
+        let item = vec![(Some(token.as_str().to_owned()), Some(class.to_owned()))];
+        return Err(state.deny(&caller, "delete", item, "delete tokens").await);
+    }
+    // Audited before it happens: a delete that then fails leaves an allow
+    // and an error in the log, never a record gone with no event.
+    audit("allow", Some(class), None).await?;
+    if let Err(e) = state.vault.delete(&token).await {
+        audit("error", Some(class), Some(e.to_string())).await?;
+        return Err(e.into());
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -18,11 +18,13 @@ pub fn role(name: &str, principal: &str, perms: &[&str]) -> RoleSettings {
     }
 }
 
-/// A service with API keys `shop`, `tool`, `fraud` and `stranger`, and
-/// roles for all but `stranger`.
+const KEYS: [&str; 5] = ["shop", "tool", "fraud", "clerk", "stranger"];
+
+/// A service with API keys `shop`, `tool`, `fraud`, `clerk` and
+/// `stranger`, and roles for all but `stranger`.
 async fn configured() -> TestApp {
     let mut app = spawn_app_with(|s| {
-        for name in ["shop", "tool", "fraud", "stranger"] {
+        for name in KEYS {
             s.api_keys.insert(
                 name.into(),
                 digest_hex(&format!("{name}-key-0123456789abcdef")),
@@ -32,14 +34,17 @@ async fn configured() -> TestApp {
         support.detokenize_per_minute = 3;
         let mut fraud = role("fraud-ops", "apikey:fraud", &["detokenize"]);
         fraud.require_reason = true;
+        let mut clerk = role("pii-clerk", "apikey:clerk", &["admin"]);
+        clerk.classifications = Some(vec!["pii".into()]);
         s.roles = vec![
             role("checkout", "apikey:shop", &["tokenize"]),
             support,
             fraud,
+            clerk,
         ];
     })
     .await;
-    for name in ["shop", "tool", "fraud", "stranger"] {
+    for name in KEYS {
         app.keys
             .insert(name.into(), format!("{name}-key-0123456789abcdef"));
     }
@@ -130,4 +135,46 @@ async fn the_detokenize_rate_limit_trips_and_recovers() {
             .await
             .contains("\"reason\":\"rate limited\"")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_limited_to_classifications_deletes_only_those() {
+    let app = configured().await;
+    let card = token(&app).await;
+    let (s, v) = app
+        .post(
+            "/tokenize",
+            Some("shop"),
+            &json!({"value": "jane@example.com", "classification": "pii"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let email = v["token"].as_str().unwrap();
+    assert_eq!(
+        app.delete(&format!("/tokens/{card}"), Some("clerk")).await,
+        403
+    );
+    assert_eq!(app.token_rows().await, 2);
+    assert_eq!(
+        app.delete(&format!("/tokens/{email}"), Some("clerk")).await,
+        204
+    );
+    assert_eq!(app.token_rows().await, 1);
+    let audit = app.audit_text().await;
+    let deletes: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"action\":\"delete\""))
+        .collect();
+    assert_eq!(deletes.len(), 2, "{audit}");
+    assert!(
+        deletes[0].contains("\"decision\":\"deny\"")
+            && deletes[0].contains("\"classification\":\"pan\""),
+        "{audit}"
+    );
+    assert!(
+        deletes[1].contains("\"decision\":\"allow\"")
+            && deletes[1].contains("\"classification\":\"pii\""),
+        "{audit}"
+    );
+    app.assert_no_leaks().await;
 }
