@@ -115,6 +115,34 @@ fn look_alikes_survive() {
 }
 
 #[test]
+fn cards_are_found_however_their_groups_are_joined() {
+    for (gap, masked) in [
+        (".", "."),
+        ("  ", "  "),
+        ("\t", "\t"),
+        ("\u{a0}", "\u{a0}"),
+        ("+", "+"),
+    ] {
+        let card = ["4111", "1111", "1111", "1111"].join(gap);
+        let want = ["****", "****", "****", "1111"].join(masked);
+        assert_eq!(text(&format!("cc={card}&x=1")), format!("cc={want}&x=1"));
+    }
+    // Space-like gaps split: a card followed by a year is still found.
+    assert_eq!(
+        text("pan 5105\t1051\t0510\t5100\t2026"),
+        "pan ****\t****\t****\t5100\t2026"
+    );
+    for keep in [
+        "v 4111.1111.1111.1112 bad check digit",
+        "ip 10.120.33.4 and 192.168.100.200",
+        "sum 1234+5678+9012 done",
+        "pi 3.14159265358979",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
+#[test]
 fn mask_keeps_shape_and_last_four() {
     assert_eq!(text("pan 4111-1111-1111-1111."), "pan ****-****-****-1111.");
     assert_eq!(text("a@b.io"), "******");

@@ -232,16 +232,34 @@ pub fn luhn_sum(digits: &[u8]) -> u32 {
         .sum()
 }
 
-/// Finds the cards inside one run of digits and single space or dash
-/// separators (`run` starts and ends on a digit), appending their byte
-/// ranges to `out`.
+/// Whether `gap`, the bytes between two digit groups, may join them into
+/// one card as people and programs write cards: a space or two, a tab, a
+/// no-break space, a `+` (a space in a form-encoded query), a dash or a
+/// dot.
+pub fn card_gap(gap: &[u8]) -> bool {
+    matches!(gap, b" " | b"  " | b"\t" | b"\xc2\xa0" | b"+" | b"-" | b".")
+}
+
+/// Bytes of the space-like gap at `i` (see [`card_gap`]), or 0: such gaps
+/// split a run into pieces a card may start or end at.
+fn spacer(text: &[u8], i: usize) -> usize {
+    match text[i] {
+        b' ' | b'\t' | b'+' => 1,
+        0xc2 if text.get(i + 1) == Some(&0xa0) => 2,
+        _ => 0,
+    }
+}
+
+/// Finds the cards inside one run of digit groups joined by gaps
+/// [`card_gap`] allows (`run` starts and ends on a digit), appending
+/// their byte ranges to `out`.
 ///
 /// A card must stand alone: its first digit may not follow a letter or
 /// digit, nor its last precede one, so a card-shaped run inside a longer
-/// number or an identifier is left alone. Dashes bind (a dashed group is
-/// taken whole, which keeps UUID-like ids intact); spaces split, so a card
-/// followed by a year or preceded by an amount is still found. From each
-/// start, the longest valid card wins.
+/// number or an identifier is left alone. Dashes and dots bind (a dashed
+/// group is taken whole, which keeps UUID-like ids intact); space-like
+/// gaps split, so a card followed by a year or preceded by an amount is
+/// still found. From each start, the longest valid card wins.
 pub fn cards_in_run(
     text: &[u8],
     run: std::ops::Range<usize>,
@@ -253,7 +271,7 @@ pub fn cards_in_run(
     let mut digits = [0u8; 19];
     // Most runs hold no space (ids, timestamps, dashed cards): one piece,
     // a card whole or nothing, and no list of pieces to allocate.
-    if memchr::memchr(b' ', &text[run.clone()]).is_none() {
+    if !run.clone().any(|i| spacer(text, i) > 0) {
         if left_dirty || right_dirty {
             return;
         }
@@ -272,22 +290,25 @@ pub fn cards_in_run(
         digits.iter_mut().for_each(|d| *d = 0);
         return;
     }
-    // Chunks: space-separated pieces of the run, as (start, end, digits).
-    // No cap: a card spans at most 19 chunks, so the search below stays
-    // linear however long the run is.
+    // Chunks: the pieces of the run between space-like gaps, as (start,
+    // end, digits). No cap: a card spans at most 19 chunks, so the search
+    // below stays linear however long the run is.
     let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
     let mut i = run.start;
     while i < run.end {
         let start = i;
         let mut digits = 0;
-        while i < run.end && text[i] != b' ' {
+        while i < run.end && spacer(text, i) == 0 {
             if text[i].is_ascii_digit() {
                 digits += 1;
             }
             i += 1;
         }
         chunks.push((start, i, digits));
-        i += 1;
+        if i == run.end {
+            break;
+        }
+        i += spacer(text, i);
     }
     let n = chunks.len();
     let mut a = if left_dirty { 1 } else { 0 };
@@ -350,9 +371,10 @@ pub fn find_cards(text: &str) -> Vec<std::ops::Range<usize>> {
             if b[j].is_ascii_digit() {
                 j += 1;
                 end = j;
-            } else if (b[j] == b' ' || b[j] == b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit)
+            } else if let Some(gap) = (1..=2)
+                .find(|&n| b.get(j + n).is_some_and(u8::is_ascii_digit) && card_gap(&b[j..j + n]))
             {
-                j += 1;
+                j += gap;
             } else {
                 break;
             }
@@ -530,6 +552,10 @@ mod tests {
             ["4111 1111 1111 1111"]
         );
         assert_eq!(found("x=4111-1111-1111-1111."), ["4111-1111-1111-1111"]);
+        assert_eq!(
+            found("a 4111.1111.1111.1111 b 5105\u{a0}1051\u{a0}0510\u{a0}5100\t2026"),
+            ["4111.1111.1111.1111", "5105\u{a0}1051\u{a0}0510\u{a0}5100"]
+        );
         assert_eq!(found("id 94111111111111111123"), Vec::<String>::new());
         assert_eq!(found("sku A4111111111111111"), Vec::<String>::new());
         assert_eq!(

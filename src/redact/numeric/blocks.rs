@@ -57,8 +57,14 @@ fn masks_sse2(b: &[u8; 64]) -> Masks {
         };
         let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
         let sep = _mm_or_si128(
-            _mm_or_si128(eq(b' '), eq(b'-')),
-            _mm_or_si128(eq(b'.'), _mm_or_si128(eq(b'('), eq(b')'))),
+            _mm_or_si128(
+                _mm_or_si128(eq(b' '), eq(b'-')),
+                _mm_or_si128(eq(b'.'), _mm_or_si128(eq(b'('), eq(b')'))),
+            ),
+            _mm_or_si128(
+                _mm_or_si128(eq(b'\t'), eq(b'+')),
+                _mm_or_si128(eq(0xc2u8), eq(0xa0u8)),
+            ),
         );
         let bits = |x: __m128i| u64::from(_mm_movemask_epi8(x) as u16) << (16 * k);
         m.digit |= bits(in_range(b'0', 10));
@@ -99,8 +105,14 @@ fn masks_avx2(b: &[u8; 64]) -> Masks {
             };
         }
         let sep = _mm256_or_si256(
-            _mm256_or_si256(eq!(b' '), eq!(b'-')),
-            _mm256_or_si256(eq!(b'.'), _mm256_or_si256(eq!(b'('), eq!(b')'))),
+            _mm256_or_si256(
+                _mm256_or_si256(eq!(b' '), eq!(b'-')),
+                _mm256_or_si256(eq!(b'.'), _mm256_or_si256(eq!(b'('), eq!(b')'))),
+            ),
+            _mm256_or_si256(
+                _mm256_or_si256(eq!(b'\t'), eq!(b'+')),
+                _mm256_or_si256(eq!(0xc2u8), eq!(0xa0u8)),
+            ),
         );
         m.digit |= bits!(in_range!(b'0', 10));
         m.sep |= bits!(sep);

@@ -9,7 +9,7 @@
 mod blocks;
 
 use super::detectors::{Finding, Kind, phone, ssn};
-use crate::vault::pan::{cards_in_run, may_start_a_card};
+use crate::vault::pan::{card_gap, cards_in_run, may_start_a_card};
 
 /// Fewest digits any numeric detector needs (an SSN has 9).
 const MIN_DIGITS: usize = 9;
@@ -90,8 +90,14 @@ fn next_digit(text: &[u8], mut from: usize) -> Option<usize> {
         .map(|p| from + p)
 }
 
+/// The bytes that may join digit groups into a run: those of
+/// [`card_gap`] (a no-break space is two of them), and the parentheses of
+/// a phone's area code.
 fn is_sep(b: u8) -> bool {
-    matches!(b, b' ' | b'-' | b'.' | b'(' | b')')
+    matches!(
+        b,
+        b' ' | b'-' | b'.' | b'(' | b')' | b'\t' | b'+' | 0xc2 | 0xa0
+    )
 }
 
 /// One maximal digit sequence inside a run.
@@ -177,21 +183,21 @@ fn classify(
     }
 }
 
-/// Cards: the stretches of the run whose groups are joined by exactly one
-/// space or dash, given to the vault's own card finder.
+/// Cards: the stretches of the run whose groups are joined by gaps a
+/// card may be written with, given to the vault's own card finder.
 fn cards(text: &[u8], groups: &[Group], out: &mut Vec<Finding>) {
     let mut from = 0;
     for k in 0..groups.len() {
-        let joined = k + 1 < groups.len() && {
-            let sep = &text[groups[k].end..groups[k + 1].start];
-            sep == b" " || sep == b"-"
-        };
+        let joined = k + 1 < groups.len() && card_gap(&text[groups[k].end..groups[k + 1].start]);
         if !joined {
             let seg = groups[from].start..groups[k].end;
             let digits: usize = groups[from..=k].iter().map(Group::len).sum();
-            // Without a space the stretch is one piece, taken whole: over
-            // 19 digits (a ledger number, a long id) it holds no card.
-            let spaced = groups[from..k].iter().any(|g| text[g.end] == b' ');
+            // Without a space-like gap the stretch is one piece, taken
+            // whole: over 19 digits (a ledger number, a long id) it holds
+            // no card.
+            let spaced = groups[from..k]
+                .iter()
+                .any(|g| !matches!(text[g.end], b'-' | b'.'));
             // A stretch in one piece is a card whole or not at all, so its
             // first digit alone can rule it out.
             let may_be = spaced || may_start_a_card(text[seg.start]);
