@@ -385,8 +385,9 @@ impl Scanner {
 }
 
 /// `name = value` pairs: at each `:` or `=`, the name before it (after
-/// up to three spaces or tabs and a quote) is read backwards; where it
-/// ends in a key name, the keyed patterns run anchored at its start.
+/// up to three spaces or tabs and a quote, double or single) is read
+/// backwards; where it ends in a key name, the keyed patterns run anchored
+/// at its start.
 fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
     // Every separator is tried, those inside an earlier value too: in
     // `secret=abc:password="two words"` the first value ends at the quote,
@@ -396,7 +397,7 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         while end > 0 && p - end < 3 && matches!(text[end - 1], b' ' | b'\t') {
             end -= 1;
         }
-        if end > 0 && text[end - 1] == b'"' {
+        if end > 0 && matches!(text[end - 1], b'"' | b'\'') {
             end -= 1;
         }
         if end == 0 || !keys.ends_with_byte(text[end - 1]) {
@@ -409,7 +410,6 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         while start > 0 && end - start < KEY_SPAN && is_name_byte(text[start - 1]) {
             start -= 1;
         }
-        // `(?:\b|_)` in a pattern may need the byte before the name.
         if let Some((id, r)) = g.search(text, start, text.len(), true) {
             g.validate(text, id, r, out);
         }

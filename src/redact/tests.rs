@@ -143,6 +143,33 @@ fn cards_are_found_however_their_groups_are_joined() {
 }
 
 #[test]
+fn secrets_are_found_in_other_spellings_and_quotes() {
+    for line in [
+        "login accessToken=hunter2hunter2 ok",
+        "clientSecret: hunter2hunter2",
+        "X-Auth-Token: hunter2hunter2",
+        "newPassword=hunter2hunter2 DBPASSWORD=hunter2hunter2",
+        "password='hunter2hunter2 and more' ok",
+        "cfg {'password': 'hunter2hunter2'}",
+        "php 'password' => 'hunter2hunter2',",
+        "ruby {\"password\"=>\"hunter2hunter2\"}",
+        "aws_secret_access_key = 'hunter2hunter2/K7MDENG/bPxRfiCYEXAMPLEKEY'",
+    ] {
+        let out = text(line);
+        assert!(!out.contains("hunter2"), "{line} -> {out}");
+    }
+    let ndjson = "{\"msg\":\"login accessToken=hunter2hunter2\"}\n";
+    let (out, _) = redact(Format::Ndjson, ndjson, &Options::default());
+    assert!(!out.contains("hunter2"), "{out}");
+    let pgp = "a\n-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGVhunter2\n=hunter2\n-----END PGP PRIVATE KEY BLOCK-----\nok\n";
+    let out = text(pgp);
+    assert!(
+        !out.contains("hunter2") && out.starts_with("a\n") && out.ends_with("\nok\n"),
+        "{out}"
+    );
+}
+
+#[test]
 fn mask_keeps_shape_and_last_four() {
     assert_eq!(text("pan 4111-1111-1111-1111."), "pan ****-****-****-1111.");
     assert_eq!(text("a@b.io"), "******");

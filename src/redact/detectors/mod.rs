@@ -203,12 +203,16 @@ pub fn digits(text: &[u8], r: &Range<usize>) -> Vec<u8> {
         .collect()
 }
 
-/// In a `name = value` / `"name": "value"` match, the offset where the
-/// value starts: after the first `=` or `:`, spaces, tabs and a quote.
+/// In a `name = value` / `"name": "value"` / `'name' => 'value'` match,
+/// the offset where the value starts: after the first `=` or `:` (and a
+/// `>` after an `=`), spaces, tabs and a quote.
 pub fn value_start(s: &[u8]) -> Option<usize> {
     let sep = s.iter().position(|&b| b == b'=' || b == b':')?;
     let mut start = sep + 1;
-    while start < s.len() && matches!(s[start], b' ' | b'\t' | b'"') {
+    if s[sep] == b'=' && s.get(start) == Some(&b'>') {
+        start += 1;
+    }
+    while start < s.len() && matches!(s[start], b' ' | b'\t' | b'"' | b'\'') {
         start += 1;
     }
     Some(start)

@@ -1,20 +1,23 @@
-//! PEM private keys. The finding runs from `-----BEGIN … PRIVATE KEY-----`
-//! to its end marker, or, when the end is not in this input, to the end of
-//! the input: fail closed. Line-by-line formats carry the open block over
-//! to the next lines (see `format`).
+//! PEM and OpenPGP private keys. The finding runs from `-----BEGIN …
+//! PRIVATE KEY-----` to its end marker, or, when the end is not in this
+//! input, to the end of the input: fail closed. Line-by-line formats
+//! carry the open block over to the next lines (see `format`).
 
 use std::ops::Range;
 
 use super::{Anchor, Detector, Finding, Kind, push};
 
+/// PEM's `… PRIVATE KEY-----` and OpenPGP's armoured `… PRIVATE KEY
+/// BLOCK-----`.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::PrivateKey,
-    pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----",
+    pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----",
     validate,
     anchor: Anchor::Literal,
 };
 
-const END_TAIL: &[u8] = b"PRIVATE KEY-----";
+/// What an end marker ends in, after `-----END `.
+const END_TAILS: [&[u8]; 2] = [b"PRIVATE KEY-----", b"PRIVATE KEY BLOCK-----"];
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let end = find_end(&text[m.end..]).map_or(text.len(), |e| m.end + e);
@@ -30,11 +33,10 @@ pub fn find_end(s: &[u8]) -> Option<usize> {
         // end a key's masking at a marker split across two.
         let line_end = memchr::memchr(b'\n', &s[start..]).map_or(s.len(), |n| start + n);
         let limit = (start + 60).min(line_end);
-        if let Some(j) = s[start..limit]
-            .windows(END_TAIL.len())
-            .position(|w| w == END_TAIL)
-        {
-            return Some(start + j + END_TAIL.len());
+        for tail in END_TAILS {
+            if let Some(j) = s[start..limit].windows(tail.len()).position(|w| w == tail) {
+                return Some(start + j + tail.len());
+            }
         }
         from = start;
     }

@@ -6,11 +6,12 @@ use std::ops::Range;
 use super::{Anchor, Detector, Finding, Kind, push, value_start};
 
 /// `password=…`, `DB_PASSWORD=…`, `"api_key": "…"`, `client_secret: "two
-/// words"`: the name may follow a word boundary or an underscore; a quoted
-/// value runs to its closing quote.
+/// words"`, `accessToken=…`, `{'pwd': '…'}`, `"password" => "…"`: any name
+/// that ends in a key name, its words joined by `_`, `-` or nothing, as
+/// the anchor reads names; a quoted value runs to its closing quote.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"(?i)(?:\b|_)(?:password|passwd|pwd|passphrase|secret|client_secret|api_key|apikey|api-key|access_token|refresh_token|auth_token|private_key|secret_key)"?[ \t]{0,3}[:=][ \t]{0,3}(?:"[^"\n]+"|[^\s"',;&}\]]+)"#,
+    pattern: r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|access[_-]?token|refresh[_-]?token|auth[_-]?token|private[_-]?key|secret[_-]?key)["']?[ \t]{0,3}(?:=>|[:=])[ \t]{0,3}(?:"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#,
     validate: validate_pair,
     anchor: Anchor::Key(&[
         "password",
@@ -41,7 +42,8 @@ fn validate_pair(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let Some(start) = value_start(s) else {
         return;
     };
-    let end = if s.ends_with(b"\"") && s[start - 1] == b'"' {
+    let quoted = |q: u8| s.ends_with(&[q]) && s[start - 1] == q;
+    let end = if quoted(b'"') || quoted(b'\'') {
         s.len() - 1
     } else {
         s.len()
