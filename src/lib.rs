@@ -37,6 +37,8 @@
 //! - [`clock`]: injectable time.
 //! - [`memory`]: giving memory back to the system when the server goes
 //!   quiet.
+//! - `freed` (unit tests only): an allocator that finds secrets left in
+//!   freed memory.
 
 pub mod app;
 pub mod audit;
@@ -57,3 +59,6 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod vault;
+
+#[cfg(test)]
+mod freed;

@@ -6,7 +6,7 @@
 //! its record: a ciphertext copied into another record does not open.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::provider::DataKey;
 use super::random::Randomness;
@@ -88,13 +88,19 @@ pub fn seal_with(
     let key = record_key(dk, b)?;
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce);
-    let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(
+    // Room for the tag from the start: appending it to a full buffer moved
+    // the plaintext and freed the old copy unwiped.
+    let mut buf = Vec::with_capacity(plaintext.len() + AES_256_GCM.tag_len());
+    buf.extend_from_slice(plaintext);
+    let sealed = key.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(nonce),
         Aad::from(b.aad()),
         &mut buf,
-    )
-    .map_err(|_| EnvelopeError::Seal)?;
+    );
+    if sealed.is_err() {
+        buf.zeroize();
+        return Err(EnvelopeError::Seal);
+    }
     Ok(Sealed {
         nonce: nonce.to_vec(),
         ciphertext: buf,
@@ -189,6 +195,18 @@ mod tests {
             let p = open(&dk, &binding(t), &s.nonce, &s.ciphertext).unwrap();
             assert_eq!(&p[..], b"4111111111111111");
         }
+    }
+
+    /// No copy of the value is freed unwiped on the way to its ciphertext.
+    #[test]
+    fn sealing_leaves_no_copy_of_the_value_in_freed_memory() {
+        let dk = DataKey::from_bytes([7u8; 32]);
+        let value = Zeroizing::new(b"4111111111111111".to_vec());
+        let left = crate::freed::left_behind(b"11111111", || {
+            let s = seal(&dk, &binding("tok_a"), &value).unwrap();
+            assert_eq!(s.ciphertext.len(), value.len() + 16);
+        });
+        assert!(!left, "a freed block still held the card's digits");
     }
 
     #[test]
