@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::audit::AuditEvent;
-use crate::auth::policy::Permission;
+use crate::auth::policy::{Permission, Role};
 use crate::vault::token::Token;
 
 use super::AppState;
@@ -78,19 +78,16 @@ pub async fn delete(
 ) -> Result<Response, Problem> {
     let token = parse(&raw)?;
     let access = state.access();
-    if access
-        .policy
-        .grant(&caller, Permission::Admin, None)
-        .is_none()
-    {
+    let Some(admin) = access.policy.grant(&caller, Permission::Admin, None) else {
         let item = vec![(Some(token.into_string()), None)];
         return Err(state.deny(&caller, "delete", item, "delete tokens").await);
-    }
-    let audit = |decision, classification: Option<&str>, reason: Option<String>| {
+    };
+    // Each event names the role that let the request go as far as it did.
+    let audit = |role: &Role, decision, classification: Option<&str>, reason: Option<String>| {
         let event = AuditEvent {
             request_id: current_request_id(),
             principal: caller.to_string(),
-            role: access.policy.role_of(&caller).map(|r| r.name.clone()),
+            role: Some(role.name.clone()),
             action: "delete",
             token: Some(token.as_str().to_owned()),
             classification: classification.map(str::to_owned),
@@ -107,26 +104,22 @@ pub async fn delete(
     let record = match state.vault.record(&token).await {
         Ok(r) => r,
         Err(e) => {
-            audit("error", None, Some(e.to_string())).await?;
+            audit(admin, "error", None, Some(e.to_string())).await?;
             return Err(e.into());
         }
     };
     // The record's classification decides, as for metadata: an admin role
     // limited to classifications deletes only tokens of those.
     let class = record.classification.as_str();
-    if access
-        .policy
-        .grant(&caller, Permission::Admin, Some(class))
-        .is_none()
-    {
+    let Some(role) = access.policy.grant(&caller, Permission::Admin, Some(class)) else {
         let item = vec![(Some(token.as_str().to_owned()), Some(class.to_owned()))];
         return Err(state.deny(&caller, "delete", item, "delete tokens").await);
-    }
+    };
     // Audited before it happens: a delete that then fails leaves an allow
     // and an error in the log, never a record gone with no event.
-    audit("allow", Some(class), None).await?;
+    audit(role, "allow", Some(class), None).await?;
     if let Err(e) = state.vault.delete(&token).await {
-        audit("error", Some(class), Some(e.to_string())).await?;
+        audit(role, "error", Some(class), Some(e.to_string())).await?;
         return Err(e.into());
     }
     Ok(StatusCode::NO_CONTENT.into_response())

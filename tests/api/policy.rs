@@ -173,7 +173,8 @@ async fn an_admin_limited_to_classifications_deletes_only_those() {
     );
     assert!(
         deletes[1].contains("\"decision\":\"allow\"")
-            && deletes[1].contains("\"classification\":\"pii\""),
+            && deletes[1].contains("\"classification\":\"pii\"")
+            && deletes[1].contains("\"role\":\"pii-clerk\""),
         "{audit}"
     );
     app.assert_no_leaks().await;
