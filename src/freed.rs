@@ -27,10 +27,11 @@ fn search(p: *mut u8, size: usize) {
     // `try_with`: a thread's locals may be gone while it frees its last.
     let _ = WATCHED.try_with(|w| {
         if let Some(needle) = w.get() {
-            // SAFETY: the allocator owns `size` initialized-or-not bytes at
-            // `p` until it frees them; reading them as bytes is sound for
-            // memory the caller wrote, and what it did not write is only
-            // compared.
+            // SAFETY: `p` points at `size` bytes the caller allocated and
+            // is now handing back, still mapped until `System` frees them.
+            // Some may never have been written (spare capacity): reading
+            // those is what this test-only allocator is for, and their
+            // values only ever meet a comparison.
             let block = unsafe { std::slice::from_raw_parts(p, size) };
             if block.windows(needle.len()).any(|b| b == needle) {
                 SEEN.set(true);
