@@ -274,6 +274,16 @@ pub struct Limits {
     pub redact_stream_bytes: u64,
     /// Items per batch.
     pub batch: usize,
+    /// How long a request may run before it is answered for it: a `408`
+    /// while its body is still arriving, a `503` with `Retry-After` once
+    /// the service itself is what is slow (a stalled disk or dependency).
+    /// A streamed redaction's clock stops when its head goes; from then
+    /// on `stream_idle_ms` bounds it.
+    pub request_timeout_ms: u64,
+    /// How long a streamed redaction may wait on its client, for the next
+    /// piece of its body or for room to send more output, before it is
+    /// ended: a stalled client must not hold a redaction thread.
+    pub stream_idle_ms: u64,
 }
 
 impl Default for Limits {
@@ -282,6 +292,8 @@ impl Default for Limits {
             body_bytes: 1 << 20,
             redact_stream_bytes: 1 << 30,
             batch: 1000,
+            request_timeout_ms: 30_000,
+            stream_idle_ms: 30_000,
         }
     }
 }
@@ -477,6 +489,12 @@ impl Settings {
         }
         if self.limits.redact_stream_bytes < 1024 {
             return fail("limits.redact_stream_bytes must be at least 1 KiB".into());
+        }
+        if !(100..=600_000).contains(&self.limits.request_timeout_ms) {
+            return fail("limits.request_timeout_ms must be between 100 and 600000".into());
+        }
+        if !(100..=600_000).contains(&self.limits.stream_idle_ms) {
+            return fail("limits.stream_idle_ms must be between 100 and 600000".into());
         }
         for (name, digest) in &self.api_keys {
             if crate::auth::api_key::parse_digest(digest).is_none() {

@@ -8,12 +8,14 @@
 //! - [`health`], [`metrics`]: probes and Prometheus.
 //!
 //! Requests pass `observe` (request id, metrics, one log line naming the
-//! route template, never the raw path or query), then the handler. Every
+//! route template, never the raw path or query), then [`deadline`], then
+//! the handler. Every
 //! error, including those raised below the handlers (unknown route, body
 //! limit, timeout), leaves as problem+json.
 
 pub mod auth_iam;
 pub mod batch;
+pub mod deadline;
 pub mod detokenize;
 pub mod error;
 pub mod extract;
@@ -25,15 +27,14 @@ pub mod tokenize;
 pub mod tokens;
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::Principal;
@@ -50,9 +51,6 @@ use crate::telemetry::{HttpLabels, Metrics, ReasonLabels, RouteLabels};
 use crate::vault::Vault;
 
 use error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
-
-/// How long one request may take end to end.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Who may call, and what they may do; behind a lock so a reload (SIGHUP)
 /// swaps it whole.
@@ -179,9 +177,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::handle))
         .fallback(|| async { Problem::new(ProblemKind::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            deadline::deadline,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

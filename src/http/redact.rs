@@ -35,9 +35,6 @@ use super::AppState;
 use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
 use super::extract::{Caller, media_type};
 
-/// Largest `budget_ms` a caller may ask for.
-const MAX_BUDGET_MS: u64 = 60_000;
-
 /// Per-request options.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,10 +76,13 @@ pub async fn handle(
         .map_err(|e| Problem::new(ProblemKind::InvalidRequest, e.0))?;
     opts.report = q.report.unwrap_or(false);
     if let Some(ms) = q.budget_ms {
-        if ms > MAX_BUDGET_MS {
+        // A line's budget past the request's own deadline could never be
+        // used up: the request would be answered 503 first.
+        let most = state.limits.request_timeout_ms;
+        if ms > most {
             return Err(Problem::new(
                 ProblemKind::InvalidRequest,
-                format!("budget_ms is at most {MAX_BUDGET_MS}"),
+                format!("budget_ms is at most {most} (limits.request_timeout_ms)"),
             ));
         }
         opts.budget = Some(Duration::from_millis(ms));

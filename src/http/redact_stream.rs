@@ -10,9 +10,13 @@
 //! as a problem; a later one (the same, or a client abort) sends an error
 //! frame, which aborts the response: the client sees a truncated body,
 //! never unredacted data.
+//!
+//! A client that stops sending, or stops reading, for `limits.stream_idle_ms`
+//! ends its stream the same way: it must not hold a redaction thread.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -34,7 +38,7 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// How long the head waits for the first output before going without it.
 /// Kept well under the request timeout, which runs until the head goes: a
 /// report (`?report=true`) has no output before the whole body is read.
-const FIRST_OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const FIRST_OUTPUT_WAIT: Duration = Duration::from_secs(1);
 
 /// What the blocking side sends: a frame, or the problem that ended it.
 type Out = Result<Frame<Bytes>, Problem>;
@@ -92,8 +96,9 @@ pub async fn respond(job: Job, mut body: Body) -> Response {
     let (in_tx, in_rx) = mpsc::channel::<Result<Bytes, Problem>>(DEPTH);
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(DEPTH);
     let limit = job.state.limits.redact_stream_bytes;
+    let idle = Duration::from_millis(job.state.limits.stream_idle_ms);
     let first = body.frame().await;
-    tokio::spawn(read(first, body, limit, in_tx));
+    tokio::spawn(read(first, body, limit, idle, in_tx));
     let report = job.opts.report;
     let format = job.format;
     tokio::task::spawn_blocking(move || {
@@ -129,11 +134,13 @@ pub async fn respond(job: Job, mut body: Body) -> Response {
     res
 }
 
-/// Forwards the request body from its `first` frame on, enforcing `limit`.
+/// Forwards the request body from its `first` frame on, enforcing `limit`
+/// and ending it when the client sends nothing for `idle`.
 async fn read(
     first: Option<Result<Frame<Bytes>, axum::Error>>,
     mut body: Body,
     limit: u64,
+    idle: Duration,
     tx: mpsc::Sender<Result<Bytes, Problem>>,
 ) {
     let mut total = 0u64;
@@ -141,7 +148,17 @@ async fn read(
     loop {
         let frame = match first.take() {
             Some(f) => f,
-            None => body.frame().await,
+            None => match tokio::time::timeout(idle, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => {
+                    let stalled = Problem::new(
+                        ProblemKind::RequestTimeout,
+                        "no body arrived for limits.stream_idle_ms",
+                    );
+                    let _ = tx.send(Err(stalled)).await;
+                    return;
+                }
+            },
         };
         let Some(frame) = frame else { return };
         let item = match frame {
@@ -174,6 +191,17 @@ async fn read(
 /// The blocking side: split, redact, audit, send.
 fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Sender<Out>) {
     let handle = tokio::runtime::Handle::current();
+    let idle = Duration::from_millis(job.state.limits.stream_idle_ms);
+    // Sends, unless the client is gone or has read nothing for `idle`.
+    let send = |out: Out| -> bool {
+        match handle.block_on(tokio::time::timeout(idle, tx.send(out))) {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::warn!(request_id = %job.request_id, "streamed redaction ended: the client read nothing for limits.stream_idle_ms");
+                false
+            }
+        }
+    };
     let tokenizer = job.tokenizer();
     let abort = |why: Problem| {
         let detail = why.detail.as_deref().unwrap_or(why.kind.slug());
@@ -185,7 +213,7 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Send
         {
             tracing::error!(request_id = %job.request_id, error = %e, "could not audit tokenizations of an aborted stream");
         }
-        let _ = tx.blocking_send(Err(why));
+        send(Err(why));
     };
     let mut session = job
         .state
@@ -225,7 +253,7 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Send
             return Ok(true);
         }
         let chunk = Bytes::from(std::mem::take(out));
-        Ok(tx.blocking_send(Ok(Frame::data(chunk))).is_ok())
+        Ok(send(Ok(Frame::data(chunk))))
     };
     while let Some(item) = rx.blocking_recv() {
         let chunk = match item {
@@ -256,11 +284,13 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Send
     job.count(total, &findings);
     if report {
         let body = serde_json::to_vec(&findings.report()).expect("serializable");
-        let _ = tx.blocking_send(Ok(Frame::data(Bytes::from(body))));
+        if !send(Ok(Frame::data(Bytes::from(body)))) {
+            return;
+        }
     }
     let mut trailers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&findings.header_value()) {
         trailers.insert("tokenvault-findings", v);
     }
-    let _ = tx.blocking_send(Ok(Frame::trailers(trailers)));
+    send(Ok(Frame::trailers(trailers)));
 }

@@ -384,6 +384,12 @@ fn writer_loop(
         let mut jobs = batch.into_iter();
         let mut lost = None;
         for j in jobs.by_ref() {
+            // Its caller is gone (past the request deadline, or the client
+            // left): nobody would get this write's answer, and a record no
+            // one holds a token for is better never made.
+            if j.reply.is_closed() {
+                continue;
+            }
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (j.op)(&mut conn)));
             let Ok(a) = ran else {
                 // A panicking write may have written part of its work (a

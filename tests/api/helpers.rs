@@ -158,6 +158,19 @@ pub async fn spawn_app_on(
     app
 }
 
+/// A request body the test feeds by hand: it stays open until the sender
+/// is dropped.
+pub fn held_open() -> (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    reqwest::Body,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let parts = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|part| (part, rx))
+    });
+    (tx, reqwest::Body::wrap_stream(parts))
+}
+
 /// A reqwest client that trusts exactly `cert` (PEM).
 pub fn client_trusting(cert: &Path) -> Client {
     let pem = std::fs::read(cert).unwrap();
@@ -255,7 +268,8 @@ impl TestApp {
         &self.keys[role]
     }
 
-    async fn record(&self, res: Response) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    /// Takes an answer apart, keeping an error's body for the leak check.
+    pub async fn record(&self, res: Response) -> (StatusCode, reqwest::header::HeaderMap, String) {
         let status = res.status();
         let headers = res.headers().clone();
         let body = res.text().await.unwrap();

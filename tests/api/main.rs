@@ -8,6 +8,7 @@ mod aws_backends;
 mod bad_input;
 mod binary;
 mod contract;
+mod deadlines;
 mod detokenize;
 mod emulator;
 mod eval;

@@ -269,17 +269,14 @@ async fn a_stream_failing_before_its_first_output_gets_a_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_report_answers_its_head_before_the_body_ends() {
     let app = spawn_app().await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
-    let parts = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|part| (part, rx))
-    });
+    let (tx, body) = crate::helpers::held_open();
     tx.send(Ok("a 4111111111111111\n".into())).await.unwrap();
     let sent = app
         .client
         .post(format!("{}/redact?report=true", app.url))
         .bearer_auth(app.key("log-shipper"))
         .header("content-type", "text/plain")
-        .body(reqwest::Body::wrap_stream(parts))
+        .body(body)
         .send();
     let res = tokio::time::timeout(std::time::Duration::from_secs(10), sent)
         .await

@@ -1,0 +1,81 @@
+//! The request deadline (`limits.request_timeout_ms`): a request that runs
+//! past it is answered for, and its handler dropped.
+//!
+//! Who was slow decides the answer. While the request's body is still
+//! arriving the client is: `408`. Once the body is in, the service is (a
+//! stalled disk, a dependency that does not answer): that is a fault like
+//! any other outage, so `503` with `Retry-After`, and a log line. A bare
+//! timeout layer cannot tell the two apart, so the body is watched.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
+
+use super::AppState;
+use super::error::{Problem, ProblemKind};
+
+/// Runs the request under its deadline.
+pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_millis(state.limits.request_timeout_ms);
+    // `None`: the request came whole (no body, or an empty one).
+    let receiving =
+        (!http_body::Body::is_end_stream(req.body())).then(|| Arc::new(AtomicBool::new(false)));
+    let req = match &receiving {
+        None => req,
+        Some(received) => req.map(|inner| {
+            Body::new(Watched {
+                inner,
+                received: received.clone(),
+            })
+        }),
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) if receiving.is_some_and(|r| !r.load(Ordering::Relaxed)) => Problem::new(
+            ProblemKind::RequestTimeout,
+            "the request body did not arrive within limits.request_timeout_ms",
+        )
+        .into_response(),
+        Err(_) => {
+            Problem::unavailable(&"the request ran past limits.request_timeout_ms").into_response()
+        }
+    }
+}
+
+/// A request body that says when it has been read to its end.
+struct Watched {
+    inner: Body,
+    received: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.received.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,201 @@
+//! Bounds in time: the request deadline (`limits.request_timeout_ms`) and
+//! a streamed redaction's idle bound (`limits.stream_idle_ms`), each set
+//! short here so the tests wait well under a second for them.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, captured_logs, held_open, spawn_app_with};
+
+/// Waits (up to 10 s, polling) for a log line holding both `id` and `text`.
+async fn logged(id: &str, text: &str) -> bool {
+    for _ in 0..200 {
+        if captured_logs()
+            .lines()
+            .any(|l| l.contains(id) && l.contains(text))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn problem_type(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    v["type"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_is_answered_408_and_changes_nothing() {
+    let app = spawn_app_with(|s| s.limits.request_timeout_ms = 300).await;
+    let rows = app.token_rows().await;
+    let (tx, body) = held_open();
+    tx.send(Ok(br#"{"value": "41111111"#.to_vec()))
+        .await
+        .unwrap();
+    let res = app
+        .client
+        .post(format!("{}/tokenize", app.url))
+        .bearer_auth(app.key("checkout"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (s, h, b) = app.record(res).await;
+    assert_eq!(s, StatusCode::REQUEST_TIMEOUT, "{b}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    assert_eq!(problem_type(&b), "urn:tokenvault:problem:request-timeout");
+    assert!(b.contains("limits.request_timeout_ms"), "{b}");
+    drop(tx);
+    assert_eq!(app.token_rows().await, rows);
+    app.assert_no_leaks().await;
+}
+
+/// The embedded store stalls (another connection holds its write lock):
+/// the request is answered `503` with `Retry-After` at its deadline, the
+/// write it left queued is never made, and the service recovers alone.
+/// DynamoDB's stalls are bounded by the SDK's own timeouts (`src/aws.rs`),
+/// which answer 503 before this deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_store_answers_503_at_the_deadline_writes_nothing_and_recovers() {
+    let app = spawn_app_with(|s| s.limits.request_timeout_ms = 300).await;
+    if app.aws.is_some() {
+        return; // the embedded store's own behaviour; it ran on SQLite
+    }
+    // The class's data key is made first, so the stalled request's own
+    // write is what waits on the lock.
+    app.tokenize("4012888888881881", json!({})).await;
+    let rows = app.token_rows().await;
+    let lock = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (s, h, b) = app
+        .post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            json!({"value": "4111111111111111"}).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(h.contains_key("retry-after"), "{h:?}");
+    assert_eq!(problem_type(&b), "urn:tokenvault:problem:unavailable");
+    let id = h["x-request-id"].to_str().unwrap().to_owned();
+    assert!(
+        logged(&id, "limits.request_timeout_ms").await,
+        "the cause is logged"
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+
+    // The lock gone, the next tokenization goes through, and only it is
+    // stored: the abandoned one was dropped from the writer's queue.
+    let token = app.tokenize("5555555555554444", json!({})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.token_rows().await, rows + 1);
+    let (s, v) = app.detokenize("admin", &token).await;
+    assert_eq!(
+        (s, v["value"].as_str()),
+        (StatusCode::OK, Some("5555555555554444"))
+    );
+    app.assert_no_leaks().await;
+}
+
+/// Starts a streamed redaction whose body stays open after `first`.
+async fn stream_held_open(
+    app: &TestApp,
+    query: &str,
+    first: &str,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    reqwest::Response,
+) {
+    let (tx, body) = held_open();
+    tx.send(Ok(first.as_bytes().to_vec())).await.unwrap();
+    let res = app
+        .client
+        .post(format!("{}/redact{query}", app.url))
+        .bearer_auth(app.key("log-shipper"))
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (tx, res)
+}
+
+/// A client that stops sending its body ends the stream: before any
+/// output (a report has none until the end) with a `408` problem, after
+/// some with a body cut short. Either way no thread waits on it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_client_stops_sending_is_ended() {
+    // 200 ms: well inside the second the head waits for a first output.
+    let app = spawn_app_with(|s| s.limits.stream_idle_ms = 200).await;
+    let (tx, res) = stream_held_open(&app, "?report=true", "a 4111111111111111\n").await;
+    let (s, h, b) = app.record(res).await;
+    assert_eq!(s, StatusCode::REQUEST_TIMEOUT, "{b}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    assert!(b.contains("limits.stream_idle_ms"), "{b}");
+    assert!(!b.contains("4111"), "{b}");
+    drop(tx);
+
+    let (tx, res) = stream_held_open(&app, "", "a 4111111111111111\n").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = tokio::time::timeout(Duration::from_secs(10), res.bytes())
+        .await
+        .expect("the stream ends without the client");
+    assert!(
+        body.is_err(),
+        "a stalled stream is cut short, not ended whole"
+    );
+    assert!(logged(&id, "limits.stream_idle_ms").await);
+    drop(tx);
+    app.assert_no_leaks().await;
+}
+
+/// A client that stops reading its answer ends the stream once the
+/// buffers between them are full: the redaction thread does not wait on
+/// it for good, and the answer, if read later, is cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_client_stops_reading_is_ended() {
+    let app = spawn_app_with(|s| s.limits.stream_idle_ms = 200).await;
+    // 48 MiB of card-free lines: more than every buffer on the way (the
+    // output channel, hyper's, TLS, both sockets, the client's window).
+    let line = format!("{}\n", "log line with nothing to hide ".repeat(8));
+    let chunk = line.repeat((256 << 10) / line.len());
+    let chunks = (48 << 20) / chunk.len();
+    let parts = futures_util::stream::iter(
+        (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let res = app
+        .client
+        .post(format!("{}/redact", app.url))
+        .bearer_auth(app.key("log-shipper"))
+        .header("content-type", "text/plain")
+        .body(reqwest::Body::wrap_stream(parts))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // Not reading: the server's sends stall, then give up.
+    assert!(
+        logged(&id, "the client read nothing for limits.stream_idle_ms").await,
+        "the redaction gave up on a client that stopped reading"
+    );
+    let body = tokio::time::timeout(Duration::from_secs(10), res.bytes())
+        .await
+        .expect("the answer ends");
+    match body {
+        Err(_) => {}
+        Ok(b) => panic!("a stalled stream completed: {} bytes", b.len()),
+    }
+    app.assert_no_leaks().await;
+}
