@@ -19,7 +19,7 @@ use crate::vault::value::Classification;
 
 use super::AppState;
 use super::batch::{Items, Outcome, json_response};
-use super::error::{Problem, ProblemKind, current_request_id};
+use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
 use super::extract::{Caller, JsonBody};
 
 /// How long an answered Idempotency-Key replays its answer.
@@ -184,22 +184,80 @@ pub async fn handle(
         decision: "allow",
         reason: None,
     };
+    let batch = items.batch;
+    // Where events are recorded after the store's commit, the two run as a
+    // task of their own: a request dropped between them (its deadline, a
+    // client gone) must not leave a stored value without its event.
+    let detached = !state.audit.has_outbox() || opts.deterministic;
+    let work = store_and_audit(state.clone(), items.values, opts, allowed);
+    let stored = if detached {
+        tokio::spawn(REQUEST_ID.scope(current_request_id(), work))
+            .await
+            .unwrap_or_else(|e| Err(Problem::internal(&e)))
+    } else {
+        work.await
+    };
+    let store = state.vault.store();
+    let results = match stored {
+        Ok(results) => results,
+        Err(problem) => {
+            if let Some((id, owner)) = &idempotency {
+                let _ = store.release_idempotency(id, owner).await;
+            }
+            return Err(problem);
+        }
+    };
+    let outcome = Outcome::collect(batch, results);
+    if let Some((id, owner)) = &idempotency {
+        let saved = match &outcome {
+            Outcome::Json(status, body) if status.is_success() => {
+                let text = String::from_utf8_lossy(body);
+                let until = state.clock.unix() + IDEMPOTENCY_SECONDS;
+                store
+                    .complete_idempotency(id, owner, status.as_u16(), &text, until)
+                    .await
+            }
+            _ => store.release_idempotency(id, owner).await,
+        };
+        if let Err(e) = saved {
+            tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer");
+        }
+    }
+    Ok(outcome.into_response())
+}
+
+/// Stores `values` and has their events recorded: with their records where
+/// the store has an outbox, else after them. An event that cannot be
+/// recorded fails the request (503), and the records it would have covered
+/// are withdrawn: a value is never kept unaudited.
+async fn store_and_audit(
+    state: AppState,
+    values: Vec<String>,
+    opts: TokenizeOptions,
+    allowed: AuditEvent,
+) -> Result<Vec<Result<(StatusCode, TokenizeAnswer), Problem>>, Problem> {
     let notes = state.audit.note_maker(&allowed);
     let answers = state
         .vault
         .tokenize_many(
-            &items.values,
+            &values,
             &opts,
             state.audit.has_outbox().then_some(&notes as &dyn Notes),
         )
         .await;
-    let mut results = Vec::with_capacity(items.values.len());
+    let mut results = Vec::with_capacity(values.len());
     let mut events = Vec::new();
+    let mut unaudited = Vec::new();
     for r in answers {
         // Recorded here unless its note was committed with its record.
         let unrecorded = match &r {
             Ok(t) if t.audited => None,
-            Ok(t) => Some(Some(t.token.clone())),
+            Ok(t) => {
+                if t.created {
+                    unaudited.push(t.token.clone());
+                }
+                Some(Some(t.token.clone()))
+            }
             Err(_) => Some(None),
         };
         let result = r.map_err(Problem::from).map(|t| {
@@ -225,28 +283,11 @@ pub async fn handle(
         }
         results.push(result);
     }
-    let outcome = Outcome::collect(items.batch, results);
-    let store = state.vault.store();
     if let Err(e) = state.audit.record(events).await {
-        if let Some((id, owner)) = &idempotency {
-            let _ = store.release_idempotency(id, owner).await;
+        if let Err(w) = state.vault.withdraw(&unaudited).await {
+            tracing::error!(request_id = %current_request_id(), error = %w, records = unaudited.len(), "could not withdraw records whose audit events failed");
         }
         return Err(Problem::unavailable(&e));
     }
-    if let Some((id, owner)) = &idempotency {
-        let saved = match &outcome {
-            Outcome::Json(status, body) if status.is_success() => {
-                let text = String::from_utf8_lossy(body);
-                let until = state.clock.unix() + IDEMPOTENCY_SECONDS;
-                store
-                    .complete_idempotency(id, owner, status.as_u16(), &text, until)
-                    .await
-            }
-            _ => store.release_idempotency(id, owner).await,
-        };
-        if let Err(e) = saved {
-            tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer");
-        }
-    }
-    Ok(outcome.into_response())
+    Ok(results)
 }

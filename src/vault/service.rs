@@ -551,6 +551,23 @@ impl Vault {
 
     /// Deletes a token's record and, with it, its fingerprint item;
     /// `NotFound` when absent.
+    /// Deletes the records of `tokens`, just stored for a request that then
+    /// failed (their audit events could not be written): a value the
+    /// service keeps must have its event. Tries every one; the first
+    /// failure is returned.
+    pub async fn withdraw(&self, tokens: &[String]) -> Result<(), VaultError> {
+        let mut first = Ok(());
+        for token in tokens {
+            let slot = self.slot_of(token);
+            if let Err(e) = self.store.delete_token(token, slot).await
+                && first.is_ok()
+            {
+                first = Err(e.into());
+            }
+        }
+        first
+    }
+
     pub async fn delete(&self, token: &Token) -> Result<(), VaultError> {
         let slot = self.slot_of(token.as_str());
         if self.store.delete_token(token.as_str(), slot).await? {

@@ -4,6 +4,7 @@
 //! suite, two backends. `aws_backends` holds what only the AWS backends
 //! have (KMS outages, rewrap, migrate, doctor); it always runs on moto.
 
+mod audit_outage;
 mod aws_backends;
 mod bad_input;
 mod binary;
