@@ -88,7 +88,14 @@ pub async fn handle(
             .grant(&caller, Permission::DetokenizeMasked, None)
             .is_none()
     {
-        state.count_detokenize(&caller, "deny");
+        // Counted under a principal only when a role names it: any AWS
+        // identity can log in, and a series per stranger would grow the
+        // metrics without bound.
+        let counted = match policy.role_of(&caller) {
+            Some(_) => caller.as_str(),
+            None => "unmatched",
+        };
+        state.count_detokenize(counted, "deny");
         return Err(state
             .deny(&caller, "detokenize", each(), "detokenize")
             .await);
@@ -100,7 +107,7 @@ pub async fn handle(
                 .limiter
                 .take(caller.as_str(), per_minute, items.values.len() as u32)
     {
-        state.count_detokenize(&caller, "deny");
+        state.count_detokenize(caller.as_str(), "deny");
         let problem = match refusal {
             Refusal::RetryAfter(wait) => Problem::new(
                 ProblemKind::RateLimited,
@@ -156,7 +163,7 @@ pub async fn handle(
             event.reason = audited_reason.clone();
         }
         state.count_detokenize(
-            &caller,
+            caller.as_str(),
             if event.decision == "allow" {
                 "allow"
             } else {
@@ -251,11 +258,11 @@ async fn detokenize_one(
 }
 
 impl AppState {
-    fn count_detokenize(&self, caller: &crate::auth::Principal, decision: &'static str) {
+    fn count_detokenize(&self, principal: &str, decision: &'static str) {
         self.metrics
             .detokenize
             .get_or_create(&DetokenizeLabels {
-                principal: caller.to_string(),
+                principal: principal.to_owned(),
                 decision,
             })
             .inc();

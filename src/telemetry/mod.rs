@@ -172,7 +172,7 @@ impl Metrics {
         let detokenize = Family::<DetokenizeLabels, Counter>::default();
         r.register(
             "detokenize",
-            "Detokenize decisions per principal",
+            "Detokenize decisions per principal (unmatched: callers no role names)",
             detokenize.clone(),
         );
         let denials = Family::<ReasonLabels, Counter>::default();

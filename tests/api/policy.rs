@@ -81,6 +81,15 @@ async fn a_principal_matching_no_role_may_do_nothing() {
         .post_raw("/redact", Some("stranger"), "text/plain", "x", &[])
         .await;
     assert_eq!(s, 403);
+    // Its refusal counts under no name of its own: a series per stranger
+    // would grow the metrics without bound.
+    let (_, m) = app.get("/metrics", None).await;
+    let m = m.as_str().unwrap();
+    assert!(
+        m.contains("tokenvault_detokenize_total{principal=\"unmatched\",decision=\"deny\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains("apikey:stranger"), "{m}");
     app.assert_no_leaks().await;
 }
 
