@@ -59,6 +59,9 @@ pub struct App {
     /// Spawn `cert.cert.watch(cert.period)` beside the server to pick up a
     /// renewed certificate.
     pub cert: CertReload,
+    /// Spawn `sweeper.run()` beside the server to delete expired entries;
+    /// stop it before closing the audit log.
+    pub sweeper: crate::expiry::Sweeper,
     pub state: AppState,
     pub info: StartupInfo,
     /// Keep it while serving: dropping it lets another `serve` open the
@@ -338,6 +341,12 @@ pub async fn build_with_aws(
         clock,
     });
     let router = crate::http::router(state.clone());
+    let sweeper = crate::expiry::Sweeper {
+        store: state.vault.store().clone(),
+        audit: state.audit.clone(),
+        clock: state.clock.clone(),
+        period: Duration::from_millis(settings.store.purge_interval_ms),
+    };
     Ok(App {
         router,
         tls,
@@ -345,6 +354,7 @@ pub async fn build_with_aws(
             cert: reloading,
             period: Duration::from_secs(settings.tls.reload_seconds),
         },
+        sweeper,
         state,
         info: StartupInfo {
             data_dir: settings.data_dir.clone(),

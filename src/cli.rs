@@ -314,6 +314,7 @@ fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         print_banner(addr, &app.info);
         let watcher = tokio::spawn(app.cert.cert.clone().watch(app.cert.period));
+        let sweeper = tokio::spawn(app.sweeper.run());
         let reloader = tokio::spawn(reload_on_sighup(
             args,
             app.state.clone(),
@@ -329,6 +330,9 @@ fn serve(args: VaultArgs) -> anyhow::Result<ExitCode> {
         watcher.abort();
         reloader.abort();
         janitor.abort();
+        // Gone (not just told to go) before the audit log closes.
+        sweeper.abort();
+        let _ = sweeper.await;
         // Events committed with their records are safe in the store either
         // way; copying them now leaves the audit file complete at a stop.
         let audit = app.state.audit.clone().close();

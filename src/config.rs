@@ -139,6 +139,9 @@ pub struct StoreSettings {
     /// KMS key (id, ARN or alias) `migrate` gives the table for its
     /// encryption at rest; absent: the AWS managed key for DynamoDB.
     pub sse_kms_key: Option<String>,
+    /// How often expired records and idempotency entries are deleted from
+    /// the embedded store (DynamoDB's TTL does it there).
+    pub purge_interval_ms: u64,
 }
 
 impl Default for StoreSettings {
@@ -148,6 +151,7 @@ impl Default for StoreSettings {
             path: "vault.db".into(),
             table: None,
             sse_kms_key: None,
+            purge_interval_ms: 60_000,
         }
     }
 }
@@ -489,6 +493,9 @@ impl Settings {
         }
         if self.limits.redact_stream_bytes < 1024 {
             return fail("limits.redact_stream_bytes must be at least 1 KiB".into());
+        }
+        if !(100..=86_400_000).contains(&self.store.purge_interval_ms) {
+            return fail("store.purge_interval_ms must be between 100 and 86400000".into());
         }
         if !(100..=600_000).contains(&self.limits.request_timeout_ms) {
             return fail("limits.request_timeout_ms must be between 100 and 600000".into());

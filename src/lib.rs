@@ -33,6 +33,8 @@
 //! - [`store`]: the `TokenStore` trait, SQLite and DynamoDB, and `migrate`.
 //! - [`audit`]: the HMAC-chained audit log, and the copier of the
 //!   embedded store's audit outbox.
+//! - [`expiry`]: the sweeper that deletes expired records (audited) and
+//!   idempotency entries from the embedded store.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`clock`]: injectable time.
 //! - [`memory`]: giving memory back to the system when the server goes
@@ -50,6 +52,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod doctor;
+pub mod expiry;
 pub mod http;
 pub mod loadgen;
 pub mod memory;

@@ -14,6 +14,15 @@ pub mod sqlite;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
+/// An expired record, as [`TokenStore::expired_tokens`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub token: String,
+    /// As for [`TokenStore::get_token`].
+    pub slot: Option<i64>,
+    pub classification: String,
+}
+
 /// One tokenized value as stored. `ciphertext` is the only field derived
 /// from the value; `last4`/`first6` are the parts PCI DSS lets us show.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +253,23 @@ pub trait TokenStore: Send + Sync + 'static {
     /// [`TokenStore::release_fingerprint`]'s). `slot` as for
     /// [`TokenStore::get_token`].
     async fn delete_token(&self, token: &str, slot: Option<i64>) -> Result<bool, StoreError>;
+
+    /// Up to `limit` records expired as of `now`, for the sweeper to audit
+    /// and delete: they already answer as absent, and deleting them takes
+    /// their ciphertext off the disk. DynamoDB's TTL deletes expired items
+    /// on its own, so by default there are none.
+    async fn expired_tokens(&self, now: i64, limit: usize) -> Result<Vec<Expired>, StoreError> {
+        let _ = (now, limit);
+        Ok(Vec::new())
+    }
+
+    /// Deletes up to `limit` idempotency entries expired as of `now` (their
+    /// answers hold last fours and metadata); how many. DynamoDB's TTL
+    /// does it there.
+    async fn purge_idempotency(&self, now: i64, limit: usize) -> Result<usize, StoreError> {
+        let _ = (now, limit);
+        Ok(0)
+    }
 
     /// Removes the fingerprint item `fp` if it still names `token`: for a
     /// holder whose record is gone (DynamoDB's TTL deletes the two items

@@ -40,8 +40,8 @@ mod vfs;
 use checkpoint::{CHECKPOINT_EVERY_COMMITS, checkpointer_loop, sync_main_file};
 
 use super::{
-    IdempotencyClaim, InsertOutcome, KeyItem, Noted, Nudge, Outbox, StoreError, TokenRecord,
-    TokenStore,
+    Expired, IdempotencyClaim, InsertOutcome, KeyItem, Noted, Nudge, Outbox, StoreError,
+    TokenRecord, TokenStore,
 };
 
 /// The numbered files of `migrations/sqlite`, applied in order and recorded
@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "0005_token_slots",
         include_str!("../../migrations/sqlite/0005_token_slots.sql"),
+    ),
+    (
+        6,
+        "0006_idempotency_expiry",
+        include_str!("../../migrations/sqlite/0006_idempotency_expiry.sql"),
     ),
 ];
 
@@ -1285,6 +1290,35 @@ impl TokenStore for SqliteStore {
             let deleted = delete_record(&tx, &token, slot)?;
             tx.commit()?;
             Ok(deleted)
+        })
+        .await
+    }
+
+    async fn expired_tokens(&self, now: i64, limit: usize) -> Result<Vec<Expired>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT token, slot, classification FROM tokens \
+                 WHERE expires_at <= ?1 LIMIT ?2",
+            )?
+            .query_map(params![now, limit as i64], |r| {
+                Ok(Expired {
+                    token: r.get(0)?,
+                    slot: Some(r.get(1)?),
+                    classification: r.get(2)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn purge_idempotency(&self, now: i64, limit: usize) -> Result<usize, StoreError> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "DELETE FROM idempotency WHERE key IN \
+                 (SELECT key FROM idempotency WHERE expires_at <= ?1 LIMIT ?2)",
+            )?
+            .execute(params![now, limit as i64])
         })
         .await
     }

@@ -90,6 +90,8 @@ pub struct TestApp {
     audit: Option<tokenvault::audit::AuditLog>,
     /// Watches the certificate files, as `serve` does.
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// Deletes expired entries, as `serve` does.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
     /// The running service's hold on its data directory, as `serve`
     /// keeps it.
     lock: Option<tokenvault::app::DataDirLock>,
@@ -152,6 +154,7 @@ pub async fn spawn_app_on(
         task: None,
         audit: None,
         watcher: None,
+        sweeper: None,
         lock: None,
     };
     app.start().await;
@@ -229,6 +232,7 @@ impl TestApp {
         self.stop = Some(tx);
         self.task = Some(task);
         self.watcher = Some(tokio::spawn(app.cert.cert.clone().watch(app.cert.period)));
+        self.sweeper = Some(tokio::spawn(app.sweeper.run()));
         self.lock = Some(app.lock);
     }
 
@@ -242,6 +246,10 @@ impl TestApp {
     pub async fn shutdown(&mut self) {
         if let Some(w) = self.watcher.take() {
             w.abort();
+        }
+        if let Some(s) = self.sweeper.take() {
+            s.abort();
+            let _ = s.await;
         }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

@@ -13,6 +13,7 @@ mod deadlines;
 mod detokenize;
 mod emulator;
 mod eval;
+mod expiry;
 mod helpers;
 mod iam;
 mod identity;
