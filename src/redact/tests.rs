@@ -158,6 +158,36 @@ fn secrets_are_found_in_other_spellings_and_quotes() {
         let out = text(line);
         assert!(!out.contains("hunter2"), "{line} -> {out}");
     }
+    // Credentials in URLs, and HTTP Basic authorization: the secret goes,
+    // the rest of the line stays.
+    for (line, want) in [
+        (
+            "dsn=postgres://app:hunter2hunter2@10.0.0.5:5432/shop ok",
+            "dsn=postgres://app:**************@10.0.0.5:5432/shop ok",
+        ),
+        ("redis://:hunter2@cache:6379", "redis://:*******@cache:6379"),
+        (
+            "Authorization: Basic YXBwOmh1bnRlcjI= sent",
+            "Authorization: Basic **************** sent",
+        ),
+        (
+            "{\"authorization\":\"basic YXBwOmh1bnRlcjI\"}",
+            "{\"authorization\":\"basic ***************\"}",
+        ),
+    ] {
+        assert_eq!(text(line), want, "{line}");
+    }
+    // Look-alikes stay: a URL with a port or an address in its query, an
+    // ordinary word after "basic", base64 that holds no pair.
+    for line in [
+        "GET https://shop.example:8443/a?page=2 ok",
+        "see https://host:8080/path@v2 and http://[::1]:80/",
+        "basic auth is basic knowledge",
+        "Basic dGV4dCB3aXRob3V0IGNvbG9u",
+        "redis://***:***@cache",
+    ] {
+        assert_eq!(text(line), line);
+    }
     let ndjson = "{\"msg\":\"login accessToken=hunter2hunter2\"}\n";
     let (out, _) = redact(Format::Ndjson, ndjson, &Options::default());
     assert!(!out.contains("hunter2"), "{out}");

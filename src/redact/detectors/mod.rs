@@ -127,6 +127,9 @@ pub enum Anchor {
     Key(&'static [&'static str]),
     /// Starts at a `+`.
     Plus,
+    /// Starts at a `://` (a URL's authority), where the trigger says it
+    /// could match.
+    Scheme(SchemeTrigger),
     /// Has an `@` (email): the match starts where the run of local-part
     /// bytes before the `@` starts.
     At,
@@ -138,6 +141,10 @@ pub enum Anchor {
     /// Its own pass over the input (IP addresses: off by default).
     Own,
 }
+
+/// Given the haystack and the offset of a `://`, whether a pattern
+/// starting there could match: a check by hand, cheaper than a search.
+pub type SchemeTrigger = fn(&[u8], usize) -> bool;
 
 /// Given a digit run and its digit count, where a digit-anchored pattern
 /// would have to start, if anywhere: it is searched anchored there.
@@ -151,7 +158,9 @@ pub const DETECTORS: &[Detector] = &[
     private_key::DETECTOR,
     jwt::DETECTOR,
     secret::BEARER,
+    secret::URL_CREDENTIALS,
     secret::DETECTOR,
+    secret::BASIC,
     cvv::DETECTOR,
     aws_key_id::DETECTOR,
     iban::DETECTOR,

@@ -37,6 +37,90 @@ pub const BEARER: Detector = Detector {
     anchor: Anchor::Literal,
 };
 
+/// `Authorization: Basic <base64 of user:password>` (and
+/// `Proxy-Authorization`, `"authorization": "Basic …"`): the encoded pair
+/// is replaced. Anchored on the header's name, like the pairs above: as a
+/// literal `basic` (any case) it cost the scan of secret-free text about
+/// 5%. Confirmed by decoding: printable text with a `:` in it.
+pub const BASIC: Detector = Detector {
+    kind: Kind::Secret,
+    pattern: r#"(?i)authorization["']?[ \t]{0,3}[:=][ \t]{0,3}["']?basic[ \t]+[A-Za-z0-9+/]{4,}={0,2}"#,
+    validate: validate_basic,
+    anchor: Anchor::Key(&["authorization"]),
+};
+
+/// A password in a URL's authority (`postgres://app:pw@db:5432/x`,
+/// `redis://:pw@cache`): the password is replaced, the user name kept.
+/// Tried anchored at each `://` (found by `memmem`), not in the literal
+/// pass: there each URL cost about 900 instructions, and logs are full of
+/// URLs. A URL with no `user:password@` before its path (the usual kind)
+/// fails within a few bytes.
+pub const URL_CREDENTIALS: Detector = Detector {
+    kind: Kind::Secret,
+    pattern: r"://[^\s:/@?#]{0,128}:[^\s/@?#]{1,256}@",
+    validate: validate_url_credentials,
+    anchor: Anchor::Scheme(has_credentials),
+};
+
+/// Whether the URL whose `://` is at `at` has `…:…@` before anything that
+/// ends an authority: the pattern, checked by hand first, since a regex
+/// search per URL cost about 430 instructions and nearly all fail.
+fn has_credentials(text: &[u8], at: usize) -> bool {
+    let ends = |b: &u8| b.is_ascii_whitespace() || matches!(b, b'/' | b'?' | b'#' | b'@');
+    let rest = &text[(at + 3).min(text.len())..];
+    let Some(colon) = rest.iter().position(|b| *b == b':' || ends(b)) else {
+        return false;
+    };
+    rest[colon] == b':'
+        && rest[colon + 1..]
+            .iter()
+            .find(|b| ends(b))
+            .is_some_and(|b| *b == b'@')
+}
+
+fn validate_basic(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let s = &text[m.clone()];
+    let lower: Vec<u8> = s.iter().map(u8::to_ascii_lowercase).collect();
+    let Some(basic) = lower.windows(5).rposition(|w| w == b"basic") else {
+        return;
+    };
+    let start = basic
+        + 5
+        + s[basic + 5..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+    // Held in a zeroizing buffer: it is the credential in the clear.
+    let Ok(decoded) = LENIENT.decode(&s[start..]).map(zeroize::Zeroizing::new) else {
+        return;
+    };
+    let printable = std::str::from_utf8(&decoded).is_ok_and(|t| !t.chars().any(char::is_control));
+    if printable && decoded.contains(&b':') {
+        push(out, Kind::Secret, m.start + start..m.end);
+    }
+}
+
+fn validate_url_credentials(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    let s = &text[m.clone()];
+    // After `://` and the user name; up to the closing `@`.
+    let Some(colon) = s[3..].iter().position(|&b| b == b':') else {
+        return;
+    };
+    let start = 3 + colon + 1;
+    let end = s.len() - 1;
+    let password = &s[start..end];
+    if password.starts_with(b"***") || password.starts_with(b"[REDACTED") || is_token(password) {
+        return;
+    }
+    push(out, Kind::Secret, m.start + start..m.start + end);
+}
+
 fn validate_pair(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
     let Some(start) = value_start(s) else {
