@@ -220,10 +220,19 @@ pub struct IamSettings {
     /// Plain http to STS, for a local emulator only.
     #[serde(default)]
     pub allow_insecure_sts: bool,
+    /// Logins checking with STS at once; past it a login answers 503 with
+    /// `Retry-After` (the endpoint needs no credentials, so this bounds
+    /// what anyone can make it ask of STS).
+    #[serde(default = "default_concurrent_logins")]
+    pub max_concurrent_logins: usize,
 }
 
 fn default_session_ttl() -> u64 {
     900
+}
+
+fn default_concurrent_logins() -> usize {
+    64
 }
 
 /// `[[roles]]`: who may do what.
@@ -460,6 +469,9 @@ impl Settings {
                     "auth.iam.sts_endpoint must be an https:// URL (http:// only with allow_insecure_sts = true, for a local emulator)"
                         .into(),
                 );
+            }
+            if !(1..=10_000).contains(&iam.max_concurrent_logins) {
+                return fail("auth.iam.max_concurrent_logins must be between 1 and 10000".into());
             }
             if !(60..=43_200).contains(&iam.session_ttl_seconds) {
                 return fail("auth.iam.session_ttl_seconds must be between 60 and 43200".into());

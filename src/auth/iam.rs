@@ -70,11 +70,25 @@ pub enum LoginError {
     Unavailable(String),
 }
 
+/// STS error codes that say "later", not "no": answered 503, not 401.
+/// STS throttles with HTTP 400 and `Throttling` in the body.
+const STS_BUSY: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalFailure",
+];
+
 /// Checks logins and asks STS who signed them.
 pub struct IamLogin {
     settings: IamSettings,
     http: reqwest::Client,
     seen: Mutex<HashMap<String, i64>>,
+    /// STS calls in flight (`max_concurrent_logins`): `/auth/iam` needs
+    /// no credentials, and without a bound every request that passes the
+    /// checks would become an STS call and an open connection.
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl IamLogin {
@@ -87,6 +101,7 @@ impl IamLogin {
             .build()
             .map_err(|e| format!("STS client: {e}"))?;
         Ok(Self {
+            in_flight: tokio::sync::Semaphore::new(settings.max_concurrent_logins),
             settings,
             http,
             seen: Mutex::new(HashMap::new()),
@@ -100,7 +115,12 @@ impl IamLogin {
     /// The principal (`iam:ARN`) a valid login proves.
     pub async fn login(&self, req: &LoginRequest, now: i64) -> Result<String, LoginError> {
         let (headers, signature) = self.check(req, now)?;
-        let result = self.ask_sts(&headers).await;
+        let result = match self.in_flight.try_acquire() {
+            Ok(_permit) => self.ask_sts(&headers).await,
+            Err(_) => Err(LoginError::Unavailable(
+                "too many logins in flight (auth.iam.max_concurrent_logins)".into(),
+            )),
+        };
         // A signature keeps its replay slot only if STS accepted it: junk
         // logins cannot fill the cache and lock real ones out.
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -130,9 +150,6 @@ impl IamLogin {
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(LoginError::Unavailable(format!("STS answered {status}")));
         }
-        if !status.is_success() {
-            return Err(LoginError::Refused("STS refused the signature"));
-        }
         // Read at most MAX_STS_ANSWER bytes, chunked answers included.
         let mut body = Vec::new();
         while let Some(chunk) = res
@@ -146,6 +163,15 @@ impl IamLogin {
             body.extend_from_slice(&chunk);
         }
         let text = String::from_utf8_lossy(&body);
+        if !status.is_success() {
+            let code = xml_value(&text, "Code").unwrap_or_default();
+            if STS_BUSY.contains(&code) {
+                return Err(LoginError::Unavailable(format!(
+                    "STS answered {status} {code}"
+                )));
+            }
+            return Err(LoginError::Refused("STS refused the signature"));
+        }
         let arn = xml_value(&text, "Arn").ok_or(LoginError::Refused("no ARN in the STS answer"))?;
         principal_arn(arn)
             .map(|a| format!("iam:{a}"))

@@ -66,6 +66,7 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
             sts_region: "us-east-1".into(),
             session_ttl_seconds: 900,
             allow_insecure_sts: true,
+            max_concurrent_logins: 64,
         });
         s.api_keys = BTreeMap::from([("checkout".into(), hex::encode(digest.as_ref()))]);
         s.roles = vec![
@@ -235,6 +236,133 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
     assert!(audit.contains("\"reason\":\"STS refused the signature\""));
     app.assert_no_leaks().await;
     drop(moto);
+}
+
+/// A stand-in for STS on 127.0.0.1: reads each request whole, waits for
+/// `gate` to open, then answers `status` with `body`. Its endpoint, and a
+/// count of the requests it has read.
+async fn fake_sts(
+    status: u16,
+    body: &'static str,
+    gate: tokio::sync::watch::Receiver<bool>,
+) -> (String, tokio::sync::watch::Receiver<usize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+    let (seen_tx, seen) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut gate = gate.clone();
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                seen_tx.send_modify(|n| *n += 1);
+                let _ = gate.wait_for(|open| *open).await;
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (endpoint, seen)
+}
+
+/// STS saying "later" (throttling: HTTP 400 with a `Throttling` code) and
+/// a server already at its bound of logins in flight both answer 503 with
+/// `Retry-After`, never 401: the caller's credentials were not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_throttling_and_too_many_logins_answer_503() {
+    const THROTTLED: &str = "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>";
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (sts, mut seen) = fake_sts(400, THROTTLED, gate).await;
+    let endpoint = sts.clone();
+    let app = spawn_app_on(None, |s| {
+        s.auth.iam = Some(IamSettings {
+            server_id: SERVER_ID.into(),
+            sts_endpoint: endpoint,
+            sts_region: "us-east-1".into(),
+            session_ttl_seconds: 900,
+            allow_insecure_sts: true,
+            max_concurrent_logins: 1,
+        });
+    })
+    .await;
+    let creds = Credentials::new("AKIDEXAMPLE", "not-a-real-secret", None, None, "tests");
+    let now = SystemTime::now();
+    let sign = |secs: u64| {
+        tokenvault::client::sign_login(
+            Some(SERVER_ID),
+            &sts,
+            "us-east-1",
+            creds.clone(),
+            now + Duration::from_secs(secs),
+        )
+        .unwrap()
+    };
+    // The first login holds the one slot while STS sits on it.
+    let first = {
+        let (url, client, body) = (app.url.clone(), app.client.clone(), sign(1));
+        tokio::spawn(async move {
+            client
+                .post(format!("{url}/auth/iam"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    seen.wait_for(|n| *n == 1).await.unwrap();
+    let (s, h, b) = app
+        .post_raw(
+            "/auth/iam",
+            None,
+            "application/json",
+            sign(2).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(s, 503, "{b}");
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(*seen.borrow(), 1, "the second login never reached STS");
+
+    // STS answers the first: throttled.
+    open.send(true).unwrap();
+    let res = first.await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let audit = app.audit_text().await;
+    let errors = audit
+        .lines()
+        .filter(|l| l.contains("\"action\":\"login\"") && l.contains("\"decision\":\"error\""))
+        .count();
+    assert_eq!(errors, 2, "{audit}");
+    assert!(!audit.contains("STS refused the signature"), "{audit}");
+    // A slot is free again: the next login reaches STS.
+    let (s, _) = login(&app, &sign(3)).await;
+    assert_eq!(s, 503);
+    assert_eq!(*seen.borrow(), 2);
+    app.assert_no_leaks().await;
 }
 
 fn base64_of(s: &str) -> String {
