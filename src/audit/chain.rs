@@ -153,18 +153,51 @@ pub(super) fn resume(
         }
     }
     let body = &tail[..tail.len() - 1];
-    let last_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let last = std::str::from_utf8(&body[last_start..]).map_err(|_| AuditError::Broken {
+    // The tail's whole lines (the first may be cut by the window's start).
+    let whole = if start > 0 {
+        body.iter()
+            .position(|&b| b == b'\n')
+            .map_or(&[][..], |i| &body[i + 1..])
+    } else {
+        body
+    };
+    let chain = check_tail(whole, key).map_err(|(from_end, why)| AuditError::Broken {
         path: path.to_owned(),
         line: 0,
-        why: "last line is not UTF-8".into(),
-    })?;
-    let (chain, _) = check_line(last, key).map_err(|why| AuditError::Broken {
-        path: path.to_owned(),
-        line: 0,
-        why: format!("last line: {why}"),
+        why: if from_end == 0 {
+            format!("last line: {why}")
+        } else {
+            format!("line {from_end} before the last: {why}")
+        },
     })?;
     Ok((chain, end))
+}
+
+/// Checks each of `lines` (whole lines, newline-separated, at least one):
+/// its MAC, and that it follows the one before (its `prev`, the next
+/// sequence number). Appending after a removed, inserted or altered line
+/// would chain new events onto a broken log, so the service refuses to
+/// start on one instead; `audit verify` checks the whole file. Returns
+/// where the chain stands, or the failing line counted back from the
+/// last (0) and why.
+fn check_tail(lines: &[u8], key: &AuditKey) -> Result<ChainEnd, (usize, String)> {
+    let all: Vec<&[u8]> = lines.split(|&b| b == b'\n').collect();
+    let mut before: Option<ChainEnd> = None;
+    for (i, line) in all.iter().enumerate() {
+        let from_end = all.len() - 1 - i;
+        let line = std::str::from_utf8(line).map_err(|_| (from_end, "not UTF-8".to_owned()))?;
+        let (end, prev) = check_line(line, key).map_err(|why| (from_end, why))?;
+        if let Some(b) = &before
+            && (prev != b.mac || end.seq != b.seq + 1)
+        {
+            return Err((
+                from_end,
+                "does not follow the line before it (a line was removed, inserted or moved)".into(),
+            ));
+        }
+        before = Some(end);
+    }
+    before.ok_or((0, "no whole line".into()))
 }
 
 /// Checks one line's own MAC; returns where the chain stands after it and

@@ -694,6 +694,23 @@ mod tests {
             verify(&path, &key),
             Err(AuditError::Broken { line: 2, .. })
         ));
+
+        // The service will not append to a log whose tail was edited:
+        // before, only the last line's MAC was checked at start.
+        for edited in [
+            [lines[0], lines[2], lines[1], lines[3]].join("\n") + "\n",
+            [lines[0], lines[2], lines[3]].join("\n") + "\n",
+            good.replacen("tok_1", "tok_9", 1),
+        ] {
+            std::fs::write(&path, &edited).unwrap();
+            let opened = AuditLog::open(&path, key.clone(), Arc::new(SystemClock));
+            let Err(AuditError::Broken { why, .. }) = opened else {
+                panic!("opened a log with an edited tail:\n{edited}");
+            };
+            assert!(why.contains("before the last"), "{why}");
+        }
+        std::fs::write(&path, &good).unwrap();
+        assert!(AuditLog::open(&path, key.clone(), Arc::new(SystemClock)).is_ok());
     }
 
     #[tokio::test]
