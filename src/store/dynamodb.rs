@@ -46,6 +46,42 @@ const BATCH_GET_MAX: usize = 100;
 const UNPROCESSED_ROUNDS: usize = 8;
 /// The partition holding every wrapped key.
 const KEYS_PK: &str = "keys";
+/// Tries of a transaction DynamoDB cancelled for contention (a concurrent
+/// transaction on the same items: `TransactionConflict`), and the pause
+/// before each retry. Two requests for one value race this way; once the
+/// first commits, the second meets its condition instead.
+const CONTENDED_TRIES: u32 = 4;
+const CONTENDED_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A transaction's outcome: done, failed for good, or cancelled for
+/// contention (worth another try).
+enum Try<T> {
+    Done(Result<T, StoreError>),
+    Contended(&'static str),
+}
+
+/// Runs `attempt` until it is not cancelled for contention, up to
+/// [`CONTENDED_TRIES`] times, pausing longer before each retry; past them
+/// the contention is answered as unavailable (503, retry later).
+async fn retry_contended<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Try<T>>,
+{
+    let mut why = "";
+    for n in 0..CONTENDED_TRIES {
+        if n > 0 {
+            tokio::time::sleep(CONTENDED_PAUSE * n).await;
+        }
+        match attempt().await {
+            Try::Done(r) => return r,
+            Try::Contended(w) => why = w,
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "TransactWriteItems: {why} after {CONTENDED_TRIES} tries"
+    )))
+}
 
 /// The DynamoDB token store.
 #[derive(Clone)]
@@ -71,6 +107,125 @@ impl<T, E, F: Future<Output = Result<T, E>>> Metered for F {
 }
 
 impl DynamoStore {
+    /// One try of [`TokenStore::insert_token`]'s transaction.
+    async fn try_insert(&self, record: &TokenRecord) -> Try<InsertOutcome> {
+        let put = |item| put_new(&self.table, item);
+        let mut items = match put(token_item(record)) {
+            Ok(i) => vec![i],
+            Err(e) => return Try::Done(Err(e)),
+        };
+        if let Some(fp) = &record.fingerprint {
+            let mut i = Item::new();
+            i.insert("pk".into(), s(fp_pk(fp)));
+            i.insert("sk".into(), s("fp"));
+            i.insert("token".into(), s(&record.token));
+            if let Some(e) = record.expires_at {
+                i.insert("expires_at".into(), n(e));
+            }
+            match put(i) {
+                Ok(i) => items.push(i),
+                Err(e) => return Try::Done(Err(e)),
+            }
+        }
+        let r = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .metered(&self.metrics, "TransactWriteItems")
+            .await;
+        let err = match r {
+            Ok(_) => return Try::Done(Ok(InsertOutcome::Inserted)),
+            Err(e) => e,
+        };
+        // Which condition failed: the token (a random collision) or the
+        // fingerprint (another request holds this value).
+        let Some(reasons) = cancelled(&err) else {
+            return Try::Done(Err(store_error(Failure::of("TransactWriteItems", &err))));
+        };
+        let failed =
+            |i: usize| reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");
+        if failed(0) {
+            return Try::Done(Ok(InsertOutcome::TokenTaken));
+        }
+        if failed(1)
+            && let Some(fp) = &record.fingerprint
+        {
+            return match self.token_for_fingerprint(fp).await {
+                Ok(Some(token)) => Try::Done(Ok(InsertOutcome::FingerprintTaken { token })),
+                // Deleted between our write and this read: a retry wins.
+                Ok(None) => Try::Contended("the fingerprint's holder changed"),
+                Err(e) => Try::Done(Err(e)),
+            };
+        }
+        // Cancelled for contention (TransactionConflict): passing.
+        Try::Contended("cancelled for contention")
+    }
+
+    /// One try of [`TokenStore::delete_token`]'s transaction: the record,
+    /// and its fingerprint item while that still names it.
+    async fn try_delete(&self, token: &str, fingerprint: Option<&str>) -> Try<bool> {
+        let build = |with_fp: bool| -> Result<Vec<TransactWriteItem>, StoreError> {
+            let token_delete = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(token_pk(token)))
+                .key("sk", s("tok"))
+                .condition_expression("attribute_exists(pk)")
+                .build()
+                .map_err(|e| StoreError::Internal(format!("building Delete: {e}")))?;
+            let mut items = vec![TransactWriteItem::builder().delete(token_delete).build()];
+            if let Some(fp) = fingerprint.filter(|_| with_fp) {
+                // Only while it still names this token: a new holder stays.
+                let d = Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(fp_pk(fp)))
+                    .key("sk", s("fp"))
+                    .condition_expression("attribute_not_exists(pk) OR #t = :t")
+                    .expression_attribute_names("#t", "token")
+                    .expression_attribute_values(":t", s(token))
+                    .build()
+                    .map_err(|e| StoreError::Internal(format!("building Delete: {e}")))?;
+                items.push(TransactWriteItem::builder().delete(d).build());
+            }
+            Ok(items)
+        };
+        let mut with_fp = true;
+        loop {
+            let items = match build(with_fp) {
+                Ok(i) => i,
+                Err(e) => return Try::Done(Err(e)),
+            };
+            let r = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .metered(&self.metrics, "TransactWriteItems")
+                .await;
+            let Err(e) = r else {
+                return Try::Done(Ok(true));
+            };
+            let Some(reasons) = cancelled(&e) else {
+                return Try::Done(Err(store_error(Failure::of("TransactWriteItems", &e))));
+            };
+            let failed = |i: usize| {
+                reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed")
+            };
+            if failed(0) {
+                // Deleted meanwhile.
+                return Try::Done(Ok(false));
+            }
+            if failed(1) && with_fp {
+                // The fingerprint item names another token (a newer
+                // holder of the value): it stays, and the record goes
+                // alone. Before, this answered 503 on every try.
+                with_fp = false;
+                continue;
+            }
+            return Try::Contended("delete cancelled for contention");
+        }
+    }
+
     /// A store on `table`; checks that the table exists so a missing
     /// migration is named at start-up, not on the first request.
     pub async fn open(
@@ -327,53 +482,7 @@ fn put_new(table: &str, item: Item) -> Result<TransactWriteItem, StoreError> {
 #[async_trait]
 impl TokenStore for DynamoStore {
     async fn insert_token(&self, record: &TokenRecord) -> Result<InsertOutcome, StoreError> {
-        let mut items = vec![put_new(&self.table, token_item(record))?];
-        if let Some(fp) = &record.fingerprint {
-            let mut i = Item::new();
-            i.insert("pk".into(), s(fp_pk(fp)));
-            i.insert("sk".into(), s("fp"));
-            i.insert("token".into(), s(&record.token));
-            if let Some(e) = record.expires_at {
-                i.insert("expires_at".into(), n(e));
-            }
-            items.push(put_new(&self.table, i)?);
-        }
-        let r = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .metered(&self.metrics, "TransactWriteItems")
-            .await;
-        let err = match r {
-            Ok(_) => return Ok(InsertOutcome::Inserted),
-            Err(e) => e,
-        };
-        // Which condition failed: the token (a random collision) or the
-        // fingerprint (another request holds this value).
-        let Some(reasons) = cancelled(&err) else {
-            return Err(store_error(Failure::of("TransactWriteItems", &err)));
-        };
-        let failed =
-            |i: usize| reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");
-        if failed(0) {
-            return Ok(InsertOutcome::TokenTaken);
-        }
-        if failed(1)
-            && let Some(fp) = &record.fingerprint
-        {
-            return match self.token_for_fingerprint(fp).await? {
-                Some(token) => Ok(InsertOutcome::FingerprintTaken { token }),
-                // Deleted between our write and this read: a retry wins.
-                None => Err(StoreError::Unavailable(
-                    "TransactWriteItems: fingerprint holder changed, retry".into(),
-                )),
-            };
-        }
-        // Cancelled for contention (TransactionConflict): passing.
-        Err(StoreError::Unavailable(
-            "TransactWriteItems: transaction cancelled".into(),
-        ))
+        retry_contended(|| self.try_insert(record)).await
     }
 
     fn has_slots(&self) -> bool {
@@ -474,49 +583,7 @@ impl TokenStore for DynamoStore {
             return Ok(false);
         };
         let fingerprint = opt_s(&item, "fingerprint")?;
-        let token_delete = Delete::builder()
-            .table_name(&self.table)
-            .key("pk", s(token_pk(token)))
-            .key("sk", s("tok"))
-            .condition_expression("attribute_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Internal(format!("building Delete: {e}")))?;
-        let mut items = vec![TransactWriteItem::builder().delete(token_delete).build()];
-        if let Some(fp) = fingerprint {
-            // Only while it still names this token: a new holder stays.
-            let d = Delete::builder()
-                .table_name(&self.table)
-                .key("pk", s(fp_pk(&fp)))
-                .key("sk", s("fp"))
-                .condition_expression("attribute_not_exists(pk) OR #t = :t")
-                .expression_attribute_names("#t", "token")
-                .expression_attribute_values(":t", s(token))
-                .build()
-                .map_err(|e| StoreError::Internal(format!("building Delete: {e}")))?;
-            items.push(TransactWriteItem::builder().delete(d).build());
-        }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .metered(&self.metrics, "TransactWriteItems")
-            .await
-        {
-            Ok(_) => Ok(true),
-            // Cancelled: the token went first (deleted concurrently) or
-            // contention; either way the answer is read back.
-            Err(e) if cancelled(&e).is_some() => {
-                if self.get(token_pk(token), "tok").await?.is_none() {
-                    Ok(false)
-                } else {
-                    Err(StoreError::Unavailable(
-                        "TransactWriteItems: delete cancelled, retry".into(),
-                    ))
-                }
-            }
-            Err(e) => Err(store_error(Failure::of("TransactWriteItems", &e))),
-        }
+        retry_contended(|| self.try_delete(token, fingerprint.as_deref())).await
     }
 
     async fn release_fingerprint(&self, fp: &str, token: &str) -> Result<(), StoreError> {
@@ -742,5 +809,43 @@ impl TokenStore for DynamoStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.get("ping".to_owned(), "ping").await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CONTENDED_TRIES, StoreError, Try, retry_contended};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn contention_is_retried_then_answered_as_unavailable() {
+        let tries = AtomicU32::new(0);
+        let r = retry_contended(|| async {
+            match tries.fetch_add(1, Ordering::Relaxed) {
+                0 | 1 => Try::Contended("conflict"),
+                _ => Try::Done(Ok(7)),
+            }
+        })
+        .await;
+        assert_eq!((r.unwrap(), tries.load(Ordering::Relaxed)), (7, 3));
+
+        let tries = AtomicU32::new(0);
+        let r: Result<u8, _> = retry_contended(|| async {
+            tries.fetch_add(1, Ordering::Relaxed);
+            Try::Contended("conflict")
+        })
+        .await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert_eq!(tries.load(Ordering::Relaxed), CONTENDED_TRIES);
+
+        // A failure for good is not retried.
+        let tries = AtomicU32::new(0);
+        let r: Result<u8, _> = retry_contended(|| async {
+            tries.fetch_add(1, Ordering::Relaxed);
+            Try::Done(Err(StoreError::Internal("bad".into())))
+        })
+        .await;
+        assert!(matches!(r, Err(StoreError::Internal(_))), "{r:?}");
+        assert_eq!(tries.load(Ordering::Relaxed), 1);
     }
 }

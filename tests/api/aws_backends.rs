@@ -295,6 +295,60 @@ async fn a_fingerprint_left_behind_by_ttl_does_not_block_its_value() {
     app.assert_no_leaks().await;
 }
 
+/// The table drifted (a TTL race, an operator's repair): the fingerprint
+/// item of a deterministic record names another token. Deleting the
+/// record answered 503 on every try; now the record goes and the other
+/// token's fingerprint item stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_fingerprint_names_another_token_is_still_deleted() {
+    let Some(c) = moto_clients().await else {
+        return;
+    };
+    let app = spawn_app_on(Some(c), |_| {}).await;
+    let token = app
+        .tokenize(CARDS[0].1, json!({"deterministic": true}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fp_pk = app
+        .stored_items()
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .find(|name| name.starts_with("fp#"))
+        .expect("a fingerprint item");
+    let table = app.settings.store.table.clone().unwrap();
+    let dynamodb = &app.aws.as_ref().unwrap().dynamodb;
+    dynamodb
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S(fp_pk.clone()))
+        .item("sk", AttributeValue::S("fp".into()))
+        .item("token", AttributeValue::S("tok_another".into()))
+        .send()
+        .await
+        .unwrap();
+
+    let s = app.delete(&format!("/tokens/{token}"), Some("admin")).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(app.token_rows().await, 0);
+    let kept = dynamodb
+        .get_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(fp_pk))
+        .key("sk", AttributeValue::S("fp".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.item().and_then(|i| i.get("token")),
+        Some(&AttributeValue::S("tok_another".into()))
+    );
+    app.assert_no_leaks().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dynamodb_outage_answers_503_writes_nothing_and_recovers() {
     let Some(moto) = shared_moto() else { return };
