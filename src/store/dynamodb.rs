@@ -53,6 +53,14 @@ const KEYS_PK: &str = "keys";
 const CONTENDED_TRIES: u32 = 4;
 const CONTENDED_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Why a transaction did not commit.
+enum Refused {
+    /// Cancelled; per item, whether its own condition failed (none did:
+    /// contention).
+    Cancelled(Vec<bool>),
+    Failed(StoreError),
+}
+
 /// A transaction's outcome: done, failed for good, or cancelled for
 /// contention (worth another try).
 enum Try<T> {
@@ -107,6 +115,27 @@ impl<T, E, F: Future<Output = Result<T, E>>> Metered for F {
 }
 
 impl DynamoStore {
+    /// Runs one `TransactWriteItems`.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Refused> {
+        let r = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .metered(&self.metrics, "TransactWriteItems")
+            .await;
+        let Err(e) = r else { return Ok(()) };
+        Err(match cancelled(&e) {
+            Some(reasons) => Refused::Cancelled(
+                reasons
+                    .iter()
+                    .map(|c| c.as_deref() == Some("ConditionalCheckFailed"))
+                    .collect(),
+            ),
+            None => Refused::Failed(store_error(Failure::of("TransactWriteItems", &e))),
+        })
+    }
+
     /// One try of [`TokenStore::insert_token`]'s transaction.
     async fn try_insert(&self, record: &TokenRecord) -> Try<InsertOutcome> {
         let put = |item| put_new(&self.table, item);
@@ -127,24 +156,14 @@ impl DynamoStore {
                 Err(e) => return Try::Done(Err(e)),
             }
         }
-        let r = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .metered(&self.metrics, "TransactWriteItems")
-            .await;
-        let err = match r {
-            Ok(_) => return Try::Done(Ok(InsertOutcome::Inserted)),
-            Err(e) => e,
-        };
         // Which condition failed: the token (a random collision) or the
         // fingerprint (another request holds this value).
-        let Some(reasons) = cancelled(&err) else {
-            return Try::Done(Err(store_error(Failure::of("TransactWriteItems", &err))));
+        let failed = match self.transact(items).await {
+            Ok(()) => return Try::Done(Ok(InsertOutcome::Inserted)),
+            Err(Refused::Failed(e)) => return Try::Done(Err(e)),
+            Err(Refused::Cancelled(failed)) => failed,
         };
-        let failed =
-            |i: usize| reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");
+        let failed = |i: usize| failed.get(i).copied().unwrap_or(false);
         if failed(0) {
             return Try::Done(Ok(InsertOutcome::TokenTaken));
         }
@@ -195,22 +214,12 @@ impl DynamoStore {
                 Ok(i) => i,
                 Err(e) => return Try::Done(Err(e)),
             };
-            let r = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .metered(&self.metrics, "TransactWriteItems")
-                .await;
-            let Err(e) = r else {
-                return Try::Done(Ok(true));
+            let failed = match self.transact(items).await {
+                Ok(()) => return Try::Done(Ok(true)),
+                Err(Refused::Failed(e)) => return Try::Done(Err(e)),
+                Err(Refused::Cancelled(failed)) => failed,
             };
-            let Some(reasons) = cancelled(&e) else {
-                return Try::Done(Err(store_error(Failure::of("TransactWriteItems", &e))));
-            };
-            let failed = |i: usize| {
-                reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed")
-            };
+            let failed = |i: usize| failed.get(i).copied().unwrap_or(false);
             if failed(0) {
                 // Deleted meanwhile.
                 return Try::Done(Ok(false));
