@@ -478,9 +478,12 @@ impl Vault {
         match self.store.get_token(&token, slot).await? {
             Some(r) if !self.expired(&r) => Ok(Some(r)),
             _ => {
-                self.store.delete_token(&token, slot).await?;
-                // The record may already be gone without its fingerprint
-                // item (DynamoDB TTL deletes them separately).
+                // Only the value is freed for a new token. An expired
+                // record is deleted where deletions are audited (the
+                // embedded store's sweeper) or by DynamoDB's TTL, not
+                // here on a caller's tokenization. The record may also be
+                // gone already without its fingerprint item (DynamoDB's
+                // TTL deletes the two separately).
                 self.store.release_fingerprint(fp, &token).await?;
                 Ok(None)
             }

@@ -185,9 +185,10 @@ async fn tokens_expire_by_the_clock() {
         .await;
     assert_ne!(d1["token"], d2["token"]);
     assert_eq!(d2["created"], true);
-    // The expired holder's record is deleted (found by the slot its
-    // token names), not left behind: one record out, one in.
-    assert_eq!(app.token_rows().await, rows);
+    // The expired holder's record is not deleted on this caller's path,
+    // unaudited: the sweeper deletes it, with its expire event
+    // (tests/api/expiry.rs). One record in, none out.
+    assert_eq!(app.token_rows().await, rows + 1);
     app.assert_no_leaks().await;
 }
 
