@@ -8,8 +8,8 @@
 //! - [`health`], [`metrics`]: probes and Prometheus.
 //!
 //! Requests pass `observe` (request id, metrics, one log line naming the
-//! route template, never the raw path or query), then [`deadline`], then
-//! the handler. Every
+//! route template, never the raw path or query; inside it, the
+//! [`deadline`]), then the handler. Every
 //! error, including those raised below the handlers (unknown route, body
 //! limit, timeout), leaves as problem+json.
 
@@ -177,10 +177,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::handle))
         .fallback(|| async { Problem::new(ProblemKind::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            deadline::deadline,
-        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -239,10 +235,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         crate::memory::note_request();
     }
     let method = req.method().clone();
+    let limit = std::time::Duration::from_millis(state.limits.request_timeout_ms);
     let start = Instant::now();
     let (mut res, waited) =
         crate::telemetry::measure_waits(REQUEST_ID.scope(id.clone(), async move {
-            let res = next.run(req).await;
+            let res = deadline::within(limit, req, |req| next.run(req)).await;
             as_problem(res)
         }))
         .await;
