@@ -167,6 +167,11 @@ fn secrets_are_found_in_other_spellings_and_quotes() {
         ),
         ("redis://:hunter2@cache:6379", "redis://:*******@cache:6379"),
         (
+            "smtp://ann@shop.io:hunter2@pw@mail/x",
+            // The user name is an email address: masked as one.
+            "smtp://***********:**********@mail/x",
+        ),
+        (
             "Authorization: Basic YXBwOmh1bnRlcjI= sent",
             "Authorization: Basic **************** sent",
         ),
