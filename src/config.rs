@@ -509,8 +509,11 @@ impl Settings {
         if !(100..=86_400_000).contains(&self.store.purge_interval_ms) {
             return fail("store.purge_interval_ms must be between 100 and 86400000".into());
         }
-        if !(100..=600_000).contains(&self.limits.request_timeout_ms) {
-            return fail("limits.request_timeout_ms must be between 100 and 600000".into());
+        // At most the idempotency lease (60 s): a request still running
+        // past it could see its claim taken and purged, and its answer
+        // not kept for replay.
+        if !(100..=60_000).contains(&self.limits.request_timeout_ms) {
+            return fail("limits.request_timeout_ms must be between 100 and 60000".into());
         }
         if !(100..=600_000).contains(&self.limits.stream_idle_ms) {
             return fail("limits.stream_idle_ms must be between 100 and 600000".into());

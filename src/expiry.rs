@@ -48,9 +48,11 @@ pub struct Swept {
 }
 
 impl Sweeper {
-    /// Sweeps every `period`, the first at once, until dropped.
+    /// Sweeps every `period`, the first one period after the start (a
+    /// start does no work it can leave for later), until dropped.
     pub async fn run(self) {
-        let mut tick = tokio::time::interval(self.period);
+        let first = tokio::time::Instant::now() + self.period;
+        let mut tick = tokio::time::interval_at(first, self.period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

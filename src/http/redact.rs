@@ -141,20 +141,15 @@ pub async fn handle(
             )
         })?;
     let report = job.opts.report;
-    let (result, events) = tokio::task::spawn_blocking(move || {
+    // The blocking task runs to its end, audit included, even if this
+    // request is dropped meanwhile (its deadline, a client gone).
+    let (out, findings) = tokio::task::spawn_blocking(move || {
         // The request id is task-local: give it to this thread's logs too.
         REQUEST_ID.sync_scope(job.request_id.clone(), || job.whole(&bytes))
     })
     .await
     // A JoinError's text quotes the panic message: say only what happened.
-    .map_err(|_| Problem::internal(&"redaction task failed"))?;
-    // Cards tokenized before a failure are stored: audit them either way.
-    state
-        .audit
-        .record(events)
-        .await
-        .map_err(|e| Problem::unavailable(&e))?;
-    let (out, findings) = result?;
+    .map_err(|_| Problem::internal(&"redaction task failed"))??;
     if report {
         return Ok(axum::Json(findings.report()).into_response());
     }
@@ -184,10 +179,10 @@ pub struct Job {
 }
 
 impl Job {
-    /// Redacts a whole body; returns output and findings (or the problem),
-    /// and in every case the audit events of the cards it tokenized.
-    #[allow(clippy::type_complexity)]
-    fn whole(&self, input: &[u8]) -> (Result<(Vec<u8>, Findings), Problem>, Vec<AuditEvent>) {
+    /// Redacts a whole body and records the audit events of the cards it
+    /// tokenized (before a failure too: they are stored either way);
+    /// returns output and findings, or the problem.
+    fn whole(&self, input: &[u8]) -> Result<(Vec<u8>, Findings), Problem> {
         let tokenizer = self.tokenizer();
         let mut session = self
             .state
@@ -201,7 +196,8 @@ impl Job {
                 self.count(input.len(), &session.findings);
                 (out, session.findings)
             });
-        (result, tokenizer.take_events())
+        tokenizer.settle()?;
+        result
     }
 
     /// The vault adapter for the `tokenize` action.
@@ -217,7 +213,7 @@ impl Job {
                 .policy
                 .grant(&self.caller, Permission::Tokenize, Some("pan"))
                 .map(|r| r.name.clone()),
-            events: Mutex::new(Vec::new()),
+            events: Mutex::new(Unaudited::default()),
             request_id: self.request_id.clone(),
         }
     }
@@ -258,14 +254,36 @@ pub struct VaultTokenizer {
     handle: tokio::runtime::Handle,
     caller: Principal,
     role: Option<String>,
-    events: Mutex<Vec<AuditEvent>>,
+    events: Mutex<Unaudited>,
     request_id: String,
 }
 
+/// Tokenizations whose events are still to be recorded.
+#[derive(Default)]
+struct Unaudited {
+    events: Vec<AuditEvent>,
+    /// The tokens of records they created, withdrawn if the events fail.
+    created: Vec<String>,
+}
+
 impl VaultTokenizer {
-    /// The audit events of tokenizations since the last call.
-    pub fn take_events(&self) -> Vec<AuditEvent> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Records the events of the tokenizations since the last call. If
+    /// the audit log fails, the records they created are withdrawn (a
+    /// value is never kept without its event) and the problem is a 503.
+    /// Called on a blocking thread.
+    pub fn settle(&self) -> Result<(), Problem> {
+        let Unaudited { events, created } =
+            std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
+        if events.is_empty() {
+            return Ok(());
+        }
+        let Err(e) = self.handle.block_on(self.audit.record(events)) else {
+            return Ok(());
+        };
+        if let Err(w) = self.handle.block_on(self.vault.withdraw(&created)) {
+            tracing::error!(request_id = %self.request_id, error = %w, records = created.len(), "could not withdraw records whose audit events failed");
+        }
+        Err(Problem::unavailable(&e))
     }
 }
 
@@ -298,13 +316,14 @@ impl Tokenizer for VaultTokenizer {
             ))
             .map_err(|e| ActionError::Tokenize(e.to_string()))?;
         if !t.audited {
-            self.events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(AuditEvent {
-                    token: Some(t.token.clone()),
-                    ..event
-                });
+            let mut pending = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            pending.events.push(AuditEvent {
+                token: Some(t.token.clone()),
+                ..event
+            });
+            if t.created {
+                pending.created.push(t.token.clone());
+            }
         }
         Ok(t.token)
     }

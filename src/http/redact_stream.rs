@@ -35,9 +35,10 @@ use super::redact::{Job, redact_problem};
 const DEPTH: usize = 4;
 /// Output is sent once this much has built up (or the input chunk ends).
 const FLUSH_BYTES: usize = 64 * 1024;
-/// How long the head waits for the first output before going without it.
-/// Kept well under the request timeout, which runs until the head goes: a
-/// report (`?report=true`) has no output before the whole body is read.
+/// How long the head waits for the first output before going without it
+/// (half the request's deadline if that is shorter: the deadline runs
+/// until the head goes). A report (`?report=true`) has no output before
+/// the whole body is read.
 const FIRST_OUTPUT_WAIT: Duration = Duration::from_secs(1);
 
 /// What the blocking side sends: a frame, or the problem that ended it.
@@ -96,6 +97,7 @@ pub async fn respond(job: Job, mut body: Body) -> Response {
     let (in_tx, in_rx) = mpsc::channel::<Result<Bytes, Problem>>(DEPTH);
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(DEPTH);
     let limit = job.state.limits.redact_stream_bytes;
+    let job_deadline_ms = job.state.limits.request_timeout_ms;
     let idle = Duration::from_millis(job.state.limits.stream_idle_ms);
     let first = body.frame().await;
     tokio::spawn(read(first, body, limit, idle, in_tx));
@@ -106,7 +108,9 @@ pub async fn respond(job: Job, mut body: Body) -> Response {
         let id = job.request_id.clone();
         REQUEST_ID.sync_scope(id, || work(job, in_rx, out_tx))
     });
-    let first = match tokio::time::timeout(FIRST_OUTPUT_WAIT, out_rx.recv()).await {
+    // Half the request's deadline at most, so a short one is still met.
+    let deadline = Duration::from_millis(job_deadline_ms / 2);
+    let first = match tokio::time::timeout(FIRST_OUTPUT_WAIT.min(deadline), out_rx.recv()).await {
         Ok(Some(Ok(frame))) => Some(frame),
         Ok(Some(Err(problem))) => return problem.into_response(),
         // The worker ended without a word: it panicked.
@@ -206,13 +210,9 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Send
     let abort = |why: Problem| {
         let detail = why.detail.as_deref().unwrap_or(why.kind.slug());
         tracing::warn!(request_id = %job.request_id, error = %detail, "streamed redaction aborted");
-        // Cards tokenized before the failure are stored: audit them anyway.
-        let events = tokenizer.take_events();
-        if !events.is_empty()
-            && let Err(e) = handle.block_on(job.state.audit.record(events))
-        {
-            tracing::error!(request_id = %job.request_id, error = %e, "could not audit tokenizations of an aborted stream");
-        }
+        // Cards tokenized before the failure are stored: audit them anyway
+        // (or withdraw them, if the audit log fails too).
+        let _ = tokenizer.settle();
         send(Err(why));
     };
     let mut session = job
@@ -240,12 +240,7 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Send
     };
     // Sends what has built up, after auditing the cards it tokenized.
     let flush = |out: &mut Vec<u8>| -> Result<bool, Problem> {
-        let events = tokenizer.take_events();
-        if !events.is_empty() {
-            handle
-                .block_on(job.state.audit.record(events))
-                .map_err(|e| Problem::unavailable(&e))?;
-        }
+        tokenizer.settle()?;
         if tx.is_closed() {
             return Ok(false); // the client went away
         }

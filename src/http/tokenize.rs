@@ -24,7 +24,9 @@ use super::extract::{Caller, JsonBody};
 
 /// How long an answered Idempotency-Key replays its answer.
 const IDEMPOTENCY_SECONDS: i64 = 24 * 3600;
-/// How long a claimed key blocks a concurrent retry if its request dies.
+/// How long a claimed key blocks a concurrent retry if its request dies;
+/// no shorter than the longest request deadline `limits.request_timeout_ms`
+/// allows (60 s).
 const IDEMPOTENCY_LEASE_SECONDS: i64 = 60;
 
 /// The request: `value` or `values`, and options shared by every item.
@@ -185,18 +187,15 @@ pub async fn handle(
         reason: None,
     };
     let batch = items.batch;
-    // Where events are recorded after the store's commit, the two run as a
-    // task of their own: a request dropped between them (its deadline, a
-    // client gone) must not leave a stored value without its event.
-    let detached = !state.audit.has_outbox() || opts.deterministic;
+    // Storing and auditing run as a task of their own: a request dropped
+    // between the two (its deadline, a client gone) must not leave a
+    // stored value without its event. Every request, since whether a
+    // record's event rides with it is known only after the store answers
+    // (the embedded store stops taking notes past its outbox's bound).
     let work = store_and_audit(state.clone(), items.values, opts, allowed);
-    let stored = if detached {
-        tokio::spawn(REQUEST_ID.scope(current_request_id(), work))
-            .await
-            .unwrap_or_else(|e| Err(Problem::internal(&e)))
-    } else {
-        work.await
-    };
+    let stored = tokio::spawn(REQUEST_ID.scope(current_request_id(), work))
+        .await
+        .unwrap_or_else(|e| Err(Problem::internal(&e)));
     let store = state.vault.store();
     let results = match stored {
         Ok(results) => results,

@@ -552,25 +552,30 @@ impl Vault {
         }
     }
 
-    /// Deletes a token's record and, with it, its fingerprint item;
-    /// `NotFound` when absent.
     /// Deletes the records of `tokens`, just stored for a request that then
     /// failed (their audit events could not be written): a value the
-    /// service keeps must have its event. Tries every one; the first
-    /// failure is returned.
+    /// service keeps must have its event. Deletes run together, so they
+    /// share the embedded store's group commits; every one is tried, and
+    /// the first failure is returned.
     pub async fn withdraw(&self, tokens: &[String]) -> Result<(), VaultError> {
-        let mut first = Ok(());
-        for token in tokens {
-            let slot = self.slot_of(token);
-            if let Err(e) = self.store.delete_token(token, slot).await
-                && first.is_ok()
-            {
-                first = Err(e.into());
-            }
-        }
-        first
+        // Collected first: a closure inside the stream trips the
+        // compiler's `Send` inference for the spawned callers.
+        let deletes: Vec<_> = tokens
+            .iter()
+            .map(|t| self.store.delete_token(t, self.slot_of(t)))
+            .collect();
+        let results: Vec<_> = futures_util::stream::iter(deletes)
+            .buffer_unordered(PARALLEL_ITEMS)
+            .collect()
+            .await;
+        results
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), |e| Err(e.into()))
     }
 
+    /// Deletes a token's record and, with it, its fingerprint item;
+    /// `NotFound` when absent.
     pub async fn delete(&self, token: &Token) -> Result<(), VaultError> {
         let slot = self.slot_of(token.as_str());
         if self.store.delete_token(token.as_str(), slot).await? {

@@ -29,9 +29,8 @@ fn problem_type(body: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_that_stops_arriving_is_answered_408_and_changes_nothing() {
+async fn a_body_that_stops_arriving_is_answered_408() {
     let app = spawn_app_with(|s| s.limits.request_timeout_ms = 300).await;
-    let rows = app.token_rows().await;
     let (tx, body) = held_open();
     tx.send(Ok(br#"{"value": "41111111"#.to_vec()))
         .await
@@ -51,25 +50,30 @@ async fn a_body_that_stops_arriving_is_answered_408_and_changes_nothing() {
     assert_eq!(problem_type(&b), "urn:tokenvault:problem:request-timeout");
     assert!(b.contains("limits.request_timeout_ms"), "{b}");
     drop(tx);
-    assert_eq!(app.token_rows().await, rows);
     app.assert_no_leaks().await;
 }
 
 /// The embedded store stalls (another connection holds its write lock):
-/// the request is answered `503` with `Retry-After` at its deadline, the
-/// write it left queued is never made, and the service recovers alone.
-/// DynamoDB's stalls are bounded by the SDK's own timeouts (`src/aws.rs`),
-/// which answer 503 before this deadline.
+/// the request is answered `503` with `Retry-After` at its deadline, and
+/// the service recovers alone. The request stalled on its idempotency
+/// claim, a write the writer then skips (its caller is gone), so a retry
+/// with the same key runs at once instead of meeting a stale claim (409
+/// for a minute). DynamoDB's stalls are bounded by the SDK's own timeouts
+/// (`src/aws.rs`), which answer 503 before this deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_store_answers_503_at_the_deadline_writes_nothing_and_recovers() {
-    let app = spawn_app_with(|s| s.limits.request_timeout_ms = 300).await;
+async fn a_stalled_store_answers_503_at_the_deadline_and_recovers() {
+    // Long enough for the first tokenization (a data key made and synced)
+    // on a loaded machine; the stalled one waits it out once.
+    let app = spawn_app_with(|s| s.limits.request_timeout_ms = 1000).await;
     if app.aws.is_some() {
         return; // the embedded store's own behaviour; it ran on SQLite
     }
     // The class's data key is made first, so the stalled request's own
-    // write is what waits on the lock.
+    // writes are what wait on the lock.
     app.tokenize("4012888888881881", json!({})).await;
     let rows = app.token_rows().await;
+    let card = json!({"value": "4111111111111111"}).to_string();
+    let keyed = [("idempotency-key", "order-7")];
     let lock = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let (s, h, b) = app
@@ -77,8 +81,8 @@ async fn a_stalled_store_answers_503_at_the_deadline_writes_nothing_and_recovers
             "/tokenize",
             Some("checkout"),
             "application/json",
-            json!({"value": "4111111111111111"}).to_string(),
-            &[],
+            card.clone(),
+            &keyed,
         )
         .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
@@ -92,18 +96,30 @@ async fn a_stalled_store_answers_503_at_the_deadline_writes_nothing_and_recovers
     lock.execute_batch("ROLLBACK").unwrap();
     drop(lock);
 
-    // The lock gone, the next tokenization goes through, and only it is
-    // stored: the abandoned one was dropped from the writer's queue.
-    let token = app.tokenize("5555555555554444", json!({})).await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // The lock gone, the retry goes through: one record, answered once
+    // and replayed after.
+    let (s, _, first) = app
+        .post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            card.clone(),
+            &keyed,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
     assert_eq!(app.token_rows().await, rows + 1);
-    let (s, v) = app.detokenize("admin", &token).await;
-    assert_eq!(
-        (s, v["value"].as_str()),
-        (StatusCode::OK, Some("5555555555554444"))
-    );
+    let (s, h, again) = app
+        .post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            card,
+            &keyed,
+        )
+        .await;
+    assert_eq!((s, again.as_str()), (StatusCode::CREATED, first.as_str()));
+    assert_eq!(h["idempotent-replayed"], "true");
     app.assert_no_leaks().await;
 }
 
@@ -135,8 +151,8 @@ async fn stream_held_open(
 /// some with a body cut short. Either way no thread waits on it for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_whose_client_stops_sending_is_ended() {
-    // 200 ms: well inside the second the head waits for a first output.
-    let app = spawn_app_with(|s| s.limits.stream_idle_ms = 200).await;
+    // 100 ms: well inside the second the head waits for a first output.
+    let app = spawn_app_with(|s| s.limits.stream_idle_ms = 100).await;
     let (tx, res) = stream_held_open(&app, "?report=true", "a 4111111111111111\n").await;
     let (s, h, b) = app.record(res).await;
     assert_eq!(s, StatusCode::REQUEST_TIMEOUT, "{b}");
