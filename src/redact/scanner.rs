@@ -24,7 +24,7 @@ use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, PatternID};
 
-use super::detectors::{Anchor, DETECTORS, DigitTrigger, Finding, Kind, SchemeTrigger};
+use super::detectors::{Anchor, DETECTORS, DigitTrigger, Finding, InfixTrigger, Kind};
 use super::numeric;
 
 /// Vault tokens are never redacted: a match of `tok_[0-9A-Za-z]{16,}`
@@ -224,10 +224,9 @@ pub struct Scanner {
     /// searched anchored at the start of the name before a separator.
     keyed: Option<(Group, Keys)>,
     plus: Option<Group>,
-    /// Patterns tried anchored at each `://` their trigger lets through
-    /// (one trigger: only URL credentials start there), and the finder of
-    /// those.
-    scheme: Option<(Group, SchemeTrigger, memchr::memmem::Finder<'static>)>,
+    /// Infix-anchored detectors: each its pattern, its trigger and the
+    /// finder of its literal.
+    infix: Vec<(Group, InfixTrigger, memchr::memmem::Finder<'static>)>,
     at: Option<Group>,
     /// Digit-anchored detectors with their trigger.
     digits: Vec<(Group, DigitTrigger)>,
@@ -243,8 +242,7 @@ impl Scanner {
         let mut keyed = Vec::new();
         let mut key_names = Vec::new();
         let (mut plus, mut at, mut own) = (Vec::new(), Vec::new(), Vec::new());
-        let mut scheme = Vec::new();
-        let mut scheme_trigger: Option<SchemeTrigger> = None;
+        let mut infix = Vec::new();
         let mut digits = Vec::new();
         for (i, d) in DETECTORS.iter().enumerate() {
             if enabled & d.kind.bit() == 0 {
@@ -258,10 +256,11 @@ impl Scanner {
                     key_names.extend_from_slice(names);
                 }
                 Anchor::Plus => plus.push(member),
-                Anchor::Scheme(trigger) => {
-                    scheme.push(member);
-                    scheme_trigger = Some(trigger);
-                }
+                Anchor::Infix(literal, trigger) => infix.push((
+                    Group::new(vec![member]).expect("one pattern"),
+                    trigger,
+                    memchr::memmem::Finder::new(literal),
+                )),
                 Anchor::At => at.push(member),
                 Anchor::Digits(trigger) => {
                     digits.push((Group::new(vec![member]).expect("one pattern"), trigger))
@@ -275,8 +274,7 @@ impl Scanner {
             tokens: memchr::memmem::Finder::new(TOKEN_PREFIX).into_owned(),
             keyed: Group::new(keyed).map(|g| (g, Keys::new(&key_names))),
             plus: Group::new(plus),
-            scheme: Group::new(scheme)
-                .and_then(|g| Some((g, scheme_trigger?, memchr::memmem::Finder::new(b"://")))),
+            infix,
             at: Group::new(at),
             digits,
             own: Group::new(own),
@@ -300,10 +298,10 @@ impl Scanner {
                 }
             }
         }
-        if let Some((g, trigger, finder)) = &self.scheme {
+        for (g, trigger, finder) in &self.infix {
             for p in finder.find_iter(text) {
-                if trigger(text, p)
-                    && let Some((id, r)) = g.search(text, p, text.len(), true)
+                if let Some(start) = trigger(text, p)
+                    && let Some((id, r)) = g.search(text, start, text.len(), true)
                 {
                     g.validate(text, id, r, out);
                 }

@@ -501,3 +501,29 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         }
     }
 }
+
+#[test]
+fn percent_encoded_emails_are_found() {
+    for (line, want) in [
+        (
+            "GET /users?to=ann%40shop.io&page=2 200",
+            "GET /users?to=*************&page=2 200",
+        ),
+        (
+            "cb=https%3A%2F%2Fx.io%2F%3Fu%3Dbo.b%2Bq%40mail.example.org ok",
+            "cb=https%3A%2F%2Fx.io%2F%3Fu%3D*************************** ok",
+        ),
+    ] {
+        assert_eq!(text(line), want, "{line}");
+    }
+    // Look-alikes stay: a percentage, no domain, no local part, no TLD.
+    for line in [
+        "cpu at 100%40 ok",
+        "x%40 y",
+        "%40shop.io",
+        "ann%40localhost",
+        "a%40b.c1",
+    ] {
+        assert_eq!(text(line), line);
+    }
+}

@@ -127,9 +127,10 @@ pub enum Anchor {
     Key(&'static [&'static str]),
     /// Starts at a `+`.
     Plus,
-    /// Starts at a `://` (a URL's authority), where the trigger says it
-    /// could match.
-    Scheme(SchemeTrigger),
+    /// Found around each occurrence of a literal (`://`, `%40`) by `memmem`,
+    /// searched from where the trigger says a match would have to start,
+    /// if anywhere.
+    Infix(&'static [u8], InfixTrigger),
     /// Has an `@` (email): the match starts where the run of local-part
     /// bytes before the `@` starts.
     At,
@@ -142,9 +143,10 @@ pub enum Anchor {
     Own,
 }
 
-/// Given the haystack and the offset of a `://`, whether a pattern
-/// starting there could match: a check by hand, cheaper than a search.
-pub type SchemeTrigger = fn(&[u8], usize) -> bool;
+/// Given the haystack and the offset of an infix literal, where a match
+/// would have to start, if anywhere: a check by hand, cheaper than a
+/// search at every occurrence.
+pub type InfixTrigger = fn(&[u8], usize) -> Option<usize>;
 
 /// Given a digit run and its digit count, where a digit-anchored pattern
 /// would have to start, if anywhere: it is searched anchored there.
@@ -165,6 +167,7 @@ pub const DETECTORS: &[Detector] = &[
     aws_key_id::DETECTOR,
     iban::DETECTOR,
     email::DETECTOR,
+    email::PERCENT_ENCODED,
     ssn::DETECTOR,
     phone::INTERNATIONAL,
     ip::V4,
