@@ -299,11 +299,19 @@ impl Scanner {
             }
         }
         for (g, trigger, finder) in &self.infix {
+            // Past an accepted match: the occurrences inside it are done.
+            let mut done = 0;
             for p in finder.find_iter(text) {
-                if let Some(start) = trigger(text, p)
-                    && let Some((id, r)) = g.search(text, start, text.len(), true)
+                if p < done {
+                    continue;
+                }
+                if let Some(span) = trigger(text, p)
+                    && let Some((id, r)) = g.search(text, span.start, span.end, true)
                 {
-                    g.validate(text, id, r, out);
+                    let end = r.end;
+                    if g.validate(text, id, r, out) {
+                        done = end;
+                    }
                 }
             }
         }

@@ -166,6 +166,11 @@ fn secrets_are_found_in_other_spellings_and_quotes() {
             "dsn=postgres://app:**************@10.0.0.5:5432/shop ok",
         ),
         ("redis://:hunter2@cache:6379", "redis://:*******@cache:6379"),
+        // A URL inside JSON in a text line ends at its closing quote.
+        (
+            "{\"db\":\"redis://:hunter2@cache:6379\",\"user\":\"ann@x.io\"}",
+            "{\"db\":\"redis://:*******@cache:6379\",\"user\":\"********\"}",
+        ),
         (
             "smtp://ann@shop.io:hunter2@pw@mail/x",
             // The user name is an email address: masked as one.
@@ -516,6 +521,12 @@ fn percent_encoded_emails_are_found() {
     ] {
         assert_eq!(text(line), want, "{line}");
     }
+    // Long runs of the literals cost linear time and find nothing: no
+    // local part is over 64 characters, no authority ends.
+    let runs = format!("{} {}", "a%40".repeat(20_000), "://:".repeat(20_000));
+    assert_eq!(text(&runs), runs);
+    let long_local = format!("{}%40shop.io", "a".repeat(200));
+    assert_eq!(text(&long_local), long_local);
     // Look-alikes stay: a percentage, no domain, no local part, no TLD.
     for line in [
         "cpu at 100%40 ok",

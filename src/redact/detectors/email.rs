@@ -21,13 +21,18 @@ pub const PERCENT_ENCODED: Detector = Detector {
     anchor: Anchor::Infix(b"%40", local_part_start),
 };
 
-/// Where an address whose `%40` is at `at` would start: the run of
-/// local-part bytes before it, if there is one and a domain may follow.
-/// The run stops after an encoded byte no local part holds (`%3D` for
-/// `=`, `%2F` for `/`...): in an encoded URL the address is only the end.
-fn local_part_start(text: &[u8], at: usize) -> Option<usize> {
+/// The span of an address whose `%40` is at `at`: from the start of the
+/// run of local-part bytes before it, if there is one and a domain may
+/// follow, to the longest an address can reach. The run stops after an
+/// encoded byte no local part holds (`%3D` for `=`, `%2F` for `/`...): in
+/// an encoded URL the address is only the end. A local part is at most
+/// 64 characters, 192 bytes encoded: a longer run holds none.
+fn local_part_start(text: &[u8], at: usize) -> Option<Range<usize>> {
+    const LOCAL_MAX: usize = 64 * 3;
+    const ADDRESS_MAX: usize = LOCAL_MAX + 3 + 254;
     let local = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
-    let run = text[..at].iter().rev().take_while(|b| local(b)).count();
+    let lo = at.saturating_sub(LOCAL_MAX + 1);
+    let run = text[lo..at].iter().rev().take_while(|b| local(b)).count();
     let mut start = at - run;
     let mut i = start;
     while i < at {
@@ -43,7 +48,8 @@ fn local_part_start(text: &[u8], at: usize) -> Option<usize> {
         }
     }
     let domain = text.get(at + 3).is_some_and(u8::is_ascii_alphanumeric);
-    (start < at && domain).then_some(start)
+    let fits = at - start <= LOCAL_MAX;
+    (start < at && domain && fits).then(|| start..text.len().min(start + ADDRESS_MAX))
 }
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

@@ -143,10 +143,12 @@ pub enum Anchor {
     Own,
 }
 
-/// Given the haystack and the offset of an infix literal, where a match
-/// would have to start, if anywhere: a check by hand, cheaper than a
-/// search at every occurrence.
-pub type InfixTrigger = fn(&[u8], usize) -> Option<usize>;
+/// Given the haystack and the offset of an infix literal, the span a
+/// match would have to lie in (its start, and a bound on its end), if
+/// anywhere: a check by hand, cheaper than a search at every occurrence.
+/// Both the check and the span are bounded by the longest match there can
+/// be, so a line of nothing but the literal costs linear time.
+pub type InfixTrigger = fn(&[u8], usize) -> Option<Range<usize>>;
 
 /// Given a digit run and its digit count, where a digit-anchored pattern
 /// would have to start, if anywhere: it is searched anchored there.

@@ -58,31 +58,39 @@ pub const BASIC: Detector = Detector {
 /// fails within a few bytes.
 pub const URL_CREDENTIALS: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r"://[^\s:/?#]{0,256}:[^\s/?#]{1,1024}@",
+    pattern: r#"://[^\s:/?#"'<>\\{}|^`]{0,256}:[^\s/?#"'<>\\{}|^`]{1,1024}@"#,
     validate: validate_url_credentials,
     anchor: Anchor::Infix(b"://", has_credentials),
 };
 
-/// Where the match starts (the `://` at `at`) if the URL has `…:…@` in its authority
-/// (up to whitespace, `/`, `?` or `#`): the pattern, checked by hand
-/// first, since a regex search per URL cost about 430 instructions and
-/// nearly all fail. The password runs to the authority's last `@`, as URL
-/// parsers read it: a raw `@` in a password is common in DSNs.
-fn has_credentials(text: &[u8], at: usize) -> Option<usize> {
+/// The span of a match at the `://` at `at`, if the URL has `…:…@` in its
+/// authority (up to whitespace, `/`, `?`, `#`, or a byte no URL holds raw,
+/// such as a quote: a URL inside JSON in a log line ends there): the
+/// pattern, checked by hand first, since a regex search per URL cost
+/// about 430 instructions and nearly all fail. The password runs to the
+/// authority's last `@`, as URL parsers read it: a raw `@` in a password
+/// is common in DSNs. No match is longer than [`URL_CREDENTIALS_MAX`].
+fn has_credentials(text: &[u8], at: usize) -> Option<Range<usize>> {
+    let end = text.len().min(at + URL_CREDENTIALS_MAX);
     // One pass, ending at the first `@` after a `:` (the regex then finds
     // the last), or at the authority's end.
     let mut colon = false;
-    for &b in text.get(at + 3..)? {
+    for &b in text.get(at + 3..end)? {
         match b {
             b':' => colon = true,
-            b'@' if colon => return Some(at),
-            b'/' | b'?' | b'#' => return None,
+            b'@' if colon => return Some(at..end),
+            b'/' | b'?' | b'#' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'{' | b'}' | b'|' | b'^'
+            | b'`' => return None,
             b if b.is_ascii_whitespace() => return None,
             _ => {}
         }
     }
     None
 }
+
+/// The longest URL-credentials match: `://`, a user name of up to 256
+/// bytes, `:`, a password of up to 1,024, `@`.
+const URL_CREDENTIALS_MAX: usize = 3 + 256 + 1 + 1024 + 1;
 
 fn validate_basic(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     use base64::Engine;
