@@ -28,6 +28,9 @@ const STEP: usize = 500;
 /// Deletes in flight at once: they share the writer's group commits.
 const DELETES_IN_FLIGHT: usize = 64;
 
+/// When the first sweep comes, at the latest, after a start.
+const FIRST_SWEEP: Duration = Duration::from_secs(10);
+
 /// The principal the sweeper's events name.
 const PRINCIPAL: &str = "system:expiry";
 
@@ -48,10 +51,12 @@ pub struct Swept {
 }
 
 impl Sweeper {
-    /// Sweeps every `period`, the first one period after the start (a
-    /// start does no work it can leave for later), until dropped.
+    /// Sweeps every `period`, until dropped. The first comes
+    /// [`FIRST_SWEEP`] after the start (or one period, if shorter): not at
+    /// once, since a start has other work, and not a whole period later,
+    /// or a service restarted more often than that would never sweep.
     pub async fn run(self) {
-        let first = tokio::time::Instant::now() + self.period;
+        let first = tokio::time::Instant::now() + self.period.min(FIRST_SWEEP);
         let mut tick = tokio::time::interval_at(first, self.period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -247,7 +247,7 @@ pub fn action_problem(e: &ActionError) -> Problem {
 /// Cards to deterministic vault tokens (one card, one token across logs),
 /// each call recorded for the audit log: a card stored for the first time
 /// with its record, through the outbox when there is one; the others
-/// gathered here for the handler to record.
+/// gathered here and recorded by [`VaultTokenizer::settle`].
 pub struct VaultTokenizer {
     vault: Arc<Vault>,
     audit: AuditLog,

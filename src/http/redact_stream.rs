@@ -87,7 +87,8 @@ impl http_body::Body for ChannelBody {
 ///
 /// The head waits for the first output (a chunk of redacted lines, the
 /// report, or the trailers of an empty body) for up to
-/// `FIRST_OUTPUT_WAIT`, so a stream that fails early gets a problem
+/// `FIRST_OUTPUT_WAIT` (or half the request deadline, if shorter), so a
+/// stream that fails early gets a problem
 /// answer instead of a `200` cut short. The body's first frame is read
 /// before anything: hyper answers `Expect: 100-continue` when a body is
 /// first read, and not once the response's head has gone (curl asks for it

@@ -151,8 +151,8 @@ async fn stream_held_open(
 /// some with a body cut short. Either way no thread waits on it for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_whose_client_stops_sending_is_ended() {
-    // 100 ms: well inside the second the head waits for a first output.
-    let app = spawn_app_with(|s| s.limits.stream_idle_ms = 100).await;
+    // 200 ms: well inside the second the head waits for a first output.
+    let app = spawn_app_with(|s| s.limits.stream_idle_ms = 200).await;
     let (tx, res) = stream_held_open(&app, "?report=true", "a 4111111111111111\n").await;
     let (s, h, b) = app.record(res).await;
     assert_eq!(s, StatusCode::REQUEST_TIMEOUT, "{b}");
@@ -161,16 +161,23 @@ async fn a_stream_whose_client_stops_sending_is_ended() {
     assert!(!b.contains("4111"), "{b}");
     drop(tx);
 
+    // With output: the head normally goes with the first line, and the
+    // body is then cut short. On a loaded machine the stall can come
+    // before that first output is flushed: then a 408 as above.
     let (tx, res) = stream_held_open(&app, "", "a 4111111111111111\n").await;
-    assert_eq!(res.status(), StatusCode::OK);
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let body = tokio::time::timeout(Duration::from_secs(10), res.bytes())
-        .await
-        .expect("the stream ends without the client");
-    assert!(
-        body.is_err(),
-        "a stalled stream is cut short, not ended whole"
-    );
+    if res.status() == StatusCode::OK {
+        let body = tokio::time::timeout(Duration::from_secs(10), res.bytes())
+            .await
+            .expect("the stream ends without the client");
+        assert!(
+            body.is_err(),
+            "a stalled stream is cut short, not ended whole"
+        );
+    } else {
+        let (s, _, b) = app.record(res).await;
+        assert_eq!(s, StatusCode::REQUEST_TIMEOUT, "{b}");
+    }
     assert!(logged(&id, "limits.stream_idle_ms").await);
     drop(tx);
     app.assert_no_leaks().await;
