@@ -31,19 +31,14 @@ fn problem_type(body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stops_arriving_is_answered_408() {
     let app = spawn_app_with(|s| s.limits.request_timeout_ms = 300).await;
-    let (tx, body) = held_open();
-    tx.send(Ok(br#"{"value": "41111111"#.to_vec()))
-        .await
-        .unwrap();
-    let res = app
-        .client
-        .post(format!("{}/tokenize", app.url))
-        .bearer_auth(app.key("checkout"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let (tx, res) = post_held_open(
+        &app,
+        "/tokenize",
+        "checkout",
+        "application/json",
+        r#"{"value": "41111111"#,
+    )
+    .await;
     let (s, h, b) = app.record(res).await;
     assert_eq!(s, StatusCode::REQUEST_TIMEOUT, "{b}");
     assert_eq!(h["content-type"], "application/problem+json");
@@ -123,10 +118,13 @@ async fn a_stalled_store_answers_503_at_the_deadline_and_recovers() {
     app.assert_no_leaks().await;
 }
 
-/// Starts a streamed redaction whose body stays open after `first`.
-async fn stream_held_open(
+/// POSTs to `path` as `role` a body that stays open after `first`; the
+/// sender keeps it open until dropped.
+async fn post_held_open(
     app: &TestApp,
-    query: &str,
+    path: &str,
+    role: &str,
+    content_type: &str,
     first: &str,
 ) -> (
     tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
@@ -136,14 +134,27 @@ async fn stream_held_open(
     tx.send(Ok(first.as_bytes().to_vec())).await.unwrap();
     let res = app
         .client
-        .post(format!("{}/redact{query}", app.url))
-        .bearer_auth(app.key("log-shipper"))
-        .header("content-type", "text/plain")
+        .post(format!("{}{path}", app.url))
+        .bearer_auth(app.key(role))
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await
         .unwrap();
     (tx, res)
+}
+
+/// Starts a streamed redaction whose body stays open after `first`.
+async fn stream_held_open(
+    app: &TestApp,
+    query: &str,
+    first: &str,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    reqwest::Response,
+) {
+    let path = format!("/redact{query}");
+    post_held_open(app, &path, "log-shipper", "text/plain", first).await
 }
 
 /// A client that stops sending its body ends the stream: before any
