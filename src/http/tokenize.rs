@@ -192,11 +192,21 @@ pub async fn handle(
     // stored value without its event. Every request, since whether a
     // record's event rides with it is known only after the store answers
     // (the embedded store stops taking notes past its outbox's bound).
-    let work = store_and_audit(state.clone(), items.values, opts, allowed);
-    let stored = tokio::spawn(REQUEST_ID.scope(current_request_id(), work))
+    // If this request is gone by the time the task is done (it was
+    // answered 503 at its deadline, or its client left), the records the
+    // task made are withdrawn: nobody holds their tokens, and a 503 must
+    // leave nothing behind.
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let task_state = state.clone();
+    tokio::spawn(REQUEST_ID.scope(current_request_id(), async move {
+        let stored = store_and_audit(task_state.clone(), items.values, opts, allowed.clone());
+        if let Err(Ok(results)) = answer.send(stored.await) {
+            withdraw_unanswered(&task_state, &allowed, &results).await;
+        }
+    }));
+    // Closed without an answer: the task panicked.
+    let stored = answered
         .await
-        // A JoinError's text quotes the panic message: say only what
-        // happened.
         .unwrap_or_else(|_| Err(Problem::internal(&"tokenize task failed")));
     let store = state.vault.store();
     let results = match stored {
@@ -291,4 +301,40 @@ async fn store_and_audit(
         return Err(Problem::unavailable(&e));
     }
     Ok(results)
+}
+
+/// Withdraws the records a tokenization created for a request that was
+/// gone before its answer: each gets a `withdraw` event first (a record's
+/// deletion is audited, as a caller's is), then is deleted. If the events
+/// cannot be written the records stay, audited as created.
+async fn withdraw_unanswered(
+    state: &AppState,
+    allowed: &AuditEvent,
+    results: &[Result<(StatusCode, TokenizeAnswer), Problem>],
+) {
+    let created: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|(_, a)| a.created)
+        .map(|(_, a)| a.token.clone())
+        .collect();
+    if created.is_empty() {
+        return;
+    }
+    let events = created
+        .iter()
+        .map(|t| AuditEvent {
+            action: "withdraw",
+            token: Some(t.clone()),
+            reason: Some("the request ended before its answer".into()),
+            ..allowed.clone()
+        })
+        .collect();
+    if let Err(e) = state.audit.record(events).await {
+        tracing::warn!(request_id = %current_request_id(), error = %e, records = created.len(), "could not audit the withdrawal of an unanswered tokenization; its records stay");
+        return;
+    }
+    if let Err(e) = state.vault.withdraw(&created).await {
+        tracing::error!(request_id = %current_request_id(), error = %e, records = created.len(), "could not withdraw the records of an unanswered tokenization");
+    }
 }

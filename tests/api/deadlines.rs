@@ -49,11 +49,11 @@ async fn a_body_that_stops_arriving_is_answered_408() {
 }
 
 /// The embedded store stalls (another connection holds its write lock):
-/// the request is answered `503` with `Retry-After` at its deadline, and
-/// the service recovers alone. The request stalled on its idempotency
-/// claim, a write the writer then skips (its caller is gone), so a retry
-/// with the same key runs at once instead of meeting a stale claim (409
-/// for a minute). DynamoDB's stalls are bounded by the SDK's own timeouts
+/// requests are answered `503` with `Retry-After` at their deadline, and
+/// the service recovers alone. One stalled on its idempotency claim, a
+/// write the writer then skips (its caller is gone), so a retry with the
+/// same key runs at once instead of meeting a stale claim (409 for a
+/// minute); the other's record, stored once the lock goes, is withdrawn. DynamoDB's stalls are bounded by the SDK's own timeouts
 /// (`src/aws.rs`), which answer 503 before this deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_store_answers_503_at_the_deadline_and_recovers() {
@@ -71,15 +71,26 @@ async fn a_stalled_store_answers_503_at_the_deadline_and_recovers() {
     let keyed = [("idempotency-key", "order-7")];
     let lock = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let (s, h, b) = app
-        .post_raw(
+    // Two at once: one stalls on its idempotency claim, the other (no key)
+    // on storing its record.
+    let other = json!({"value": "5555555555554444"}).to_string();
+    let ((s, h, b), (s2, _, b2)) = tokio::join!(
+        app.post_raw(
             "/tokenize",
             Some("checkout"),
             "application/json",
             card.clone(),
             &keyed,
-        )
-        .await;
+        ),
+        app.post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            other,
+            &[]
+        ),
+    );
+    assert_eq!(s2, StatusCode::SERVICE_UNAVAILABLE, "{b2}");
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
     assert!(h.contains_key("retry-after"), "{h:?}");
     assert_eq!(problem_type(&b), "urn:tokenvault:problem:unavailable");
@@ -91,8 +102,24 @@ async fn a_stalled_store_answers_503_at_the_deadline_and_recovers() {
     lock.execute_batch("ROLLBACK").unwrap();
     drop(lock);
 
-    // The lock gone, the retry goes through: one record, answered once
-    // and replayed after.
+    // The lock gone, the unkeyed one's record is stored (and audited) by
+    // its task, which then finds nobody waiting: it withdraws the record,
+    // audited too. A 503 leaves nothing behind.
+    // (Its event is recorded before the delete: both are waited for.)
+    let mut withdrawn = false;
+    for _ in 0..200 {
+        if app.audit_text().await.contains("\"action\":\"withdraw\"")
+            && app.token_rows().await == rows
+        {
+            withdrawn = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(withdrawn, "the unanswered tokenization is withdrawn");
+
+    // The retry goes through: one record, answered once and replayed
+    // after.
     let (s, _, first) = app
         .post_raw(
             "/tokenize",
