@@ -127,15 +127,26 @@ pub async fn handle(
             ]));
             let hash = crate::crypto::to_hex(&fp.mac(&[b"idempotency-body", &raw]));
             let now = state.clock.unix();
-            let owner = uuid::Uuid::new_v4().to_string();
+            // Armed before the claim is sent: a request dropped while its
+            // claim commits still frees the key.
+            let mut claimed = Claim::new(&state, id);
             let claim = state
                 .vault
                 .store()
-                .claim_idempotency(&id, &hash, &owner, now, now + IDEMPOTENCY_LEASE_SECONDS)
+                .claim_idempotency(
+                    &claimed.id,
+                    &hash,
+                    &claimed.owner,
+                    now,
+                    now + IDEMPOTENCY_LEASE_SECONDS,
+                )
                 .await
                 .map_err(|e| Problem::from(crate::vault::VaultError::from(e)))?;
+            if !matches!(claim, IdempotencyClaim::Claimed) {
+                claimed.disarm();
+            }
             match claim {
-                IdempotencyClaim::Claimed => Some((id, owner)),
+                IdempotencyClaim::Claimed => Some(claimed),
                 IdempotencyClaim::Done {
                     request_hash,
                     status,
@@ -187,54 +198,143 @@ pub async fn handle(
         reason: None,
     };
     let batch = items.batch;
-    // Storing and auditing run as a task of their own: a request dropped
-    // between the two (its deadline, a client gone) must not leave a
-    // stored value without its event. Every request, since whether a
+    // Storing, auditing and settling the Idempotency-Key run as a task of
+    // their own: a request dropped part-way (its deadline, a client gone)
+    // must not leave a stored value without its event, nor its key "in
+    // progress" for the lease's minute. Every request, since whether a
     // record's event rides with it is known only after the store answers
     // (the embedded store stops taking notes past its outbox's bound).
-    // If this request is gone by the time the task is done (it was
-    // answered 503 at its deadline, or its client left), the records the
-    // task made are withdrawn: nobody holds their tokens, and a 503 must
-    // leave nothing behind.
     let (answer, answered) = tokio::sync::oneshot::channel();
-    let task_state = state.clone();
-    tokio::spawn(REQUEST_ID.scope(current_request_id(), async move {
-        let stored = store_and_audit(task_state.clone(), items.values, opts, allowed.clone());
-        if let Err(Ok(results)) = answer.send(stored.await) {
-            withdraw_unanswered(&task_state, &allowed, &results).await;
-        }
-    }));
+    tokio::spawn(REQUEST_ID.scope(
+        current_request_id(),
+        settle(
+            state.clone(),
+            items.values,
+            batch,
+            opts,
+            allowed,
+            idempotency,
+            answer,
+        ),
+    ));
     // Closed without an answer: the task panicked.
-    let stored = answered
+    answered
         .await
-        .unwrap_or_else(|_| Err(Problem::internal(&"tokenize task failed")));
-    let store = state.vault.store();
-    let results = match stored {
+        .unwrap_or_else(|_| Err(Problem::internal(&"tokenize task failed")))
+}
+
+/// Stores and audits `values`, records the answer under the request's
+/// Idempotency-Key (or frees the key when there is none to keep), then
+/// hands the answer over. If the request is gone once the values are
+/// stored (answered 503 at its deadline, or its client left), nobody holds
+/// their tokens and a 503 must leave nothing behind: the records made are
+/// withdrawn, and only then is the key freed, so a retry runs afresh.
+async fn settle(
+    state: AppState,
+    values: Vec<String>,
+    batch: bool,
+    opts: TokenizeOptions,
+    allowed: AuditEvent,
+    claim: Option<Claim>,
+    answer: tokio::sync::oneshot::Sender<Result<Response, Problem>>,
+) {
+    let results = match store_and_audit(state.clone(), values, opts, allowed.clone()).await {
         Ok(results) => results,
         Err(problem) => {
-            if let Some((id, owner)) = &idempotency {
-                let _ = store.release_idempotency(id, owner).await;
+            if let Some(claim) = claim {
+                claim.release().await;
             }
-            return Err(problem);
+            let _ = answer.send(Err(problem));
+            return;
         }
     };
+    if answer.is_closed() {
+        withdraw_unanswered(&state, &allowed, &results).await;
+        if let Some(claim) = claim {
+            claim.release().await;
+        }
+        return;
+    }
     let outcome = Outcome::collect(batch, results);
-    if let Some((id, owner)) = &idempotency {
-        let saved = match &outcome {
+    if let Some(claim) = claim {
+        match &outcome {
             Outcome::Json(status, body) if status.is_success() => {
                 let text = String::from_utf8_lossy(body);
                 let until = state.clock.unix() + IDEMPOTENCY_SECONDS;
-                store
-                    .complete_idempotency(id, owner, status.as_u16(), &text, until)
-                    .await
+                claim.complete(status.as_u16(), &text, until).await;
             }
-            _ => store.release_idempotency(id, owner).await,
-        };
-        if let Err(e) = saved {
+            _ => claim.release().await,
+        }
+    }
+    // Gone only now: the answer is kept under its key for the retry.
+    let _ = answer.send(Ok(outcome.into_response()));
+}
+
+/// A claimed Idempotency-Key, freed if it is dropped unsettled: a request
+/// dropped while its claim commits, or a task that panics, must not leave
+/// the key "in progress" until the lease ends (a retry meets 409 till
+/// then). Freeing only deletes a claim this owner still holds in progress,
+/// so a claim the store skipped, or one already settled, is left alone.
+struct Claim {
+    store: std::sync::Arc<dyn crate::store::TokenStore>,
+    id: String,
+    owner: String,
+    armed: bool,
+}
+
+impl Claim {
+    fn new(state: &AppState, id: String) -> Claim {
+        Claim {
+            store: state.vault.store().clone(),
+            id,
+            owner: uuid::Uuid::new_v4().to_string(),
+            armed: true,
+        }
+    }
+
+    /// Not ours to free: the key was answered, or is someone else's.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Keeps `response` as the key's answer until `until`.
+    async fn complete(mut self, status: u16, response: &str, until: i64) {
+        self.armed = false;
+        if let Err(e) = self
+            .store
+            .complete_idempotency(&self.id, &self.owner, status, response, until)
+            .await
+        {
             tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer");
         }
     }
-    Ok(outcome.into_response())
+
+    /// Frees the key for a retry.
+    async fn release(mut self) {
+        self.armed = false;
+        if let Err(e) = self.store.release_idempotency(&self.id, &self.owner).await {
+            tracing::warn!(request_id = %current_request_id(), error = %e, "could not free an Idempotency-Key; it stays claimed until its lease ends");
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        let id = std::mem::take(&mut self.id);
+        let owner = std::mem::take(&mut self.owner);
+        runtime.spawn(async move {
+            if let Err(e) = store.release_idempotency(&id, &owner).await {
+                tracing::warn!(error = %e, "could not free an Idempotency-Key; it stays claimed until its lease ends");
+            }
+        });
+    }
 }
 
 /// Stores `values` and has their events recorded: with their records where

@@ -145,6 +145,76 @@ async fn a_stalled_store_answers_503_at_the_deadline_and_recovers() {
     app.assert_no_leaks().await;
 }
 
+/// A keyed tokenization whose record is still being stored at its
+/// deadline: answered 503, its record withdrawn once stored (audited), and
+/// its Idempotency-Key freed after that, so a retry runs afresh at once
+/// instead of meeting the stale claim (409 until the lease's minute ends).
+/// The store is made slow, not locked, so the claim commits first: a
+/// trigger on the records' table counts to fifteen million (about three
+/// seconds here) before each insert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_tokenization_past_its_deadline_frees_its_key() {
+    let app = spawn_app_with(|s| s.limits.request_timeout_ms = 500).await;
+    if app.aws.is_some() {
+        return; // the embedded store's own behaviour; it ran on SQLite
+    }
+    app.tokenize("4012888888881881", json!({})).await;
+    let rows = app.token_rows().await;
+    let db = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(30)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER slow_store BEFORE INSERT ON tokens BEGIN \
+         SELECT count(*) FROM (WITH RECURSIVE n(i) AS \
+         (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 15000000) SELECT i FROM n); END",
+    )
+    .unwrap();
+    let card = json!({"value": "4111111111111111"}).to_string();
+    let keyed = [("idempotency-key", "order-8")];
+    let post = || {
+        app.post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            card.clone(),
+            &keyed,
+        )
+    };
+    let (s, h, b) = post().await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(h.contains_key("retry-after"), "{h:?}");
+    let claims = || {
+        db.query_row("SELECT count(*) FROM idempotency", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(claims(), 1, "the claim committed before the stall");
+
+    // Stored once the trigger is done, then withdrawn (the event first),
+    // then the key freed.
+    let mut settled = false;
+    for _ in 0..400 {
+        if app.audit_text().await.contains("\"action\":\"withdraw\"")
+            && app.token_rows().await == rows
+            && claims() == 0
+        {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(settled, "the record is withdrawn and the key freed");
+    db.execute_batch("DROP TRIGGER slow_store").unwrap();
+
+    let (s, _, first) = post().await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    assert_eq!(app.token_rows().await, rows + 1);
+    let (s, h, again) = post().await;
+    assert_eq!((s, again.as_str()), (StatusCode::CREATED, first.as_str()));
+    assert_eq!(h["idempotent-replayed"], "true");
+    app.assert_no_leaks().await;
+}
+
 /// POSTs to `path` as `role` a body that stays open after `first`; the
 /// sender keeps it open until dropped.
 async fn post_held_open(
