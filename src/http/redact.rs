@@ -272,16 +272,49 @@ impl VaultTokenizer {
     /// value is never kept without its event) and the problem is a 503.
     /// Called on a blocking thread.
     pub fn settle(&self) -> Result<(), Problem> {
-        let Unaudited { events, created } =
-            std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
+        self.handle
+            .block_on(pending.settle(&self.audit, &self.vault, &self.request_id))
+    }
+}
+
+impl Drop for VaultTokenizer {
+    /// A redaction that ends without settling (a panic in the engine
+    /// unwinds past every `settle`) still has its tokenizations audited,
+    /// or their records withdrawn: on the runtime, since this thread may
+    /// be unwinding.
+    fn drop(&mut self) {
+        let pending = std::mem::take(self.events.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if pending.events.is_empty() {
+            return;
+        }
+        let (audit, vault) = (self.audit.clone(), self.vault.clone());
+        let request_id = std::mem::take(&mut self.request_id);
+        tracing::warn!(request_id = %request_id, events = pending.events.len(), "a redaction ended before its tokenizations were audited; auditing them now");
+        self.handle.spawn(async move {
+            let _ = pending.settle(&audit, &vault, &request_id).await;
+        });
+    }
+}
+
+impl Unaudited {
+    /// Records the events; if the audit log fails, withdraws the records
+    /// they would have covered and answers 503.
+    async fn settle(
+        self,
+        audit: &AuditLog,
+        vault: &Vault,
+        request_id: &str,
+    ) -> Result<(), Problem> {
+        let Unaudited { events, created } = self;
         if events.is_empty() {
             return Ok(());
         }
-        let Err(e) = self.handle.block_on(self.audit.record(events)) else {
+        let Err(e) = audit.record(events).await else {
             return Ok(());
         };
-        if let Err(w) = self.handle.block_on(self.vault.withdraw(&created)) {
-            tracing::error!(request_id = %self.request_id, error = %w, records = created.len(), "could not withdraw records whose audit events failed");
+        if let Err(w) = vault.withdraw(&created).await {
+            tracing::error!(request_id = %request_id, error = %w, records = created.len(), "could not withdraw records whose audit events failed");
         }
         Err(Problem::unavailable(&e))
     }

@@ -88,6 +88,9 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The running service's audit log, to wait for its outbox copies.
     audit: Option<tokenvault::audit::AuditLog>,
+    /// The running service's handler state, for tests that drive a piece
+    /// of it directly.
+    state: Option<tokenvault::http::AppState>,
     /// Watches the certificate files, as `serve` does.
     watcher: Option<tokio::task::JoinHandle<()>>,
     /// Deletes expired entries, as `serve` does.
@@ -153,6 +156,7 @@ pub async fn spawn_app_on(
         stop: None,
         task: None,
         audit: None,
+        state: None,
         watcher: None,
         sweeper: None,
         lock: None,
@@ -215,6 +219,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.audit = Some(app.state.audit.clone());
+        self.state = Some(app.state.clone());
         let task = tokio::spawn(async move {
             tokenvault::app::serve(listener, app.tls, app.router, async {
                 let _ = rx.await;
@@ -260,6 +265,7 @@ impl TestApp {
                 .expect("server drains")
                 .unwrap();
         }
+        self.state = None;
         // As `serve` does: the log's thread ends before a restart opens
         // the file again.
         if let Some(audit) = self.audit.take() {
@@ -269,6 +275,11 @@ impl TestApp {
                 .expect("the audit log copies its outbox");
         }
         self.lock = None;
+    }
+
+    /// The running service's handler state.
+    pub fn state(&self) -> tokenvault::http::AppState {
+        self.state.clone().expect("the service runs")
     }
 
     /// The dev API key of a role.

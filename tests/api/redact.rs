@@ -496,3 +496,57 @@ async fn a_streamed_body_is_asked_for_with_100_continue() {
     assert!(rest.contains("paid ************1111\n"), "{rest}");
     app.assert_no_leaks().await;
 }
+
+/// A redaction that panics after tokenizing a card still has that
+/// tokenization audited: the tokenizer, dropped as the panic unwinds,
+/// records what `settle` never got to. The card is known already, so on
+/// either store its event is one waiting to be recorded (a first sighting
+/// rides with its record in the embedded store's outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redaction_that_panics_still_audits_its_tokenizations() {
+    use tokenvault::auth::Principal;
+    use tokenvault::http::redact::Job;
+    use tokenvault::redact::{Format, Tokenizer};
+
+    let app = spawn_app().await;
+    let token = app
+        .tokenize(
+            "4111111111111111",
+            serde_json::json!({"deterministic": true}),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state = app.state();
+    let job = Job {
+        opts: state.redactor.options(),
+        state,
+        caller: Principal::new("apikey:checkout".into()),
+        format: Format::Text,
+        request_id: "redaction-that-panics".into(),
+    };
+    let joined = tokio::task::spawn_blocking(move || {
+        let tokenizer = job.tokenizer();
+        let got = tokenizer.tokenize_card("4111111111111111").unwrap();
+        assert_eq!(got, token);
+        panic!("the engine failed after a tokenization");
+    })
+    .await;
+    assert!(joined.is_err(), "the task panicked");
+    let mut audited = false;
+    for _ in 0..200 {
+        if app
+            .audit_text()
+            .await
+            .lines()
+            .any(|l| l.contains("redaction-that-panics") && l.contains("\"reason\":\"redact\""))
+        {
+            audited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(audited, "the tokenization's event is recorded");
+    app.assert_no_leaks().await;
+}
