@@ -538,3 +538,41 @@ fn percent_encoded_emails_are_found() {
         assert_eq!(text(line), line);
     }
 }
+
+/// A name/value pair says in its name what its value holds: Kubernetes'
+/// and ECS's environment, AWS tags, CloudFormation parameters. The value
+/// is redacted whatever it looks like, in either order, as NDJSON (lines
+/// the raw walker would otherwise take) and as one document; other pairs
+/// and the names themselves are kept.
+#[test]
+fn a_name_value_pair_naming_a_secret_is_redacted() {
+    let line = r#"{"env":[{"name":"DB_PASSWORD","value":"hunter2"},{"name":"LOG_LEVEL","value":"debug"},{"value":"s3cr3t-Tok","name":"stripeApiKey"}],"tags":[{"Key":"card_number","Value":"4111111111111111"}],"params":[{"ParameterKey":"AdminPassword","ParameterValue":"pw 1"}],"n":"to ann@shop.io"}"#;
+    let want = r#"{"env":[{"name":"DB_PASSWORD","value":"*******"},{"name":"LOG_LEVEL","value":"debug"},{"value":"**********","name":"stripeApiKey"}],"tags":[{"Key":"card_number","Value":"************1111"}],"params":[{"ParameterKey":"AdminPassword","ParameterValue":"****"}],"n":"to ***********"}"#;
+    for format in [Format::Ndjson, Format::Json] {
+        let (out, f) = redact(format, &format!("{line}\n"), &Options::default());
+        assert_eq!(out.trim_end(), want, "{format:?}");
+        assert_eq!(f.header_value(), "pan=1, email=1, secret=3", "{format:?}");
+    }
+    // With no other finding on the line, the pair alone keeps it from
+    // passing through raw.
+    let alone = "{\"name\": \"DB_PASSWORD\", \"value\": \"hunter2\"}\n";
+    let (out, _) = redact(Format::Ndjson, alone, &Options::default());
+    assert_eq!(out, "{\"name\":\"DB_PASSWORD\",\"value\":\"*******\"}\n");
+    // Names that name nothing sensitive, and a `name` that is no string,
+    // change nothing.
+    for kept in [
+        "{\"name\": \"LOG_LEVEL\", \"value\": \"debug\"}\n",
+        "{\"name\": {\"password\": 1}, \"value\": \"debug\"}\n",
+        "{\"label\": \"DB_PASSWORD\", \"value\": \"debug\"}\n",
+    ] {
+        let (out, _) = redact(Format::Ndjson, kept, &Options::default());
+        assert!(out.contains("debug"), "{kept}: {out}");
+    }
+    // A report names the value's path.
+    let opts = Options {
+        report: true,
+        ..Default::default()
+    };
+    let (_, f) = redact(Format::Ndjson, alone, &opts);
+    assert_eq!(f.report()["paths"]["$.value"], "secret");
+}

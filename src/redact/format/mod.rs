@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::action::{Action, ActionError, Tools};
 use super::detectors::private_key::find_end;
 use super::detectors::{Finding, Kind, pan::is_card_number};
-use super::fields::FieldRules;
+use super::fields::{self, FieldRules};
 use super::lines::each_line;
 use super::scanner::Scanner;
 use super::{Findings, Options};
@@ -74,6 +74,9 @@ pub struct Session<'a> {
     tools: Tools<'a>,
     pub findings: Findings,
     pem_open: bool,
+    /// Whether the block being walked may hold a name/value pair
+    /// ([`fields::may_hold_a_pair`]).
+    pairs: bool,
     found: Vec<Finding>,
     /// The type of the last finding replaced (for report paths).
     last_kind: Kind,
@@ -95,6 +98,7 @@ impl<'a> Session<'a> {
             tools,
             findings: Findings::default(),
             pem_open: false,
+            pairs: false,
             found: Vec::new(),
             last_kind: Kind::Secret,
             dropped: false,
@@ -143,6 +147,7 @@ impl<'a> Session<'a> {
         found.clear();
         self.scanner.scan(block, &mut found);
         found.retain(|f| self.opts.enabled(f.kind));
+        self.pairs = fields::may_hold_a_pair(block);
         let mut k = 0;
         let mut start = 0;
         // Clean lines are copied a run at a time.
@@ -306,7 +311,7 @@ impl<'a> Session<'a> {
         base: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), RedactError> {
-        if !self.pem_open && raw::is_plain_json(line) {
+        if !self.pem_open && raw::is_plain_json(line) && !self.holds_a_pair(line) {
             return self.raw_line(&mut raw::Raw::new(line, found, base), out);
         }
         self.ndjson_parsed(line, out)
@@ -367,7 +372,14 @@ impl<'a> Session<'a> {
         !self.pem_open
             && memchr::memchr(b'\\', line).is_none()
             && !self.fields.names_a_key(line)
+            && !self.holds_a_pair(line)
             && !reads_a_number_by_value(line)
+    }
+
+    /// Whether a line of the block being walked holds a name/value pair
+    /// naming sensitive data ([`FieldRules::names_a_pair`]).
+    fn holds_a_pair(&self, line: &[u8]) -> bool {
+        self.pairs && self.fields.names_a_pair(line)
     }
 
     /// One JSON document.
@@ -441,9 +453,16 @@ impl<'a> Session<'a> {
             Value::Object(map) => {
                 let len = path.len();
                 let old = std::mem::take(map);
+                // `{"name": "DB_PASSWORD", "value": ...}`: the name says
+                // what its sibling holds.
+                let paired = self.fields.pair_kind(&old);
                 for (k, mut val) in old {
                     push_key(path, &k);
-                    let drop = match self.fields.kind_of(&k) {
+                    let kind = self
+                        .fields
+                        .kind_of(&k)
+                        .or(paired.filter(|_| fields::is_pair_value(&k)));
+                    let drop = match kind {
                         Some(kind) if self.opts.enabled(kind) => {
                             self.sensitive(&mut val, kind, path)?
                         }
