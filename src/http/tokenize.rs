@@ -104,7 +104,7 @@ pub async fn handle(
     };
     let role = role.name.clone();
 
-    let idempotency = match headers.get("idempotency-key") {
+    let keyed = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
             let key = v
@@ -120,60 +120,14 @@ pub async fn handle(
             // Keyed digests: the body holds a card, and a bare hash of it
             // could be brute-forced.
             let fp = state.vault.fingerprints();
-            let id = crate::crypto::to_hex(&fp.mac(&[
-                b"idempotency-key",
-                caller.as_str().as_bytes(),
-                key.as_bytes(),
-            ]));
-            let hash = crate::crypto::to_hex(&fp.mac(&[b"idempotency-body", &raw]));
-            let now = state.clock.unix();
-            // Armed before the claim is sent: a request dropped while its
-            // claim commits still frees the key.
-            let mut claimed = Claim::new(&state, id);
-            let claim = state
-                .vault
-                .store()
-                .claim_idempotency(
-                    &claimed.id,
-                    &hash,
-                    &claimed.owner,
-                    now,
-                    now + IDEMPOTENCY_LEASE_SECONDS,
-                )
-                .await
-                .map_err(|e| Problem::from(crate::vault::VaultError::from(e)))?;
-            if !matches!(claim, IdempotencyClaim::Claimed) {
-                claimed.disarm();
-            }
-            match claim {
-                IdempotencyClaim::Claimed => Some(claimed),
-                IdempotencyClaim::Done {
-                    request_hash,
-                    status,
-                    response,
-                } if request_hash == hash => {
-                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                    let mut res = json_response(status, response.into_bytes());
-                    res.headers_mut().insert(
-                        "idempotent-replayed",
-                        axum::http::HeaderValue::from_static("true"),
-                    );
-                    return Ok(res);
-                }
-                IdempotencyClaim::InProgress { request_hash } if request_hash == hash => {
-                    return Err(Problem::new(
-                        ProblemKind::IdempotencyInProgress,
-                        "a request with this Idempotency-Key is still running; retry shortly",
-                    )
-                    .retry_after(1));
-                }
-                _ => {
-                    return Err(Problem::new(
-                        ProblemKind::IdempotencyKeyReused,
-                        "this Idempotency-Key was used with a different body",
-                    ));
-                }
-            }
+            Some(Keyed {
+                id: crate::crypto::to_hex(&fp.mac(&[
+                    b"idempotency-key",
+                    caller.as_str().as_bytes(),
+                    key.as_bytes(),
+                ])),
+                hash: crate::crypto::to_hex(&fp.mac(&[b"idempotency-body", &raw])),
+            })
         }
     };
 
@@ -197,84 +151,126 @@ pub async fn handle(
         decision: "allow",
         reason: None,
     };
-    let batch = items.batch;
-    // Storing, auditing and settling the Idempotency-Key run as a task of
-    // their own: a request dropped part-way (its deadline, a client gone)
-    // must not leave a stored value without its event, nor its key "in
-    // progress" for the lease's minute. Every request, since whether a
+    // Claiming the Idempotency-Key, storing, auditing and settling the key
+    // run as a task of their own, which this request only waits on: a
+    // request dropped part-way (its deadline, a client gone) must not
+    // leave a stored value without its event, nor its key "in progress"
+    // for the lease's minute, nor a write of its own still on its way once
+    // the task has cleaned up after it. Every request, since whether a
     // record's event rides with it is known only after the store answers
     // (the embedded store stops taking notes past its outbox's bound).
     let (answer, answered) = tokio::sync::oneshot::channel();
-    tokio::spawn(REQUEST_ID.scope(
-        current_request_id(),
-        settle(
-            state.clone(),
-            items.values,
-            batch,
-            opts,
-            allowed,
-            idempotency,
-            answer,
-        ),
-    ));
+    let work = Work {
+        state: state.clone(),
+        values: items.values,
+        batch: items.batch,
+        opts,
+        allowed,
+    };
+    tokio::spawn(REQUEST_ID.scope(current_request_id(), work.run(keyed, answer)));
     // Closed without an answer: the task panicked.
     answered
         .await
         .unwrap_or_else(|_| Err(Problem::internal(&"tokenize task failed")))
 }
 
-/// Stores and audits `values`, records the answer under the request's
-/// Idempotency-Key (or frees the key when there is none to keep), then
-/// hands the answer over. If the request is gone once the values are
-/// stored (answered 503 at its deadline, or its client left), nobody holds
-/// their tokens and a 503 must leave nothing behind: the records made are
-/// withdrawn, and only then is the key freed, so a retry runs afresh.
-async fn settle(
+/// A request's Idempotency-Key and body, as keyed digests.
+struct Keyed {
+    id: String,
+    hash: String,
+}
+
+/// A tokenization's work, done by a task of its own.
+struct Work {
     state: AppState,
     values: Vec<String>,
     batch: bool,
     opts: TokenizeOptions,
     allowed: AuditEvent,
-    claim: Option<Claim>,
-    answer: tokio::sync::oneshot::Sender<Result<Response, Problem>>,
-) {
-    let results = match store_and_audit(state.clone(), values, opts, allowed.clone()).await {
-        Ok(results) => results,
-        Err(problem) => {
+}
+
+impl Work {
+    /// Claims the key, if any, stores and audits the values, records the
+    /// answer under the key (or frees the key when there is none to keep)
+    /// and hands the answer over. A request gone before its answer
+    /// (answered 503 at its deadline, or its client left) leaves nothing:
+    /// nobody holds its tokens, so the records made are withdrawn, and
+    /// only then is its key freed, so a retry runs afresh. Only an answer
+    /// already kept under its key stays, for the retry to be given.
+    async fn run(
+        self,
+        keyed: Option<Keyed>,
+        answer: tokio::sync::oneshot::Sender<Result<Response, Problem>>,
+    ) {
+        let mut claim = match keyed {
+            None => None,
+            Some(keyed) => match Claim::take(&self.state, keyed).await {
+                Ok(claim) => Some(claim),
+                Err(answered) => {
+                    let _ = answer.send(answered);
+                    return;
+                }
+            },
+        };
+        let free = |claim: Option<Claim>| async move {
             if let Some(claim) = claim {
                 claim.release().await;
             }
-            let _ = answer.send(Err(problem));
-            return;
+        };
+        if answer.is_closed() {
+            return free(claim).await;
         }
-    };
-    if answer.is_closed() {
-        withdraw_unanswered(&state, &allowed, &results).await;
-        if let Some(claim) = claim {
-            claim.release().await;
+        let Work {
+            state,
+            values,
+            batch,
+            opts,
+            allowed,
+        } = self;
+        let results = match store_and_audit(state.clone(), values, opts, allowed.clone()).await {
+            Ok(results) => results,
+            Err(problem) => {
+                free(claim).await;
+                let _ = answer.send(Err(problem));
+                return;
+            }
+        };
+        let created: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|(_, a)| a.created)
+            .map(|(_, a)| a.token.clone())
+            .collect();
+        if answer.is_closed() {
+            withdraw_unanswered(&state, &allowed, &created).await;
+            return free(claim).await;
         }
-        return;
-    }
-    let outcome = Outcome::collect(batch, results);
-    if let Some(claim) = claim {
-        match &outcome {
-            Outcome::Json(status, body) if status.is_success() => {
+        let outcome = Outcome::collect(batch, results);
+        let kept = match (&outcome, claim.take()) {
+            (Outcome::Json(status, body), Some(c)) if status.is_success() => {
                 let text = String::from_utf8_lossy(body);
                 let until = state.clock.unix() + IDEMPOTENCY_SECONDS;
-                claim.complete(status.as_u16(), &text, until).await;
+                c.complete(status.as_u16(), &text, until).await
             }
-            _ => claim.release().await,
+            (_, c) => {
+                claim = c;
+                false
+            }
+        };
+        // The request may have gone since the check above (the answer's
+        // JSON, the key's write): then its records go too, unless its
+        // answer is kept under its key.
+        if answer.send(Ok(outcome.into_response())).is_err() && !kept {
+            withdraw_unanswered(&state, &allowed, &created).await;
         }
+        free(claim).await;
     }
-    // Gone only now: the answer is kept under its key for the retry.
-    let _ = answer.send(Ok(outcome.into_response()));
 }
 
-/// A claimed Idempotency-Key, freed if it is dropped unsettled: a request
-/// dropped while its claim commits, or a task that panics, must not leave
-/// the key "in progress" until the lease ends (a retry meets 409 till
-/// then). Freeing only deletes a claim this owner still holds in progress,
-/// so a claim the store skipped, or one already settled, is left alone.
+/// A claimed Idempotency-Key, freed if it is dropped unsettled (the task
+/// panicked): a key must not stay "in progress" until the lease ends (a
+/// retry meets 409 till then). Freeing only deletes a claim this owner
+/// still holds in progress, so one already settled is left alone.
 struct Claim {
     store: std::sync::Arc<dyn crate::store::TokenStore>,
     id: String,
@@ -283,29 +279,77 @@ struct Claim {
 }
 
 impl Claim {
-    fn new(state: &AppState, id: String) -> Claim {
-        Claim {
+    /// Claims the key for this request, or answers the request from what
+    /// the key holds (`Err`): its recorded answer replayed, 409 while
+    /// another request holds it, 422 when it came with another body.
+    async fn take(state: &AppState, keyed: Keyed) -> Result<Claim, Result<Response, Problem>> {
+        let now = state.clock.unix();
+        let mut claim = Claim {
             store: state.vault.store().clone(),
-            id,
+            id: keyed.id,
             owner: uuid::Uuid::new_v4().to_string(),
+            // A failed claim may still have been written (a timeout on
+            // DynamoDB): freed too.
             armed: true,
+        };
+        let held = claim
+            .store
+            .claim_idempotency(
+                &claim.id,
+                &keyed.hash,
+                &claim.owner,
+                now,
+                now + IDEMPOTENCY_LEASE_SECONDS,
+            )
+            .await
+            .map_err(|e| Err(Problem::from(crate::vault::VaultError::from(e))))?;
+        if !matches!(held, IdempotencyClaim::Claimed) {
+            claim.armed = false;
+        }
+        match held {
+            IdempotencyClaim::Claimed => Ok(claim),
+            IdempotencyClaim::Done {
+                request_hash,
+                status,
+                response,
+            } if request_hash == keyed.hash => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                let mut res = json_response(status, response.into_bytes());
+                res.headers_mut().insert(
+                    "idempotent-replayed",
+                    axum::http::HeaderValue::from_static("true"),
+                );
+                Err(Ok(res))
+            }
+            IdempotencyClaim::InProgress { request_hash } if request_hash == keyed.hash => {
+                Err(Err(Problem::new(
+                    ProblemKind::IdempotencyInProgress,
+                    "a request with this Idempotency-Key is still running; retry shortly",
+                )
+                .retry_after(1)))
+            }
+            _ => Err(Err(Problem::new(
+                ProblemKind::IdempotencyKeyReused,
+                "this Idempotency-Key was used with a different body",
+            ))),
         }
     }
 
-    /// Not ours to free: the key was answered, or is someone else's.
-    fn disarm(&mut self) {
+    /// Keeps `response` as the key's answer until `until`; false if it
+    /// could not be written (the key then stays claimed until its lease
+    /// ends).
+    async fn complete(mut self, status: u16, response: &str, until: i64) -> bool {
         self.armed = false;
-    }
-
-    /// Keeps `response` as the key's answer until `until`.
-    async fn complete(mut self, status: u16, response: &str, until: i64) {
-        self.armed = false;
-        if let Err(e) = self
+        match self
             .store
             .complete_idempotency(&self.id, &self.owner, status, response, until)
             .await
         {
-            tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer");
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer");
+                false
+            }
         }
     }
 
@@ -407,17 +451,7 @@ async fn store_and_audit(
 /// gone before its answer: each gets a `withdraw` event first (a record's
 /// deletion is audited, as a caller's is), then is deleted. If the events
 /// cannot be written the records stay, audited as created.
-async fn withdraw_unanswered(
-    state: &AppState,
-    allowed: &AuditEvent,
-    results: &[Result<(StatusCode, TokenizeAnswer), Problem>],
-) {
-    let created: Vec<String> = results
-        .iter()
-        .filter_map(|r| r.as_ref().ok())
-        .filter(|(_, a)| a.created)
-        .map(|(_, a)| a.token.clone())
-        .collect();
+async fn withdraw_unanswered(state: &AppState, allowed: &AuditEvent, created: &[String]) {
     if created.is_empty() {
         return;
     }
@@ -434,7 +468,7 @@ async fn withdraw_unanswered(
         tracing::warn!(request_id = %current_request_id(), error = %e, records = created.len(), "could not audit the withdrawal of an unanswered tokenization; its records stay");
         return;
     }
-    if let Err(e) = state.vault.withdraw(&created).await {
+    if let Err(e) = state.vault.withdraw(created).await {
         tracing::error!(request_id = %current_request_id(), error = %e, records = created.len(), "could not withdraw the records of an unanswered tokenization");
     }
 }

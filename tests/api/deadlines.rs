@@ -50,10 +50,11 @@ async fn a_body_that_stops_arriving_is_answered_408() {
 
 /// The embedded store stalls (another connection holds its write lock):
 /// requests are answered `503` with `Retry-After` at their deadline, and
-/// the service recovers alone. One stalled on its idempotency claim, a
-/// write the writer then skips (its caller is gone), so a retry with the
-/// same key runs at once instead of meeting a stale claim (409 for a
-/// minute); the other's record, stored once the lock goes, is withdrawn. DynamoDB's stalls are bounded by the SDK's own timeouts
+/// the service recovers alone. One stalled on its idempotency claim,
+/// which its task frees once the lock goes and it finds nobody waiting, so
+/// a retry with the same key runs at once instead of meeting a stale
+/// claim (409 for a minute); the other's record, stored once the lock
+/// goes, is withdrawn. DynamoDB's stalls are bounded by the SDK's own timeouts
 /// (`src/aws.rs`), which answer 503 before this deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_store_answers_503_at_the_deadline_and_recovers() {
@@ -104,12 +105,19 @@ async fn a_stalled_store_answers_503_at_the_deadline_and_recovers() {
 
     // The lock gone, the unkeyed one's record is stored (and audited) by
     // its task, which then finds nobody waiting: it withdraws the record,
-    // audited too. A 503 leaves nothing behind.
-    // (Its event is recorded before the delete: both are waited for.)
+    // audited too. A 503 leaves nothing behind. The keyed one's task frees
+    // its claim.
+    // (An event is recorded before its delete: both are waited for.)
+    let claims = || {
+        rusqlite::Connection::open(app.data_dir().join("vault.db"))
+            .and_then(|db| db.query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0)))
+            .unwrap_or(-1i64)
+    };
     let mut withdrawn = false;
     for _ in 0..200 {
         if app.audit_text().await.contains("\"action\":\"withdraw\"")
             && app.token_rows().await == rows
+            && claims() == 0
         {
             withdrawn = true;
             break;

@@ -533,7 +533,12 @@ async fn a_redaction_that_panics_still_audits_its_tokenizations() {
         panic!("the engine failed after a tokenization");
     })
     .await;
-    assert!(joined.is_err(), "the task panicked");
+    // The planned panic, not a failed assertion before it.
+    let panic = joined.expect_err("the task panicked").into_panic();
+    assert_eq!(
+        panic.downcast_ref::<&str>(),
+        Some(&"the engine failed after a tokenization")
+    );
     let mut audited = false;
     for _ in 0..200 {
         if app
