@@ -224,7 +224,17 @@ impl FieldRules {
     /// writes an object's members as it meets them and cannot tell the
     /// value from the name that comes after it, so such a line is parsed.
     pub fn names_a_pair(&self, raw: &[u8]) -> bool {
-        keys(raw).any(|(key, rest)| is_pair_name(key) && self.names_in(rest))
+        keys(raw).any(|(key, rest)| is_pair_name(key) && self.names_in(rest).is_some())
+    }
+
+    /// How many name/value pairs in raw JSON name a type `enabled` takes:
+    /// a parse keeps only the last of duplicate keys, and a walk that met
+    /// fewer has lost a name (`{"name": "DB_PASSWORD", "value": …,
+    /// "name": "x"}`).
+    pub fn pairs_named(&self, raw: &[u8], enabled: impl Fn(Kind) -> bool) -> usize {
+        keys(raw)
+            .filter(|(key, rest)| is_pair_name(key) && self.names_in(rest).is_some_and(&enabled))
+            .count()
     }
 
     /// The type the `value` member of `object` holds when a name member
@@ -236,15 +246,14 @@ impl FieldRules {
         })
     }
 
-    /// Whether raw JSON after a key's `:` is a string naming sensitive
-    /// data.
-    fn names_in(&self, rest: &[u8]) -> bool {
+    /// The type raw JSON after a key's `:` names, if it is a string naming
+    /// sensitive data.
+    fn names_in(&self, rest: &[u8]) -> Option<Kind> {
         let start = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
-        let Some(rest) = rest[start..].strip_prefix(b"\"") else {
-            return false;
-        };
+        let rest = rest[start..].strip_prefix(b"\"")?;
         let window = &rest[..rest.len().min(MAX_NAME + 1)];
-        memchr::memchr(b'"', window).is_some_and(|end| self.kind_of_bytes(&window[..end]).is_some())
+        let end = memchr::memchr(b'"', window)?;
+        self.kind_of_bytes(&window[..end])
     }
 
     /// The type a field of this name holds, if it names sensitive data:

@@ -568,6 +568,20 @@ fn a_name_value_pair_naming_a_secret_is_redacted() {
         let (out, _) = redact(Format::Ndjson, kept, &Options::default());
         assert!(out.contains("debug"), "{kept}: {out}");
     }
+    // A parse keeps only the last of duplicate keys: a pair whose name was
+    // overwritten is caught by counting, and the line or document is
+    // masked whole (fail closed). The name's own value is then what a
+    // walk sees, and its value would have passed.
+    let lost = "{\"name\":\"DB_PASSWORD\",\"value\":\"hunter2\",\"name\":\"x\"}\n";
+    let (out, f) = redact(Format::Ndjson, lost, &Options::default());
+    assert_eq!(out, format!("{}\n", "*".repeat(lost.len() - 1)));
+    assert_eq!(f.header_value(), "secret=1");
+    let (out, _) = redact(Format::Json, lost, &Options::default());
+    assert_eq!(out, "\"[REDACTED:secret]\"");
+    // A disabled type is not looked for, duplicated or not.
+    let opts = Options::default().with_detectors(Some("pan")).unwrap();
+    let (out, _) = redact(Format::Ndjson, lost, &opts);
+    assert!(out.contains("hunter2"), "{out}");
     // A report names the value's path.
     let opts = Options {
         report: true,

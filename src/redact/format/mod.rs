@@ -77,6 +77,9 @@ pub struct Session<'a> {
     /// Whether the block being walked may hold a name/value pair
     /// ([`fields::may_hold_a_pair`]).
     pairs: bool,
+    /// Name/value pairs of enabled types the walk has met: checked against
+    /// the raw count, as a parse drops duplicate keys.
+    pairs_walked: usize,
     found: Vec<Finding>,
     /// The type of the last finding replaced (for report paths).
     last_kind: Kind,
@@ -99,6 +102,7 @@ impl<'a> Session<'a> {
             findings: Findings::default(),
             pem_open: false,
             pairs: false,
+            pairs_walked: 0,
             found: Vec::new(),
             last_kind: Kind::Secret,
             dropped: false,
@@ -344,9 +348,17 @@ impl<'a> Session<'a> {
         }
         match serde_json::from_slice::<Value>(trimmed) {
             Ok(mut v) => {
+                let named = self.pairs_named(trimmed);
+                let walked = self.pairs_walked;
                 let mut path = String::from("$");
                 if self.value(&mut v, &mut path)? {
                     v = Value::Null;
+                }
+                if self.pairs_walked - walked < named {
+                    // The parse lost a pair's name: fail closed.
+                    self.findings.add(Kind::Secret);
+                    self.emit_mask_plain(line, out);
+                    return Ok(());
                 }
                 if !self.opts.report {
                     serde_json::to_writer(&mut *out, &v).expect("writing to a Vec");
@@ -389,9 +401,19 @@ impl<'a> Session<'a> {
             line: e.line(),
             column: e.column(),
         })?;
+        let named = self.pairs_named(input);
+        let walked = self.pairs_walked;
         let mut path = String::from("$");
         if self.value(&mut v, &mut path)? {
             v = Value::Null;
+        }
+        if self.pairs_walked - walked < named {
+            // The parse lost a pair's name (a duplicate key): fail closed.
+            self.findings.add(Kind::Secret);
+            if !self.opts.report {
+                out.extend_from_slice(b"\"[REDACTED:secret]\"");
+            }
+            return Ok(());
         }
         if !self.opts.report {
             serde_json::to_writer(&mut *out, &v).expect("writing to a Vec");
@@ -405,6 +427,24 @@ impl<'a> Session<'a> {
             }
         }
         Ok(())
+    }
+
+    /// How many name/value pairs of enabled types raw JSON holds
+    /// ([`FieldRules::pairs_named`]).
+    fn pairs_named(&self, raw: &[u8]) -> usize {
+        if !fields::may_hold_a_pair(raw) {
+            return 0;
+        }
+        self.fields.pairs_named(raw, |k| self.opts.enabled(k))
+    }
+
+    /// The type an object's name/value pair names, counted when enabled.
+    fn walk_pair(&mut self, object: &serde_json::Map<String, Value>) -> Option<Kind> {
+        let kind = self.fields.pair_kind(object);
+        if kind.is_some_and(|k| self.opts.enabled(k)) {
+            self.pairs_walked += 1;
+        }
+        kind
     }
 
     fn note_path(&mut self, path: &str, k: Kind) {
@@ -455,7 +495,7 @@ impl<'a> Session<'a> {
                 let old = std::mem::take(map);
                 // `{"name": "DB_PASSWORD", "value": ...}`: the name says
                 // what its sibling holds.
-                let paired = self.fields.pair_kind(&old);
+                let paired = self.walk_pair(&old);
                 for (k, mut val) in old {
                     push_key(path, &k);
                     let kind = self
@@ -500,6 +540,7 @@ impl<'a> Session<'a> {
                 Ok(false)
             }
             Value::Object(map) => {
+                self.walk_pair(map);
                 let mut dropped = Vec::new();
                 for (k, item) in map.iter_mut() {
                     if self.sensitive(item, kind, path)? {
