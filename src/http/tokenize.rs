@@ -196,7 +196,8 @@ impl Work {
     /// (answered 503 at its deadline, or its client left) leaves nothing:
     /// nobody holds its tokens, so the records made are withdrawn, and
     /// only then is its key freed, so a retry runs afresh. Only an answer
-    /// already kept under its key stays, for the retry to be given.
+    /// already kept under its key stays, for the retry to be given, and
+    /// deterministic records, whose tokens others may hold.
     async fn run(
         self,
         keyed: Option<Keyed>,
@@ -227,6 +228,7 @@ impl Work {
             opts,
             allowed,
         } = self;
+        let deterministic = opts.deterministic;
         let results = match store_and_audit(state.clone(), values, opts, allowed.clone()).await {
             Ok(results) => results,
             Err(problem) => {
@@ -235,10 +237,14 @@ impl Work {
                 return;
             }
         };
+        // What a request gone before its answer takes back. Not a
+        // deterministic record: its token is the card's, a request for the
+        // same card may have been answered with it already (withdrawn, that
+        // token would resolve to nothing), and its event is written.
         let created: Vec<String> = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
-            .filter(|(_, a)| a.created)
+            .filter(|(_, a)| a.created && !deterministic)
             .map(|(_, a)| a.token.clone())
             .collect();
         if answer.is_closed() {

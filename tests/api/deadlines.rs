@@ -153,21 +153,11 @@ async fn a_stalled_store_answers_503_at_the_deadline_and_recovers() {
     app.assert_no_leaks().await;
 }
 
-/// A keyed tokenization whose record is still being stored at its
-/// deadline: answered 503, its record withdrawn once stored (audited), and
-/// its Idempotency-Key freed after that, so a retry runs afresh at once
-/// instead of meeting the stale claim (409 until the lease's minute ends).
-/// The store is made slow, not locked, so the claim commits first: a
+/// Makes the embedded store slow, not locked, so a request's claim
+/// commits and its record's insert does not within a short deadline: a
 /// trigger on the records' table counts to fifteen million (about three
-/// seconds here) before each insert.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keyed_tokenization_past_its_deadline_frees_its_key() {
-    let app = spawn_app_with(|s| s.limits.request_timeout_ms = 500).await;
-    if app.aws.is_some() {
-        return; // the embedded store's own behaviour; it ran on SQLite
-    }
-    app.tokenize("4012888888881881", json!({})).await;
-    let rows = app.token_rows().await;
+/// seconds here) before each insert. Dropped by the caller.
+fn slow_inserts(app: &TestApp) -> rusqlite::Connection {
     let db = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
     db.busy_timeout(Duration::from_secs(30)).unwrap();
     db.execute_batch(
@@ -176,50 +166,113 @@ async fn a_keyed_tokenization_past_its_deadline_frees_its_key() {
          (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 15000000) SELECT i FROM n); END",
     )
     .unwrap();
+    db
+}
+
+/// Idempotency-Keys claimed or answered.
+fn claims(db: &rusqlite::Connection) -> i64 {
+    db.query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A keyed tokenization of `body` whose record is still being stored at
+/// its 500 ms deadline: answered 503 with `Retry-After`, its claim
+/// committed before the stall. Returns once its task is done: its key
+/// freed, which comes last. The store is fast again after.
+async fn past_its_deadline(app: &TestApp, body: &str, key: &str) {
+    let db = slow_inserts(app);
+    let (s, h, b) = app
+        .post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            body.to_owned(),
+            &[("idempotency-key", key)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(h.contains_key("retry-after"), "{h:?}");
+    assert_eq!(claims(&db), 1, "the claim committed before the stall");
+    let mut freed = false;
+    for _ in 0..400 {
+        if claims(&db) == 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the key is freed");
+    db.execute_batch("DROP TRIGGER slow_store").unwrap();
+}
+
+/// A keyed tokenization past its deadline: its record, stored after, is
+/// withdrawn (audited), then its Idempotency-Key freed, so a retry runs
+/// afresh at once instead of meeting the stale claim (409 until the
+/// lease's minute ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_tokenization_past_its_deadline_frees_its_key() {
+    let app = spawn_app_with(|s| s.limits.request_timeout_ms = 500).await;
+    if app.aws.is_some() {
+        return; // the embedded store's own behaviour; it ran on SQLite
+    }
+    app.tokenize("4012888888881881", json!({})).await;
+    let rows = app.token_rows().await;
     let card = json!({"value": "4111111111111111"}).to_string();
-    let keyed = [("idempotency-key", "order-8")];
+    past_its_deadline(&app, &card, "order-8").await;
+    assert!(app.audit_text().await.contains("\"action\":\"withdraw\""));
+    assert_eq!(app.token_rows().await, rows, "the record is withdrawn");
+
     let post = || {
         app.post_raw(
             "/tokenize",
             Some("checkout"),
             "application/json",
             card.clone(),
-            &keyed,
+            &[("idempotency-key", "order-8")],
         )
     };
-    let (s, h, b) = post().await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
-    assert!(h.contains_key("retry-after"), "{h:?}");
-    let claims = || {
-        db.query_row("SELECT count(*) FROM idempotency", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .unwrap()
-    };
-    assert_eq!(claims(), 1, "the claim committed before the stall");
-
-    // Stored once the trigger is done, then withdrawn (the event first),
-    // then the key freed.
-    let mut settled = false;
-    for _ in 0..400 {
-        if app.audit_text().await.contains("\"action\":\"withdraw\"")
-            && app.token_rows().await == rows
-            && claims() == 0
-        {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(settled, "the record is withdrawn and the key freed");
-    db.execute_batch("DROP TRIGGER slow_store").unwrap();
-
     let (s, _, first) = post().await;
     assert_eq!(s, StatusCode::CREATED, "{first}");
     assert_eq!(app.token_rows().await, rows + 1);
     let (s, h, again) = post().await;
     assert_eq!((s, again.as_str()), (StatusCode::CREATED, first.as_str()));
     assert_eq!(h["idempotent-replayed"], "true");
+    app.assert_no_leaks().await;
+}
+
+/// A deterministic tokenization past its deadline keeps its record once
+/// its event is written: the token is the card's, and a request for the
+/// same card may have been answered with it meanwhile (withdrawn, that
+/// token would resolve to nothing). The card's next tokenization finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deterministic_tokenization_past_its_deadline_keeps_its_record() {
+    let app = spawn_app_with(|s| s.limits.request_timeout_ms = 500).await;
+    if app.aws.is_some() {
+        return; // the embedded store's own behaviour; it ran on SQLite
+    }
+    app.tokenize("4012888888881881", json!({})).await;
+    let rows = app.token_rows().await;
+    let card = json!({"value": "4111111111111111", "deterministic": true}).to_string();
+    past_its_deadline(&app, &card, "order-9").await;
+    assert_eq!(app.token_rows().await, rows + 1, "the record stays");
+    let audit = app.audit_text().await;
+    assert!(!audit.contains("\"action\":\"withdraw\""), "{audit}");
+
+    let (s, v) = app
+        .post(
+            "/tokenize",
+            Some("checkout"),
+            &json!({"value": "4111111111111111", "deterministic": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["created"], false);
+    let token = v["token"].as_str().unwrap();
+    assert!(
+        audit.contains(&format!("\"token\":\"{token}\"")),
+        "its creation is audited: {audit}"
+    );
+    assert_eq!(app.token_rows().await, rows + 1);
     app.assert_no_leaks().await;
 }
 
