@@ -140,10 +140,10 @@ impl Action {
                 out.push(b']');
             }
             Action::Mask if kind == Kind::Pan => {
-                let digits = matched.iter().filter(|b| b.is_ascii_digit()).count();
+                let digits = card_digits(matched).filter(|d| *d).count();
                 let mut seen = 0;
-                for &b in matched {
-                    if b.is_ascii_digit() {
+                for (&b, digit) in matched.iter().zip(card_digits(matched)) {
+                    if digit {
                         seen += 1;
                         out.push(if seen + 4 > digits { b } else { b'*' });
                     } else {
@@ -164,7 +164,12 @@ impl Action {
             Action::Hash => {
                 let key = tools.hash_key.ok_or(ActionError::NoHashKey)?;
                 let normalized: Vec<u8> = match kind {
-                    Kind::Pan | Kind::Ssn | Kind::Phone => {
+                    Kind::Pan => matched
+                        .iter()
+                        .zip(card_digits(matched))
+                        .filter_map(|(b, digit)| digit.then_some(*b))
+                        .collect(),
+                    Kind::Ssn | Kind::Phone => {
                         matched.iter().copied().filter(u8::is_ascii_digit).collect()
                     }
                     Kind::Email | Kind::Iban => matched
@@ -180,8 +185,8 @@ impl Action {
                 let t = tools.tokenizer.ok_or(ActionError::NoTokenizer)?;
                 let digits: String = matched
                     .iter()
-                    .filter(|b| b.is_ascii_digit())
-                    .map(|&b| b as char)
+                    .zip(card_digits(matched))
+                    .filter_map(|(&b, digit)| digit.then_some(b as char))
                     .collect();
                 out.extend_from_slice(t.tokenize_card(&digits)?.as_bytes());
             }
@@ -189,4 +194,22 @@ impl Action {
         }
         Ok(())
     }
+}
+
+/// Whether each byte of a matched card is one of its digits: a percent
+/// escape is a gap (`4111%201111…`, a space encoded in a URL), its hex
+/// digits not the card's.
+fn card_digits(matched: &[u8]) -> impl Iterator<Item = bool> + '_ {
+    let mut escape = 0;
+    matched.iter().map(move |&b| {
+        if escape > 0 {
+            escape -= 1;
+            false
+        } else if b == b'%' {
+            escape = 2;
+            false
+        } else {
+            b.is_ascii_digit()
+        }
+    })
 }

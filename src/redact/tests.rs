@@ -590,3 +590,42 @@ fn a_name_value_pair_naming_a_secret_is_redacted() {
     let (_, f) = redact(Format::Ndjson, alone, &opts);
     assert_eq!(f.report()["paths"]["$.value"], "secret");
 }
+
+/// A card typed with spaces and put in a URL by `encodeURIComponent` has
+/// `%20` gaps, or a `%20` before it: to the digit scan those are runs like
+/// `201111`. Masked with the gaps kept, and hashed (as tokenized) by the
+/// card's own digits, not the escapes' `2` and `0`.
+#[test]
+fn cards_with_percent_encoded_spaces_are_found() {
+    assert_eq!(
+        text("GET /pay?card=4111%201111%201111%201111&cvc=1 200\n"),
+        "GET /pay?card=****%20****%20****%201111&cvc=1 200\n"
+    );
+    assert_eq!(
+        text("q=%204111111111111111%20&n=order%2012345%205500%200055%205555%205559\n"),
+        "q=%20************1111%20&n=order%2012345%20****%20****%20****%205559\n"
+    );
+    // Not cards: sizes, dates, a Luhn failure, a card-shaped end of a
+    // longer number, an escape that is not a space.
+    for clean in [
+        "size%2010%20x%2012\n",
+        "from=2024%2001%2002\n",
+        "4111%201111%201111%201112\n",
+        "99994111%201111%201111%201111\n",
+        "4111%2C1111%2C1111%2C1111\n",
+    ] {
+        assert_eq!(text(clean), clean);
+    }
+    let line = "{\"url\":\"/pay?card=4111%201111%201111%201111\"}\n";
+    assert_eq!(
+        redact(Format::Ndjson, line, &Options::default()).0,
+        "{\"url\":\"/pay?card=****%20****%20****%201111\"}\n"
+    );
+    let opts = Options::default().with_actions(Some("pan:hash")).unwrap();
+    let hash = |s: &str| redact(Format::Text, s, &opts).0;
+    assert_eq!(
+        hash("4111%201111%201111%201111"),
+        hash("4111 1111 1111 1111")
+    );
+    assert!(hash("4111%201111%201111%201111").starts_with("[HASH:pan:"));
+}

@@ -170,6 +170,7 @@ pub const DETECTORS: &[Detector] = &[
     iban::DETECTOR,
     email::DETECTOR,
     email::PERCENT_ENCODED,
+    pan::PERCENT_ENCODED,
     ssn::DETECTOR,
     phone::INTERNATIONAL,
     ip::V4,
