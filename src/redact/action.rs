@@ -196,16 +196,16 @@ impl Action {
     }
 }
 
-/// Whether each byte of a matched card is one of its digits: a percent
-/// escape is a gap (`4111%201111…`, a space encoded in a URL), its hex
-/// digits not the card's.
+/// Whether each byte of a matched card is one of its digits: an encoded
+/// space is a gap (`4111%201111…`, in a URL), its `2` and `0` not the
+/// card's.
 fn card_digits(matched: &[u8]) -> impl Iterator<Item = bool> + '_ {
     let mut escape = 0;
-    matched.iter().map(move |&b| {
+    matched.iter().enumerate().map(move |(i, &b)| {
         if escape > 0 {
             escape -= 1;
             false
-        } else if b == b'%' {
+        } else if matched[i..].starts_with(b"%20") {
             escape = 2;
             false
         } else {

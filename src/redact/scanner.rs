@@ -226,7 +226,12 @@ pub struct Scanner {
     plus: Option<Group>,
     /// Infix-anchored detectors: each its pattern, its trigger and the
     /// finder of its literal.
-    infix: Vec<(Group, InfixTrigger, memchr::memmem::Finder<'static>)>,
+    infix: Vec<(
+        Group,
+        InfixTrigger,
+        Option<usize>,
+        memchr::memmem::Finder<'static>,
+    )>,
     at: Option<Group>,
     /// Digit-anchored detectors with their trigger.
     digits: Vec<(Group, DigitTrigger)>,
@@ -256,9 +261,10 @@ impl Scanner {
                     key_names.extend_from_slice(names);
                 }
                 Anchor::Plus => plus.push(member),
-                Anchor::Infix(literal, trigger) => infix.push((
+                Anchor::Infix(literal, trigger, reach) => infix.push((
                     Group::new(vec![member]).expect("one pattern"),
                     trigger,
+                    reach,
                     memchr::memmem::Finder::new(literal),
                 )),
                 Anchor::At => at.push(member),
@@ -298,8 +304,10 @@ impl Scanner {
                 }
             }
         }
-        for (g, trigger, finder) in &self.infix {
-            // Past an accepted match: the occurrences inside it are done.
+        for (g, trigger, reach, finder) in &self.infix {
+            // Past what an accepted match was found to hold, the
+            // occurrences are done; not past the whole match, whose end
+            // may hold more (a card cut off by its span's bound).
             let mut done = 0;
             for p in finder.find_iter(text) {
                 if p < done {
@@ -308,9 +316,12 @@ impl Scanner {
                 if let Some(span) = trigger(text, p)
                     && let Some((id, r)) = g.search(text, span.start, span.end, true)
                 {
-                    let end = r.end;
+                    let (before, end) = (out.len(), r.end);
                     if g.validate(text, id, r, out) {
-                        done = end;
+                        done = out[before..].iter().map(|f| f.range.end).max().unwrap_or(0);
+                    }
+                    if let Some(reach) = reach {
+                        done = done.max(end.saturating_sub(*reach));
                     }
                 }
             }

@@ -605,6 +605,49 @@ fn cards_with_percent_encoded_spaces_are_found() {
         text("q=%204111111111111111%20&n=order%2012345%205500%200055%205555%205559\n"),
         "q=%20************1111%20&n=order%2012345%20****%20****%20****%205559\n"
     );
+    // After other escapes, whose hex digits are not the card's; two
+    // encoded spaces, or an encoded and a plain gap, between groups.
+    for (input, want) in [
+        (
+            "data=%7B%22card%22%3A%224111%201111%201111%201111%22%7D\n",
+            "data=%7B%22card%22%3A%22****%20****%20****%201111%22%7D\n",
+        ),
+        (
+            "q=card%3D4111111111111111&x\n",
+            "q=card%3D************1111&x\n",
+        ),
+        ("(%284111111111111111%29)\n", "(%28************1111%29)\n"),
+        (
+            "c=4111%20%201111%20%201111%20%201111\n",
+            "c=****%20%20****%20%20****%20%201111\n",
+        ),
+        ("c=4111%201111 1111-1111\n", "c=****%20**** ****-1111\n"),
+    ] {
+        assert_eq!(text(input), want);
+    }
+    // However long the run, wherever the span a run is read in cuts it, a
+    // card is found: a card cut off at a span's end is looked at again.
+    for filler in 0..60 {
+        let long = format!(
+            "q=4111%201111%201111%201111%20{}5555%205555%205555%204444\n",
+            "1%20".repeat(filler)
+        );
+        let out = text(&long);
+        assert!(out.ends_with("****%20****%20****%204444\n"), "{out}");
+        assert!(out.starts_with("q=****%20****%20****%201111%20"), "{out}");
+        let long = format!("q={}5555%205555%205555%204444\n", "12%20".repeat(filler));
+        assert!(
+            text(&long).ends_with("****%20****%20****%204444\n"),
+            "{filler}"
+        );
+    }
+    // A card field holding a card with encoded spaces is a card there too.
+    let (out, _) = redact(
+        Format::Json,
+        r#"{"cardNumber":"4111%201111%201111%201111"}"#,
+        &Options::default(),
+    );
+    assert_eq!(out, r#"{"cardNumber":"****%20****%20****%201111"}"#);
     // Not cards: sizes, dates, a Luhn failure, a card-shaped end of a
     // longer number, an escape that is not a space.
     for clean in [
@@ -613,6 +656,7 @@ fn cards_with_percent_encoded_spaces_are_found() {
         "4111%201111%201111%201112\n",
         "99994111%201111%201111%201111\n",
         "4111%2C1111%2C1111%2C1111\n",
+        "id=%2D4111111111111111x\n",
     ] {
         assert_eq!(text(clean), clean);
     }

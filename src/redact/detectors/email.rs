@@ -18,7 +18,7 @@ pub const PERCENT_ENCODED: Detector = Detector {
     kind: Kind::Email,
     pattern: r"[A-Za-z0-9._%+\-]+%40[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
     validate: validate_encoded,
-    anchor: Anchor::Infix(b"%40", local_part_start),
+    anchor: Anchor::Infix(b"%40", local_part_start, None),
 };
 
 /// The span of an address whose `%40` is at `at`: from the start of the

@@ -60,7 +60,7 @@ pub const URL_CREDENTIALS: Detector = Detector {
     kind: Kind::Secret,
     pattern: r#"://[^\s:/?#"'<>\\{}|^`]{0,256}:[^\s/?#"'<>\\{}|^`]{1,1024}@"#,
     validate: validate_url_credentials,
-    anchor: Anchor::Infix(b"://", has_credentials),
+    anchor: Anchor::Infix(b"://", has_credentials, None),
 };
 
 /// The span of a match at the `://` at `at`, if the URL has `…:…@` in its

@@ -591,7 +591,8 @@ impl<'a> Session<'a> {
         }
         // Tokenize and the card mask need a card; anything else in a card
         // field is masked whole.
-        let card_like = kind == Kind::Pan && is_card_number(&text.replace([' ', '-'], ""));
+        let card_like =
+            kind == Kind::Pan && is_card_number(&text.replace("%20", "").replace([' ', '-'], ""));
         let action = match action {
             Action::Tokenize if !card_like => Action::Mask,
             a => a,
