@@ -640,6 +640,21 @@ fn cards_with_percent_encoded_spaces_are_found() {
             text(&long).ends_with("****%20****%20****%204444\n"),
             "{filler}"
         );
+        // The longest a card can be written: a digit a group, each gap
+        // two encoded spaces (127 bytes for 19 digits; 91 here).
+        let spread = |card: &str| {
+            card.chars()
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .join("%20%20")
+        };
+        let long = format!(
+            "q={}{}\n",
+            "12%20".repeat(filler),
+            spread("5555555555554444")
+        );
+        let want = format!("{}\n", spread("************4444"));
+        assert!(text(&long).ends_with(&want), "{filler}: {}", text(&long));
     }
     // A card field holding a card with encoded spaces is a card there too.
     let (out, _) = redact(

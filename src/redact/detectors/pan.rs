@@ -31,8 +31,9 @@ pub const PERCENT_ENCODED: Detector = Detector {
     anchor: Anchor::Infix(b"%", run_start, Some(CARD_MAX)),
 };
 
-/// The longest card: 19 digits, each a group of its own behind a `%20`.
-const CARD_MAX: usize = 19 + 18 * 3;
+/// The longest card the pattern can match: 19 digits, each a group of its
+/// own, behind gaps of two encoded spaces.
+const CARD_MAX: usize = 19 + 18 * 6;
 
 /// Whether a percent escape (`%` and two hex digits) starts at `i`.
 fn escape_at(text: &[u8], i: usize) -> bool {
