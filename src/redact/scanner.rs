@@ -313,7 +313,7 @@ impl Scanner {
                 if p < done {
                     continue;
                 }
-                if let Some(span) = trigger(text, p)
+                if let Some(span) = trigger(text, p, done)
                     && let Some((id, r)) = g.search(text, span.start, span.end, true)
                 {
                     let (before, end) = (out.len(), r.end);

@@ -27,7 +27,7 @@ pub const PERCENT_ENCODED: Detector = Detector {
 /// encoded byte no local part holds (`%3D` for `=`, `%2F` for `/`...): in
 /// an encoded URL the address is only the end. A local part is at most
 /// 64 characters, 192 bytes encoded: a longer run holds none.
-fn local_part_start(text: &[u8], at: usize) -> Option<Range<usize>> {
+fn local_part_start(text: &[u8], at: usize, _from: usize) -> Option<Range<usize>> {
     const LOCAL_MAX: usize = 64 * 3;
     const ADDRESS_MAX: usize = LOCAL_MAX + 3 + 254;
     let local = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');

@@ -146,12 +146,14 @@ pub enum Anchor {
     Own,
 }
 
-/// Given the haystack and the offset of an infix literal, the span a
-/// match would have to lie in (its start, and a bound on its end), if
-/// anywhere: a check by hand, cheaper than a search at every occurrence.
-/// Both the check and the span are bounded by the longest match there can
-/// be, so a line of nothing but the literal costs linear time.
-pub type InfixTrigger = fn(&[u8], usize) -> Option<Range<usize>>;
+/// Given the haystack, the offset of an infix literal and where the
+/// matches already accepted end (a match found from here on must not
+/// start before it), the span a match would have to lie in (its start,
+/// and a bound on its end), if anywhere: a check by hand, cheaper than a
+/// search at every occurrence. The check and the span are bounded, by the
+/// longest match there can be or by the anchor's reach, so a line of
+/// nothing but the literal costs linear time.
+pub type InfixTrigger = fn(&[u8], usize, usize) -> Option<Range<usize>>;
 
 /// Given a digit run and its digit count, where a digit-anchored pattern
 /// would have to start, if anywhere: it is searched anchored there.

@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::{Anchor, Detector, Finding, Kind, push};
-use crate::vault::pan::{Pan, cards_in_run};
+use crate::vault::pan::{Pan, card_gap, cards_in_run};
 
 /// Whether a JSON number's digits are a card.
 pub fn is_card_number(digits: &str) -> bool {
@@ -23,17 +23,13 @@ pub fn is_card_number(digits: &str) -> bool {
 /// escapes around it as gaps, by the same rules as any run.
 pub const PERCENT_ENCODED: Detector = Detector {
     kind: Kind::Pan,
-    pattern: r"[0-9]+(?:(?:%20|[ +.\-]){1,2}[0-9]+)*",
+    pattern: r"[0-9]+(?:(?:%20|[ +.\-\t]){1,2}[0-9]+)*",
     validate: validate_encoded,
-    // Every window of a run was looked at by the match that held it, but
-    // a card cut off at the match's end: a run of `1%20` costs a look
-    // per card's length, not per escape.
-    anchor: Anchor::Infix(b"%", run_start, Some(CARD_MAX)),
+    // A match is its whole run, uncut, and every window of it is looked
+    // at: the escapes inside it need no look of their own, so a line of
+    // `1%20` is read once, not once per escape.
+    anchor: Anchor::Infix(b"%", run_start, Some(0)),
 };
-
-/// The longest card the pattern can match: 19 digits, each a group of its
-/// own, behind gaps of two encoded spaces.
-const CARD_MAX: usize = 19 + 18 * 6;
 
 /// Whether a percent escape (`%` and two hex digits) starts at `i`.
 fn escape_at(text: &[u8], i: usize) -> bool {
@@ -42,37 +38,45 @@ fn escape_at(text: &[u8], i: usize) -> bool {
         && text.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
 }
 
-/// The span of a run after the escape at `at`: from after the escape, or,
-/// for a `%20` joining groups, from the start of the group before it and
-/// the gap's other half, if any (`4111%20%201111`, `4111 %201111`),
-/// bounded by the longest run worth reading (a card ending a run as long
-/// as one more).
-fn run_start(text: &[u8], at: usize) -> Option<Range<usize>> {
+/// Where a run read at the escape at `at` starts: after the escape, or,
+/// for a `%20` joining groups, at the first of the groups before it that
+/// are joined by gaps a card may have (`4111 1111%201111…`,
+/// `4111%20%201111…`), at most a card's digits and not before `from`
+/// (the end of the last card found: a run read again from inside a card
+/// would find cards overlapping it). The span runs to the end of the
+/// text: the regex stops where the run does, so a card is never cut off.
+fn run_start(text: &[u8], at: usize, from: usize) -> Option<Range<usize>> {
     if !escape_at(text, at) || !text.get(at + 3).is_some_and(u8::is_ascii_digit) {
         return None;
     }
     let mut start = at + 3;
     if &text[at..at + 3] == b"%20" {
-        let mut gap = at;
-        for half in 0..2 {
-            let digits = group_before(text, gap);
-            if digits > 0 {
-                start = gap - digits;
-                break;
+        // `gap`: where the gap before the next group read starts; `tokens`:
+        // how many of its one or two parts are behind.
+        let (mut gap, mut tokens, mut digits) = (at, 1, 0);
+        loop {
+            let d = group_before(text, gap);
+            if d > 0 {
+                let s = gap - d;
+                if s < from || digits + d > 19 {
+                    break;
+                }
+                (start, gap, tokens, digits) = (s, s, 0, digits + d);
             }
-            if half == 1 {
+            if tokens == 2 {
                 break;
             }
             if gap >= 3 && &text[gap - 3..gap] == b"%20" {
                 gap -= 3;
-            } else if gap >= 1 && matches!(text[gap - 1], b' ' | b'+' | b'.' | b'-') {
+            } else if gap >= 1 && matches!(text[gap - 1], b' ' | b'+' | b'.' | b'-' | b'\t') {
                 gap -= 1;
             } else {
                 break;
             }
+            tokens += 1;
         }
     }
-    Some(start..text.len().min(start + 2 * CARD_MAX))
+    Some(start..text.len())
 }
 
 /// How many digits of a group end at `end` (at most a card's): not an
@@ -94,10 +98,22 @@ fn group_before(text: &[u8], end: usize) -> usize {
     n.saturating_sub(escaped)
 }
 
+/// The byte an escape at `i` stands for, or the byte at `i` when none
+/// starts there: what a run's neighbour is read as.
+fn decoded_at(text: &[u8], i: usize) -> u8 {
+    if escape_at(text, i) {
+        let hex = |b: u8| (b as char).to_digit(16).expect("a hex digit") as u8;
+        hex(text[i + 1]) << 4 | hex(text[i + 2])
+    } else {
+        text[i]
+    }
+}
+
 /// The cards in a run of digit groups joined by `%20`s (or the gaps any
-/// card may have): the run is read with each `%20` as a space, an escape
-/// right before or after it as a gap too, and each card found is mapped
-/// back to its bytes.
+/// card may have): the run is read with each `%20` as a space and the
+/// escapes beside it decoded (`%41`, an `A`, glues as a letter would), cut
+/// where a gap is none a card may have (`..`, ` -`), and each card found is
+/// mapped back to its bytes.
 fn validate_encoded(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let encoded_space = |i: usize| text.get(i..i + 3) == Some(b"%20");
     // Decoded bytes and, for each, where it starts in `text`.
@@ -105,8 +121,9 @@ fn validate_encoded(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let mut origin = Vec::with_capacity(m.len() + 3);
     if m.start > 0 {
         let escaped = m.start >= 3 && escape_at(text, m.start - 3);
-        decoded.push(if escaped { b' ' } else { text[m.start - 1] });
-        origin.push(m.start - 1);
+        let at = if escaped { m.start - 3 } else { m.start - 1 };
+        decoded.push(decoded_at(text, at));
+        origin.push(at);
     }
     let first = decoded.len();
     let mut i = m.start;
@@ -123,14 +140,26 @@ fn validate_encoded(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let last = decoded.len();
     origin.push(m.end);
     if m.end < text.len() {
-        decoded.push(if escape_at(text, m.end) {
-            b' '
-        } else {
-            text[m.end]
-        });
+        decoded.push(decoded_at(text, m.end));
     }
     let mut cards = Vec::new();
-    cards_in_run(&decoded, first..last, &mut cards);
+    let mut piece = first;
+    let mut i = first;
+    while i < last {
+        if decoded[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let gap = i;
+        while !decoded[i].is_ascii_digit() {
+            i += 1;
+        }
+        if !card_gap(&decoded[gap..i]) {
+            cards_in_run(&decoded, piece..gap, &mut cards);
+            piece = i;
+        }
+    }
+    cards_in_run(&decoded, piece..last, &mut cards);
     for c in cards {
         push(out, Kind::Pan, origin[c.start]..origin[c.end]);
     }

@@ -70,7 +70,7 @@ pub const URL_CREDENTIALS: Detector = Detector {
 /// about 430 instructions and nearly all fail. The password runs to the
 /// authority's last `@`, as URL parsers read it: a raw `@` in a password
 /// is common in DSNs. No match is longer than [`URL_CREDENTIALS_MAX`].
-fn has_credentials(text: &[u8], at: usize) -> Option<Range<usize>> {
+fn has_credentials(text: &[u8], at: usize, _from: usize) -> Option<Range<usize>> {
     let end = text.len().min(at + URL_CREDENTIALS_MAX);
     // One pass, ending at the first `@` after a `:` (the regex then finds
     // the last), or at the authority's end.
