@@ -676,6 +676,25 @@ fn cards_with_percent_encoded_spaces_are_found() {
             "q=%3D5555..5555..5555..4444\n",
             "q=%3D5555..5555..5555..4444\n",
         ),
+        // A run the digit scan reads from further back: read from there
+        // too, so the cards of the two do not overlap (a Mastercard of the
+        // last three groups and the year, merged into 20 digits).
+        (
+            "pay=5555 5555 5555 4444 2024%2012\n",
+            "pay=**** **** **** 4444 2024%2012\n",
+        ),
+        (
+            "x=1%2099999-4111111111111111%2012\n",
+            "x=1%2099999-4111111111111111%2012\n",
+        ),
+        (
+            "x=99999-4111111111111111%2012\n",
+            "x=99999-4111111111111111%2012\n",
+        ),
+        (
+            "q=4111\u{a0}1111%201111%201111\n",
+            "q=****\u{a0}****%20****%201111\n",
+        ),
         ("q=%414111111111111111\n", "q=%414111111111111111\n"),
     ] {
         assert_eq!(text(input), want);

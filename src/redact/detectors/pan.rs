@@ -23,7 +23,7 @@ pub fn is_card_number(digits: &str) -> bool {
 /// escapes around it as gaps, by the same rules as any run.
 pub const PERCENT_ENCODED: Detector = Detector {
     kind: Kind::Pan,
-    pattern: r"[0-9]+(?:(?:%20|[ +.\-\t]){1,2}[0-9]+)*",
+    pattern: r"[0-9]+(?:(?:%20|[ +.\-\t]|\xC2\xA0){1,2}[0-9]+)*",
     validate: validate_encoded,
     // A match is its whole run, uncut, and every window of it is looked
     // at: the escapes inside it need no look of their own, so a line of
@@ -41,9 +41,10 @@ fn escape_at(text: &[u8], i: usize) -> bool {
 /// Where a run read at the escape at `at` starts: after the escape, or,
 /// for a `%20` joining groups, at the first of the groups before it that
 /// are joined by gaps a card may have (`4111 1111%201111…`,
-/// `4111%20%201111…`), at most a card's digits and not before `from`
-/// (the end of the last card found: a run read again from inside a card
-/// would find cards overlapping it). The span runs to the end of the
+/// `4111%20%201111…`): where the digit scan starts the same run, so the
+/// two read it alike and find no cards overlapping each other's. Never
+/// before `from`, the end of the last match (its run was read whole), so
+/// no byte is walked back over twice. The span runs to the end of the
 /// text: the regex stops where the run does, so a card is never cut off.
 fn run_start(text: &[u8], at: usize, from: usize) -> Option<Range<usize>> {
     if !escape_at(text, at) || !text.get(at + 3).is_some_and(u8::is_ascii_digit) {
@@ -53,15 +54,15 @@ fn run_start(text: &[u8], at: usize, from: usize) -> Option<Range<usize>> {
     if &text[at..at + 3] == b"%20" {
         // `gap`: where the gap before the next group read starts; `tokens`:
         // how many of its one or two parts are behind.
-        let (mut gap, mut tokens, mut digits) = (at, 1, 0);
+        let (mut gap, mut tokens) = (at, 1);
         loop {
             let d = group_before(text, gap);
             if d > 0 {
                 let s = gap - d;
-                if s < from || digits + d > 19 {
+                if s < from {
                     break;
                 }
-                (start, gap, tokens, digits) = (s, s, 0, digits + d);
+                (start, gap, tokens) = (s, s, 0);
             }
             if tokens == 2 {
                 break;
@@ -70,6 +71,8 @@ fn run_start(text: &[u8], at: usize, from: usize) -> Option<Range<usize>> {
                 gap -= 3;
             } else if gap >= 1 && matches!(text[gap - 1], b' ' | b'+' | b'.' | b'-' | b'\t') {
                 gap -= 1;
+            } else if gap >= 2 && &text[gap - 2..gap] == b"\xc2\xa0" {
+                gap -= 2;
             } else {
                 break;
             }
