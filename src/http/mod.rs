@@ -3,6 +3,8 @@
 //! - [`error`]: RFC 9457 problems, the only error shape.
 //! - [`extract`]: the JSON body and caller extractors.
 //! - [`tokenize`], [`detokenize`], [`tokens`], [`redact`]: the vault API.
+//! - [`idempotency`]: `/tokenize`'s Idempotency-Key: claims and kept
+//!   answers.
 //! - [`auth_iam`]: IAM login, trading a signed `sts:GetCallerIdentity` for
 //!   a session token.
 //! - [`health`], [`metrics`]: probes and Prometheus.
@@ -20,6 +22,7 @@ pub mod detokenize;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod metrics;
 pub mod redact;
 pub mod redact_stream;

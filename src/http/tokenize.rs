@@ -11,23 +11,16 @@ use time::OffsetDateTime;
 use crate::audit::AuditEvent;
 use crate::auth::policy::Permission;
 use crate::clock::{self, Fraction};
-use crate::store::IdempotencyClaim;
 use crate::vault::Notes;
 use crate::vault::service::{TokenizeOptions, Tokenized};
 use crate::vault::token::TokenFormat;
 use crate::vault::value::Classification;
 
 use super::AppState;
-use super::batch::{Items, Outcome, json_response};
+use super::batch::{Items, Outcome};
 use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
 use super::extract::{Caller, JsonBody};
-
-/// How long an answered Idempotency-Key replays its answer.
-const IDEMPOTENCY_SECONDS: i64 = 24 * 3600;
-/// How long a claimed key blocks a concurrent retry if its request dies;
-/// no shorter than the longest request deadline `limits.request_timeout_ms`
-/// allows (60 s).
-const IDEMPOTENCY_LEASE_SECONDS: i64 = 60;
+use super::idempotency::{Claim, Keyed};
 
 /// The request: `value` or `values`, and options shared by every item.
 #[derive(Deserialize)]
@@ -104,32 +97,7 @@ pub async fn handle(
     };
     let role = role.name.clone();
 
-    let keyed = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-                .ok_or_else(|| {
-                    Problem::new(
-                        ProblemKind::InvalidRequest,
-                        "Idempotency-Key holds 1 to 255 visible ASCII characters",
-                    )
-                })?;
-            // Keyed digests: the body holds a card, and a bare hash of it
-            // could be brute-forced.
-            let fp = state.vault.fingerprints();
-            Some(Keyed {
-                id: crate::crypto::to_hex(&fp.mac(&[
-                    b"idempotency-key",
-                    caller.as_str().as_bytes(),
-                    key.as_bytes(),
-                ])),
-                hash: crate::crypto::to_hex(&fp.mac(&[b"idempotency-body", &raw])),
-            })
-        }
-    };
+    let keyed = Keyed::from_headers(&state, &caller, &headers, &raw)?;
 
     let defaults = state.vault.defaults();
     let opts = TokenizeOptions {
@@ -172,12 +140,6 @@ pub async fn handle(
     answered
         .await
         .unwrap_or_else(|_| Err(Problem::internal(&"tokenize task failed")))
-}
-
-/// A request's Idempotency-Key and body, as keyed digests.
-struct Keyed {
-    id: String,
-    hash: String,
 }
 
 /// A tokenization's work, done by a task of its own.
@@ -254,9 +216,8 @@ impl Work {
         let outcome = Outcome::collect(batch, results);
         let kept = match (&outcome, claim.take()) {
             (Outcome::Json(status, body), Some(c)) if status.is_success() => {
-                let text = String::from_utf8_lossy(body);
-                let until = state.clock.unix() + IDEMPOTENCY_SECONDS;
-                c.complete(status.as_u16(), &text, until).await
+                c.complete(status.as_u16(), &String::from_utf8_lossy(body))
+                    .await
             }
             (_, c) => {
                 claim = c;
@@ -270,120 +231,6 @@ impl Work {
             withdraw_unanswered(&state, &allowed, &created).await;
         }
         free(claim).await;
-    }
-}
-
-/// A claimed Idempotency-Key, freed if it is dropped unsettled (the task
-/// panicked): a key must not stay "in progress" until the lease ends (a
-/// retry meets 409 till then). Freeing only deletes a claim this owner
-/// still holds in progress, so one already settled is left alone.
-struct Claim {
-    store: std::sync::Arc<dyn crate::store::TokenStore>,
-    id: String,
-    owner: String,
-    armed: bool,
-}
-
-impl Claim {
-    /// Claims the key for this request, or answers the request from what
-    /// the key holds (`Err`): its recorded answer replayed, 409 while
-    /// another request holds it, 422 when it came with another body.
-    async fn take(state: &AppState, keyed: Keyed) -> Result<Claim, Result<Response, Problem>> {
-        let now = state.clock.unix();
-        let mut claim = Claim {
-            store: state.vault.store().clone(),
-            id: keyed.id,
-            owner: uuid::Uuid::new_v4().to_string(),
-            // A failed claim may still have been written (a timeout on
-            // DynamoDB): freed too.
-            armed: true,
-        };
-        let held = claim
-            .store
-            .claim_idempotency(
-                &claim.id,
-                &keyed.hash,
-                &claim.owner,
-                now,
-                now + IDEMPOTENCY_LEASE_SECONDS,
-            )
-            .await
-            .map_err(|e| Err(Problem::from(crate::vault::VaultError::from(e))))?;
-        if !matches!(held, IdempotencyClaim::Claimed) {
-            claim.armed = false;
-        }
-        match held {
-            IdempotencyClaim::Claimed => Ok(claim),
-            IdempotencyClaim::Done {
-                request_hash,
-                status,
-                response,
-            } if request_hash == keyed.hash => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                let mut res = json_response(status, response.into_bytes());
-                res.headers_mut().insert(
-                    "idempotent-replayed",
-                    axum::http::HeaderValue::from_static("true"),
-                );
-                Err(Ok(res))
-            }
-            IdempotencyClaim::InProgress { request_hash } if request_hash == keyed.hash => {
-                Err(Err(Problem::new(
-                    ProblemKind::IdempotencyInProgress,
-                    "a request with this Idempotency-Key is still running; retry shortly",
-                )
-                .retry_after(1)))
-            }
-            _ => Err(Err(Problem::new(
-                ProblemKind::IdempotencyKeyReused,
-                "this Idempotency-Key was used with a different body",
-            ))),
-        }
-    }
-
-    /// Keeps `response` as the key's answer until `until`; false if it
-    /// could not be written (the key then stays claimed until its lease
-    /// ends).
-    async fn complete(mut self, status: u16, response: &str, until: i64) -> bool {
-        self.armed = false;
-        match self
-            .store
-            .complete_idempotency(&self.id, &self.owner, status, response, until)
-            .await
-        {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer");
-                false
-            }
-        }
-    }
-
-    /// Frees the key for a retry.
-    async fn release(mut self) {
-        self.armed = false;
-        if let Err(e) = self.store.release_idempotency(&self.id, &self.owner).await {
-            tracing::warn!(request_id = %current_request_id(), error = %e, "could not free an Idempotency-Key; it stays claimed until its lease ends");
-        }
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let store = self.store.clone();
-        let id = std::mem::take(&mut self.id);
-        let owner = std::mem::take(&mut self.owner);
-        runtime.spawn(async move {
-            if let Err(e) = store.release_idempotency(&id, &owner).await {
-                tracing::warn!(error = %e, "could not free an Idempotency-Key; it stays claimed until its lease ends");
-            }
-        });
     }
 }
 
