@@ -67,12 +67,15 @@ const WHOLE_ONLY: &[&str] = &["pin", "cid"];
 const MAX_NAME: usize = 64;
 
 /// Keys whose string names the field a sibling holds
-/// ([`FieldRules::names_a_pair`]), as spelled: lower case or capitalized.
+/// ([`FieldRules::names_a_pair`]), as spelled: lower case, capitalized or
+/// upper case.
 const PAIR_NAMES: &[&[u8]] = &[
     b"name",
     b"Name",
+    b"NAME",
     b"key",
     b"Key",
+    b"KEY",
     b"parameterKey",
     b"ParameterKey",
     b"parameter_key",
@@ -82,11 +85,12 @@ const PAIR_NAMES: &[&[u8]] = &[
 ];
 
 /// The siblings that hold the named field's value, as spelled. Each ends
-/// in `alue`, which a block of lines is searched for before its keys are
-/// looked at ([`FieldRules::names_a_pair`]).
+/// in `alue` or `ALUE`, which a block of lines is searched for before its
+/// keys are looked at ([`FieldRules::names_a_pair`]).
 const PAIR_VALUES: &[&[u8]] = &[
     b"value",
     b"Value",
+    b"VALUE",
     b"parameterValue",
     b"ParameterValue",
     b"parameter_value",
@@ -103,14 +107,19 @@ pub fn is_pair_value(key: &str) -> bool {
 }
 
 /// What every key of [`PAIR_VALUES`] ends in, with its closing quote.
-static PAIR_VALUE_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"alue\""));
+static PAIR_VALUE_END: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+    std::sync::LazyLock::new(|| {
+        [
+            memchr::memmem::Finder::new(b"alue\""),
+            memchr::memmem::Finder::new(b"ALUE\""),
+        ]
+    });
 
 /// Whether raw JSON may hold a key of [`PAIR_VALUES`]: lines without one
 /// hold no pair, and their keys need not be looked at for one. Asked of a
 /// block of lines at once: a search per line cost 2% on NDJSON.
 pub fn may_hold_a_pair(raw: &[u8]) -> bool {
-    PAIR_VALUE_END.find(raw).is_some()
+    PAIR_VALUE_END.iter().any(|f| f.find(raw).is_some())
 }
 
 /// The keys of raw JSON (quoted names before a `:`), each with the bytes

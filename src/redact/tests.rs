@@ -553,6 +553,13 @@ fn a_name_value_pair_naming_a_secret_is_redacted() {
         assert_eq!(out.trim_end(), want, "{format:?}");
         assert_eq!(f.header_value(), "pan=1, email=1, secret=3", "{format:?}");
     }
+    // In capitals too.
+    let (out, _) = redact(
+        Format::Ndjson,
+        "{\"NAME\":\"DB_PASSWORD\",\"VALUE\":\"hunter2\"}\n",
+        &Options::default(),
+    );
+    assert_eq!(out, "{\"NAME\":\"DB_PASSWORD\",\"VALUE\":\"*******\"}\n");
     // With no other finding on the line, the pair alone keeps it from
     // passing through raw.
     let alone = "{\"name\": \"DB_PASSWORD\", \"value\": \"hunter2\"}\n";
