@@ -18,7 +18,11 @@
 //!   and a crash can never leave a token stored without its event. (A
 //!   deterministic answer of an existing token stores nothing and is
 //!   recorded; past the outbox's bound of uncopied notes, events are
-//!   recorded too, after their commit, as they all were before.) The
+//!   recorded too, after their commit, as they all were before.)
+//!   Without an outbox (DynamoDB) or past its bound, a deterministic
+//!   record's event is recorded before the record is stored
+//!   ([`AuditLog::herald`]): its token may be handed to other requests
+//!   for the same value at once, so it can never be taken back. The
 //!   writer thread, nudged after each such
 //!   commit, copies the notes into the chain, fsyncs, and acknowledges
 //!   them to the store. Each line names how far the outbox was copied, so a
@@ -89,6 +93,39 @@ pub struct AuditEvent {
     pub decision: &'static str,
     /// Why it was denied, or the caller's stated reason (already redacted).
     pub reason: Option<String>,
+}
+
+/// Writes one tokenization's event, with its token, on its own: see
+/// [`crate::vault::Herald`].
+pub struct EventHerald<'a> {
+    log: &'a AuditLog,
+    event: &'a AuditEvent,
+}
+
+#[async_trait::async_trait]
+impl crate::vault::Herald for EventHerald<'_> {
+    async fn announce(&self, token: &str) -> Result<(), crate::vault::VaultError> {
+        let e = AuditEvent {
+            token: Some(token.to_owned()),
+            ..self.event.clone()
+        };
+        self.log
+            .record(vec![e])
+            .await
+            .map_err(|e| crate::vault::VaultError::Unavailable(e.to_string()))
+    }
+
+    async fn retract(&self, token: &str, why: &'static str) {
+        let e = AuditEvent {
+            token: Some(token.to_owned()),
+            decision: "error",
+            reason: Some(why.to_owned()),
+            ..self.event.clone()
+        };
+        if let Err(e) = self.log.record(vec![e]).await {
+            tracing::warn!(error = %e, "could not record that an announced tokenization stored nothing");
+        }
+    }
 }
 
 /// Audit failures.
@@ -303,6 +340,15 @@ impl AuditLog {
     /// a store commits to its outbox.
     pub fn note_maker(&self, e: &AuditEvent) -> NoteMaker<'_> {
         note_maker(&*self.clock, &self.key, e)
+    }
+
+    /// Writes the events of `e`'s deterministic tokenizations before their
+    /// records are stored, where the store does not keep their notes.
+    pub fn herald<'a>(&'a self, e: &'a AuditEvent) -> EventHerald<'a> {
+        EventHerald {
+            log: self,
+            event: e,
+        }
     }
 
     /// Writes `events` and returns once they are on disk.

@@ -29,7 +29,7 @@ use crate::telemetry::TypeLabels;
 use crate::vault::service::TokenizeOptions;
 use crate::vault::token::TokenFormat;
 use crate::vault::value::Classification;
-use crate::vault::{Notes, Vault};
+use crate::vault::{Audit, Notes, Vault};
 
 use super::AppState;
 use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
@@ -258,65 +258,55 @@ pub struct VaultTokenizer {
     request_id: String,
 }
 
-/// Tokenizations whose events are still to be recorded.
+/// Tokenizations whose events are still to be recorded: those that found
+/// their card's token stored already. A record a tokenization stores has
+/// its event committed with it, or written before it (the vault's
+/// herald), so none is ever taken back: its token is the card's, and
+/// another request may hold it already.
 #[derive(Default)]
 struct Unaudited {
     events: Vec<AuditEvent>,
-    /// The tokens of records they created, withdrawn if the events fail.
-    created: Vec<String>,
 }
 
 impl VaultTokenizer {
-    /// Records the events of the tokenizations since the last call. If
-    /// the audit log fails, the records they created are withdrawn (a
-    /// value is never kept without its event) and the problem is a 503.
-    /// Called on a blocking thread.
+    /// Records the events of the tokenizations since the last call; if
+    /// the audit log fails, the problem is a 503. Called on a blocking
+    /// thread.
     pub fn settle(&self) -> Result<(), Problem> {
         let pending = std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
         self.handle
-            .block_on(pending.settle(&self.audit, &self.vault, &self.request_id))
+            .block_on(pending.settle(&self.audit, &self.request_id))
     }
 }
 
 impl Drop for VaultTokenizer {
     /// A redaction that ends without settling (a panic in the engine
-    /// unwinds past every `settle`) still has its tokenizations audited,
-    /// or their records withdrawn: on the runtime, since this thread may
-    /// be unwinding.
+    /// unwinds past every `settle`) still has its tokenizations audited:
+    /// on the runtime, since this thread may be unwinding.
     fn drop(&mut self) {
         let pending = std::mem::take(self.events.get_mut().unwrap_or_else(|p| p.into_inner()));
         if pending.events.is_empty() {
             return;
         }
-        let (audit, vault) = (self.audit.clone(), self.vault.clone());
+        let audit = self.audit.clone();
         let request_id = std::mem::take(&mut self.request_id);
         tracing::warn!(request_id = %request_id, events = pending.events.len(), "a redaction ended before its tokenizations were audited; auditing them now");
         self.handle.spawn(async move {
-            let _ = pending.settle(&audit, &vault, &request_id).await;
+            let _ = pending.settle(&audit, &request_id).await;
         });
     }
 }
 
 impl Unaudited {
-    /// Records the events; if the audit log fails, withdraws the records
-    /// they would have covered and answers 503.
-    async fn settle(
-        self,
-        audit: &AuditLog,
-        vault: &Vault,
-        request_id: &str,
-    ) -> Result<(), Problem> {
-        let Unaudited { events, created } = self;
-        if events.is_empty() {
+    /// Records the events; answers 503 if the audit log fails.
+    async fn settle(self, audit: &AuditLog, request_id: &str) -> Result<(), Problem> {
+        if self.events.is_empty() {
             return Ok(());
         }
-        let Err(e) = audit.record(events).await else {
-            return Ok(());
-        };
-        if let Err(w) = vault.withdraw(&created).await {
-            tracing::error!(request_id = %request_id, error = %w, records = created.len(), "could not withdraw records whose audit events failed");
-        }
-        Err(Problem::unavailable(&e))
+        audit.record(self.events).await.map_err(|e| {
+            tracing::warn!(request_id = %request_id, error = %e, "could not record a redaction's tokenization events");
+            Problem::unavailable(&e)
+        })
     }
 }
 
@@ -340,13 +330,14 @@ impl Tokenizer for VaultTokenizer {
             reason: Some("redact".into()),
         };
         let notes = self.audit.note_maker(&event);
+        let herald = self.audit.herald(&event);
+        let audit = Audit {
+            notes: self.audit.has_outbox().then_some(&notes as &dyn Notes),
+            herald: Some(&herald),
+        };
         let t = self
             .handle
-            .block_on(self.vault.tokenize_noted(
-                digits,
-                &opts,
-                self.audit.has_outbox().then_some(&notes as &dyn Notes),
-            ))
+            .block_on(self.vault.tokenize_noted(digits, &opts, audit))
             .map_err(|e| ActionError::Tokenize(e.to_string()))?;
         if !t.audited {
             let mut pending = self.events.lock().unwrap_or_else(|p| p.into_inner());
@@ -354,9 +345,6 @@ impl Tokenizer for VaultTokenizer {
                 token: Some(t.token.clone()),
                 ..event
             });
-            if t.created {
-                pending.created.push(t.token.clone());
-            }
         }
         Ok(t.token)
     }

@@ -211,8 +211,8 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Send
     let abort = |why: Problem| {
         let detail = why.detail.as_deref().unwrap_or(why.kind.slug());
         tracing::warn!(request_id = %job.request_id, error = %detail, "streamed redaction aborted");
-        // Cards tokenized before the failure are stored: audit them anyway
-        // (or withdraw them, if the audit log fails too).
+        // Cards tokenized before the failure have their tokens: audit them
+        // anyway.
         let _ = tokenizer.settle();
         send(Err(why));
     };

@@ -11,10 +11,10 @@ use time::OffsetDateTime;
 use crate::audit::AuditEvent;
 use crate::auth::policy::Permission;
 use crate::clock::{self, Fraction};
-use crate::vault::Notes;
 use crate::vault::service::{TokenizeOptions, Tokenized};
 use crate::vault::token::TokenFormat;
 use crate::vault::value::Classification;
+use crate::vault::{Audit, Notes};
 
 use super::AppState;
 use super::batch::{Items, Outcome};
@@ -235,9 +235,10 @@ impl Work {
 }
 
 /// Stores `values` and has their events recorded: with their records where
-/// the store has an outbox, else after them. An event that cannot be
-/// recorded fails the request (503), and the records it would have covered
-/// are withdrawn: a value is never kept unaudited.
+/// the store has an outbox, else after them (a deterministic record's
+/// before it, see [`crate::vault::Herald`]). An event that cannot be
+/// recorded fails the request (503), and the random records it would have
+/// covered are withdrawn: a value is never kept unaudited.
 async fn store_and_audit(
     state: AppState,
     values: Vec<String>,
@@ -245,14 +246,12 @@ async fn store_and_audit(
     allowed: AuditEvent,
 ) -> Result<Vec<Result<(StatusCode, TokenizeAnswer), Problem>>, Problem> {
     let notes = state.audit.note_maker(&allowed);
-    let answers = state
-        .vault
-        .tokenize_many(
-            &values,
-            &opts,
-            state.audit.has_outbox().then_some(&notes as &dyn Notes),
-        )
-        .await;
+    let herald = state.audit.herald(&allowed);
+    let audit = Audit {
+        notes: state.audit.has_outbox().then_some(&notes as &dyn Notes),
+        herald: Some(&herald),
+    };
+    let answers = state.vault.tokenize_many(&values, &opts, audit).await;
     let mut results = Vec::with_capacity(values.len());
     let mut events = Vec::new();
     let mut unaudited = Vec::new();

@@ -188,11 +188,22 @@ pub trait TokenStore: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`TokenStore::insert_tokens_noted`] would keep notes now
+    /// (an outbox is open and not backlogged). A deterministic record the
+    /// store will not note has its event written before it is stored
+    /// instead: recorded after, a failing event would withdraw a record
+    /// whose token another request may hold already.
+    fn keeps_notes(&self) -> bool {
+        false
+    }
+
     /// As [`TokenStore::insert_tokens`], and in the same transaction adds
     /// `notes` to the outbox for the records inserted, so a record and its
     /// note are committed together or not at all. The flag says whether
     /// notes were kept; when false (no outbox open), the caller must record
-    /// them itself.
+    /// them itself. A record with a fingerprint is never stored without
+    /// its note where an outbox is open: past the backlog's bound it fails
+    /// (unavailable) instead, see [`TokenStore::keeps_notes`].
     async fn insert_tokens_noted(
         &self,
         records: &[TokenRecord],

@@ -135,6 +135,15 @@ struct OutboxState {
     backlogged: AtomicBool,
 }
 
+impl OutboxState {
+    /// Notes committed and not yet copied.
+    fn backlog(&self) -> u64 {
+        self.issued
+            .load(Ordering::Acquire)
+            .saturating_sub(self.acked.load(Ordering::Acquire))
+    }
+}
+
 /// Notes the outbox holds uncopied at most before tokenizations stop
 /// adding to it (about 300 MB): past this the copier is stuck, not slow.
 const OUTBOX_BACKLOG_MAX: u64 = 1_000_000;
@@ -1165,12 +1174,7 @@ impl TokenStore for SqliteStore {
     fn outbox_backlog(&self) -> Option<u64> {
         let state = &self.inner.outbox;
         state.nudge.get()?;
-        Some(
-            state
-                .issued
-                .load(Ordering::Acquire)
-                .saturating_sub(state.acked.load(Ordering::Acquire)),
-        )
+        Some(state.backlog())
     }
 
     async fn insert_tokens_noted(
@@ -1193,10 +1197,7 @@ impl TokenStore for SqliteStore {
             return (Vec::new(), true);
         }
         let state = &self.inner.outbox;
-        let backlog = state
-            .issued
-            .load(Ordering::Acquire)
-            .saturating_sub(state.acked.load(Ordering::Acquire));
+        let backlog = state.backlog();
         if backlog > OUTBOX_BACKLOG_MAX {
             // The copier is stuck (audit disk full, say): stop growing the
             // outbox; the caller records its events itself, and fails while
@@ -1206,6 +1207,13 @@ impl TokenStore for SqliteStore {
                     backlog,
                     "the audit outbox is not being copied; tokenizations now record their events directly"
                 );
+            }
+            // A deterministic record's event must come before it (see
+            // `keeps_notes`); the caller asked just as the bound was
+            // crossed, and retries.
+            if records.iter().any(|r| r.fingerprint.is_some()) {
+                let e = StoreError::Unavailable("the audit outbox is backlogged".into());
+                return (vec![Err(e); records.len()], false);
             }
             return (self.insert_tokens(records).await, false);
         }
@@ -1224,6 +1232,11 @@ impl TokenStore for SqliteStore {
             Ok(out) => (out, true),
             Err(e) => (vec![Err(e); n], true),
         }
+    }
+
+    fn keeps_notes(&self) -> bool {
+        let state = &self.inner.outbox;
+        state.nudge.get().is_some() && state.backlog() <= OUTBOX_BACKLOG_MAX
     }
 
     fn has_slots(&self) -> bool {
@@ -1728,6 +1741,44 @@ mod tests {
             slot: None,
             slot_in_token: false,
         }
+    }
+
+    /// Past the backlog's bound the store keeps no notes: a random record
+    /// is stored without its note (its caller records the event), but a
+    /// deterministic one is refused, since its event must then come first
+    /// (`keeps_notes`, which the vault asks before it stores one).
+    #[tokio::test]
+    async fn past_the_backlog_bound_a_fingerprinted_record_is_refused_not_stored_unnoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("vault.db")).unwrap();
+        assert!(!s.keeps_notes(), "no consumer yet");
+        let _outbox = s.open_outbox(Box::new(|| {})).unwrap().unwrap();
+        assert!(s.keeps_notes());
+        s.inner
+            .outbox
+            .issued
+            .store(OUTBOX_BACKLOG_MAX + 1, Ordering::SeqCst);
+        assert!(!s.keeps_notes());
+
+        let (got, kept) = s
+            .insert_tokens_noted(
+                &[record("d", Some("fp"))],
+                Noted::Each(vec![b"nd".to_vec()]),
+            )
+            .await;
+        assert!(!kept);
+        assert!(
+            matches!(got[..], [Err(StoreError::Unavailable(_))]),
+            "{got:?}"
+        );
+        assert_eq!(s.token_for_fingerprint("fp").await.unwrap(), None);
+        assert_eq!(s.get_token("d", None).await.unwrap(), None);
+
+        let (got, kept) = s
+            .insert_tokens_noted(&[record("r", None)], Noted::Each(vec![b"nr".to_vec()]))
+            .await;
+        assert!(!kept);
+        assert!(matches!(got[..], [Ok(InsertOutcome::Inserted)]), "{got:?}");
     }
 
     /// The writer's own checkpoint waits for 10,000 WAL pages; 300 small

@@ -13,7 +13,7 @@ pub mod service;
 pub mod token;
 pub mod value;
 
-pub use service::{Notes, Vault, VaultError};
+pub use service::{Audit, Herald, Notes, Vault, VaultError};
 
 #[cfg(test)]
 mod tests;

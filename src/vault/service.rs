@@ -163,6 +163,36 @@ pub trait Notes: Send + Sync {
     fn group(&self, tokens: &[&str]) -> Vec<u8>;
 }
 
+/// Writes a tokenization's audit event on its own, before its record is
+/// stored: for a deterministic record the store will not commit with its
+/// note. Written after, an event that failed would take the record back,
+/// and a request for the same card may have been answered with its token
+/// in between (on another replica, say), holding a token that resolves
+/// to nothing. Written first, a failing event leaves no record at all.
+#[async_trait::async_trait]
+pub trait Herald: Send + Sync {
+    /// Writes the event of the tokenization about to store `token`;
+    /// returns once it is durable.
+    async fn announce(&self, token: &str) -> Result<(), VaultError>;
+
+    /// Best effort: writes that `token`, announced, was not stored after
+    /// all (another request stored the card first, or the token was
+    /// taken), and why.
+    async fn retract(&self, token: &str, why: &'static str);
+}
+
+/// How a tokenization's audit events are kept with its records.
+#[derive(Clone, Copy, Default)]
+pub struct Audit<'a> {
+    /// Notes for the store to commit with the records, where it has an
+    /// outbox ([`TokenStore::keeps_notes`]).
+    pub notes: Option<&'a dyn Notes>,
+    /// Writes a deterministic record's event first where the store keeps
+    /// no note of it. Without it (and without notes) every event is the
+    /// caller's to write, after.
+    pub herald: Option<&'a dyn Herald>,
+}
+
 /// The tokenization service.
 pub struct Vault {
     store: Arc<dyn TokenStore>,
@@ -224,18 +254,20 @@ impl Vault {
         input: &str,
         opts: &TokenizeOptions,
     ) -> Result<Tokenized, VaultError> {
-        self.tokenize_noted(input, opts, None).await
+        self.tokenize_noted(input, opts, Audit::default()).await
     }
 
-    /// As [`Vault::tokenize`]; with `note`, a record stored is committed
-    /// with its audit note when the store has an outbox (the answer says
-    /// so in `audited`). A value whose token exists already (deterministic)
+    /// As [`Vault::tokenize`]; with `audit.notes`, a record stored is
+    /// committed with its audit note when the store has an outbox, and
+    /// with `audit.herald`, a deterministic record the store would not
+    /// note has its event written before it is stored (the answer says so
+    /// in `audited`). A value whose token exists already (deterministic)
     /// stores nothing, so its event is the caller's to record.
     pub async fn tokenize_noted(
         &self,
         input: &str,
         opts: &TokenizeOptions,
-        note: Option<&dyn Notes>,
+        audit: Audit<'_>,
     ) -> Result<Tokenized, VaultError> {
         let item = Item::check(input, opts)?;
         let class = opts.classification.as_str();
@@ -250,10 +282,21 @@ impl Vault {
         }
         let (dk_id, dk) = self.keyring.current(class).await?;
         let mut rng = Randomness::for_records(1);
+        // Where the store will not commit a deterministic record's note
+        // with it, its event goes first.
+        let herald = match audit.herald {
+            Some(h) if fingerprint.is_some() => {
+                (audit.notes.is_none() || !self.store.keeps_notes()).then_some(h)
+            }
+            _ => None,
+        };
         for _ in 0..INSERT_ATTEMPTS {
             let record =
                 self.seal_record(&item, opts, fingerprint.clone(), &dk_id, &dk, &mut rng)?;
-            let (outcome, audited) = match note {
+            if let Some(h) = herald {
+                h.announce(&record.token).await?;
+            }
+            let (outcome, audited) = match audit.notes.filter(|_| herald.is_none()) {
                 Some(note) => {
                     let notes = Noted::Each(vec![note.one(&record.token)]);
                     let (mut out, kept) = self
@@ -265,9 +308,25 @@ impl Vault {
                     });
                     (outcome, kept)
                 }
-                None => (self.store.insert_token(&record).await, false),
+                None => (self.store.insert_token(&record).await, herald.is_some()),
             };
-            match outcome? {
+            // A store error leaves the announced event standing: the write
+            // may have landed (a timeout), and the event then covers it.
+            let outcome = outcome?;
+            if let Some(h) = herald {
+                match outcome {
+                    InsertOutcome::Inserted => {}
+                    InsertOutcome::FingerprintTaken { .. } => {
+                        h.retract(&record.token, "not stored: the value has a token already")
+                            .await
+                    }
+                    _ => {
+                        h.retract(&record.token, "not stored: the token was taken")
+                            .await
+                    }
+                }
+            }
+            match outcome {
                 InsertOutcome::Inserted => {
                     return Ok(Tokenized {
                         audited,
@@ -297,21 +356,21 @@ impl Vault {
     /// Deterministic values (each looks up its fingerprint first), and a
     /// value whose token collided, go through [`Vault::tokenize_noted`].
     ///
-    /// With `note`, each record stored is committed with its audit note
-    /// when the store has an outbox (answers say so in `audited`): one
-    /// durable write for the record and its event.
+    /// With `audit`, each record stored is committed with its audit note
+    /// when the store has an outbox, or, deterministic, follows its event
+    /// (answers say so in `audited`): see [`Vault::tokenize_noted`].
     pub async fn tokenize_many(
         &self,
         inputs: &[String],
         opts: &TokenizeOptions,
-        note: Option<&dyn Notes>,
+        audit: Audit<'_>,
     ) -> Vec<Result<Tokenized, VaultError>> {
         let one_by_one = || {
             // Made before the stream: a closure in the stream trips the
             // compiler's Send inference for axum handlers.
             let work: Vec<_> = inputs
                 .iter()
-                .map(|v| self.tokenize_noted(v, opts, note))
+                .map(|v| self.tokenize_noted(v, opts, audit))
                 .collect();
             futures_util::stream::iter(work)
                 .buffered(PARALLEL_ITEMS)
@@ -339,7 +398,7 @@ impl Vault {
                 Err(e) => answers.push(Some(Err(e))),
             }
         }
-        let (stored, noted) = match note {
+        let (stored, noted) = match audit.notes {
             Some(note) => {
                 let tokens: Vec<&str> = records.iter().map(|r| r.token.as_str()).collect();
                 // One row for the batch only where a collision is as good
@@ -389,7 +448,7 @@ impl Vault {
         if !again.is_empty() {
             let work: Vec<_> = again
                 .iter()
-                .map(|&i| self.tokenize_noted(&inputs[i], opts, note))
+                .map(|&i| self.tokenize_noted(&inputs[i], opts, audit))
                 .collect();
             let retried: Vec<_> = futures_util::stream::iter(work)
                 .buffered(PARALLEL_ITEMS)

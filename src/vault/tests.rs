@@ -3,8 +3,8 @@
 //! stored token has exactly one note, and a token that lost its place has
 //! none.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -24,20 +24,51 @@ use crate::store::{
     TokenStore,
 };
 use crate::telemetry::Metrics;
-use crate::vault::Notes;
 use crate::vault::token::{Token, TokenFormat};
+use crate::vault::{Audit, Herald, Notes};
 
 /// SQLite, except that before its first noted insert another record takes
 /// the first record's token: the insert then meets a real `TokenTaken`.
+/// For the herald's tests, it can pretend to keep no notes (an outbox past
+/// its bound), make its next plain insert collide, and lists the tokens
+/// its plain inserts stored.
 struct Colliding {
     inner: SqliteStore,
     collided: AtomicBool,
+    keeps_no_notes: AtomicBool,
+    collide_plain: AtomicBool,
+    stored_plain: Mutex<Vec<String>>,
+}
+
+impl Colliding {
+    /// Another record takes `r`'s token (and its fingerprint).
+    async fn squat(&self, r: &TokenRecord) {
+        let squatter = TokenRecord {
+            metadata: r#"{"squatter":"yes"}"#.into(),
+            ..r.clone()
+        };
+        assert_eq!(
+            self.inner.insert_token(&squatter).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+    }
 }
 
 #[async_trait]
 impl TokenStore for Colliding {
     async fn insert_token(&self, r: &TokenRecord) -> Result<InsertOutcome, StoreError> {
-        self.inner.insert_token(r).await
+        if self.collide_plain.swap(false, Ordering::SeqCst) {
+            self.squat(&TokenRecord {
+                fingerprint: None,
+                ..r.clone()
+            })
+            .await;
+        }
+        let out = self.inner.insert_token(r).await;
+        if matches!(out, Ok(InsertOutcome::Inserted)) {
+            self.stored_plain.lock().unwrap().push(r.token.clone());
+        }
+        out
     }
     async fn insert_tokens(&self, r: &[TokenRecord]) -> Vec<Result<InsertOutcome, StoreError>> {
         self.inner.insert_tokens(r).await
@@ -54,16 +85,12 @@ impl TokenStore for Colliding {
         notes: Noted,
     ) -> (Vec<Result<InsertOutcome, StoreError>>, bool) {
         if !self.collided.swap(true, Ordering::SeqCst) {
-            let squatter = TokenRecord {
-                metadata: r#"{"squatter":"yes"}"#.into(),
-                ..records[0].clone()
-            };
-            assert_eq!(
-                self.inner.insert_token(&squatter).await.unwrap(),
-                InsertOutcome::Inserted
-            );
+            self.squat(&records[0]).await;
         }
         self.inner.insert_tokens_noted(records, notes).await
+    }
+    fn keeps_notes(&self) -> bool {
+        !self.keeps_no_notes.load(Ordering::SeqCst) && self.inner.keeps_notes()
     }
     fn has_slots(&self) -> bool {
         self.inner.has_slots()
@@ -156,6 +183,9 @@ fn fixture() -> Fixture {
     let store = Arc::new(Colliding {
         inner: SqliteStore::open(&dir.path().join("vault.db")).unwrap(),
         collided: AtomicBool::new(false),
+        keeps_no_notes: AtomicBool::new(false),
+        collide_plain: AtomicBool::new(false),
+        stored_plain: Mutex::new(Vec::new()),
     });
     let outbox = store.open_outbox(Box::new(|| {})).unwrap().unwrap();
     let (provider, _) = LocalKeyProvider::open_or_create(&dir.path().join("master.key")).unwrap();
@@ -211,6 +241,13 @@ impl Notes for Named {
     }
 }
 
+fn notes(n: &dyn Notes) -> Audit<'_> {
+    Audit {
+        notes: Some(n),
+        herald: None,
+    }
+}
+
 fn note(token: &str) -> Vec<u8> {
     format!(r#"{{"token":"{token}"}}"#).into_bytes()
 }
@@ -243,7 +280,7 @@ async fn a_collided_token_is_retried_and_only_the_stored_one_is_noted() {
     let mut f = fixture();
     let got = f
         .vault
-        .tokenize_noted("4111111111111111", &options(), Some(&Named))
+        .tokenize_noted("4111111111111111", &options(), notes(&Named))
         .await
         .unwrap();
     assert!(got.audited);
@@ -270,7 +307,7 @@ async fn tokenize_three(f: &Fixture) -> ([String; 3], Vec<Tokenized>) {
     let cards = ["4111111111111111", "5500005555555559", "4012888888881881"].map(String::from);
     let got: Vec<_> = f
         .vault
-        .tokenize_many(&cards, &options(), Some(&Named))
+        .tokenize_many(&cards, &options(), notes(&Named))
         .await
         .into_iter()
         .map(Result::unwrap)
@@ -333,7 +370,7 @@ async fn a_preserving_batch_is_noted_card_by_card() {
     };
     let got: Vec<_> = f
         .vault
-        .tokenize_many(&cards, &opts, Some(&Named))
+        .tokenize_many(&cards, &opts, notes(&Named))
         .await
         .into_iter()
         .map(Result::unwrap)
@@ -392,4 +429,143 @@ async fn random_tokens_name_their_slots_and_preserving_ones_their_names() {
             Err(VaultError::NotFound)
         ));
     }
+}
+
+/// A herald that lists what it announced (and whether the store held the
+/// token then) and retracted, or fails every announcement.
+struct Listing<'a> {
+    store: &'a Colliding,
+    fail: bool,
+    announced: Mutex<Vec<(String, bool)>>,
+    retracted: Mutex<Vec<(String, &'static str)>>,
+}
+
+impl<'a> Listing<'a> {
+    fn new(store: &'a Colliding, fail: bool) -> Self {
+        Self {
+            store,
+            fail,
+            announced: Mutex::new(Vec::new()),
+            retracted: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Herald for Listing<'_> {
+    async fn announce(&self, token: &str) -> Result<(), VaultError> {
+        if self.fail {
+            return Err(VaultError::Unavailable("audit log unavailable".into()));
+        }
+        let held = self
+            .store
+            .stored_plain
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| t == token);
+        self.announced
+            .lock()
+            .unwrap()
+            .push((token.to_owned(), held));
+        Ok(())
+    }
+    async fn retract(&self, token: &str, why: &'static str) {
+        self.retracted.lock().unwrap().push((token.to_owned(), why));
+    }
+}
+
+fn deterministic() -> TokenizeOptions {
+    TokenizeOptions {
+        deterministic: true,
+        ..options()
+    }
+}
+
+/// Tokenizes [`CARD`] deterministically, with notes and `h`.
+async fn heralded(f: &Fixture, h: &Listing<'_>) -> Result<Tokenized, VaultError> {
+    let audit = Audit {
+        notes: Some(&Named),
+        herald: Some(h),
+    };
+    f.vault.tokenize_noted(CARD, &deterministic(), audit).await
+}
+
+const CARD: &str = "4111111111111111";
+
+/// Where the store keeps no note (DynamoDB, or an outbox past its bound),
+/// a deterministic record is stored only after its event: were the event
+/// written after and to fail, the record would be taken back while a
+/// request for the same card may hold its token already.
+#[tokio::test]
+async fn a_deterministic_record_the_store_does_not_note_is_stored_after_its_event() {
+    let mut f = fixture();
+    f.store.collided.store(true, Ordering::SeqCst);
+    f.store.keeps_no_notes.store(true, Ordering::SeqCst);
+    let down = Listing::new(&f.store, true);
+    let e = heralded(&f, &down).await.unwrap_err();
+    assert!(matches!(e, VaultError::Unavailable(_)), "{e:?}");
+    assert!(
+        f.store.stored_plain.lock().unwrap().is_empty(),
+        "no record without its event"
+    );
+    let fp = f.vault.fingerprints().fingerprint("pan", CARD.as_bytes());
+    assert_eq!(f.store.token_for_fingerprint(&fp).await.unwrap(), None);
+
+    let up = Listing::new(&f.store, false);
+    let got = heralded(&f, &up).await.unwrap();
+    assert!(got.created && got.audited, "{got:?}");
+    assert_eq!(
+        *up.announced.lock().unwrap(),
+        [(got.token.clone(), false)],
+        "announced before it was stored"
+    );
+    assert_eq!(
+        *f.store.stored_plain.lock().unwrap(),
+        std::slice::from_ref(&got.token)
+    );
+    assert!(noted_tokens(&mut f.outbox).is_empty(), "no note as well");
+
+    // The card's token exists: nothing is stored or announced, and the
+    // event is the caller's.
+    let again = heralded(&f, &up).await.unwrap();
+    assert_eq!(again.token, got.token);
+    assert!(!again.created && !again.audited);
+    assert_eq!(up.announced.lock().unwrap().len(), 1);
+    assert!(up.retracted.lock().unwrap().is_empty());
+}
+
+/// A token taken between its announcement and its insert is retracted,
+/// and the record stored under a fresh one, announced in turn.
+#[tokio::test]
+async fn an_announced_token_that_was_taken_is_retracted() {
+    let f = fixture();
+    f.store.collided.store(true, Ordering::SeqCst);
+    f.store.keeps_no_notes.store(true, Ordering::SeqCst);
+    f.store.collide_plain.store(true, Ordering::SeqCst);
+    let h = Listing::new(&f.store, false);
+    let got = heralded(&f, &h).await.unwrap();
+    let announced = h.announced.lock().unwrap().clone();
+    assert_eq!(announced.len(), 2, "{announced:?}");
+    assert_eq!(announced[1], (got.token.clone(), false));
+    assert_eq!(
+        *h.retracted.lock().unwrap(),
+        [(announced[0].0.clone(), "not stored: the token was taken")]
+    );
+}
+
+/// Where the store keeps notes, a deterministic record's event is its
+/// note, committed with it: nothing is announced.
+#[tokio::test]
+async fn a_noted_deterministic_record_is_not_announced() {
+    let mut f = fixture();
+    f.store.collided.store(true, Ordering::SeqCst);
+    let h = Listing::new(&f.store, false);
+    let got = heralded(&f, &h).await.unwrap();
+    assert!(got.created && got.audited);
+    assert!(h.announced.lock().unwrap().is_empty());
+    assert_eq!(
+        noted_tokens(&mut f.outbox),
+        [String::from_utf8(note(&got.token)).unwrap()]
+    );
 }
