@@ -137,21 +137,26 @@ impl Claim {
         }
     }
 
-    /// Keeps `response` as the key's answer for [`ANSWER_SECONDS`]; false
-    /// if it could not be written (the key then stays claimed until its
-    /// lease ends).
-    pub async fn complete(mut self, status: u16, response: &str) -> bool {
-        self.armed = false;
+    /// Keeps `response` as the key's answer for [`ANSWER_SECONDS`]. If it
+    /// could not be written the claim comes back, for the caller to free
+    /// once it is done: held, the key would answer 409 to a retry until
+    /// its lease ends, and then run it afresh all the same. (Were the
+    /// write to have landed after all, freeing it changes nothing: only
+    /// a claim with no answer is freed.)
+    pub async fn complete(mut self, status: u16, response: &str) -> Result<(), Claim> {
         let until = self.clock.unix() + ANSWER_SECONDS;
         match self
             .store
             .complete_idempotency(&self.id, &self.owner, status, response, until)
             .await
         {
-            Ok(()) => true,
+            Ok(()) => {
+                self.armed = false;
+                Ok(())
+            }
             Err(e) => {
-                tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer");
-                false
+                tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer; the key is freed");
+                Err(self)
             }
         }
     }

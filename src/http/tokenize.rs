@@ -216,8 +216,16 @@ impl Work {
         let outcome = Outcome::collect(batch, results);
         let kept = match (&outcome, claim.take()) {
             (Outcome::Json(status, body), Some(c)) if status.is_success() => {
-                c.complete(status.as_u16(), &String::from_utf8_lossy(body))
+                match c
+                    .complete(status.as_u16(), &String::from_utf8_lossy(body))
                     .await
+                {
+                    Ok(()) => true,
+                    Err(c) => {
+                        claim = Some(c);
+                        false
+                    }
+                }
             }
             (_, c) => {
                 claim = c;

@@ -120,6 +120,58 @@ async fn an_idempotency_key_replays_the_first_answer() {
     app.assert_no_leaks().await;
 }
 
+/// An answer that cannot be kept under its Idempotency-Key (the store
+/// fails that one write) is still sent, and the key is freed: a retry
+/// runs afresh at once instead of meeting a stale claim (409 until the
+/// lease's minute ends). SQLite only: a trigger fails the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_answer_cannot_be_kept_is_freed() {
+    let app = spawn_app().await;
+    if backend() != Backend::Sqlite {
+        return;
+    }
+    let db = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER keep_no_answer BEFORE UPDATE ON idempotency \
+         BEGIN SELECT RAISE(ABORT, 'no answers today'); END",
+    )
+    .unwrap();
+    let claims = || -> i64 {
+        db.query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
+            .unwrap()
+    };
+    let send = || {
+        app.post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            json!({"value": "4012888888881881"}).to_string(),
+            &[("idempotency-key", "order-43")],
+        )
+    };
+    let (s, _, first) = send().await;
+    assert_eq!(s, 201, "{first}");
+    // The key is freed after the answer is sent.
+    let mut freed = false;
+    for _ in 0..200 {
+        if claims() == 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the key is freed");
+    db.execute_batch("DROP TRIGGER keep_no_answer").unwrap();
+
+    let (s, h, again) = send().await;
+    assert_eq!(s, 201, "{again}");
+    assert!(h.get("idempotent-replayed").is_none(), "{h:?}");
+    assert_ne!(again, first, "run afresh: a token of its own");
+    assert_eq!(app.token_rows().await, 2);
+    app.assert_no_leaks().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preserving_tokens_keep_last_four_and_length_and_fail_luhn() {
     let app = spawn_app().await;
