@@ -18,11 +18,7 @@
 //!   and a crash can never leave a token stored without its event. (A
 //!   deterministic answer of an existing token stores nothing and is
 //!   recorded; past the outbox's bound of uncopied notes, events are
-//!   recorded too, after their commit, as they all were before.)
-//!   Without an outbox (DynamoDB) or past its bound, a deterministic
-//!   record's event is recorded before the record is stored
-//!   ([`AuditLog::herald`]): its token may be handed to other requests
-//!   for the same value at once, so it can never be taken back. The
+//!   recorded too, after their commit, as they all were before.) The
 //!   writer thread, nudged after each such
 //!   commit, copies the notes into the chain, fsyncs, and acknowledges
 //!   them to the store. Each line names how far the outbox was copied, so a
@@ -34,6 +30,13 @@
 //!   are sealed (AES-CMAC under a key derived from the audit key) and
 //!   copied only when their seal holds, so whoever can write the database
 //!   cannot have the service sign events it never made.
+//! - **Before the record** (no outbox, as on DynamoDB, or past its
+//!   bound): a deterministic record's event is recorded before the record
+//!   is stored ([`AuditLog::herald`]), since its token may be handed to
+//!   other requests for the same value at once and can never be taken
+//!   back; a token so announced and then not stored gets a second event
+//!   (`decision: error`). A random record's event is recorded after it,
+//!   and a failure takes the record back: nobody else holds its token.
 //!
 //! # Layout
 //!

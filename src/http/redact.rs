@@ -274,8 +274,7 @@ impl VaultTokenizer {
     /// thread.
     pub fn settle(&self) -> Result<(), Problem> {
         let pending = std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
-        self.handle
-            .block_on(pending.settle(&self.audit, &self.request_id))
+        self.handle.block_on(pending.settle(&self.audit))
     }
 }
 
@@ -289,24 +288,23 @@ impl Drop for VaultTokenizer {
             return;
         }
         let audit = self.audit.clone();
-        let request_id = std::mem::take(&mut self.request_id);
-        tracing::warn!(request_id = %request_id, events = pending.events.len(), "a redaction ended before its tokenizations were audited; auditing them now");
+        tracing::warn!(request_id = %self.request_id, events = pending.events.len(), "a redaction ended before its tokenizations were audited; auditing them now");
         self.handle.spawn(async move {
-            let _ = pending.settle(&audit, &request_id).await;
+            let _ = pending.settle(&audit).await;
         });
     }
 }
 
 impl Unaudited {
     /// Records the events; answers 503 if the audit log fails.
-    async fn settle(self, audit: &AuditLog, request_id: &str) -> Result<(), Problem> {
+    async fn settle(self, audit: &AuditLog) -> Result<(), Problem> {
         if self.events.is_empty() {
             return Ok(());
         }
-        audit.record(self.events).await.map_err(|e| {
-            tracing::warn!(request_id = %request_id, error = %e, "could not record a redaction's tokenization events");
-            Problem::unavailable(&e)
-        })
+        audit
+            .record(self.events)
+            .await
+            .map_err(|e| Problem::unavailable(&e))
     }
 }
 
@@ -339,6 +337,9 @@ impl Tokenizer for VaultTokenizer {
             .handle
             .block_on(self.vault.tokenize_noted(digits, &opts, audit))
             .map_err(|e| ActionError::Tokenize(e.to_string()))?;
+        // The herald writes a new record's event first, or the store
+        // commits it with the record: what is left found its token stored.
+        debug_assert!(t.audited || !t.created, "a redaction's record unaudited");
         if !t.audited {
             let mut pending = self.events.lock().unwrap_or_else(|p| p.into_inner());
             pending.events.push(AuditEvent {

@@ -268,6 +268,11 @@ async fn store_and_audit(
         let unrecorded = match &r {
             Ok(t) if t.audited => None,
             Ok(t) => {
+                // The herald writes a deterministic record's event first.
+                debug_assert!(
+                    !(t.created && opts.deterministic),
+                    "a deterministic record unaudited"
+                );
                 if t.created {
                     unaudited.push(t.token.clone());
                 }

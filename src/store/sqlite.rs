@@ -1190,7 +1190,16 @@ impl TokenStore for SqliteStore {
                 !records.is_empty() && records.iter().all(|r| r.fingerprint.is_none())
             }
         };
-        if self.inner.outbox.nudge.get().is_none() || !shaped {
+        if self.inner.outbox.nudge.get().is_none() {
+            return (self.insert_tokens(records).await, false);
+        }
+        if !shaped {
+            // Never a fingerprinted record without its note (see
+            // `keeps_notes`); no caller sends one so.
+            if records.iter().any(|r| r.fingerprint.is_some()) {
+                let e = StoreError::Internal("notes that do not fit their records".into());
+                return (vec![Err(e); records.len()], false);
+            }
             return (self.insert_tokens(records).await, false);
         }
         if records.is_empty() {
@@ -1210,7 +1219,7 @@ impl TokenStore for SqliteStore {
             }
             // A deterministic record's event must come before it (see
             // `keeps_notes`); the caller asked just as the bound was
-            // crossed, and retries.
+            // crossed, and tries again that way.
             if records.iter().any(|r| r.fingerprint.is_some()) {
                 let e = StoreError::Unavailable("the audit outbox is backlogged".into());
                 return (vec![Err(e); records.len()], false);

@@ -96,7 +96,8 @@ pub struct Tokenized {
     /// False when a deterministic request found the value's existing token.
     pub created: bool,
     /// Its audit event's note was committed with the record (the store's
-    /// outbox): the caller must not record the event again.
+    /// outbox), or the event was written before it (the herald): the
+    /// caller must not record the event again.
     pub audited: bool,
 }
 
@@ -284,7 +285,7 @@ impl Vault {
         let mut rng = Randomness::for_records(1);
         // Where the store will not commit a deterministic record's note
         // with it, its event goes first.
-        let herald = match audit.herald {
+        let mut herald = match audit.herald {
             Some(h) if fingerprint.is_some() => {
                 (audit.notes.is_none() || !self.store.keeps_notes()).then_some(h)
             }
@@ -306,6 +307,16 @@ impl Vault {
                     let outcome = out.pop().unwrap_or_else(|| {
                         Err(StoreError::Internal("the store answered no insert".into()))
                     });
+                    // Refused: the outbox went past its bound since the
+                    // check. Again, with the event first.
+                    if outcome.is_err()
+                        && fingerprint.is_some()
+                        && audit.herald.is_some()
+                        && !self.store.keeps_notes()
+                    {
+                        herald = audit.herald;
+                        continue;
+                    }
                     (outcome, kept)
                 }
                 None => (self.store.insert_token(&record).await, herald.is_some()),

@@ -37,6 +37,12 @@ struct Colliding {
     collided: AtomicBool,
     keeps_no_notes: AtomicBool,
     collide_plain: AtomicBool,
+    /// Before the next plain insert, another record takes its fingerprint
+    /// (a request for the same card that got there first).
+    preempt_plain: AtomicBool,
+    /// The next noted insert is refused as if the outbox had just gone
+    /// past its bound, which it then stays.
+    refuse_noted: AtomicBool,
     stored_plain: Mutex<Vec<String>>,
 }
 
@@ -64,6 +70,17 @@ impl TokenStore for Colliding {
             })
             .await;
         }
+        if self.preempt_plain.swap(false, Ordering::SeqCst) {
+            let slot = self.inner.reserve_slot().unwrap();
+            let mut rng = crate::crypto::Randomness::for_records(1);
+            let token = Token::slotted(&slot_key(), slot, &mut rng).into_string();
+            self.squat(&TokenRecord {
+                token,
+                slot: Some(slot),
+                ..r.clone()
+            })
+            .await;
+        }
         let out = self.inner.insert_token(r).await;
         if matches!(out, Ok(InsertOutcome::Inserted)) {
             self.stored_plain.lock().unwrap().push(r.token.clone());
@@ -86,6 +103,11 @@ impl TokenStore for Colliding {
     ) -> (Vec<Result<InsertOutcome, StoreError>>, bool) {
         if !self.collided.swap(true, Ordering::SeqCst) {
             self.squat(&records[0]).await;
+        }
+        if self.refuse_noted.swap(false, Ordering::SeqCst) {
+            self.keeps_no_notes.store(true, Ordering::SeqCst);
+            let e = StoreError::Unavailable("the audit outbox is backlogged".into());
+            return (vec![Err(e); records.len()], false);
         }
         self.inner.insert_tokens_noted(records, notes).await
     }
@@ -185,6 +207,8 @@ fn fixture() -> Fixture {
         collided: AtomicBool::new(false),
         keeps_no_notes: AtomicBool::new(false),
         collide_plain: AtomicBool::new(false),
+        preempt_plain: AtomicBool::new(false),
+        refuse_noted: AtomicBool::new(false),
         stored_plain: Mutex::new(Vec::new()),
     });
     let outbox = store.open_outbox(Box::new(|| {})).unwrap().unwrap();
@@ -205,7 +229,7 @@ fn fixture() -> Fixture {
         store.clone(),
         Arc::new(keyring),
         FingerprintKey::new("fp/test", &DataKey::from_bytes([7; 32])),
-        Some(SlotKey::new(&DataKey::from_bytes([9; 32]))),
+        Some(slot_key()),
         clock,
         TokenSettings::default(),
     );
@@ -215,6 +239,11 @@ fn fixture() -> Fixture {
         outbox,
         _dir: dir,
     }
+}
+
+/// The fixture vault's slot key.
+fn slot_key() -> SlotKey {
+    SlotKey::new(&DataKey::from_bytes([9; 32]))
 }
 
 fn options() -> TokenizeOptions {
@@ -410,9 +439,8 @@ async fn random_tokens_name_their_slots_and_preserving_ones_their_names() {
     }
     let slots: Vec<i64> = seen.iter().map(|(_, s)| *s).collect();
     assert!(slots.windows(2).all(|w| w[0] < w[1]), "{slots:?}");
-    let key = SlotKey::new(&DataKey::from_bytes([9; 32]));
     let mut rng = crate::crypto::Randomness::for_records(1);
-    let forged = Token::slotted(&key, slots[0], &mut rng);
+    let forged = Token::slotted(&slot_key(), slots[0], &mut rng);
     assert_ne!(forged, seen[0].0);
     assert!(matches!(
         f.vault.record(&forged).await,
@@ -568,4 +596,48 @@ async fn a_noted_deterministic_record_is_not_announced() {
         noted_tokens(&mut f.outbox),
         [String::from_utf8(note(&got.token)).unwrap()]
     );
+}
+
+/// A request for the same card that stored it between the announcement
+/// and the insert: the announced token is retracted, and the answer is
+/// the other request's token, whose event is the caller's.
+#[tokio::test]
+async fn an_announced_token_whose_card_was_stored_first_is_retracted() {
+    let f = fixture();
+    f.store.collided.store(true, Ordering::SeqCst);
+    f.store.keeps_no_notes.store(true, Ordering::SeqCst);
+    f.store.preempt_plain.store(true, Ordering::SeqCst);
+    let h = Listing::new(&f.store, false);
+    let got = heralded(&f, &h).await.unwrap();
+    assert!(!got.created && !got.audited, "{got:?}");
+    let announced = h.announced.lock().unwrap().clone();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert_ne!(announced[0].0, got.token);
+    assert_eq!(
+        *h.retracted.lock().unwrap(),
+        [(
+            announced[0].0.clone(),
+            "not stored: the value has a token already"
+        )]
+    );
+    let stored = f
+        .vault
+        .record(&Token::parse(&got.token).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored.metadata, r#"{"squatter":"yes"}"#);
+}
+
+/// An outbox that goes past its bound between the check and the insert
+/// refuses the deterministic record; it is stored again, its event first.
+#[tokio::test]
+async fn a_deterministic_record_refused_by_a_full_outbox_is_stored_after_its_event() {
+    let mut f = fixture();
+    f.store.collided.store(true, Ordering::SeqCst);
+    f.store.refuse_noted.store(true, Ordering::SeqCst);
+    let h = Listing::new(&f.store, false);
+    let got = heralded(&f, &h).await.unwrap();
+    assert!(got.created && got.audited, "{got:?}");
+    assert_eq!(*h.announced.lock().unwrap(), [(got.token.clone(), false)]);
+    assert!(noted_tokens(&mut f.outbox).is_empty());
 }

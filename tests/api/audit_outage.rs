@@ -60,8 +60,8 @@ async fn while_the_audit_log_is_down_nothing_is_kept_or_shown_unaudited() {
             let v: Value = serde_json::from_str(&b).unwrap();
             Some(v["token"].as_str().unwrap().to_owned())
         }
-        // No outbox: the event is written after the record, and failing,
-        // takes the record back with it.
+        // No outbox: a random record's event is written after it, and
+        // failing, takes the record back with it.
         Backend::Aws => {
             assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
             assert!(h.contains_key("retry-after"));
@@ -70,7 +70,9 @@ async fn while_the_audit_log_is_down_nothing_is_kept_or_shown_unaudited() {
         }
     };
 
-    // The same for a card that /redact tokenizes (a value of its own).
+    // The same for a card that /redact tokenizes (a value of its own,
+    // deterministic: without an outbox its event is written first, and
+    // failing, nothing is stored).
     let rows_now = app.token_rows().await;
     let (s, _, b) = app
         .post_raw(

@@ -80,9 +80,11 @@ async fn fifty_concurrent_deterministic_requests_give_one_token() {
     assert_eq!(v["created"], false);
     let token = tokens.into_iter().next().unwrap();
     assert_eq!(v["token"], token);
-    // Every request is one event. The one that stored the card committed
-    // its event with the record (the embedded store's outbox); the others
-    // stored nothing and recorded theirs.
+    // Every request is one event naming the card's token. The one that
+    // stored the card committed its event with the record (the embedded
+    // store's outbox) or wrote it first (DynamoDB); the others stored
+    // nothing and recorded theirs. (On DynamoDB one that lost the race
+    // also announced a token of its own and retracted it: not counted.)
     let audit = app.audit_text().await;
     let events = audit
         .lines()
