@@ -170,6 +170,19 @@ impl Keyring {
             return Ok(k);
         }
         self.count_cache("miss");
+        // Boxed: the load's future (the key provider's and the store's
+        // calls) is kilobytes, and inline it would make every caller's
+        // future as large, copied whole on each move even on a hit.
+        Box::pin(self.load(id, classification, create)).await
+    }
+
+    /// [`Keyring::get`] on a miss: one load per key at a time.
+    async fn load(
+        &self,
+        id: &str,
+        classification: &str,
+        create: bool,
+    ) -> Result<Arc<DataKey>, KeyringError> {
         let lock = self
             .loads
             .lock()

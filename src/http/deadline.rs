@@ -21,14 +21,17 @@ use http_body::{Frame, SizeHint};
 
 use super::error::{Problem, ProblemKind};
 
-/// Runs `req` through `run` under the deadline `limit`. Called from the
-/// `observe` middleware rather than as a layer of its own: one layer less
-/// on every request (a boxed future and the state's clone each).
-pub async fn within<F, Fut>(limit: Duration, req: Request, run: F) -> Response
+/// Runs `req` through `run` under the deadline `limit`, which starts now.
+/// Called from the `observe` middleware rather than as a layer of its
+/// own: one layer less on every request (a boxed future and the state's
+/// clone each). A combinator, not an `async fn`, so the request is not
+/// kept twice in the future (see `telemetry::measure_waits`).
+pub fn within<F, Fut>(limit: Duration, req: Request, run: F) -> impl Future<Output = Response>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
+    use futures_util::FutureExt;
     // `None`: the request came whole (no body, or an empty one).
     let receiving =
         (!http_body::Body::is_end_stream(req.body())).then(|| Arc::new(AtomicBool::new(false)));
@@ -41,7 +44,7 @@ where
             })
         }),
     };
-    match tokio::time::timeout(limit, run(req)).await {
+    tokio::time::timeout(limit, run(req)).map(move |ran| match ran {
         Ok(res) => res,
         Err(_) if receiving.is_some_and(|r| !r.load(Ordering::Relaxed)) => Problem::new(
             ProblemKind::RequestTimeout,
@@ -51,7 +54,7 @@ where
         Err(_) => {
             Problem::unavailable(&"the request ran past limits.request_timeout_ms").into_response()
         }
-    }
+    })
 }
 
 /// A request body that says when it has been read to its end.

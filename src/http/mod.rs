@@ -38,6 +38,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::FutureExt;
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::Principal;
@@ -240,12 +241,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let method = req.method().clone();
     let limit = std::time::Duration::from_millis(state.limits.request_timeout_ms);
     let start = Instant::now();
+    // Combinators, not an async block: see `measure_waits`.
+    let run = deadline::within(limit, req, |req| next.run(req)).map(as_problem);
     let (mut res, waited) =
-        crate::telemetry::measure_waits(REQUEST_ID.scope(id.clone(), async move {
-            let res = deadline::within(limit, req, |req| next.run(req)).await;
-            as_problem(res)
-        }))
-        .await;
+        crate::telemetry::measure_waits(REQUEST_ID.scope(id.clone(), run)).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }

@@ -271,12 +271,16 @@ tokio::task_local! {
 }
 
 /// Runs `f` (a request) and returns how long it waited on dependencies.
-pub async fn measure_waits<F: Future>(f: F) -> (F::Output, Duration) {
-    WAITED
-        .scope(AtomicU64::new(0), async move {
-            let out = f.await;
+/// A combinator, not an `async fn`: an async wrapper keeps `f` twice (as
+/// its argument and as the future it awaits), and a request's future is
+/// copied whole each time it moves (4.4 KB with two such wrappers).
+pub fn measure_waits<F: Future>(f: F) -> impl Future<Output = (F::Output, Duration)> {
+    use futures_util::FutureExt;
+    WAITED.scope(
+        AtomicU64::new(0),
+        f.map(|out| {
             let waited = WAITED.with(|w| w.load(Ordering::Relaxed));
             (out, Duration::from_nanos(waited))
-        })
-        .await
+        }),
+    )
 }
