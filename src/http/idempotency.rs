@@ -155,7 +155,7 @@ impl Claim {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer; the key is freed");
+                tracing::warn!(request_id = %current_request_id(), error = %e, "could not record the idempotent answer; the key will be freed");
                 Err(self)
             }
         }
@@ -163,10 +163,12 @@ impl Claim {
 
     /// Frees the key for a retry.
     pub async fn release(mut self) {
-        self.armed = false;
+        // Disarmed only once done: cancelled part-way (the runtime
+        // stopping), the drop frees it instead.
         if let Err(e) = self.store.release_idempotency(&self.id, &self.owner).await {
             tracing::warn!(request_id = %current_request_id(), error = %e, "could not free an Idempotency-Key; it stays claimed until its lease ends");
         }
+        self.armed = false;
     }
 }
 

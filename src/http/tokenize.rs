@@ -214,18 +214,17 @@ impl Work {
             return free(claim).await;
         }
         let outcome = Outcome::collect(batch, results);
-        let kept = match (&outcome, claim.take()) {
+        // Whether the answer may be kept under the key: written, or a
+        // write that failed yet may have landed (a timeout).
+        let may_be_kept = match (&outcome, claim.take()) {
             (Outcome::Json(status, body), Some(c)) if status.is_success() => {
-                match c
+                if let Err(c) = c
                     .complete(status.as_u16(), &String::from_utf8_lossy(body))
                     .await
                 {
-                    Ok(()) => true,
-                    Err(c) => {
-                        claim = Some(c);
-                        false
-                    }
+                    claim = Some(c);
                 }
+                true
             }
             (_, c) => {
                 claim = c;
@@ -234,8 +233,9 @@ impl Work {
         };
         // The request may have gone since the check above (the answer's
         // JSON, the key's write): then its records go too, unless its
-        // answer is kept under its key.
-        if answer.send(Ok(outcome.into_response())).is_err() && !kept {
+        // answer may be kept under its key (a retry would be replayed
+        // tokens that resolve to nothing; the records stay, audited).
+        if answer.send(Ok(outcome.into_response())).is_err() && !may_be_kept {
             withdraw_unanswered(&state, &allowed, &created).await;
         }
         free(claim).await;

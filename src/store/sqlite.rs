@@ -1862,6 +1862,9 @@ mod tests {
         s.complete_idempotency("k", "b", 201, "{}", 99)
             .await
             .unwrap();
+        // Its owner's release after the answer (a completion that failed
+        // yet landed) keeps the answer.
+        s.release_idempotency("k", "b").await.unwrap();
         assert!(matches!(
             s.claim_idempotency("k", "h", "c", 13, 20).await.unwrap(),
             IdempotencyClaim::Done { status: 201, .. }

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokenvault::crypto::kms::KmsKeyProvider;
 use tokenvault::crypto::{EncryptionContext, KeyError, KeyProvider};
-use tokenvault::store::{KeyItem, TokenStore};
+use tokenvault::store::{IdempotencyClaim, KeyItem, TokenStore};
 
 use crate::emulator::{clients, clients_split, create_key, provision, shared_moto};
 use crate::helpers::{CARDS, TestApp, spawn_app_on};
@@ -70,6 +70,31 @@ async fn kms_wraps_under_the_encryption_context_and_refuses_another() {
         .await
         .unwrap();
     assert_eq!(w.key_id, p.keys["pii"]);
+}
+
+/// A key freed by its owner after its answer was kept (a completion that
+/// failed yet landed) keeps the answer: the release only frees a claim
+/// still waiting for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owners_release_after_the_answer_keeps_the_answer() {
+    let Some(c) = moto_clients().await else {
+        return;
+    };
+    let p = provision(&c).await;
+    let store = open_store(c.dynamodb.clone(), &p.table).await;
+    assert_eq!(
+        store.claim_idempotency("k", "h", "a", 0, 10).await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    store
+        .complete_idempotency("k", "a", 201, "{}", 99)
+        .await
+        .unwrap();
+    store.release_idempotency("k", "a").await.unwrap();
+    assert!(matches!(
+        store.claim_idempotency("k", "h", "c", 1, 20).await.unwrap(),
+        IdempotencyClaim::Done { status: 201, .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, captured_logs, held_open, spawn_app_with};
+use crate::helpers::{TestApp, captured_logs, held_open, spawn_app_on, spawn_app_with};
 
 /// Waits (up to 10 s, polling) for a log line holding both `id` and `text`.
 async fn logged(id: &str, text: &str) -> bool {
@@ -175,6 +175,17 @@ fn claims(db: &rusqlite::Connection) -> i64 {
         .unwrap()
 }
 
+/// Waits (up to 20 s, polling) until no Idempotency-Key is held.
+async fn freed(db: &rusqlite::Connection) -> bool {
+    for _ in 0..400 {
+        if claims(db) == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// A keyed tokenization of `body` whose record is still being stored at
 /// its 500 ms deadline: answered 503 with `Retry-After`, its claim
 /// committed before the stall. Returns once its task is done: its key
@@ -193,15 +204,7 @@ async fn past_its_deadline(app: &TestApp, body: &str, key: &str) {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
     assert!(h.contains_key("retry-after"), "{h:?}");
     assert_eq!(claims(&db), 1, "the claim committed before the stall");
-    let mut freed = false;
-    for _ in 0..400 {
-        if claims(&db) == 0 {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(freed, "the key is freed");
+    assert!(freed(&db).await, "the key is freed");
     db.execute_batch("DROP TRIGGER slow_store").unwrap();
 }
 
@@ -237,6 +240,43 @@ async fn a_keyed_tokenization_past_its_deadline_frees_its_key() {
     let (s, h, again) = post().await;
     assert_eq!((s, again.as_str()), (StatusCode::CREATED, first.as_str()));
     assert_eq!(h["idempotent-replayed"], "true");
+    app.assert_no_leaks().await;
+}
+
+/// A keyed tokenization whose answer's write fails after its deadline
+/// (the write slow, then refused): the answer may have been kept under the
+/// key (a store timeout can land), so its records stay, audited as
+/// created, rather than be withdrawn from under a replay; the key is freed.
+/// SQLite only: a trigger makes the write slow and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_stay_when_the_answers_write_fails_past_the_deadline() {
+    let app = spawn_app_on(None, |s| s.limits.request_timeout_ms = 500).await;
+    let rows = app.token_rows().await;
+    let db = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(30)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER slow_then_no_answer BEFORE UPDATE ON idempotency BEGIN \
+         SELECT count(*) FROM (WITH RECURSIVE n(i) AS \
+         (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 15000000) SELECT i FROM n); \
+         SELECT RAISE(ABORT, 'no answers today'); END",
+    )
+    .unwrap();
+    let (s, _, b) = app
+        .post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            json!({"value": "4111111111111111"}).to_string(),
+            &[("idempotency-key", "order-10")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(freed(&db).await, "the key is freed");
+    db.execute_batch("DROP TRIGGER slow_then_no_answer")
+        .unwrap();
+    assert_eq!(app.token_rows().await, rows + 1, "the record stays");
+    let audit = app.audit_text().await;
+    assert!(!audit.contains("\"action\":\"withdraw\""), "{audit}");
     app.assert_no_leaks().await;
 }
 

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use crate::emulator::{Backend, backend};
-use crate::helpers::{CARDS, luhn, spawn_app};
+use crate::helpers::{CARDS, luhn, spawn_app, spawn_app_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_brand_round_trips() {
@@ -128,10 +128,7 @@ async fn an_idempotency_key_replays_the_first_answer() {
 /// lease's minute ends). SQLite only: a trigger fails the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_whose_answer_cannot_be_kept_is_freed() {
-    let app = spawn_app().await;
-    if backend() != Backend::Sqlite {
-        return;
-    }
+    let app = spawn_app_on(None, |_| {}).await;
     let db = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
     db.execute_batch(
