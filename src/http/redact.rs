@@ -10,6 +10,7 @@
 //! truncated body, never unredacted data. `?report=true` scans without changing and answers
 //! counts and JSON paths.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,6 +123,7 @@ pub async fn handle(
         opts,
         format,
         request_id: current_request_id(),
+        waits: crate::telemetry::waits(),
     };
     if format.is_line_based() && !small {
         if length.is_some_and(|l| l > state.limits.redact_stream_bytes) {
@@ -176,6 +178,9 @@ pub struct Job {
     /// Captured on the request's task, whose task-local id the blocking
     /// thread does not have; it is set there again for the thread's logs.
     pub request_id: String,
+    /// The request's wait counter, likewise: the tokenizations' store and
+    /// key-provider calls count as the request's waits.
+    pub waits: Option<Arc<AtomicU64>>,
 }
 
 impl Job {
@@ -215,6 +220,7 @@ impl Job {
                 .map(|r| r.name.clone()),
             events: Mutex::new(Unaudited::default()),
             request_id: self.request_id.clone(),
+            waits: self.waits.clone(),
         }
     }
 
@@ -256,6 +262,7 @@ pub struct VaultTokenizer {
     role: Option<String>,
     events: Mutex<Unaudited>,
     request_id: String,
+    waits: Option<Arc<AtomicU64>>,
 }
 
 /// Tokenizations whose events are still to be recorded: those that found
@@ -335,7 +342,10 @@ impl Tokenizer for VaultTokenizer {
         };
         let t = self
             .handle
-            .block_on(self.vault.tokenize_noted(digits, &opts, audit))
+            .block_on(crate::telemetry::counting_waits(
+                self.waits.clone(),
+                self.vault.tokenize_noted(digits, &opts, audit),
+            ))
             .map_err(|e| ActionError::Tokenize(e.to_string()))?;
         // The herald writes a new record's event first, or the store
         // commits it with the record: what is left found its token stored.

@@ -135,7 +135,11 @@ pub async fn handle(
         opts,
         allowed,
     };
-    tokio::spawn(REQUEST_ID.scope(current_request_id(), work.run(keyed, answer)));
+    let waits = crate::telemetry::waits();
+    tokio::spawn(REQUEST_ID.scope(
+        current_request_id(),
+        crate::telemetry::counting_waits(waits, work.run(keyed, answer)),
+    ));
     // Closed without an answer: the task panicked.
     answered
         .await

@@ -18,8 +18,8 @@ pub mod writeback;
 pub use log::{init_logging, init_stderr_logging, install_panic_hook};
 
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -267,7 +267,9 @@ tokio::task_local! {
     /// Nanoseconds the current request has waited on dependencies. Futures
     /// a handler runs concurrently (a batch's items) share the task, so
     /// overlapping waits add up and can exceed the request's own time.
-    static WAITED: AtomicU64;
+    /// Shared, so work the request hands to a task or thread of its own
+    /// counts too ([`waits`], [`counting_waits`]).
+    static WAITED: Arc<AtomicU64>;
 }
 
 /// Runs `f` (a request) and returns how long it waited on dependencies.
@@ -277,10 +279,64 @@ tokio::task_local! {
 pub fn measure_waits<F: Future>(f: F) -> impl Future<Output = (F::Output, Duration)> {
     use futures_util::FutureExt;
     WAITED.scope(
-        AtomicU64::new(0),
+        Arc::new(AtomicU64::new(0)),
         f.map(|out| {
             let waited = WAITED.with(|w| w.load(Ordering::Relaxed));
             (out, Duration::from_nanos(waited))
         }),
     )
+}
+
+/// The current request's wait counter, to hand with work it gives to a
+/// task or thread of its own (a tokenization's task, a redaction's
+/// blocking thread): `None` outside a request.
+pub fn waits() -> Option<Arc<AtomicU64>> {
+    WAITED.try_with(Arc::clone).ok()
+}
+
+/// Runs `f` with its dependency waits counted to `waits` (see [`waits`]).
+pub fn counting_waits<F: Future>(
+    waits: Option<Arc<AtomicU64>>,
+    f: F,
+) -> impl Future<Output = F::Output> {
+    use futures_util::future::Either;
+    match waits {
+        Some(w) => Either::Left(WAITED.scope(w, f)),
+        None => Either::Right(f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dependency calls made by work a request hands to a task of its own
+    /// (a tokenization's) or a blocking thread (a redaction's) count as
+    /// the request's waits, as its own calls do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waits_handed_to_a_task_or_a_thread_count_for_the_request() {
+        let m = Arc::new(Metrics::new());
+        let call =
+            |m: &Metrics, ms| m.dependency("dynamodb", "PutItem", true, Duration::from_millis(ms));
+        let (mine, waited) = measure_waits(async move {
+            call(&m, 1);
+            let (m2, m3) = (m.clone(), m.clone());
+            let w = waits();
+            tokio::spawn(counting_waits(w.clone(), async move { call(&m2, 10) }))
+                .await
+                .unwrap();
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                handle.block_on(counting_waits(w, async move { call(&m3, 100) }))
+            })
+            .await
+            .unwrap();
+            // Outside the request's counter: not counted.
+            tokio::spawn(async move { call(&m, 1000) }).await.unwrap();
+        })
+        .await;
+        let _: () = mine;
+        assert_eq!(waited, Duration::from_millis(111));
+        assert!(waits().is_none(), "no counter outside a request");
+    }
 }

@@ -525,6 +525,7 @@ async fn a_redaction_that_panics_still_audits_its_tokenizations() {
         caller: Principal::new("apikey:checkout".into()),
         format: Format::Text,
         request_id: "redaction-that-panics".into(),
+        waits: None,
     };
     let joined = tokio::task::spawn_blocking(move || {
         let tokenizer = job.tokenizer();
