@@ -161,8 +161,9 @@ impl Work {
     /// and hands the answer over. A request gone before its answer
     /// (answered 503 at its deadline, or its client left) leaves nothing:
     /// nobody holds its tokens, so the records made are withdrawn, and
-    /// only then is its key freed, so a retry runs afresh. Only an answer
-    /// already kept under its key stays, for the retry to be given, and
+    /// only then is its key freed, so a retry runs afresh. Only the
+    /// records of an answer kept under its key (or whose write was tried,
+    /// and may have landed) stay, for the retry to be given, and
     /// deterministic records, whose tokens others may hold.
     async fn run(
         self,
