@@ -7,7 +7,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, captured_logs, held_open, spawn_app_on, spawn_app_with};
+use crate::helpers::{
+    TestApp, captured_logs, claims, freed, held_open, spawn_app_on, spawn_app_with,
+};
 
 /// Waits (up to 10 s, polling) for a log line holding both `id` and `text`.
 async fn logged(id: &str, text: &str) -> bool {
@@ -167,23 +169,6 @@ fn slow_inserts(app: &TestApp) -> rusqlite::Connection {
     )
     .unwrap();
     db
-}
-
-/// Idempotency-Keys claimed or answered.
-fn claims(db: &rusqlite::Connection) -> i64 {
-    db.query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
-        .unwrap()
-}
-
-/// Waits (up to 20 s, polling) until no Idempotency-Key is held.
-async fn freed(db: &rusqlite::Connection) -> bool {
-    for _ in 0..400 {
-        if claims(db) == 0 {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 /// A keyed tokenization of `body` whose record is still being stored at

@@ -564,3 +564,20 @@ pub fn luhn(digits: &str) -> bool {
         .sum();
     sum.is_multiple_of(10)
 }
+
+/// Idempotency-Keys claimed or answered, in the embedded store `db`.
+pub fn claims(db: &rusqlite::Connection) -> i64 {
+    db.query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Waits (up to 20 s, polling) until `db` holds no Idempotency-Key.
+pub async fn freed(db: &rusqlite::Connection) -> bool {
+    for _ in 0..400 {
+        if claims(db) == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use crate::emulator::{Backend, backend};
-use crate::helpers::{CARDS, luhn, spawn_app, spawn_app_on};
+use crate::helpers::{CARDS, freed, luhn, spawn_app, spawn_app_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_brand_round_trips() {
@@ -136,10 +136,6 @@ async fn a_key_whose_answer_cannot_be_kept_is_freed() {
          BEGIN SELECT RAISE(ABORT, 'no answers today'); END",
     )
     .unwrap();
-    let claims = || -> i64 {
-        db.query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
-            .unwrap()
-    };
     let send = || {
         app.post_raw(
             "/tokenize",
@@ -152,15 +148,7 @@ async fn a_key_whose_answer_cannot_be_kept_is_freed() {
     let (s, _, first) = send().await;
     assert_eq!(s, 201, "{first}");
     // The key is freed after the answer is sent.
-    let mut freed = false;
-    for _ in 0..200 {
-        if claims() == 0 {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(freed, "the key is freed");
+    assert!(freed(&db).await, "the key is freed");
     db.execute_batch("DROP TRIGGER keep_no_answer").unwrap();
 
     let (s, h, again) = send().await;
