@@ -122,6 +122,7 @@ fn cards_are_found_however_their_groups_are_joined() {
         ("\t", "\t"),
         ("\u{a0}", "\u{a0}"),
         ("+", "+"),
+        (" - ", " - "),
     ] {
         let card = ["4111", "1111", "1111", "1111"].join(gap);
         let want = ["****", "****", "****", "1111"].join(masked);
@@ -703,6 +704,15 @@ fn cards_with_percent_encoded_spaces_are_found() {
             "q=****\u{a0}****%20****%201111\n",
         ),
         ("q=%414111111111111111\n", "q=%414111111111111111\n"),
+        // A dash between spaces, as typed into a note, plain or encoded.
+        (
+            "q=4111 - 1111%20-%201111 - 1111\n",
+            "q=**** - ****%20-%20**** - 1111\n",
+        ),
+        (
+            "note=4111%20-%201111%20-%201111%20-%201111\n",
+            "note=****%20-%20****%20-%20****%20-%201111\n",
+        ),
     ] {
         assert_eq!(text(input), want);
     }

@@ -234,16 +234,24 @@ pub fn luhn_sum(digits: &[u8]) -> u32 {
 
 /// Whether `gap`, the bytes between two digit groups, may join them into
 /// one card as people and programs write cards: a space or two, a tab, a
-/// no-break space, a `+` (a space in a form-encoded query), a dash or a
-/// dot.
+/// no-break space, a `+` (a space in a form-encoded query), a dash, a dot,
+/// or a dash between spaces (`4111 - 1111 - …`, as people type a card
+/// into a note). Three bytes at most: the digit scans join no longer gap.
 pub fn card_gap(gap: &[u8]) -> bool {
-    matches!(gap, b" " | b"  " | b"\t" | b"\xc2\xa0" | b"+" | b"-" | b".")
+    matches!(
+        gap,
+        b" " | b"  " | b"\t" | b"\xc2\xa0" | b"+" | b"-" | b"." | b" - "
+    )
 }
+
+/// The most bytes a gap [`card_gap`] allows may have.
+pub const CARD_GAP_MAX: usize = 3;
 
 /// Bytes of the space-like gap at `i` (see [`card_gap`]), or 0: such gaps
 /// split a run into pieces a card may start or end at.
 fn spacer(text: &[u8], i: usize) -> usize {
     match text[i] {
+        b' ' if text.get(i + 1..i + 3) == Some(b"- ") => 3,
         b' ' | b'\t' | b'+' => 1,
         0xc2 if text.get(i + 1) == Some(&0xa0) => 2,
         _ => 0,
@@ -314,6 +322,12 @@ pub fn cards_in_run(
     let mut a = if left_dirty { 1 } else { 0 };
     let last_clean = if right_dirty { n.saturating_sub(1) } else { n };
     while a < last_clean {
+        // A card starts and ends on a digit: not on the empty piece
+        // between two spaces.
+        if chunks[a].2 == 0 {
+            a += 1;
+            continue;
+        }
         let mut total = 0;
         let mut best = None;
         for (b, chunk) in chunks.iter().enumerate().take(last_clean).skip(a) {
@@ -321,7 +335,7 @@ pub fn cards_in_run(
             if total > 19 {
                 break;
             }
-            if total >= 12 {
+            if total >= 12 && chunk.2 > 0 {
                 let mut k = 0;
                 for &c in &text[chunks[a].0..chunk.1] {
                     if c.is_ascii_digit() {
@@ -371,7 +385,7 @@ pub fn find_cards(text: &str) -> Vec<std::ops::Range<usize>> {
             if b[j].is_ascii_digit() {
                 j += 1;
                 end = j;
-            } else if let Some(gap) = (1..=2)
+            } else if let Some(gap) = (1..=CARD_GAP_MAX)
                 .find(|&n| b.get(j + n).is_some_and(u8::is_ascii_digit) && card_gap(&b[j..j + n]))
             {
                 j += gap;
@@ -566,5 +580,18 @@ mod tests {
             found("41111111-1111-1111-1111-111111111111"),
             Vec::<String>::new()
         );
+        // A dash between spaces joins; a card ends on its last digit, not
+        // on the gap after it.
+        assert_eq!(
+            found("note: 4111 - 1111 - 1111 - 1111 - 2026"),
+            ["4111 - 1111 - 1111 - 1111"]
+        );
+        assert_eq!(
+            found("4111 1111 1111 1111  2026 and 2026  4111 1111 1111 1111"),
+            ["4111 1111 1111 1111", "4111 1111 1111 1111"]
+        );
+        // Not a gap of a card: a dash with one space, or two dashes.
+        assert_eq!(found("4111 -1111 -1111 -1111"), Vec::<String>::new());
+        assert_eq!(found("4111 -- 1111 -- 1111 -- 1111"), Vec::<String>::new());
     }
 }

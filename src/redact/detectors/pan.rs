@@ -23,7 +23,7 @@ pub fn is_card_number(digits: &str) -> bool {
 /// escapes around it as gaps, by the same rules as any run.
 pub const PERCENT_ENCODED: Detector = Detector {
     kind: Kind::Pan,
-    pattern: r"[0-9]+(?:(?:%20|[ +.\-\t]|\xC2\xA0){1,2}[0-9]+)*",
+    pattern: r"[0-9]+(?:(?:%20|[ +.\-\t]|\xC2\xA0){1,3}[0-9]+)*",
     validate: validate_encoded,
     // A match is its whole run, uncut, and every window of it is looked
     // at: the escapes inside it need no look of their own, so a line of
@@ -53,7 +53,7 @@ fn run_start(text: &[u8], at: usize, from: usize) -> Option<Range<usize>> {
     let mut start = at + 3;
     if &text[at..at + 3] == b"%20" {
         // `gap`: where the gap before the next group read starts; `tokens`:
-        // how many of its one or two parts are behind.
+        // how many of its one to three parts are behind.
         let (mut gap, mut tokens) = (at, 1);
         loop {
             let d = group_before(text, gap);
@@ -64,7 +64,7 @@ fn run_start(text: &[u8], at: usize, from: usize) -> Option<Range<usize>> {
                 }
                 (start, gap, tokens) = (s, s, 0);
             }
-            if tokens == 2 {
+            if tokens == 3 {
                 break;
             }
             if gap >= 3 && &text[gap - 3..gap] == b"%20" {

@@ -5,7 +5,7 @@
 //! more, and an IBAN's check digits follow two capital letters. Walking such
 //! runs one by one cost more than everything else in a scan. Here a block
 //! of 64 bytes becomes three bit masks (digits, separators, capitals), the
-//! runs (digit groups joined by one or two separators) become a fourth,
+//! runs (digit groups joined by one to three separators) become a fourth,
 //! and only a run with enough digits, two capitals before it, or an end
 //! at the block's edge is handed to the byte loop in the parent module.
 
@@ -14,8 +14,9 @@
 const ENOUGH: u32 = super::MIN_DIGITS as u32;
 
 /// Bytes of left context a block keeps before the first run start it
-/// answers for: a separator two bytes back can still join.
-const CONTEXT: usize = 3;
+/// answers for: a digit four bytes back can still join, across three
+/// separators.
+const CONTEXT: usize = 4;
 
 /// Digit, separator and capital-letter masks of 64 bytes: bit `i` for
 /// byte `i`.
@@ -156,13 +157,17 @@ fn masks(b: &[u8; 64], avx2: Option<Avx2>) -> Masks {
 }
 
 /// The bytes of the runs: digits, and separators that join digits (one
-/// between two digits, or two in a row between two digits).
+/// to three in a row between two digits, as `run_at` joins them).
 fn runs(m: &Masks) -> u64 {
+    const _: () = assert!(super::GAP_MAX == 3, "runs joins gaps of up to three");
     let (d, s) = (m.digit, m.sep);
     let one = s & (d << 1) & (d >> 1);
     let first_of_two = s & (d << 1) & (s >> 1) & (d >> 2);
     let second_of_two = s & (s << 1) & (d << 2) & (d >> 1);
-    d | one | first_of_two | second_of_two
+    let first_of_three = s & (d << 1) & (s >> 1) & (s >> 2) & (d >> 3);
+    let second_of_three = s & (s << 1) & (d << 2) & (s >> 1) & (d >> 2);
+    let third_of_three = s & (s << 1) & (s << 2) & (d << 3) & (d >> 1);
+    d | one | first_of_two | second_of_two | first_of_three | second_of_three | third_of_three
 }
 
 /// The run starts worth a look in a text, found block by block; the
@@ -206,13 +211,13 @@ impl<'t> Candidates<'t> {
         let mut capitals = (m.upper << 1) & (m.upper << 2);
         capitals |= u64::from(upper_at(1) && upper_at(2));
         capitals |= u64::from(m.upper & 1 == 1 && upper_at(1)) << 1;
-        // A run whose last digit is within two bytes of the block's end
+        // A run whose last digit is within three bytes of the block's end
         // may go on in the next block. The start of the run holding byte
-        // 61 is the last start below 62 (no run crosses a block's
+        // 60 is the last start below 61 (no run crosses a block's
         // `first`, so it is one the caller can be given).
-        let mut edge = starts & (0b11 << 62);
-        let below = starts & ((1u64 << 62) - 1);
-        if run & (1 << 61) != 0 && below != 0 {
+        let mut edge = starts & (0b111 << 61);
+        let below = starts & ((1u64 << 61) - 1);
+        if run & (1 << 60) != 0 && below != 0 {
             edge |= 1u64 << (63 - below.leading_zeros());
         }
         // Nine run bytes in a row from a start: a run long enough to hold

@@ -9,10 +9,14 @@
 mod blocks;
 
 use super::detectors::{Finding, Kind, phone, ssn};
-use crate::vault::pan::{card_gap, cards_in_run, may_start_a_card};
+use crate::vault::pan::{CARD_GAP_MAX, card_gap, cards_in_run, may_start_a_card};
 
 /// Fewest digits any numeric detector needs (an SSN has 9).
 const MIN_DIGITS: usize = 9;
+
+/// Most separator bytes between two groups of a run: a card's ` - `
+/// (a phone's `) ` has two). `blocks::runs` joins as many.
+const GAP_MAX: usize = CARD_GAP_MAX;
 
 fn is_digit(b: u8) -> bool {
     b.is_ascii_digit()
@@ -52,8 +56,9 @@ fn after_capitals(text: &[u8], i: usize) -> bool {
     i >= 2 && text[i - 1].is_ascii_uppercase() && text[i - 2].is_ascii_uppercase()
 }
 
-/// The run of digit groups joined by one or two separator bytes that
-/// starts at the digit `i`: where it ends, and how many digits it has.
+/// The run of digit groups joined by one to [`GAP_MAX`] separator bytes
+/// that starts at the digit `i`: where it ends, and how many digits it
+/// has.
 fn run_at(text: &[u8], i: usize) -> (usize, usize) {
     let n = text.len();
     let mut j = i;
@@ -63,7 +68,7 @@ fn run_at(text: &[u8], i: usize) -> (usize, usize) {
         j = digits_end(text, j);
         digits += j - start;
         let mut k = j;
-        while k < n && k - j < 2 && is_sep(text[k]) {
+        while k < n && k - j < GAP_MAX && is_sep(text[k]) {
             k += 1;
         }
         if k == j || k >= n || !is_digit(text[k]) {
@@ -296,6 +301,11 @@ mod tests {
             [(Kind::Pan, "6011-1111-1111-1117".into())]
         );
         assert!(found("o 7011-1111-1111-1117;").is_empty());
+        assert_eq!(
+            found("note 4111 - 1111 - 1111 - 1111 - 2026"),
+            [(Kind::Pan, "4111 - 1111 - 1111 - 1111".into())]
+        );
+        assert!(found("4111 -- 1111 -- 1111 -- 1111").is_empty());
         let long = format!("{} 4111 1111 1111 1111", "7 ".repeat(40).trim_end());
         assert_eq!(found(&long), [(Kind::Pan, "4111 1111 1111 1111".into())]);
     }
