@@ -955,8 +955,6 @@ mod tests {
         drop(store);
     }
 
-    /// A note made from its head and tail is the event serialized whole,
-    /// field for field, escapes and nulls included.
     /// Commits while the writer has not looked yet wake it once; the first
     /// after its look wakes it again.
     #[test]
@@ -976,6 +974,8 @@ mod tests {
         assert_eq!(nudges(), 1);
     }
 
+    /// A note made from its head and tail is the event serialized whole,
+    /// field for field, escapes and nulls included.
     #[test]
     fn notes_are_the_events_fields_in_order() {
         let key = AuditKey::new(&DataKey::from_bytes([9; 32]));
