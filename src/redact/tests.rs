@@ -732,6 +732,25 @@ fn cards_with_percent_encoded_spaces_are_found() {
         &Options::default(),
     );
     assert_eq!(out, r#"{"cardNumber":"****%20****%20****%201111"}"#);
+    // Any gap a card in text may have, in a card field too: the card's mask,
+    // not the whole value's. What is no card there is masked whole.
+    for (field, want) in [
+        (
+            "4111\u{a0}1111\u{a0}1111\u{a0}1111",
+            "****\u{a0}****\u{a0}****\u{a0}1111",
+        ),
+        ("4111.1111.1111.1111", "****.****.****.1111"),
+        ("4111 - 1111 - 1111 - 1111", "**** - **** - **** - 1111"),
+        ("4111--1111--1111--1111", "**********************"),
+    ] {
+        let input = serde_json::json!({ "cardNumber": field }).to_string();
+        let (out, _) = redact(Format::Json, &input, &Options::default());
+        assert_eq!(
+            out,
+            serde_json::json!({ "cardNumber": want }).to_string(),
+            "{field}"
+        );
+    }
     // Not cards: sizes, dates, a Luhn failure, a card-shaped end of a
     // longer number, an escape that is not a space.
     for clean in [

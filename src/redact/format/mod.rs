@@ -591,8 +591,7 @@ impl<'a> Session<'a> {
         }
         // Tokenize and the card mask need a card; anything else in a card
         // field is masked whole.
-        let card_like =
-            kind == Kind::Pan && is_card_number(&text.replace("%20", "").replace([' ', '-'], ""));
+        let card_like = kind == Kind::Pan && whole_card(text);
         let action = match action {
             Action::Tokenize if !card_like => Action::Mask,
             a => a,
@@ -734,6 +733,16 @@ fn scalar_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// Whether `text`, a card field's whole value, is one card by the rules
+/// the redactor finds cards in text with (groups joined by the gaps a card
+/// may have, a no-break space or a dot as well as a space or a dash),
+/// encoded spaces read as spaces, blanks around it aside.
+fn whole_card(text: &str) -> bool {
+    let decoded = text.replace("%20", " ");
+    let card = decoded.trim();
+    matches!(crate::vault::pan::find_cards(card).as_slice(), [r] if r.len() == card.len())
 }
 
 /// A vault token (a random token with a valid check, or the digits of a
