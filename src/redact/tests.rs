@@ -470,6 +470,11 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         r#"62e17"#,
         r#"{"a": 4111111111111110.9, "b": 4111111111111111.5, "c": [-4111111111111111]}"#,
         r#"{"ts": 1732875600.123456, "big": 12345678901.5}"#,
+        // Numbers in a card field: a card by their digits, as written or
+        // printed back (the fraction's digits are no group of the card).
+        r#"{"cardNumber": 4111111111111111e-3, "pan": 4111111111111.1110}"#,
+        r#"{"cardNumber": -4111111111111111, "pan": 4111111111111111.0, "cc": true}"#,
+        r#"{"cardNumber": 1.50, "creditCard": 1e2}"#,
     ]
     .iter()
     .map(|l| l.replace("TOKEN", &token))

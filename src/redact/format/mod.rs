@@ -475,7 +475,7 @@ impl<'a> Session<'a> {
                 if self.opts.enabled(Kind::Pan) && is_card_number(&digits) {
                     self.findings.add(Kind::Pan);
                     self.note_path(path, Kind::Pan);
-                    return self.replace_scalar(v, Kind::Pan, &digits);
+                    return self.replace_scalar(v, Kind::Pan, &digits, true);
                 }
                 Ok(false)
             }
@@ -556,8 +556,15 @@ impl<'a> Session<'a> {
             _ => {
                 self.findings.add(kind);
                 self.note_path(path, kind);
-                let text = scalar_text(v);
-                self.replace_scalar(v, kind, &text)
+                let (text, card) = match v {
+                    Value::String(s) => (s.clone(), kind == Kind::Pan && whole_card(s)),
+                    Value::Number(n) if kind == Kind::Pan => match card_number_digits(n) {
+                        Some(digits) => (digits, true),
+                        None => (scalar_text(v), false),
+                    },
+                    _ => (scalar_text(v), false),
+                };
+                self.replace_scalar(v, kind, &text, card)
             }
         }
     }
@@ -568,8 +575,9 @@ impl<'a> Session<'a> {
         v: &mut Value,
         kind: Kind,
         text: &str,
+        card: bool,
     ) -> Result<bool, RedactError> {
-        Ok(match self.scalar_replacement(kind, text)? {
+        Ok(match self.scalar_replacement(kind, text, card)? {
             Replacement::Keep => false,
             Replacement::Drop => true,
             Replacement::With(s) => {
@@ -580,8 +588,14 @@ impl<'a> Session<'a> {
     }
 
     /// What a whole scalar under a sensitive field, or a card held in a
-    /// JSON number, becomes.
-    fn scalar_replacement(&mut self, kind: Kind, text: &str) -> Result<Replacement, RedactError> {
+    /// JSON number, becomes; `card`: `text` is one card (see
+    /// [`whole_card`] and [`card_number_digits`]).
+    fn scalar_replacement(
+        &mut self,
+        kind: Kind,
+        text: &str,
+        card: bool,
+    ) -> Result<Replacement, RedactError> {
         let action = self.opts.action(kind);
         if self.opts.report {
             return Ok(Replacement::Keep);
@@ -591,7 +605,7 @@ impl<'a> Session<'a> {
         }
         // Tokenize and the card mask need a card; anything else in a card
         // field is masked whole.
-        let card_like = kind == Kind::Pan && whole_card(text);
+        let card_like = kind == Kind::Pan && card;
         let action = match action {
             Action::Tokenize if !card_like => Action::Mask,
             a => a,
@@ -633,6 +647,14 @@ fn number_digits(n: &serde_json::Number) -> String {
             s.strip_prefix('-').map(str::to_owned).unwrap_or(s)
         }
     }
+}
+
+/// A number's digits when they are a card (by [`number_digits`], as a
+/// number anywhere else): what a card field's number is replaced by, so
+/// that both walkers, one of which sees the number as written and the
+/// other as printed back, read it alike.
+fn card_number_digits(n: &serde_json::Number) -> Option<String> {
+    Some(number_digits(n)).filter(|d| is_card_number(d))
 }
 
 /// Whether `line` holds a JSON number whose value may be a card that its
@@ -735,10 +757,12 @@ fn scalar_text(v: &Value) -> String {
     }
 }
 
-/// Whether `text`, a card field's whole value, is one card by the rules
+/// Whether `text`, a card field's whole string, is one card by the rules
 /// the redactor finds cards in text with (groups joined by the gaps a card
 /// may have, a no-break space or a dot as well as a space or a dash),
-/// encoded spaces read as spaces, blanks around it aside.
+/// encoded spaces read as spaces, blanks around it aside. Strings only: a
+/// number's written form is no text (`4111111111111111e-3` would print
+/// as two groups joined by a dot).
 fn whole_card(text: &str) -> bool {
     let decoded = text.replace("%20", " ");
     let card = decoded.trim();

@@ -376,7 +376,7 @@ impl Session<'_> {
                 {
                     self.findings.add(Kind::Pan);
                     self.note_path(path, Kind::Pan);
-                    return self.raw_scalar(Kind::Pan, &digits, tok, out);
+                    return self.raw_scalar(Kind::Pan, &digits, tok, out, true);
                 }
                 out.extend_from_slice(tok);
                 Ok(false)
@@ -526,7 +526,8 @@ impl Session<'_> {
                 self.findings.add(kind);
                 self.note_path(path, kind);
                 let whole = &r.line[start..r.pos];
-                self.raw_scalar(kind, text, whole, out)
+                let card = kind == Kind::Pan && super::whole_card(text);
+                self.raw_scalar(kind, text, whole, out, card)
             }
             _ => {
                 let tok = r.token();
@@ -536,22 +537,39 @@ impl Session<'_> {
                 }
                 self.findings.add(kind);
                 self.note_path(path, kind);
-                let text = String::from_utf8_lossy(tok);
-                self.raw_scalar(kind, &text, tok, out)
+                // A number in a card field is a card by its digits, as
+                // the Value walker reads it (`card_number_digits`).
+                let card = (kind == Kind::Pan)
+                    .then(|| card_digits(tok))
+                    .flatten()
+                    .filter(|d| is_card_number(d));
+                match card {
+                    Some(digits) => self.raw_scalar(kind, &digits, tok, out, true),
+                    None => {
+                        // As printed back (`1.50` is `1.5`), as the Value
+                        // walker has it: the masks are as long.
+                        let text = serde_json::from_slice::<serde_json::Value>(tok).map_or_else(
+                            |_| String::from_utf8_lossy(tok).into_owned(),
+                            |v| v.to_string(),
+                        );
+                        self.raw_scalar(kind, &text, tok, out, false)
+                    }
+                }
             }
         }
     }
 
     /// Writes a whole scalar's replacement (or, in report mode, the
-    /// scalar as it was); true for drop.
+    /// scalar as it was); `card`: `text` is one card. True for drop.
     fn raw_scalar(
         &mut self,
         kind: Kind,
         text: &str,
         original: &[u8],
         out: &mut Vec<u8>,
+        card: bool,
     ) -> Result<bool, RedactError> {
-        match self.scalar_replacement(kind, text)? {
+        match self.scalar_replacement(kind, text, card)? {
             Replacement::Keep => out.extend_from_slice(original),
             Replacement::Drop => return Ok(true),
             Replacement::With(s) => {
