@@ -343,6 +343,30 @@ fn detectors_can_be_switched() {
     assert!(Options::default().with_detectors(Some("dna")).is_err());
 }
 
+/// A line that is JSON but that serde_json refuses (a lone surrogate's
+/// escape, a number past an `f64`) is masked whole: a text scan would lose
+/// its field rules and read a card written as a number as no card.
+#[test]
+fn json_the_parse_refuses_is_masked_whole() {
+    for line in [
+        "{\"cardNumber\": 4111111111111111e0, \"s\": \"\\ud800\"}\n",
+        "[4111111111111111.0, \"\\ud800\"]\n",
+        "{\"cardNumber\": 4111111111111111e0, \"x\": 1e400, \"s\": \"\\\"\"}\n",
+        "{\"cvv\": 123, \"x\": -1E400}\n",
+    ] {
+        let (out, f) = redact(Format::Ndjson, line, &Options::default());
+        assert_eq!(out, format!("{}\n", "*".repeat(line.len() - 1)), "{line}");
+        assert_eq!(f.header_value(), "secret=1", "{line}");
+    }
+    // Not JSON: scanned as text, as before.
+    let (out, _) = redact(
+        Format::Ndjson,
+        "[2026-11-28] pay 4111 1111 1111 1111 \\ud800\n",
+        &Options::default(),
+    );
+    assert_eq!(out, "[2026-11-28] pay **** **** **** 1111 \\ud800\n");
+}
+
 #[test]
 fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
     // A clean line passes through byte for byte (spacing kept).
@@ -472,9 +496,13 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         r#"{"ts": 1732875600.123456, "big": 12345678901.5}"#,
         // Numbers in a card field: a card by their digits, as written or
         // printed back (the fraction's digits are no group of the card).
-        r#"{"cardNumber": 4111111111111111e-3, "pan": 4111111111111.1110}"#,
-        r#"{"cardNumber": -4111111111111111, "pan": 4111111111111111.0, "cc": true}"#,
+        r#"{"cardNumber": 4111111111111111e-3, "cardNo": 4111111111111.1110}"#,
+        r#"{"cardNumber": -4111111111111111, "ccNumber": 4111111111111111.0, "cardNo": true}"#,
         r#"{"cardNumber": 1.50, "creditCard": 1e2}"#,
+        // JSON that serde_json refuses.
+        r#"{"cardNumber": 1e400}"#,
+        r#"{"cvv": 123, "x": 1e400, "n": 4111111111111111e0}"#,
+        r#"{"s": "\ud800", "n": 4111111111111111e0}"#,
     ]
     .iter()
     .map(|l| l.replace("TOKEN", &token))

@@ -367,6 +367,12 @@ impl<'a> Session<'a> {
                 }
                 Ok(())
             }
+            // JSON that the parse refuses: neither walker can walk it.
+            Err(_) if raw::is_json(trimmed) => {
+                self.findings.add(Kind::Secret);
+                self.emit_mask_plain(line, out);
+                Ok(())
+            }
             Err(_) => self.text_line(line, out),
         }
     }

@@ -111,17 +111,33 @@ pub(super) fn is_plain_json(line: &[u8]) -> bool {
     // vectorized.
     let body = line.strip_suffix(b"\n").unwrap_or(line);
     let controls = body.iter().fold(false, |a, &b| a | (b < 0x20));
-    let mut c = Checker {
+    Checker {
         s: line,
         i: 0,
         controls,
-    };
-    c.ws();
-    if !c.value(0) {
-        return false;
+        escapes: false,
+        ranged: true,
     }
-    c.ws();
-    c.i == line.len()
+    .whole()
+}
+
+/// Whether `line` is one JSON value by the grammar alone, escapes
+/// allowed: what serde_json takes but for a lone surrogate's escape
+/// (`"\ud800"`), a number past an `f64`'s range (`1e400`) and nesting
+/// deeper than its limit. Such a line, refused by the parse, is JSON all
+/// the same: a text scan would lose its field rules and misread a card
+/// written as a number (`4111111111111111e0`), so it is masked whole
+/// instead.
+pub(super) fn is_json(line: &[u8]) -> bool {
+    std::str::from_utf8(line).is_ok()
+        && Checker {
+            s: line,
+            i: 0,
+            controls: true,
+            escapes: true,
+            ranged: false,
+        }
+        .whole()
 }
 
 /// A JSON grammar check with no side effects, so that a line that turns
@@ -133,9 +149,24 @@ struct Checker<'a> {
     /// Whether the line holds a control byte (other than its final
     /// newline); without one, strings are checked by finding their end.
     controls: bool,
+    /// Whether strings may hold escapes (else a backslash fails the line).
+    escapes: bool,
+    /// Whether a number must be within an `f64`'s range, as serde_json's
+    /// parse needs it (else the grammar alone is checked).
+    ranged: bool,
 }
 
 impl Checker<'_> {
+    /// One value and nothing else but blanks.
+    fn whole(mut self) -> bool {
+        self.ws();
+        if !self.value(0) {
+            return false;
+        }
+        self.ws();
+        self.i == self.s.len()
+    }
+
     fn peek(&self) -> u8 {
         self.s.get(self.i).copied().unwrap_or(0)
     }
@@ -234,6 +265,14 @@ impl Checker<'_> {
             self.i += 1;
             match b {
                 b'"' => return true,
+                b'\\' if self.escapes => {
+                    let hex = |h: &[u8]| h.iter().all(u8::is_ascii_hexdigit);
+                    match self.peek() {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' if self.s.get(self.i + 1..self.i + 5).is_some_and(hex) => self.i += 5,
+                        _ => return false,
+                    }
+                }
                 b'\\' | 0..=0x1f => return false,
                 _ => {}
             }
@@ -255,19 +294,27 @@ impl Checker<'_> {
         self.i - start
     }
 
-    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, and when
+    /// [`Checker::ranged`] within an `f64`'s range: serde_json refuses
+    /// `1e400`, so the raw walker must not take a line holding it.
     fn number(&mut self) -> bool {
+        let start = self.i;
         self.eat(b'-');
-        if self.eat(b'0') {
+        let whole = if self.eat(b'0') {
             if self.peek().is_ascii_digit() {
                 return false;
             }
-        } else if self.digits() == 0 {
+            1
+        } else {
+            self.digits()
+        };
+        if whole == 0 {
             return false;
         }
         if self.eat(b'.') && self.digits() == 0 {
             return false;
         }
+        let mut exponent = false;
         if self.eat(b'e') || self.eat(b'E') {
             if !self.eat(b'+') {
                 self.eat(b'-');
@@ -275,8 +322,15 @@ impl Checker<'_> {
             if self.digits() == 0 {
                 return false;
             }
+            exponent = true;
         }
-        true
+        // Only an exponent or over 300 digits can pass `f64::MAX`.
+        !self.ranged
+            || (!exponent && whole <= 300)
+            || std::str::from_utf8(&self.s[start..self.i])
+                .ok()
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_some_and(f64::is_finite)
     }
 }
 
