@@ -358,6 +358,22 @@ fn json_the_parse_refuses_is_masked_whole() {
         assert_eq!(out, format!("{}\n", "*".repeat(line.len() - 1)), "{line}");
         assert_eq!(f.header_value(), "secret=1", "{line}");
     }
+    // Nested past serde_json's limit, with a field rule and a card as a
+    // number inside.
+    let deep = format!(
+        "{}{{\"pin\": 1234, \"cardNumber\": 4111111111111111e0}}{}\n",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let (out, f) = redact(Format::Ndjson, &deep, &Options::default());
+    assert_eq!(out, format!("{}\n", "*".repeat(deep.len() - 1)));
+    assert_eq!(f.header_value(), "secret=1");
+    // A private key begun in such a line masks the lines after it to its
+    // end, as a text scan of the line would have it.
+    let pem = "{\"k\": \"-----BEGIN PRIVATE KEY-----\", \"s\": \"\\ud800\"}\nMIIEvQIBADANBgkqhkiG\n-----END PRIVATE KEY-----\n{\"ok\":1}\n";
+    let (out, _) = redact(Format::Ndjson, pem, &Options::default());
+    assert!(!out.contains("MIIE"), "{out}");
+    assert!(out.ends_with("{\"ok\":1}\n"), "{out}");
     // Not JSON: scanned as text, as before.
     let (out, _) = redact(
         Format::Ndjson,

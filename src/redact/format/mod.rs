@@ -234,6 +234,30 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Leaves the PEM state as [`Session::text_line`] would after `line`,
+    /// for a line masked whole instead: a private key begun in it and not
+    /// ended masks the lines after it, and one it ends masks no more.
+    fn follow_pem(&mut self, line: &[u8]) {
+        let mut rest = line;
+        if self.pem_open {
+            let Some(e) = find_end(line) else {
+                return;
+            };
+            self.pem_open = false;
+            rest = &line[e..];
+        }
+        if !self.opts.enabled(Kind::PrivateKey) {
+            return;
+        }
+        let mut found = std::mem::take(&mut self.found);
+        found.clear();
+        self.scanner.scan(rest, &mut found);
+        self.pem_open = found
+            .iter()
+            .any(|f| f.kind == Kind::PrivateKey && find_end(&rest[f.range.start..]).is_none());
+        self.found = found;
+    }
+
     fn emit_mask_plain(&mut self, s: &[u8], out: &mut Vec<u8>) {
         if !self.opts.report {
             out.extend(s.iter().map(|&c| if c == b'\n' { b'\n' } else { b'*' }));
@@ -370,6 +394,7 @@ impl<'a> Session<'a> {
             // JSON that the parse refuses: neither walker can walk it.
             Err(_) if raw::is_json(trimmed) => {
                 self.findings.add(Kind::Secret);
+                self.follow_pem(line);
                 self.emit_mask_plain(line, out);
                 Ok(())
             }

@@ -14,8 +14,10 @@ use crate::redact::action::Action;
 use crate::redact::detectors::private_key::find_end;
 use crate::redact::detectors::{Finding, Kind, pan::is_card_number};
 
-/// `serde_json`'s nesting limit: a deeper line is not JSON here either.
-const MAX_DEPTH: usize = 128;
+/// `serde_json`'s nesting limit: it takes 127 arrays or objects one inside
+/// another, not 128 (its depth counter starts at 128 and fails at 0). A
+/// deeper line is not plain JSON here either.
+const MAX_DEPTH: usize = 127;
 
 /// One line being walked.
 pub(super) struct Raw<'l> {
@@ -117,27 +119,30 @@ pub(super) fn is_plain_json(line: &[u8]) -> bool {
         controls,
         escapes: false,
         ranged: true,
+        too_deep: false,
     }
     .whole()
 }
 
 /// Whether `line` is one JSON value by the grammar alone, escapes
-/// allowed: what serde_json takes but for a lone surrogate's escape
-/// (`"\ud800"`), a number past an `f64`'s range (`1e400`) and nesting
-/// deeper than its limit. Such a line, refused by the parse, is JSON all
-/// the same: a text scan would lose its field rules and misread a card
-/// written as a number (`4111111111111111e0`), so it is masked whole
-/// instead.
+/// allowed, or JSON as far as [`MAX_DEPTH`] and nested deeper: what
+/// serde_json takes but for a lone surrogate's escape (`"\ud800"`), a
+/// number past an `f64`'s range (`1e400`) and nesting past its limit.
+/// Such a line, refused by the parse, is JSON all the same: a text scan
+/// would lose its field rules and misread a card written as a number
+/// (`4111111111111111e0`), so it is masked whole instead. (Checking a
+/// deeper line to its end would take a stack as deep as the line is long.)
 pub(super) fn is_json(line: &[u8]) -> bool {
-    std::str::from_utf8(line).is_ok()
-        && Checker {
-            s: line,
-            i: 0,
-            controls: true,
-            escapes: true,
-            ranged: false,
-        }
-        .whole()
+    let mut c = Checker {
+        s: line,
+        i: 0,
+        controls: true,
+        escapes: true,
+        ranged: false,
+        too_deep: false,
+    };
+    let json = c.whole() || c.too_deep;
+    json && std::str::from_utf8(line).is_ok()
 }
 
 /// A JSON grammar check with no side effects, so that a line that turns
@@ -154,11 +159,13 @@ struct Checker<'a> {
     /// Whether a number must be within an `f64`'s range, as serde_json's
     /// parse needs it (else the grammar alone is checked).
     ranged: bool,
+    /// The check stopped at an array or object nested past [`MAX_DEPTH`].
+    too_deep: bool,
 }
 
 impl Checker<'_> {
     /// One value and nothing else but blanks.
-    fn whole(mut self) -> bool {
+    fn whole(&mut self) -> bool {
         self.ws();
         if !self.value(0) {
             return false;
@@ -183,8 +190,10 @@ impl Checker<'_> {
         ok
     }
 
+    /// A value inside `depth` arrays and objects.
     fn value(&mut self, depth: usize) -> bool {
-        if depth > MAX_DEPTH {
+        if matches!(self.peek(), b'{' | b'[') && depth >= MAX_DEPTH {
+            self.too_deep = true;
             return false;
         }
         match self.peek() {
@@ -324,13 +333,12 @@ impl Checker<'_> {
             }
             exponent = true;
         }
-        // Only an exponent or over 300 digits can pass `f64::MAX`.
+        // Only an exponent or over 300 digits can pass `f64::MAX`; then
+        // serde_json's own parse says (its arithmetic overflows a little
+        // below where a correctly rounded parse does).
         !self.ranged
             || (!exponent && whole <= 300)
-            || std::str::from_utf8(&self.s[start..self.i])
-                .ok()
-                .and_then(|t| t.parse::<f64>().ok())
-                .is_some_and(f64::is_finite)
+            || serde_json::from_slice::<serde_json::Number>(&self.s[start..self.i]).is_ok()
     }
 }
 
@@ -708,8 +716,25 @@ mod tests {
             b"\"a\"\n",
             b"01",
             b"",
+            // Numbers at the edge of an f64, where serde_json's arithmetic
+            // overflows before a correctly rounded parse would.
+            b"[1.7976931348623157e308, -1.7976931348623157e308]",
+            b"[1.7976931348623158e308]",
+            b"[17976931348623158e292]",
+            b"[1e400, 0e99999999999, 1e-400]",
+            b"[-0, 0.0e0, 1E+5]",
         ];
-        for line in lines {
+        let mut lines: Vec<Vec<u8>> = lines.iter().map(|l| l.to_vec()).collect();
+        lines.push(format!("[{:.0}]", f64::MAX).into_bytes());
+        lines.push(format!("[{:.0}0]", f64::MAX).into_bytes());
+        // Nesting at serde_json's limit and one past it, around a scalar
+        // and around nothing.
+        for n in [126, 127, 128, 129] {
+            lines.push(format!("{}1{}", "[".repeat(n), "]".repeat(n)).into_bytes());
+            lines.push(format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes());
+        }
+        for line in &lines {
+            let line = &line[..];
             let body = line.strip_suffix(b"\n").unwrap_or(line);
             let serde =
                 serde_json::from_slice::<serde_json::Value>(body).is_ok() && !line.contains(&b'\\');
