@@ -408,11 +408,20 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
         let (out, f) = redact(Format::Ndjson, hidden, &Options::default());
         assert_eq!(f.header_value(), "pan=1", "{hidden}: {out}");
     }
-    // A PEM block opened by a malformed line masks the lines after it.
-    let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG\n-----END PRIVATE KEY-----\n{\"ok\":1}\n";
-    let (out, _) = redact(Format::Ndjson, pem, &Options::default());
-    assert!(!out.contains("MIIE"), "{out}");
-    assert!(out.ends_with("{\"ok\":1}\n"), "{out}");
+    // A PEM block opened by a malformed line masks the lines after it; so
+    // does one begun under a sensitive field (masked whole unread), or
+    // under a key the parse drops for its duplicate.
+    for first in [
+        "-----BEGIN PRIVATE KEY-----",
+        "{\"privateKey\":\"-----BEGIN PRIVATE KEY-----\"}",
+        "{\"k\":\"-----BEGIN PRIVATE KEY-----\",\"k\":\"\\u0041\"}",
+    ] {
+        let pem =
+            format!("{first}\nMIIEvQIBADANBgkqhkiG\n-----END PRIVATE KEY-----\n{{\"ok\":1}}\n");
+        let (out, _) = redact(Format::Ndjson, &pem, &Options::default());
+        assert!(!out.contains("MIIE"), "{out}");
+        assert!(out.ends_with("{\"ok\":1}\n"), "{out}");
+    }
     // A field rule needs no shape in the value.
     let cvv = "{\"payment\":{\"CVV\":\"123\"}}\n";
     assert_eq!(

@@ -339,10 +339,19 @@ impl<'a> Session<'a> {
         base: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), RedactError> {
-        if !self.pem_open && raw::is_plain_json(line) && !self.holds_a_pair(line) {
-            return self.raw_line(&mut raw::Raw::new(line, found, base), out);
+        let walked = if !self.pem_open && raw::is_plain_json(line) && !self.holds_a_pair(line) {
+            self.raw_line(&mut raw::Raw::new(line, found, base), out)
+        } else {
+            self.ndjson_parsed(line, out)
+        };
+        // A private key begun in the line and not ended in it masks the
+        // lines after it, whatever the walk saw of it: a sensitive field's
+        // value is masked whole unread, and a duplicate key's is gone from
+        // the parse.
+        if walked.is_ok() && !self.pem_open && opens_pem(line, found, base) {
+            self.pem_open = true;
         }
-        self.ndjson_parsed(line, out)
+        walked
     }
 
     /// One NDJSON line through the `Value` walker alone, never the raw
@@ -786,6 +795,18 @@ fn scalar_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// Whether a private key's begin marker found in `line` (which starts at
+/// `base` of the block `found` was scanned in) has no end marker after it
+/// on the line.
+fn opens_pem(line: &[u8], found: &[Finding], base: usize) -> bool {
+    let end = base + line.len();
+    found.iter().take_while(|f| f.range.start < end).any(|f| {
+        f.kind == Kind::PrivateKey
+            && f.range.start >= base
+            && find_end(&line[f.range.start - base..]).is_none()
+    })
 }
 
 /// Whether `text`, a card field's whole string, is one card by the rules
