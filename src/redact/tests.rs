@@ -19,6 +19,15 @@ fn text(input: &str) -> String {
     redact(Format::Text, input, &Options::default()).0
 }
 
+/// Options that take the line-by-line path (each line timed) with a
+/// budget no line reaches.
+fn budgeted() -> Options {
+    Options {
+        budget: Some(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    }
+}
+
 fn label(input: &str) -> String {
     let opts = Kind::ALL.iter().fold(Options::default(), |o, k| {
         o.with_action(*k, "label").unwrap()
@@ -259,6 +268,17 @@ fn pem_blocks_are_masked_across_lines() {
     assert!(!out.contains("MIIE"), "{out}");
     assert!(out.ends_with("\nok\n"), "{out}");
     assert_eq!(out.lines().count(), input.lines().count());
+    // Line by line (each line timed), a begin marker merged into an
+    // earlier finding still opens the block.
+    for first in [
+        "-----BEGIN PRIVATE KEY-----",
+        "password=x-----BEGIN EC PRIVATE KEY-----",
+    ] {
+        let pem = format!("{first}\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\nok\n");
+        let (out, _) = redact(Format::Text, &pem, &budgeted());
+        assert!(!out.contains("MIIE"), "{out}");
+        assert!(out.ends_with("\nok\n"), "{out}");
+    }
     let (j, _) = redact(
         Format::Json,
         r#"{"k":"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----","n":1}"#,
@@ -409,18 +429,26 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
         assert_eq!(f.header_value(), "pan=1", "{hidden}: {out}");
     }
     // A PEM block opened by a malformed line masks the lines after it; so
-    // does one begun under a sensitive field (masked whole unread), or
-    // under a key the parse drops for its duplicate.
+    // does one begun under a sensitive field (masked whole unread), under
+    // a key the parse drops for its duplicate, or inside an earlier
+    // finding (merged into it, of its type). Its body lines are masked
+    // whether or not they are JSON.
     for first in [
         "-----BEGIN PRIVATE KEY-----",
         "{\"privateKey\":\"-----BEGIN PRIVATE KEY-----\"}",
         "{\"k\":\"-----BEGIN PRIVATE KEY-----\",\"k\":\"\\u0041\"}",
+        "{\"privateKey\":\"x -----BEGIN PRIVATE KEY-----\"}",
+        "{\"m\":\"password=x-----BEGIN PRIVATE KEY-----\"}",
+        "password=x-----BEGIN EC PRIVATE KEY-----",
     ] {
-        let pem =
-            format!("{first}\nMIIEvQIBADANBgkqhkiG\n-----END PRIVATE KEY-----\n{{\"ok\":1}}\n");
-        let (out, _) = redact(Format::Ndjson, &pem, &Options::default());
-        assert!(!out.contains("MIIE"), "{out}");
-        assert!(out.ends_with("{\"ok\":1}\n"), "{out}");
+        for body in ["MIIEvQIBADANBgkqhkiG", "{\"a\":\"MIIEvQIBADANBgkqhkiG\"}"] {
+            let pem = format!("{first}\n{body}\n-----END PRIVATE KEY-----\n{{\"ok\":1}}\n");
+            for opts in [Options::default(), budgeted()] {
+                let (out, _) = redact(Format::Ndjson, &pem, &opts);
+                assert!(!out.contains("MIIE"), "{pem}: {out}");
+                assert!(out.ends_with("{\"ok\":1}\n"), "{pem}: {out}");
+            }
+        }
     }
     // A field rule needs no shape in the value.
     let cvv = "{\"payment\":{\"CVV\":\"123\"}}\n";

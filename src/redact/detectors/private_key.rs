@@ -24,6 +24,38 @@ fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     push(out, Kind::PrivateKey, m.start..end);
 }
 
+/// Whether `s` holds a begin marker with no end marker after it: a key
+/// left open, whose body follows on the lines after `s`. Read from the
+/// bytes, not from findings: a begin marker inside an earlier finding is
+/// merged into it and takes that finding's type.
+pub fn opens_block(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(i) = memchr::memmem::find(&s[from..], b"-----BEGIN ") {
+        let name = from + i + 11;
+        if let Some(n) = begin_tail(&s[name..])
+            && find_end(&s[name + n..]).is_none()
+        {
+            return true;
+        }
+        from = name;
+    }
+    false
+}
+
+/// After `-----BEGIN `, the length of the rest of a private key's begin
+/// marker (`[A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----`, as [`DETECTOR`]'s
+/// pattern), if `s` starts with one. The name's run of letters, digits
+/// and spaces must end in the key's type, as `-` is not in the run.
+fn begin_tail(s: &[u8]) -> Option<usize> {
+    let run = s
+        .iter()
+        .position(|&b| !(b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' '))
+        .unwrap_or(s.len());
+    let name = &s[..run];
+    let key = name.ends_with(b"PRIVATE KEY") || name.ends_with(b"PRIVATE KEY BLOCK");
+    (key && s[run..].starts_with(b"-----")).then_some(run + 5)
+}
+
 /// The offset just past the first `-----END … PRIVATE KEY-----` in `s`.
 pub fn find_end(s: &[u8]) -> Option<usize> {
     let mut from = 0;
@@ -41,4 +73,51 @@ pub fn find_end(s: &[u8]) -> Option<usize> {
         from = start;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte reading of begin markers agrees with the detector's
+    /// pattern on markers, near misses and markers with their ends.
+    #[test]
+    fn opens_block_reads_begin_markers_as_the_pattern_does() {
+        let pattern = regex_automata::meta::Regex::new(DETECTOR.pattern).unwrap();
+        let by_pattern = |s: &[u8]| {
+            pattern
+                .find_iter(s)
+                .any(|m| find_end(&s[m.end()..]).is_none())
+        };
+        for s in [
+            "-----BEGIN PRIVATE KEY-----",
+            "x -----BEGIN RSA PRIVATE KEY----- y",
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+            "-----BEGIN EC2 PRIVATE KEY-----",
+            "-----BEGIN -----BEGIN PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY----- -----END PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY-----a-----END RSA PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY----- -----END PRIVATE KEY----- -----BEGIN PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY----",
+            "-----BEGIN private KEY-----",
+            "-----BEGIN PUBLIC KEY-----",
+            "-----BEGIN PRIVATE KEYS-----",
+            "-----BEGIN PRIVATE KEY BLOC-----",
+            "-----BEGIN RSA-PRIVATE KEY-----",
+            "-----BEGINPRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY-----\n-----END RSA\nPRIVATE KEY-----",
+            "",
+        ] {
+            let s = s.as_bytes();
+            assert_eq!(
+                opens_block(s),
+                by_pattern(s),
+                "{}",
+                String::from_utf8_lossy(s)
+            );
+        }
+        assert!(opens_block(b"x -----BEGIN PRIVATE KEY-----"));
+        assert!(!opens_block(b"-----BEGIN PUBLIC KEY-----"));
+    }
 }

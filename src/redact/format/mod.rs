@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::action::{Action, ActionError, Tools};
-use super::detectors::private_key::find_end;
+use super::detectors::private_key::{find_end, opens_block};
 use super::detectors::{Finding, Kind, pan::is_card_number};
 use super::fields::{self, FieldRules};
 use super::lines::each_line;
@@ -246,16 +246,13 @@ impl<'a> Session<'a> {
             self.pem_open = false;
             rest = &line[e..];
         }
-        if !self.opts.enabled(Kind::PrivateKey) {
-            return;
-        }
-        let mut found = std::mem::take(&mut self.found);
-        found.clear();
-        self.scanner.scan(rest, &mut found);
-        self.pem_open = found
-            .iter()
-            .any(|f| f.kind == Kind::PrivateKey && find_end(&rest[f.range.start..]).is_none());
-        self.found = found;
+        self.pem_open = self.opens_pem(rest);
+    }
+
+    /// Whether `text` leaves a private key open ([`opens_block`]), when
+    /// private keys are redacted.
+    fn opens_pem(&self, text: &[u8]) -> bool {
+        self.opts.enabled(Kind::PrivateKey) && opens_block(text)
     }
 
     fn emit_mask_plain(&mut self, s: &[u8], out: &mut Vec<u8>) {
@@ -278,9 +275,6 @@ impl<'a> Session<'a> {
             self.last_kind = f.kind;
             self.dropped |= self.opts.action(f.kind) == Action::Drop;
             n += 1;
-            if f.kind == Kind::PrivateKey && find_end(&text[f.range.start..]).is_none() {
-                self.pem_open = true;
-            }
             if self.opts.report {
                 continue;
             }
@@ -298,6 +292,11 @@ impl<'a> Session<'a> {
         // After a failed action nothing more is written: the caller aborts.
         if !self.opts.report && failed.is_none() {
             out.extend_from_slice(&text[at..]);
+        }
+        // A begin marker is always inside some finding, of its own type
+        // or of one it was merged into.
+        if n > 0 && self.opens_pem(text) {
+            self.pem_open = true;
         }
         self.found = found;
         if let Some(e) = failed {
@@ -330,8 +329,10 @@ impl<'a> Session<'a> {
 
     /// An NDJSON line that a walk may change. `found` are the findings of
     /// its block from the line on; the line starts at `base` in the block.
-    /// Without escapes or an open PEM block it is walked over its raw
-    /// bytes; otherwise parsed.
+    /// Inside an open PEM block it is masked as text to the block's end
+    /// (neither walker knows of the block: a key's body line may well be
+    /// JSON). Otherwise, without escapes, it is walked over its raw bytes;
+    /// with them, parsed.
     fn ndjson_dirty(
         &mut self,
         line: &[u8],
@@ -339,7 +340,10 @@ impl<'a> Session<'a> {
         base: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), RedactError> {
-        let walked = if !self.pem_open && raw::is_plain_json(line) && !self.holds_a_pair(line) {
+        if self.pem_open {
+            return self.text_line(line, out);
+        }
+        let walked = if raw::is_plain_json(line) && !self.holds_a_pair(line) {
             self.raw_line(&mut raw::Raw::new(line, found, base), out)
         } else {
             self.ndjson_parsed(line, out)
@@ -348,7 +352,7 @@ impl<'a> Session<'a> {
         // lines after it, whatever the walk saw of it: a sensitive field's
         // value is masked whole unread, and a duplicate key's is gone from
         // the parse.
-        if walked.is_ok() && !self.pem_open && opens_pem(line, found, base) {
+        if walked.is_ok() && !self.pem_open && self.opens_pem(line) {
             self.pem_open = true;
         }
         walked
@@ -795,18 +799,6 @@ fn scalar_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// Whether a private key's begin marker found in `line` (which starts at
-/// `base` of the block `found` was scanned in) has no end marker after it
-/// on the line.
-fn opens_pem(line: &[u8], found: &[Finding], base: usize) -> bool {
-    let end = base + line.len();
-    found.iter().take_while(|f| f.range.start < end).any(|f| {
-        f.kind == Kind::PrivateKey
-            && f.range.start >= base
-            && find_end(&line[f.range.start - base..]).is_none()
-    })
 }
 
 /// Whether `text`, a card field's whole string, is one card by the rules
