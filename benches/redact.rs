@@ -67,10 +67,7 @@ fn stream_clean(
         b.iter(|| {
             let mut s = r.session(&opts, None);
             let mut lines = LineSplitter::new(1 << 20);
-            let mut take = |p: Piece<'_>, out: &mut Vec<u8>| match p {
-                Piece::Lines(l) => s.lines(Format::Text, l, out),
-                Piece::TooLong { .. } => Ok(()),
-            };
+            let mut take = |p: Piece<'_>, out: &mut Vec<u8>| s.piece(Format::Text, p, out);
             for i in 0..reads {
                 let at = (i * READ) % block;
                 lines

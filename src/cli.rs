@@ -13,7 +13,7 @@ use crate::aws::Clients;
 use crate::clock::SystemClock;
 use crate::config::{KeyKind, Overrides, Settings, StoreKind};
 use crate::redact::format::RedactError;
-use crate::redact::lines::{LineSplitter, Piece, TOO_LONG};
+use crate::redact::lines::{LineSplitter, Piece};
 use crate::redact::{Action, Format, HashKey, Redactor};
 
 /// Longest line the filter holds; a longer one is replaced by a marker.
@@ -563,16 +563,7 @@ fn redact(args: RedactArgs) -> anyhow::Result<ExitCode> {
     } else {
         let mut splitter = LineSplitter::new(MAX_LINE);
         let mut take = |p: Piece<'_>, out: &mut Vec<u8>| -> Result<(), RedactError> {
-            match p {
-                Piece::Lines(l) => session.lines(format, l, out),
-                Piece::TooLong { newline } => {
-                    out.extend_from_slice(TOO_LONG);
-                    if newline {
-                        out.push(b'\n');
-                    }
-                    Ok(())
-                }
-            }
+            session.piece(format, p, out)
         };
         let mut buf = vec![0u8; 256 * 1024];
         loop {

@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use crate::redact::format::RedactError;
-use crate::redact::lines::{LineSplitter, Piece, TOO_LONG};
+use crate::redact::lines::{LineSplitter, Piece};
 
 use super::error::{Problem, ProblemKind, REQUEST_ID};
 use super::redact::{Job, redact_problem};
@@ -226,18 +226,7 @@ fn work(job: Job, mut rx: mpsc::Receiver<Result<Bytes, Problem>>, tx: mpsc::Send
     let format = job.format;
     let report = job.opts.report;
     let mut take = |piece: Piece<'_>, out: &mut Vec<u8>| -> Result<(), RedactError> {
-        match piece {
-            Piece::Lines(l) => session.lines(format, l, out),
-            Piece::TooLong { newline } => {
-                if !report {
-                    out.extend_from_slice(TOO_LONG);
-                    if newline {
-                        out.push(b'\n');
-                    }
-                }
-                Ok(())
-            }
-        }
+        session.piece(format, piece, out)
     };
     // Sends what has built up, after auditing the cards it tokenized.
     let flush = |out: &mut Vec<u8>| -> Result<bool, Problem> {

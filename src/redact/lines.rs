@@ -10,8 +10,12 @@ pub enum Piece<'a> {
     /// One or more complete lines, each with its newline (the last line
     /// of the stream may lack one).
     Lines(&'a [u8]),
-    /// A line over the limit, dropped whole; `newline` says whether it
-    /// ended (so the output keeps one line per input line).
+    /// Bytes of a line over the limit, in order, as they go by: they are
+    /// dropped, but what they held may matter to the lines after (a
+    /// private key begun in them).
+    Skipped(&'a [u8]),
+    /// The end of a line over the limit, dropped whole; `newline` says
+    /// whether it ended (so the output keeps one line per input line).
     TooLong { newline: bool },
 }
 
@@ -62,9 +66,10 @@ impl LineSplitter {
         // start of a line.
         if self.skipping {
             let Some(i) = memchr::memchr(b'\n', chunk) else {
-                return Ok(());
+                return f(Piece::Skipped(chunk));
             };
             self.skipping = false;
+            f(Piece::Skipped(&chunk[..i]))?;
             f(Piece::TooLong { newline: true })?;
             chunk = &chunk[i + 1..];
         }
@@ -79,7 +84,9 @@ impl LineSplitter {
                     chunk = &chunk[i + 1..];
                 }
                 Some(i) => {
+                    f(Piece::Skipped(&self.buf))?;
                     self.buf.clear();
+                    f(Piece::Skipped(&chunk[..i]))?;
                     f(Piece::TooLong { newline: true })?;
                     chunk = &chunk[i + 1..];
                 }
@@ -88,9 +95,10 @@ impl LineSplitter {
                     return Ok(());
                 }
                 None => {
+                    f(Piece::Skipped(&self.buf))?;
                     self.buf.clear();
                     self.skipping = true;
-                    return Ok(());
+                    return f(Piece::Skipped(chunk));
                 }
             }
         }
@@ -102,6 +110,7 @@ impl LineSplitter {
                 if block < line {
                     f(Piece::Lines(&chunk[block..line]))?;
                 }
+                f(Piece::Skipped(&chunk[line..i]))?;
                 f(Piece::TooLong { newline: true })?;
                 block = i + 1;
             }
@@ -115,6 +124,7 @@ impl LineSplitter {
             self.buf.extend_from_slice(tail);
         } else {
             self.skipping = true;
+            f(Piece::Skipped(tail))?;
         }
         Ok(())
     }
@@ -158,13 +168,18 @@ mod tests {
     fn split(chunks: &[&[u8]], max: usize) -> Vec<String> {
         let mut s = LineSplitter::new(max);
         let mut out = Vec::new();
+        let mut skipped = Vec::new();
         let mut take = |p: Piece<'_>| -> Result<(), ()> {
             match p {
                 Piece::Lines(b) => out.extend(
                     b.split_inclusive(|&c| c == b'\n')
                         .map(|l| String::from_utf8_lossy(l).into_owned()),
                 ),
-                Piece::TooLong { newline } => out.push(format!("TOO LONG {newline}")),
+                Piece::Skipped(b) => skipped.extend_from_slice(b),
+                Piece::TooLong { newline } => {
+                    let line = String::from_utf8(std::mem::take(&mut skipped)).unwrap();
+                    out.push(format!("TOO LONG {newline} {line}"));
+                }
             }
             Ok(())
         };
@@ -175,6 +190,8 @@ mod tests {
         out
     }
 
+    /// Every byte of a dropped line is handed out as skipped, in order,
+    /// before the line's end, wherever the chunks cut it.
     #[test]
     fn lines_cross_chunks_and_overlong_lines_are_dropped() {
         assert_eq!(split(&[b"ab", b"c\nde\nf"], 10), ["abc\n", "de\n", "f"]);
@@ -182,11 +199,31 @@ mod tests {
         assert_eq!(split(&[b"abc\nabc"], 3), ["abc\n", "abc"]);
         assert_eq!(
             split(&[b"abcd\nabcd"], 3),
-            ["TOO LONG true", "TOO LONG false"]
+            ["TOO LONG true abcd", "TOO LONG false abcd"]
         );
         assert_eq!(
             split(&[b"0123456789ABC", b"DEF\nok\n", b"xxxxxxxxxxxxxxxxx"], 10),
-            ["TOO LONG true", "ok\n", "TOO LONG false"]
+            [
+                "TOO LONG true 0123456789ABCDEF",
+                "ok\n",
+                "TOO LONG false xxxxxxxxxxxxxxxxx"
+            ]
         );
+        let input = b"short\n0123456789abcdef\nok\n0123456789ABCDEFGH\nend";
+        let whole = split(&[input], 10);
+        assert_eq!(
+            whole,
+            [
+                "short\n",
+                "TOO LONG true 0123456789abcdef",
+                "ok\n",
+                "TOO LONG true 0123456789ABCDEFGH",
+                "end"
+            ]
+        );
+        for cut in 1..input.len() {
+            let chunks: Vec<&[u8]> = input.chunks(cut).collect();
+            assert_eq!(split(&chunks, 10), whole, "cut {cut}");
+        }
     }
 }

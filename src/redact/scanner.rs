@@ -6,10 +6,11 @@
 //! each detector names an [`Anchor`], the place its pattern can start, and
 //! the scan finds anchors cheaply and runs patterns only there:
 //!
-//! - literal-prefixed patterns (PEM, JWT, AWS key ids, `bearer`) share
-//!   one regex whose prefilter skips to their literals; vault tokens,
-//!   which are kept, are found by `memmem` and read by hand;
-//! - `@` and `+` are found by `memchr`;
+//! - literal-prefixed patterns (JWT, AWS key ids, `bearer`) share one
+//!   regex whose prefilter skips to their literals; vault tokens, which
+//!   are kept, are found by `memmem` and read by hand;
+//! - `@` and `+` are found by `memchr`; infixes (`://`, `%`, a PEM
+//!   block's `-----BEGIN `) by `memmem`, each on a pass of its own;
 //! - `name = value` pairs from each `:` or `=` whose name ends in a key
 //!   name, checked backwards from the separator;
 //! - digit runs (cards, dashed SSNs, North American phones, and the IBAN

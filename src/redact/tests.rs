@@ -267,7 +267,35 @@ fn pem_blocks_are_masked_across_lines() {
     let out = text(split);
     assert!(!out.contains("MIIE"), "{out}");
     assert!(out.ends_with("\nok\n"), "{out}");
-    assert_eq!(out.lines().count(), input.lines().count());
+    assert_eq!(out.lines().count(), split.lines().count());
+    // An end marker is read as a marker, not as any `PRIVATE KEY-----`
+    // after `-----END `: the next key's begin marker is not swallowed.
+    let two = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOY\n-----END PGP PRIVATE KEY BLOCK----- -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\nok\n";
+    for opts in [Options::default(), budgeted()] {
+        for format in [Format::Text, Format::Ndjson] {
+            let (out, _) = redact(format, two, &opts);
+            assert!(!out.contains("lQOY") && !out.contains("MIIE"), "{out}");
+            assert!(out.ends_with("\nok\n"), "{out}");
+        }
+    }
+    // A match that runs into the begin marker (a bearer value may hold
+    // dashes, a JWT's signature too) does not hide the key behind it.
+    for first in [
+        "Bearer abcdefghij-----BEGIN RSA PRIVATE KEY-----",
+        "eyJab.eyJcd.-----BEGIN PRIVATE KEY-----",
+    ] {
+        let pem = format!("{first}\nMIIEvQIBADANBgkq\n-----END RSA PRIVATE KEY-----\nok\n");
+        for opts in [Options::default(), budgeted()] {
+            let (out, _) = redact(Format::Text, &pem, &opts);
+            assert!(!out.contains("MIIE"), "{out}");
+            assert!(out.ends_with("\nok\n"), "{out}");
+        }
+        let json = serde_json::json!({ "m": pem, "n": 1 }).to_string();
+        for format in [Format::Json, Format::Ndjson] {
+            let (out, _) = redact(format, &json, &Options::default());
+            assert!(!out.contains("MIIE") && out.contains("ok"), "{out}");
+        }
+    }
     // Line by line (each line timed), a begin marker merged into an
     // earlier finding still opens the block.
     for first in [
@@ -440,6 +468,11 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
         "{\"privateKey\":\"x -----BEGIN PRIVATE KEY-----\"}",
         "{\"m\":\"password=x-----BEGIN PRIVATE KEY-----\"}",
         "password=x-----BEGIN EC PRIVATE KEY-----",
+        // Written with escapes, under values no walk reads.
+        "{\"privateKey\":\"-----BEGIN PRIVATE KEY\\u002d----\"}",
+        "{\"k\":\"-----BEGIN PRIVATE KEY\\u002d----\",\"k\":1}",
+        "{\"name\":\"password\",\"value\":\"-----BEGIN PRIVATE KEY\\u002d----\"}",
+        "{\"privateKey\":\"-----BEGIN PRIVATE KEY\\u002d----\",\"n\":1e400}",
     ] {
         for body in ["MIIEvQIBADANBgkqhkiG", "{\"a\":\"MIIEvQIBADANBgkqhkiG\"}"] {
             let pem = format!("{first}\n{body}\n-----END PRIVATE KEY-----\n{{\"ok\":1}}\n");
@@ -449,6 +482,14 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
                 assert!(out.ends_with("{\"ok\":1}\n"), "{pem}: {out}");
             }
         }
+    }
+    // A line of JSON that ends the block is masked whole, not scanned as
+    // text after the marker, where its field rules would be lost.
+    let ended = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n{\"m\":\"-----END PRIVATE KEY-----\",\"pin\":\"1234\"}\n{\"pin\":\"5678\"}\n";
+    for opts in [Options::default(), budgeted()] {
+        let (out, _) = redact(Format::Ndjson, ended, &opts);
+        assert!(!out.contains("1234") && !out.contains("5678"), "{out}");
+        assert_eq!(out.lines().count(), 4, "{out}");
     }
     // A field rule needs no shape in the value.
     let cvv = "{\"payment\":{\"CVV\":\"123\"}}\n";
@@ -861,4 +902,44 @@ fn cards_with_percent_encoded_spaces_are_found() {
         hash("4111 1111 1111 1111")
     );
     assert!(hash("4111%201111%201111%201111").starts_with("[HASH:pan:"));
+}
+
+/// `input` streamed through a line splitter of `max` bytes a line, in
+/// chunks of `cut` bytes.
+fn streamed(format: Format, input: &str, max: usize, cut: usize) -> String {
+    let r = Redactor::new(&EngineSettings::default(), None).unwrap();
+    let opts = Options::default();
+    let mut s = r.session(&opts, None);
+    let mut splitter = lines::LineSplitter::new(max);
+    let mut out = Vec::new();
+    for chunk in input.as_bytes().chunks(cut) {
+        splitter
+            .push(chunk, |p| s.piece(format, p, &mut out))
+            .unwrap();
+    }
+    splitter.finish(|p| s.piece(format, p, &mut out)).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn a_key_begun_or_ended_in_a_dropped_line_is_followed() {
+    let long = "x".repeat(300);
+    // Begun at the end of a line too long to read: its body is masked.
+    let begun = format!(
+        "{long} -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\nok 4111111111111111\n"
+    );
+    // Ended in one: the lines after it are read again.
+    let ended = format!(
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n{long} -----END PRIVATE KEY-----\nok 4111111111111111\n"
+    );
+    for format in [Format::Text, Format::Ndjson] {
+        for cut in [1, 7, 64, 1000] {
+            for input in [&begun, &ended] {
+                let out = streamed(format, input, 100, cut);
+                assert!(!out.contains("MIIE"), "cut {cut}: {out}");
+                assert!(out.contains("[REDACTED:line-too-long]"), "cut {cut}: {out}");
+                assert!(out.ends_with("ok ************1111\n"), "cut {cut}: {out}");
+            }
+        }
+    }
 }

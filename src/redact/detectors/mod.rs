@@ -118,9 +118,9 @@ pub struct Detector {
 /// there.
 #[derive(Debug, Clone, Copy)]
 pub enum Anchor {
-    /// The pattern starts with literals (`eyJ`, `-----BEGIN`, `AKIA`,
-    /// `bearer`): all such patterns share one regex pass, whose prefilter
-    /// skips to their literals.
+    /// The pattern starts with literals (`eyJ`, `AKIA`, `bearer`): all
+    /// such patterns share one regex pass, whose prefilter skips to their
+    /// literals.
     Literal,
     /// A `name = value` pair: tried at each `:` or `=` whose name (lower
     /// case, `_` and `-` dropped) ends in one of these.

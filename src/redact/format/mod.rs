@@ -7,10 +7,10 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::action::{Action, ActionError, Tools};
-use super::detectors::private_key::{find_end, opens_block};
+use super::detectors::private_key::{find_end, open_after, opens_block};
 use super::detectors::{Finding, Kind, pan::is_card_number};
 use super::fields::{self, FieldRules};
-use super::lines::each_line;
+use super::lines::{Piece, TOO_LONG, each_line};
 use super::scanner::Scanner;
 use super::{Findings, Options};
 
@@ -65,6 +65,10 @@ pub enum RedactError {
     Action(#[from] ActionError),
 }
 
+/// Bytes of a dropped line kept to be read again with its next piece:
+/// more than a private key's marker takes.
+const SKIPPED_OVERLAP: usize = 256;
+
 /// One request's (or stream's) redaction: options, tools, findings, and
 /// the state that runs across lines (an open PEM block).
 pub struct Session<'a> {
@@ -74,6 +78,10 @@ pub struct Session<'a> {
     tools: Tools<'a>,
     pub findings: Findings,
     pem_open: bool,
+    /// The last bytes of a dropped line's pieces seen so far
+    /// ([`Session::piece`]): a marker cut between two pieces is read
+    /// whole.
+    skipped_tail: Vec<u8>,
     /// Whether the block being walked may hold a name/value pair
     /// ([`fields::may_hold_a_pair`]).
     pairs: bool,
@@ -101,6 +109,7 @@ impl<'a> Session<'a> {
             tools,
             findings: Findings::default(),
             pem_open: false,
+            skipped_tail: Vec::new(),
             pairs: false,
             pairs_walked: 0,
             found: Vec::new(),
@@ -182,6 +191,47 @@ impl<'a> Session<'a> {
         result
     }
 
+    /// A piece of a stream split by a [`LineSplitter`](super::lines::LineSplitter):
+    /// lines are redacted; a line over the limit is written as
+    /// [`TOO_LONG`], its bytes unread but for a private key begun (or
+    /// ended) in them, which the lines after it must know of.
+    pub fn piece(
+        &mut self,
+        format: Format,
+        piece: Piece<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RedactError> {
+        match piece {
+            Piece::Lines(l) => self.lines(format, l, out)?,
+            Piece::Skipped(part) => self.skipped(part),
+            Piece::TooLong { newline } => {
+                self.skipped_tail.clear();
+                if !self.opts.report {
+                    out.extend_from_slice(TOO_LONG);
+                    if newline {
+                        out.push(b'\n');
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the PEM state over a piece of a dropped line, read with
+    /// the last [`SKIPPED_OVERLAP`] bytes of the pieces before it (markers
+    /// are shorter; escapes are read as written).
+    fn skipped(&mut self, part: &[u8]) {
+        if !self.opts.enabled(Kind::PrivateKey) || part.is_empty() {
+            return;
+        }
+        let mut window = std::mem::take(&mut self.skipped_tail);
+        let seen = window.len();
+        window.extend_from_slice(part);
+        self.pem_open = open_after(&window, self.pem_open, seen);
+        window.drain(..window.len().saturating_sub(SKIPPED_OVERLAP));
+        self.skipped_tail = window;
+    }
+
     /// One line (with its newline, if any) of a line-based format.
     pub fn line(
         &mut self,
@@ -235,8 +285,8 @@ impl<'a> Session<'a> {
     }
 
     /// Leaves the PEM state as [`Session::text_line`] would after `line`,
-    /// for a line masked whole instead: a private key begun in it and not
-    /// ended masks the lines after it, and one it ends masks no more.
+    /// a line of JSON masked whole instead: a private key begun in it and
+    /// not ended masks the lines after it, and one it ends masks no more.
     fn follow_pem(&mut self, line: &[u8]) {
         let mut rest = line;
         if self.pem_open {
@@ -246,13 +296,22 @@ impl<'a> Session<'a> {
             self.pem_open = false;
             rest = &line[e..];
         }
-        self.pem_open = self.opens_pem(rest);
+        self.pem_open = self.json_opens_pem(rest);
     }
 
     /// Whether `text` leaves a private key open ([`opens_block`]), when
     /// private keys are redacted.
     fn opens_pem(&self, text: &[u8]) -> bool {
         self.opts.enabled(Kind::PrivateKey) && opens_block(text)
+    }
+
+    /// [`Session::opens_pem`] for a line of JSON, read as written and with
+    /// its escapes decoded: a marker written with escapes
+    /// (`PRIVATE KEY\u002d----`) under a value no walk reads (a sensitive
+    /// field's, a dropped duplicate key's) still opens the block.
+    fn json_opens_pem(&self, line: &[u8]) -> bool {
+        self.opens_pem(line)
+            || memchr::memchr(b'\\', line).is_some() && self.opens_pem(&json_unescaped(line))
     }
 
     fn emit_mask_plain(&mut self, s: &[u8], out: &mut Vec<u8>) {
@@ -293,8 +352,8 @@ impl<'a> Session<'a> {
         if !self.opts.report && failed.is_none() {
             out.extend_from_slice(&text[at..]);
         }
-        // A begin marker is always inside some finding, of its own type
-        // or of one it was merged into.
+        // A begin marker is always inside some finding (it is found on a
+        // pass of its own), of its own type or of one it was merged into.
         if n > 0 && self.opens_pem(text) {
             self.pem_open = true;
         }
@@ -329,7 +388,8 @@ impl<'a> Session<'a> {
 
     /// An NDJSON line that a walk may change. `found` are the findings of
     /// its block from the line on; the line starts at `base` in the block.
-    /// Inside an open PEM block it is masked as text to the block's end
+    /// Inside an open PEM block it is masked to the block's end marker
+    /// and the rest scanned as text, or, if it is JSON, masked whole
     /// (neither walker knows of the block: a key's body line may well be
     /// JSON). Otherwise, without escapes, it is walked over its raw bytes;
     /// with them, parsed.
@@ -341,6 +401,13 @@ impl<'a> Session<'a> {
         out: &mut Vec<u8>,
     ) -> Result<(), RedactError> {
         if self.pem_open {
+            // A line of JSON that ends the block is masked whole: the
+            // rest of it, scanned as text, would lose its field rules.
+            if find_end(line).is_some() && raw::is_json(trim_newline(line)) {
+                self.emit_mask_plain(line, out);
+                self.follow_pem(line);
+                return Ok(());
+            }
             return self.text_line(line, out);
         }
         let walked = if raw::is_plain_json(line) && !self.holds_a_pair(line) {
@@ -352,7 +419,7 @@ impl<'a> Session<'a> {
         // lines after it, whatever the walk saw of it: a sensitive field's
         // value is masked whole unread, and a duplicate key's is gone from
         // the parse.
-        if walked.is_ok() && !self.pem_open && self.opens_pem(line) {
+        if walked.is_ok() && !self.pem_open && self.json_opens_pem(line) {
             self.pem_open = true;
         }
         walked
@@ -799,6 +866,56 @@ fn scalar_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// `line` without its newline and a carriage return before it.
+fn trim_newline(line: &[u8]) -> &[u8] {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    body.strip_suffix(b"\r").unwrap_or(body)
+}
+
+/// `line` with its JSON string escapes decoded (`\u002d` as `-`, `\n` as
+/// a newline), for finding markers written with them. Escapes are decoded
+/// wherever they stand; a lone surrogate's is U+FFFD, an unknown one is
+/// kept as written.
+fn json_unescaped(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        let next = line.get(i + 1).copied();
+        let simple = match next {
+            _ if b != b'\\' => None,
+            Some(b'n') => Some(b'\n'),
+            Some(b't') => Some(b'\t'),
+            Some(b'r') => Some(b'\r'),
+            Some(b'b') => Some(0x08),
+            Some(b'f') => Some(0x0c),
+            Some(c @ (b'"' | b'\\' | b'/')) => Some(c),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            i += 2;
+            continue;
+        }
+        let unit = (b == b'\\' && next == Some(b'u'))
+            .then(|| line.get(i + 2..i + 6))
+            .flatten()
+            .and_then(|h| u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match unit {
+            Some(u) => {
+                let c = char::from_u32(u).unwrap_or(char::REPLACEMENT_CHARACTER);
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                i += 6;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Whether `text`, a card field's whole string, is one card by the rules

@@ -11,7 +11,6 @@
 
 use super::{RedactError, Replacement, Session, push_key};
 use crate::redact::action::Action;
-use crate::redact::detectors::private_key::find_end;
 use crate::redact::detectors::{Finding, Kind, pan::is_card_number};
 
 /// `serde_json`'s nesting limit: it takes 127 arrays or objects one inside
@@ -672,9 +671,6 @@ impl Session<'_> {
             self.last_kind = kind;
             let action = self.opts.action(kind);
             self.dropped |= action == Action::Drop;
-            if kind == Kind::PrivateKey && find_end(&r.line[range.start..content.end]).is_none() {
-                self.pem_open = true;
-            }
             if self.opts.report {
                 continue;
             }
