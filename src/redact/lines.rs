@@ -187,6 +187,10 @@ mod tests {
             s.push(c, &mut take).unwrap();
         }
         s.finish(&mut take).unwrap();
+        assert!(
+            skipped.is_empty(),
+            "skipped bytes after the last line's end"
+        );
         out
     }
 

@@ -308,10 +308,13 @@ impl Scanner {
         for (g, trigger, reach, finder) in &self.infix {
             // Past what an accepted match was found to hold, the
             // occurrences are done; not past the whole match, whose end
-            // may hold more (a card cut off by its span's bound).
+            // may hold more (a card cut off by its span's bound). One
+            // that only starts inside it is not: a key's begin marker may
+            // share its dashes with the end marker before it.
             let mut done = 0;
+            let len = finder.needle().len();
             for p in finder.find_iter(text) {
-                if p < done {
+                if p + len <= done {
                     continue;
                 }
                 if let Some(span) = trigger(text, p, done)

@@ -269,13 +269,20 @@ fn pem_blocks_are_masked_across_lines() {
     assert!(out.ends_with("\nok\n"), "{out}");
     assert_eq!(out.lines().count(), split.lines().count());
     // An end marker is read as a marker, not as any `PRIVATE KEY-----`
-    // after `-----END `: the next key's begin marker is not swallowed.
-    let two = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOY\n-----END PGP PRIVATE KEY BLOCK----- -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\nok\n";
-    for opts in [Options::default(), budgeted()] {
-        for format in [Format::Text, Format::Ndjson] {
-            let (out, _) = redact(format, two, &opts);
-            assert!(!out.contains("lQOY") && !out.contains("MIIE"), "{out}");
-            assert!(out.ends_with("\nok\n"), "{out}");
+    // after `-----END `: the next key's begin marker is not swallowed;
+    // nor is one that shares the end marker's dashes.
+    let two = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nAAAA\n-----END PGP PRIVATE KEY BLOCK----- -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\nok\n";
+    let shared = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----BEGIN RSA PRIVATE KEY-----\nMIIEsecret\n-----END RSA PRIVATE KEY-----\nok\n";
+    for keys in [two, shared] {
+        for opts in [Options::default(), budgeted()] {
+            for format in [Format::Text, Format::Ndjson] {
+                let (out, _) = redact(format, keys, &opts);
+                assert!(!out.contains("MIIE") && !out.contains("AAAA"), "{out}");
+                assert!(out.ends_with("\nok\n"), "{out}");
+            }
+            let json = serde_json::json!({ "m": keys }).to_string();
+            let (out, _) = redact(Format::Json, &json, &opts);
+            assert!(!out.contains("MIIE") && out.contains("ok"), "{out}");
         }
     }
     // A match that runs into the begin marker (a bearer value may hold
@@ -483,6 +490,11 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
             }
         }
     }
+    // A begin marker after the end marker on a line that is not JSON,
+    // written with escapes, opens the block again.
+    let again = "-----BEGIN PRIVATE KEY-----\nMIIEa\n-----END PRIVATE KEY----- {\"k\":\"-----BEGIN PRIVATE KEY\\u002d----\"}\nMIIEsecond\n-----END PRIVATE KEY-----\nok\n";
+    let (out, _) = redact(Format::Ndjson, again, &Options::default());
+    assert!(!out.contains("MIIE") && out.ends_with("\nok\n"), "{out}");
     // A line of JSON that ends the block is masked whole, not scanned as
     // text after the marker, where its field rules would be lost.
     let ended = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n{\"m\":\"-----END PRIVATE KEY-----\",\"pin\":\"1234\"}\n{\"pin\":\"5678\"}\n";
@@ -921,6 +933,32 @@ fn streamed(format: Format, input: &str, max: usize, cut: usize) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// A key split across the strings of one document (a shipper that
+/// splits a multi-line message, a key under a field masked unread) is
+/// masked to its end marker in every string after its begin, in both
+/// walkers; names stay readable.
+#[test]
+fn a_key_runs_on_across_the_strings_of_a_document() {
+    let docs = [
+        r#"{"data":["-----BEGIN PRIVATE KEY-----","MIIEvQIBADANBgkqhkiG9w0BAQEFAASC","-----END PRIVATE KEY-----"],"note":"ok 4111111111111111"}"#,
+        r#"{"privateKey":"-----BEGIN PRIVATE KEY-----","next":"MIIEvQIBADANBgkqhkiG","end":"-----END PRIVATE KEY-----","note":"ok 4111111111111111"}"#,
+        r#"{"m":"xA","data":["-----BEGIN PRIVATE KEY-----","MIIEvQIBADANBgkqhkiG","-----END PRIVATE KEY-----"],"note":"ok 4111111111111111"}"#,
+    ];
+    for doc in docs {
+        for format in [Format::Json, Format::Ndjson] {
+            let (out, _) = redact(format, doc, &Options::default());
+            assert!(!out.contains("MIIE"), "{out}");
+            assert!(out.contains(r#""note":"ok ************1111""#), "{out}");
+        }
+    }
+    let (out, _) = redact(
+        Format::Json,
+        r#"{"a":"-----BEGIN PRIVATE KEY-----","b":"MIIEvQIBADANBgkq"}"#,
+        &Options::default(),
+    );
+    assert!(out.contains(r#""b":"****************""#), "{out}");
+}
+
 #[test]
 fn a_key_begun_or_ended_in_a_dropped_line_is_followed() {
     let long = "x".repeat(300);
@@ -932,14 +970,30 @@ fn a_key_begun_or_ended_in_a_dropped_line_is_followed() {
     let ended = format!(
         "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n{long} -----END PRIVATE KEY-----\nok 4111111111111111\n"
     );
+    // Begun with a type name longer than a piece reader's overlap.
+    let name = "A".repeat(300);
+    let named = format!(
+        "{long} -----BEGIN {name} PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\nok 4111111111111111\n"
+    );
     for format in [Format::Text, Format::Ndjson] {
-        for cut in [1, 7, 64, 1000] {
-            for input in [&begun, &ended] {
+        for cut in [1, 7, 64, 333, 1000] {
+            for input in [&begun, &ended, &named] {
                 let out = streamed(format, input, 100, cut);
                 assert!(!out.contains("MIIE"), "cut {cut}: {out}");
                 assert!(out.contains("[REDACTED:line-too-long]"), "cut {cut}: {out}");
                 assert!(out.ends_with("ok ************1111\n"), "cut {cut}: {out}");
             }
         }
+    }
+    // In NDJSON, a begin marker written with escapes in a dropped line.
+    let escaped = format!(
+        "{{\"m\":\"{long} -----BEGIN PRIVATE KEY\\u002d----\"}}\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\nok\n"
+    );
+    for cut in [7, 1000] {
+        let out = streamed(Format::Ndjson, &escaped, 100, cut);
+        assert!(
+            !out.contains("MIIE") && out.ends_with("\nok\n"),
+            "cut {cut}: {out}"
+        );
     }
 }

@@ -129,8 +129,8 @@ pub enum Anchor {
     Plus,
     /// Found around each occurrence of a literal (`://`, `%40`) by `memmem`,
     /// searched from where the trigger says a match would have to start,
-    /// if anywhere. The occurrences inside what an accepted match was found
-    /// to hold are not looked at again, nor, when the third field is
+    /// if anywhere. The occurrences wholly inside what an accepted match
+    /// was found to hold are not looked at again, nor, when the third field is
     /// `Some(reach)`, those more than `reach` bytes before the end of any
     /// match: what a match starting there could find was seen already.
     Infix(&'static [u8], InfixTrigger, Option<usize>),

@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::sync::LazyLock;
 
-use memchr::memmem::Finder;
+use memchr::memmem::{Finder, FinderRev};
 
 use super::{Anchor, Detector, Finding, Kind, push};
 
@@ -46,15 +46,43 @@ fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
 /// bytes, not from findings: a begin marker inside an earlier finding is
 /// merged into it and takes that finding's type.
 pub fn opens_block(s: &[u8]) -> bool {
-    open_after(s, false, 0)
+    follow(s, false).0
 }
 
-/// Whether a key is open after `s`, given whether one was open before it,
-/// counting only the markers that end past `seen` (those before were
-/// counted on an earlier piece of the same line, which `s` overlaps by
-/// `seen` bytes so that a marker cut between the two is found whole).
-/// Open, an end marker closes; closed, a begin marker opens.
-pub fn open_after(s: &[u8], mut open: bool, seen: usize) -> bool {
+/// Whether a key is open after `s`, given whether one was open before it.
+pub fn open_after(s: &[u8], open: bool) -> bool {
+    follow(s, open).0
+}
+
+/// Where the text after the first end marker in `s` starts, if `s` has
+/// one: just past it, or where a begin marker sharing its dashes starts.
+pub fn past_end(s: &[u8]) -> Option<usize> {
+    find_end(s).map(|e| after_end(s, e))
+}
+
+/// Where to look for a begin marker after an end marker that ends at `e`
+/// in `s`: the two may share their dashes (`-----END PRIVATE
+/// KEY-----BEGIN RSA PRIVATE KEY-----`), and the second key must not
+/// pass unseen.
+fn after_end(s: &[u8], e: usize) -> usize {
+    let shared = e.saturating_sub(5);
+    let next = &s[shared..];
+    // `s` may end inside such a begin marker: a reader of pieces keeps
+    // the dashes for the next piece.
+    if next.starts_with(BEGIN) || BEGIN.starts_with(next) {
+        shared
+    } else {
+        e
+    }
+}
+
+/// Reads `s` with a key open or not before it: open, an end marker
+/// closes; closed, a begin marker opens. Gives whether a key is open
+/// after `s`, and where the next search would start (just past the last
+/// marker read, or 0): nothing from there on is a whole marker, so a
+/// reader that gets `s` in pieces reads on from there, never again from
+/// a marker it has read (which could share its dashes with another).
+fn follow(s: &[u8], mut open: bool) -> (bool, usize) {
     let mut at = 0;
     loop {
         let marker = if open {
@@ -63,13 +91,81 @@ pub fn open_after(s: &[u8], mut open: bool, seen: usize) -> bool {
             find_begin(&s[at..])
         };
         let Some(n) = marker else {
-            return open;
+            return (open, at);
         };
         at += n;
-        if at > seen {
-            open = !open;
+        if open {
+            at = after_end(s, at);
         }
+        open = !open;
     }
+}
+
+/// Follows the private-key state through a line read in pieces (one too
+/// long to hold, which is dropped): each piece is read after the end of
+/// the pieces before it, so that a marker cut between two is found whole.
+#[derive(Default)]
+pub struct PieceReader {
+    /// The end of the pieces read so far that may start a marker: from
+    /// just past the last marker read, at most [`PIECE_OVERLAP`] bytes
+    /// (more for a marker cut in its type's name).
+    tail: Vec<u8>,
+}
+
+/// Bytes a [`PieceReader`] keeps of the pieces before: more than a marker
+/// with any real key type takes.
+const PIECE_OVERLAP: usize = 256;
+
+/// A marker cut off with a type name longer than this (its run of
+/// capitals, digits and spaces reaching the end of what was read) is not
+/// kept: a begin marker is taken for an open key, and an end marker is
+/// never read, so its key stays open (fail closed, with bounded memory).
+const PIECE_MARKER_MAX: usize = 4096;
+
+impl PieceReader {
+    /// The state after `part`, given the state before it.
+    pub fn read(&mut self, part: &[u8], open: bool) -> bool {
+        static BEGIN_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(BEGIN));
+        static END_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(END));
+        let mut window = std::mem::take(&mut self.tail);
+        window.extend_from_slice(part);
+        let (mut open, resume) = follow(&window, open);
+        let mut keep = window.len().saturating_sub(PIECE_OVERLAP).max(resume);
+        // The marker that would change the state, if it is cut.
+        let next = if open { &*END_REV } else { &*BEGIN_REV };
+        if let Some(cut) = cut_marker(&window[resume..], next) {
+            let cut = resume + cut;
+            if window.len() - cut <= PIECE_MARKER_MAX {
+                keep = keep.min(cut);
+            } else {
+                // Too long to keep: a key is open (an end marker this
+                // long is never read, and the key stays open).
+                open = true;
+            }
+        }
+        window.drain(..keep);
+        self.tail = window;
+        open
+    }
+
+    /// The line ended: the next line is read on its own.
+    pub fn end_line(&mut self) {
+        self.tail.clear();
+    }
+}
+
+/// Where in `s` the last marker that `prefix` finds starts, if `s` ends
+/// before it is whole: after its prefix, nothing but the run of its
+/// type's name and fewer than the five dashes that close it.
+fn cut_marker(s: &[u8], prefix: &FinderRev<'_>) -> Option<usize> {
+    let at = prefix.rfind(s)?;
+    let name = &s[at + prefix.needle().len()..];
+    let run = name
+        .iter()
+        .position(|&b| !(b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' '))
+        .unwrap_or(name.len());
+    let dashes = &name[run..];
+    (dashes.len() < 5 && dashes.iter().all(|&b| b == b'-')).then_some(at)
 }
 
 /// The offset just past the first private key's begin marker in `s`.
@@ -168,29 +264,50 @@ mod tests {
         assert!(!opens_block(b"-----BEGIN PUBLIC KEY-----"));
     }
 
-    /// A line read in pieces, each overlapping the one before, ends in the
-    /// state the whole line does, wherever the cuts fall.
+    /// A line read in pieces ends in the state the whole line does,
+    /// wherever the cuts fall, from either state, shared dashes and long
+    /// type names included.
     #[test]
-    fn open_after_pieces_agrees_with_the_whole() {
-        let line = b"a -----BEGIN RSA PRIVATE KEY----- MIIE -----END RSA PRIVATE KEY----- b \
-            -----BEGIN PGP PRIVATE KEY BLOCK----- c -----END PGP PRIVATE KEY BLOCK----- \
-            -----BEGIN PRIVATE KEY----- d";
-        const OVERLAP: usize = 64;
-        for cut in 1..line.len() {
+    fn a_line_read_in_pieces_ends_as_the_whole() {
+        let long = "A".repeat(300);
+        let lines = [
+            "a -----BEGIN RSA PRIVATE KEY----- MIIE -----END RSA PRIVATE KEY----- b \
+             -----BEGIN PGP PRIVATE KEY BLOCK----- c -----END PGP PRIVATE KEY BLOCK----- \
+             -----BEGIN PRIVATE KEY----- d"
+                .to_owned(),
+            "-----BEGIN PRIVATE KEY-----END PRIVATE KEY----- x".to_owned(),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----BEGIN RSA PRIVATE KEY-----"
+                .to_owned(),
+            format!("x -----BEGIN {long} PRIVATE KEY----- y"),
+            format!("x -----BEGIN {long} PRIVATE KEY----- y -----END {long} PRIVATE KEY-----"),
+            "-----END PRIVATE KEY----- -----BEGIN PUBLIC KEY-----".to_owned(),
+        ];
+        for line in &lines {
+            let line = line.as_bytes();
             for open in [false, true] {
-                let mut state = open;
-                let mut carry = Vec::new();
-                for piece in line.chunks(cut) {
-                    let mut window = std::mem::take(&mut carry);
-                    let seen = window.len();
-                    window.extend_from_slice(piece);
-                    state = open_after(&window, state, seen);
-                    carry = window[window.len().saturating_sub(OVERLAP)..].to_vec();
+                let whole = follow(line, open).0;
+                for cut in 1..=line.len() {
+                    let mut reader = PieceReader::default();
+                    let mut state = open;
+                    for piece in line.chunks(cut) {
+                        state = reader.read(piece, state);
+                    }
+                    let shown = String::from_utf8_lossy(line);
+                    assert_eq!(state, whole, "cut {cut}, open {open}: {shown}");
                 }
-                assert!(state, "cut {cut}, open {open}");
             }
         }
-        assert!(open_after(line, false, 0) && open_after(line, true, 0));
-        assert!(!open_after(&line[..line.len() - 5], false, 0));
+        // What the whole lines give.
+        let states: Vec<bool> = lines.iter().map(|l| opens_block(l.as_bytes())).collect();
+        assert_eq!(states, [true, true, true, true, false, false]);
+    }
+
+    /// A begin marker whose type name runs past what a reader keeps is
+    /// taken for an open key.
+    #[test]
+    fn a_cut_marker_too_long_to_keep_fails_closed() {
+        let mut reader = PieceReader::default();
+        let name = "A".repeat(PIECE_MARKER_MAX + 1);
+        assert!(reader.read(format!("x -----BEGIN {name}").as_bytes(), false));
     }
 }

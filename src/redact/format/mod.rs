@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::action::{Action, ActionError, Tools};
-use super::detectors::private_key::{find_end, open_after, opens_block};
+use super::detectors::private_key::{PieceReader, open_after, opens_block, past_end};
 use super::detectors::{Finding, Kind, pan::is_card_number};
 use super::fields::{self, FieldRules};
 use super::lines::{Piece, TOO_LONG, each_line};
@@ -65,9 +65,10 @@ pub enum RedactError {
     Action(#[from] ActionError),
 }
 
-/// Bytes of a dropped line kept to be read again with its next piece:
-/// more than a private key's marker takes.
-const SKIPPED_OVERLAP: usize = 256;
+/// Bytes of a dropped NDJSON line read again, decoded, with its next
+/// piece: more than a begin marker written with escapes takes (six bytes
+/// a character).
+const ESCAPED_OVERLAP: usize = 512;
 
 /// One request's (or stream's) redaction: options, tools, findings, and
 /// the state that runs across lines (an open PEM block).
@@ -78,10 +79,12 @@ pub struct Session<'a> {
     tools: Tools<'a>,
     pub findings: Findings,
     pem_open: bool,
-    /// The last bytes of a dropped line's pieces seen so far
-    /// ([`Session::piece`]): a marker cut between two pieces is read
-    /// whole.
-    skipped_tail: Vec<u8>,
+    /// Follows the PEM state through a dropped line's pieces
+    /// ([`Session::piece`]).
+    skipped: PieceReader,
+    /// The end of a dropped NDJSON line's pieces, read again decoded with
+    /// the next piece.
+    skipped_escaped: Vec<u8>,
     /// Whether the block being walked may hold a name/value pair
     /// ([`fields::may_hold_a_pair`]).
     pairs: bool,
@@ -109,7 +112,8 @@ impl<'a> Session<'a> {
             tools,
             findings: Findings::default(),
             pem_open: false,
-            skipped_tail: Vec::new(),
+            skipped: PieceReader::default(),
+            skipped_escaped: Vec::new(),
             pairs: false,
             pairs_walked: 0,
             found: Vec::new(),
@@ -203,9 +207,10 @@ impl<'a> Session<'a> {
     ) -> Result<(), RedactError> {
         match piece {
             Piece::Lines(l) => self.lines(format, l, out)?,
-            Piece::Skipped(part) => self.skipped(part),
+            Piece::Skipped(part) => self.skipped(format, part),
             Piece::TooLong { newline } => {
-                self.skipped_tail.clear();
+                self.skipped.end_line();
+                self.skipped_escaped.clear();
                 if !self.opts.report {
                     out.extend_from_slice(TOO_LONG);
                     if newline {
@@ -217,19 +222,28 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Follows the PEM state over a piece of a dropped line, read with
-    /// the last [`SKIPPED_OVERLAP`] bytes of the pieces before it (markers
-    /// are shorter; escapes are read as written).
-    fn skipped(&mut self, part: &[u8]) {
+    /// Follows the PEM state over a piece of a dropped line. In NDJSON, a
+    /// begin marker written with JSON escapes opens the block too: the
+    /// piece is read decoded after the last [`ESCAPED_OVERLAP`] bytes of
+    /// the pieces before it.
+    fn skipped(&mut self, format: Format, part: &[u8]) {
         if !self.opts.enabled(Kind::PrivateKey) || part.is_empty() {
             return;
         }
-        let mut window = std::mem::take(&mut self.skipped_tail);
-        let seen = window.len();
+        self.pem_open = self.skipped.read(part, self.pem_open);
+        if format != Format::Ndjson {
+            return;
+        }
+        let mut window = std::mem::take(&mut self.skipped_escaped);
         window.extend_from_slice(part);
-        self.pem_open = open_after(&window, self.pem_open, seen);
-        window.drain(..window.len().saturating_sub(SKIPPED_OVERLAP));
-        self.skipped_tail = window;
+        if !self.pem_open
+            && memchr::memmem::find(&window, b"\\u").is_some()
+            && opens_block(&json_unescaped(&window))
+        {
+            self.pem_open = true;
+        }
+        window.drain(..window.len().saturating_sub(ESCAPED_OVERLAP));
+        self.skipped_escaped = window;
     }
 
     /// One line (with its newline, if any) of a line-based format.
@@ -268,7 +282,7 @@ impl<'a> Session<'a> {
     pub fn text_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
         let mut rest = line;
         if self.pem_open {
-            match find_end(line) {
+            match past_end(line) {
                 Some(e) => {
                     self.emit_mask_plain(&line[..e], out);
                     self.pem_open = false;
@@ -290,7 +304,7 @@ impl<'a> Session<'a> {
     fn follow_pem(&mut self, line: &[u8]) {
         let mut rest = line;
         if self.pem_open {
-            let Some(e) = find_end(line) else {
+            let Some(e) = past_end(line) else {
                 return;
             };
             self.pem_open = false;
@@ -368,6 +382,19 @@ impl<'a> Session<'a> {
     /// report mode), and whether a finding's action was `drop`.
     fn redact_string(&mut self, s: &str) -> Result<(Option<String>, bool), RedactError> {
         self.dropped = false;
+        if self.pem_open {
+            // A key begun in an earlier string of the document runs on
+            // into this one (`["-----BEGIN PRIVATE KEY-----", "MIIE…"]`):
+            // masked to its end marker, as lines of text are.
+            let mut out = Vec::new();
+            self.text_line(s.as_bytes(), &mut out)?;
+            if self.opts.report {
+                return Ok((None, self.dropped));
+            }
+            let s = String::from_utf8(out)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            return Ok((Some(s), self.dropped));
+        }
         if cannot_hold_anything(s.as_bytes()) {
             return Ok((None, false));
         }
@@ -401,14 +428,24 @@ impl<'a> Session<'a> {
         out: &mut Vec<u8>,
     ) -> Result<(), RedactError> {
         if self.pem_open {
-            // A line of JSON that ends the block is masked whole: the
-            // rest of it, scanned as text, would lose its field rules.
-            if find_end(line).is_some() && raw::is_json(trim_newline(line)) {
-                self.emit_mask_plain(line, out);
-                self.follow_pem(line);
-                return Ok(());
+            match past_end(line) {
+                // A line of JSON that ends the block is masked whole: the
+                // rest of it, scanned as text, would lose its field rules.
+                Some(_) if raw::is_json(trim_newline(line)) => {
+                    self.emit_mask_plain(line, out);
+                    self.follow_pem(line);
+                }
+                Some(e) => {
+                    self.text_line(line, out)?;
+                    // A begin marker after the end, written with escapes,
+                    // opens the block too.
+                    if !self.pem_open && self.json_opens_pem(&line[e..]) {
+                        self.pem_open = true;
+                    }
+                }
+                None => self.text_line(line, out)?,
             }
-            return self.text_line(line, out);
+            return Ok(());
         }
         let walked = if raw::is_plain_json(line) && !self.holds_a_pair(line) {
             self.raw_line(&mut raw::Raw::new(line, found, base), out)
@@ -620,7 +657,11 @@ impl<'a> Session<'a> {
                         _ => self.value(&mut val, path)?,
                     };
                     path.truncate(len);
+                    // A name is no part of a key's body: it is scanned
+                    // as a name, whatever key its values left open.
+                    let open = std::mem::take(&mut self.pem_open);
                     let (key, _) = self.redact_string(&k)?;
+                    self.pem_open |= open;
                     if !drop {
                         map.insert(key.unwrap_or(k), val);
                     }
@@ -667,6 +708,13 @@ impl<'a> Session<'a> {
             _ => {
                 self.findings.add(kind);
                 self.note_path(path, kind);
+                // Masked whole unread; a key begun (or ended) in it still
+                // runs on into the strings after it.
+                if let Value::String(s) = v
+                    && self.opts.enabled(Kind::PrivateKey)
+                {
+                    self.pem_open = open_after(s.as_bytes(), self.pem_open);
+                }
                 let (text, card) = match v {
                     Value::String(s) => (s.clone(), kind == Kind::Pan && whole_card(s)),
                     Value::Number(n) if kind == Kind::Pan => match card_number_digits(n) {
