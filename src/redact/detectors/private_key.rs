@@ -49,6 +49,17 @@ pub fn opens_block(s: &[u8]) -> bool {
     follow(s, false).0
 }
 
+/// How many private keys' begin markers `s` holds.
+pub fn count_begins(s: &[u8]) -> usize {
+    let mut n = 0;
+    let mut at = 0;
+    while let Some(e) = find_begin(&s[at..]) {
+        n += 1;
+        at += e;
+    }
+    n
+}
+
 /// Whether a key is open after `s`, given whether one was open before it.
 pub fn open_after(s: &[u8], open: bool) -> bool {
     follow(s, open).0

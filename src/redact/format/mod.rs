@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::action::{Action, ActionError, Tools};
-use super::detectors::private_key::{PieceReader, open_after, opens_block, past_end};
+use super::detectors::private_key::{PieceReader, count_begins, open_after, opens_block, past_end};
 use super::detectors::{Finding, Kind, pan::is_card_number};
 use super::fields::{self, FieldRules};
 use super::lines::{Piece, TOO_LONG, each_line};
@@ -91,6 +91,9 @@ pub struct Session<'a> {
     /// Name/value pairs of enabled types the walk has met: checked against
     /// the raw count, as a parse drops duplicate keys.
     pairs_walked: usize,
+    /// Begin markers the walk has read, while the document being walked
+    /// has any ([`Session::walk_parsed`]).
+    begins_read: Option<usize>,
     found: Vec<Finding>,
     /// The type of the last finding replaced (for report paths).
     last_kind: Kind,
@@ -116,6 +119,7 @@ impl<'a> Session<'a> {
             skipped_escaped: Vec::new(),
             pairs: false,
             pairs_walked: 0,
+            begins_read: None,
             found: Vec::new(),
             last_kind: Kind::Secret,
             dropped: false,
@@ -382,6 +386,7 @@ impl<'a> Session<'a> {
     /// report mode), and whether a finding's action was `drop`.
     fn redact_string(&mut self, s: &str) -> Result<(Option<String>, bool), RedactError> {
         self.dropped = false;
+        self.read_begins(s);
         if self.pem_open {
             // A key begun in an earlier string of the document runs on
             // into this one (`["-----BEGIN PRIVATE KEY-----", "MIIE…"]`):
@@ -489,14 +494,7 @@ impl<'a> Session<'a> {
         }
         match serde_json::from_slice::<Value>(trimmed) {
             Ok(mut v) => {
-                let named = self.pairs_named(trimmed);
-                let walked = self.pairs_walked;
-                let mut path = String::from("$");
-                if self.value(&mut v, &mut path)? {
-                    v = Value::Null;
-                }
-                if self.pairs_walked - walked < named {
-                    // The parse lost a pair's name: fail closed.
+                if !self.walk_parsed(trimmed, &mut v)? {
                     self.findings.add(Kind::Secret);
                     self.emit_mask_plain(line, out);
                     return Ok(());
@@ -516,6 +514,37 @@ impl<'a> Session<'a> {
                 Ok(())
             }
             Err(_) => self.text_line(line, out),
+        }
+    }
+
+    /// Walks `v`, parsed from `raw`. False when the parse lost what the
+    /// walk needed (a duplicate key's value, which the parse drops): the
+    /// name of a pair, or a private key's begin marker, which masks the
+    /// strings after it. The document must then be masked whole: fail
+    /// closed.
+    fn walk_parsed(&mut self, raw: &[u8], v: &mut Value) -> Result<bool, RedactError> {
+        let named = self.pairs_named(raw);
+        let walked = self.pairs_walked;
+        let begins = if self.opts.enabled(Kind::PrivateKey) {
+            json_begins(raw)
+        } else {
+            0
+        };
+        self.begins_read = (begins > 0).then_some(0);
+        let mut path = String::from("$");
+        let dropped = self.value(v, &mut path);
+        let read = self.begins_read.take().unwrap_or(0);
+        if dropped? {
+            *v = Value::Null;
+        }
+        Ok(self.pairs_walked - walked >= named && read >= begins)
+    }
+
+    /// Counts the begin markers in a string the walk reads, when the
+    /// document has any ([`Session::walk_parsed`]).
+    fn read_begins(&mut self, s: &str) {
+        if let Some(n) = &mut self.begins_read {
+            *n += count_begins(s.as_bytes());
         }
     }
 
@@ -549,14 +578,7 @@ impl<'a> Session<'a> {
             line: e.line(),
             column: e.column(),
         })?;
-        let named = self.pairs_named(input);
-        let walked = self.pairs_walked;
-        let mut path = String::from("$");
-        if self.value(&mut v, &mut path)? {
-            v = Value::Null;
-        }
-        if self.pairs_walked - walked < named {
-            // The parse lost a pair's name (a duplicate key): fail closed.
+        if !self.walk_parsed(input, &mut v)? {
             self.findings.add(Kind::Secret);
             if !self.opts.report {
                 out.extend_from_slice(b"\"[REDACTED:secret]\"");
@@ -695,6 +717,7 @@ impl<'a> Session<'a> {
                 self.walk_pair(map);
                 let mut dropped = Vec::new();
                 for (k, item) in map.iter_mut() {
+                    self.read_begins(k);
                     if self.sensitive(item, kind, path)? {
                         dropped.push(k.clone());
                     }
@@ -713,6 +736,7 @@ impl<'a> Session<'a> {
                 if let Value::String(s) = v
                     && self.opts.enabled(Kind::PrivateKey)
                 {
+                    self.read_begins(s);
                     self.pem_open = open_after(s.as_bytes(), self.pem_open);
                 }
                 let (text, card) = match v {
@@ -913,6 +937,15 @@ fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// Begin markers in a JSON text, its escapes decoded.
+fn json_begins(raw: &[u8]) -> usize {
+    if memchr::memchr(b'\\', raw).is_some() {
+        count_begins(&json_unescaped(raw))
+    } else {
+        count_begins(raw)
     }
 }
 
