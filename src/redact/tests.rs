@@ -273,7 +273,8 @@ fn pem_blocks_are_masked_across_lines() {
     // nor is one that shares the end marker's dashes.
     let two = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nAAAA\n-----END PGP PRIVATE KEY BLOCK----- -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\nok\n";
     let shared = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----BEGIN RSA PRIVATE KEY-----\nMIIEsecret\n-----END RSA PRIVATE KEY-----\nok\n";
-    for keys in [two, shared] {
+    let dashes = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY------BEGIN RSA PRIVATE KEY-----\nMIIEsecret\n-----END RSA PRIVATE KEY-----\nok\n";
+    for keys in [two, shared, dashes] {
         for opts in [Options::default(), budgeted()] {
             for format in [Format::Text, Format::Ndjson] {
                 let (out, _) = redact(format, keys, &opts);
@@ -970,6 +971,19 @@ fn a_key_runs_on_across_the_strings_of_a_document() {
             if format == Format::Json || doc.contains('\\') {
                 assert!(f.header_value().contains("secret=1"), "{out}");
             }
+        }
+    }
+    // A name that begins a key: its value (and what follows) is masked;
+    // under a field masked unread too. (A PEM key's marker is a field
+    // name of its own, `…privatekey`; an OpenPGP one's is not.)
+    for doc in [
+        r#"{"-----BEGIN PGP PRIVATE KEY BLOCK-----":"lQOYBGVhunter2"}"#,
+        r#"{"m":"\u0041","-----BEGIN PGP PRIVATE KEY BLOCK-----":"lQOYBGVhunter2"}"#,
+        r#"{"cvv":{"-----BEGIN PRIVATE KEY-----":"1"},"b":"MIIEvQIBADANBgkq"}"#,
+    ] {
+        for format in [Format::Json, Format::Ndjson] {
+            let (out, _) = redact(format, doc, &Options::default());
+            assert!(!out.contains("MIIE") && !out.contains("lQOY"), "{out}");
         }
     }
     // A key whose markers are all read is no loss: the rest is kept.

@@ -147,8 +147,8 @@ pub enum Anchor {
 }
 
 /// Given the haystack, the offset of an infix literal and where the
-/// matches already accepted end (a match found from here on must not
-/// start before it), the span a match would have to lie in (its start,
+/// matches already accepted end (a match found from here on starts at or
+/// after it, but for one whose literal straddles that end), the span a match would have to lie in (its start,
 /// and a bound on its end), if anywhere: a check by hand, cheaper than a
 /// search at every occurrence. The check and the span are bounded, by the
 /// longest match there can be or by the anchor's reach, so a line of

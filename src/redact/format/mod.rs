@@ -66,8 +66,9 @@ pub enum RedactError {
 }
 
 /// Bytes of a dropped NDJSON line read again, decoded, with its next
-/// piece: more than a begin marker written with escapes takes (six bytes
-/// a character).
+/// piece: more than a begin marker with any real key type takes written
+/// with escapes (six bytes a character). One with a longer type name,
+/// written with escapes and cut between pieces, is not read.
 const ESCAPED_OVERLAP: usize = 512;
 
 /// One request's (or stream's) redaction: options, tools, findings, and
@@ -667,6 +668,13 @@ impl<'a> Session<'a> {
                 // what its sibling holds.
                 let paired = self.walk_pair(&old);
                 for (k, mut val) in old {
+                    // A name is no part of a key's body: it is scanned as
+                    // a name, whatever key the strings before it left
+                    // open; one it begins runs on into its value. So it
+                    // is read first, as it is written.
+                    let open = std::mem::take(&mut self.pem_open);
+                    let (key, _) = self.redact_string(&k)?;
+                    self.pem_open |= open;
                     push_key(path, &k);
                     let kind = self
                         .fields
@@ -679,11 +687,6 @@ impl<'a> Session<'a> {
                         _ => self.value(&mut val, path)?,
                     };
                     path.truncate(len);
-                    // A name is no part of a key's body: it is scanned
-                    // as a name, whatever key its values left open.
-                    let open = std::mem::take(&mut self.pem_open);
-                    let (key, _) = self.redact_string(&k)?;
-                    self.pem_open |= open;
                     if !drop {
                         map.insert(key.unwrap_or(k), val);
                     }
@@ -717,7 +720,9 @@ impl<'a> Session<'a> {
                 self.walk_pair(map);
                 let mut dropped = Vec::new();
                 for (k, item) in map.iter_mut() {
+                    // Names are kept, unread but for a key they begin.
                     self.read_begins(k);
+                    self.pem_open |= self.opens_pem(k.as_bytes());
                     if self.sensitive(item, kind, path)? {
                         dropped.push(k.clone());
                     }
