@@ -952,12 +952,33 @@ fn a_key_runs_on_across_the_strings_of_a_document() {
             assert!(out.contains(r#""note":"ok ************1111""#), "{out}");
         }
     }
+    // An end marker at a string's end is masked whole.
     let (out, _) = redact(
         Format::Json,
-        r#"{"a":"-----BEGIN PRIVATE KEY-----","b":"MIIEvQIBADANBgkq"}"#,
+        r#"["-----BEGIN PRIVATE KEY-----","MIIE","-----END PRIVATE KEY-----"]"#,
         &Options::default(),
     );
-    assert!(out.contains(r#""b":"****************""#), "{out}");
+    assert!(!out.contains('-'), "{out}");
+    // Inside an open key, names are masked too (and may end it).
+    for doc in [
+        r#"{"a":"-----BEGIN PRIVATE KEY-----","b":"MIIEvQIBADANBgkq"}"#,
+        r#"{"m":"\u0041","k":"-----BEGIN PRIVATE KEY-----","MIIEvQIBADANBgkq":"-----END PRIVATE KEY-----","n":"ok"}"#,
+    ] {
+        let (out, _) = redact(Format::Json, doc, &Options::default());
+        assert!(!out.contains("MIIE"), "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap();
+    }
+    // A repeated name moves a string in the parse (first place, last
+    // value): in a document with a key, it is masked whole.
+    for doc in [
+        r#"{"b":"x","a":"-----BEGIN PRIVATE KEY-----","b":"MIIEvQIBADANBgkq","e":"-----END PRIVATE KEY-----"}"#,
+        r#"{"m":"\u0041","a":"-----BEGIN PRIVATE KEY-----","e":"y","b":"MIIEvQIBADANBgkq","e":"-----END PRIVATE KEY-----"}"#,
+    ] {
+        for format in [Format::Json, Format::Ndjson] {
+            let (out, _) = redact(format, doc, &Options::default());
+            assert!(!out.contains("MIIE"), "{out}");
+        }
+    }
     // A begin marker the parse drops with its duplicate key: the
     // document (or line) is masked whole. (An NDJSON line without escapes
     // is walked over its raw bytes, where nothing is dropped.)

@@ -68,21 +68,21 @@ pub fn open_after(s: &[u8], open: bool) -> bool {
 /// Where the text after the first end marker in `s` starts, if `s` has
 /// one: just past it, or where a begin marker sharing its dashes starts.
 pub fn past_end(s: &[u8]) -> Option<usize> {
-    find_end(s).map(|e| after_end(s, e))
+    find_end(s).map(|e| after_end(s, e, false))
 }
 
 /// Where to look for a begin marker after an end marker that ends at `e`
 /// in `s`: the two may share dashes (`-----END PRIVATE KEY-----BEGIN RSA
 /// PRIVATE KEY-----`, or with more dashes between), and the second key
 /// must not pass unseen. A begin marker's five dashes are the last five
-/// of the run of dashes the end marker's end is in.
-fn after_end(s: &[u8], e: usize) -> usize {
+/// of the run of dashes the end marker's end is in. With `cut`, `s` may
+/// end inside such a begin marker (a piece of a line): its dashes are
+/// kept for the next piece.
+fn after_end(s: &[u8], e: usize, cut: bool) -> usize {
     let more = s[e..].iter().take(5).take_while(|&&b| b == b'-').count();
     let shared = e + more - 5;
     let next = &s[shared..];
-    // `s` may end inside such a begin marker: a reader of pieces keeps
-    // the dashes for the next piece.
-    if next.starts_with(BEGIN) || BEGIN.starts_with(next) {
+    if next.starts_with(BEGIN) || cut && BEGIN.starts_with(next) {
         shared
     } else {
         e
@@ -108,7 +108,7 @@ fn follow(s: &[u8], mut open: bool) -> (bool, usize) {
         };
         at += n;
         if open {
-            at = after_end(s, at);
+            at = after_end(s, at, true);
         }
         open = !open;
     }

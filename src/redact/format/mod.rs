@@ -14,6 +14,7 @@ use super::lines::{Piece, TOO_LONG, each_line};
 use super::scanner::Scanner;
 use super::{Findings, Options};
 
+mod members;
 mod raw;
 
 /// A body format.
@@ -459,11 +460,10 @@ impl<'a> Session<'a> {
             self.ndjson_parsed(line, out)
         };
         // A private key begun in the line and not ended in it masks the
-        // lines after it, whatever the walk saw of it: a sensitive field's
-        // value is masked whole unread, and a duplicate key's is gone from
-        // the parse.
-        if walked.is_ok() && !self.pem_open && self.json_opens_pem(line) {
-            self.pem_open = true;
+        // lines after it, and one ended in it no more, as the line reads,
+        // whatever the walk saw of it (a line masked whole is not read).
+        if walked.is_ok() {
+            self.pem_open = self.json_opens_pem(line);
         }
         walked
     }
@@ -519,10 +519,11 @@ impl<'a> Session<'a> {
     }
 
     /// Walks `v`, parsed from `raw`. False when the parse lost what the
-    /// walk needed (a duplicate key's value, which the parse drops): the
-    /// name of a pair, or a private key's begin marker, which masks the
-    /// strings after it. The document must then be masked whole: fail
-    /// closed.
+    /// walk needed: the document must then be masked whole (fail closed).
+    /// A parse keeps one member a name, at the first one's place with the
+    /// last one's value: it may drop a pair's name, and, in a document
+    /// with a private key, a begin marker or the order of the strings a
+    /// key masks in document order ([`members`]).
     fn walk_parsed(&mut self, raw: &[u8], v: &mut Value) -> Result<bool, RedactError> {
         let named = self.pairs_named(raw);
         let walked = self.pairs_walked;
@@ -531,6 +532,9 @@ impl<'a> Session<'a> {
         } else {
             0
         };
+        if begins > 0 && members::in_text(raw) != Some(members::in_value(v)) {
+            return Ok(false);
+        }
         self.begins_read = (begins > 0).then_some(0);
         let mut path = String::from("$");
         let dropped = self.value(v, &mut path);
@@ -668,13 +672,9 @@ impl<'a> Session<'a> {
                 // what its sibling holds.
                 let paired = self.walk_pair(&old);
                 for (k, mut val) in old {
-                    // A name is no part of a key's body: it is scanned as
-                    // a name, whatever key the strings before it left
-                    // open; one it begins runs on into its value. So it
-                    // is read first, as it is written.
-                    let open = std::mem::take(&mut self.pem_open);
+                    // Read first, as written: a key begun in a name runs
+                    // on into its value; one open before it masks it too.
                     let (key, _) = self.redact_string(&k)?;
-                    self.pem_open |= open;
                     push_key(path, &k);
                     let kind = self
                         .fields
