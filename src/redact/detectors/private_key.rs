@@ -92,9 +92,10 @@ fn after_end(s: &[u8], e: usize, cut: bool) -> usize {
 /// Reads `s` with a key open or not before it: open, an end marker
 /// closes; closed, a begin marker opens. Gives whether a key is open
 /// after `s`, and where the next search would start (just past the last
-/// marker read, or 0): nothing from there on is a whole marker, so a
+/// marker read, or at the dashes an end marker may share with a begin
+/// marker after it, or 0): nothing from there on is a whole marker, so a
 /// reader that gets `s` in pieces reads on from there, never again from
-/// a marker it has read (which could share its dashes with another).
+/// a marker it has read.
 fn follow(s: &[u8], mut open: bool) -> (bool, usize) {
     let mut at = 0;
     loop {
