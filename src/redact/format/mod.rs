@@ -482,11 +482,7 @@ impl<'a> Session<'a> {
     /// An NDJSON line parsed and walked (scanned as text if it does not
     /// parse).
     fn ndjson_parsed(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
-        let (body, nl) = match line.strip_suffix(b"\n") {
-            Some(b) => (b, &b"\n"[..]),
-            None => (line, &b""[..]),
-        };
-        let trimmed = body.strip_suffix(b"\r").unwrap_or(body);
+        let trimmed = trim_newline(line);
         if trimmed.iter().all(u8::is_ascii_whitespace) {
             if !self.opts.report {
                 out.extend_from_slice(line);
@@ -502,8 +498,7 @@ impl<'a> Session<'a> {
                 }
                 if !self.opts.report {
                     serde_json::to_writer(&mut *out, &v).expect("writing to a Vec");
-                    out.extend_from_slice(&body[trimmed.len()..]);
-                    out.extend_from_slice(nl);
+                    out.extend_from_slice(&line[trimmed.len()..]);
                 }
                 Ok(())
             }
