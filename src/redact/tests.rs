@@ -541,6 +541,19 @@ fn nothing_slips_through_tokens_overlaps_floats_or_field_names() {
     for leak in ["hunter2", "123", "0412", "anything"] {
         assert!(!out.contains(leak), "{leak} in {out}");
     }
+    // Names under a field rule are read like any other: the rule says
+    // what the values hold.
+    for doc in [
+        r#"{"password":{"4111111111111111":"x","bob@example.com":[1]}}"#,
+        r#"{"m":"\u0041","cvv":[{"k 4111111111111111":{"bob@example.com":1}}]}"#,
+    ] {
+        for format in [Format::Json, Format::Ndjson] {
+            let (out, f) = redact(format, doc, &Options::default());
+            assert!(!out.contains("411111") && !out.contains("bob@"), "{out}");
+            assert!(f.header_value().contains("pan=1"), "{out}");
+            serde_json::from_str::<serde_json::Value>(&out).unwrap();
+        }
+    }
     assert_eq!(
         label("DB_PASSWORD=hunter2 x"),
         "DB_PASSWORD=[REDACTED:secret] x"
@@ -587,6 +600,7 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         r#"{"card": {"number": "4111111111111111", "exp": {"m": 1, "y": 2030}}, "ok": false}"#,
         r#"{"cardNumber": "TOKEN", "pan": null, "ssn": "078-05-1120"}"#,
         r#"{"k bob@example.com": "v", "api_key": "abc", "note": "password=hunter2 ok"}"#,
+        r#"{"password": {"4111111111111111": "x", "b bob@example.com": [1, {"078-05-1120": null}]}}"#,
         r#"{"deep": {"a": [{"b": {"c": "078-05-1120 and +44 20 7946 0958"}}]}}"#,
         r#""4111111111111111""#,
         r#"4111111111111111"#,
@@ -995,7 +1009,7 @@ fn a_key_runs_on_across_the_strings_of_a_document() {
         }
     }
     // A name that begins a key: its value (and what follows) is masked;
-    // under a field masked unread too. (A PEM key's marker is a field
+    // under a field rule too. (A PEM key's marker is a field
     // name of its own, `…privatekey`; an OpenPGP one's is not.)
     for doc in [
         r#"{"-----BEGIN PGP PRIVATE KEY BLOCK-----":"lQOYBGVhunter2"}"#,

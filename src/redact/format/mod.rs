@@ -713,17 +713,14 @@ impl<'a> Session<'a> {
             }
             Value::Object(map) => {
                 self.walk_pair(map);
-                let mut dropped = Vec::new();
-                for (k, item) in map.iter_mut() {
-                    // Names are kept, unread but for a key they begin.
-                    self.read_begins(k);
-                    self.pem_open |= self.opens_pem(k.as_bytes());
-                    if self.sensitive(item, kind, path)? {
-                        dropped.push(k.clone());
+                for (k, mut item) in std::mem::take(map) {
+                    // Names are read as anywhere else, as written: a field
+                    // rule says what its values hold, not its names
+                    // (`{"password": {"4111…": 1}}`).
+                    let (name, _) = self.redact_string(&k)?;
+                    if !self.sensitive(&mut item, kind, path)? {
+                        map.insert(name.unwrap_or(k), item);
                     }
-                }
-                for k in dropped {
-                    map.shift_remove(&k);
                 }
                 Ok(false)
             }

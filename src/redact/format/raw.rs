@@ -446,7 +446,7 @@ impl Session<'_> {
     }
 
     /// An object; `sensitive` is the type of a field rule it lies under
-    /// (every scalar in it is then replaced, keys left alone).
+    /// (every scalar in it is then replaced, names scanned as elsewhere).
     fn raw_object(
         &mut self,
         r: &mut Raw<'_>,
@@ -475,13 +475,10 @@ impl Session<'_> {
                 push_key(path, &String::from_utf8_lossy(name));
             }
             out.push(b'"');
-            if sensitive.is_some() {
-                out.extend_from_slice(&r.line[key.clone()]);
-            } else {
-                // A key is scanned like any string; `drop` in a key does
-                // not remove its field.
-                self.raw_string_content(r, key.clone(), out)?;
-            }
+            // A name is scanned like any string, under a field rule too
+            // (`{"password": {"4111…": 1}}`); `drop` in a name does not
+            // remove its field.
+            self.raw_string_content(r, key.clone(), out)?;
             out.push(b'"');
             out.extend_from_slice(r.skip_ws());
             r.pos += 1; // the `:`
