@@ -19,7 +19,7 @@ use crate::vault::{Vault, VaultError};
 
 use super::AppState;
 use super::batch::{Items, Outcome};
-use super::error::{Problem, ProblemKind, current_request_id};
+use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
 use super::extract::{Caller, JsonBody};
 
 /// Longest `reason`, in characters.
@@ -53,6 +53,39 @@ pub async fn handle(
     Caller(caller): Caller,
     JsonBody { value: body, .. }: JsonBody<DetokenizeBody>,
 ) -> Result<Response, Problem> {
+    let access = state.access();
+    let policy = &access.policy;
+    // A caller with no right to detokenize is refused (and audited) before
+    // its body is judged: a malformed request is an attempt too. Each
+    // token it names, up to a batch's worth, gets its event.
+    if policy
+        .grant(&caller, Permission::Detokenize, None)
+        .is_none()
+        && policy
+            .grant(&caller, Permission::DetokenizeMasked, None)
+            .is_none()
+    {
+        // Counted under a principal only when a role names it: any AWS
+        // identity can log in, and a series per stranger would grow the
+        // metrics without bound.
+        let counted = match policy.role_of(&caller) {
+            Some(_) => caller.as_str(),
+            None => "unmatched",
+        };
+        state.count_detokenize(counted, "deny");
+        let named = body
+            .token
+            .into_iter()
+            .chain(body.tokens.into_iter().flatten());
+        let mut each: Vec<_> = named
+            .take(state.limits.batch)
+            .map(|t| (Token::parse(&t).ok().map(Token::into_string), None))
+            .collect();
+        if each.is_empty() {
+            each.push((None, None));
+        }
+        return Err(state.deny(&caller, "detokenize", each, "detokenize").await);
+    }
     let items = Items::new(
         body.token,
         body.tokens,
@@ -72,8 +105,6 @@ pub async fn handle(
     }
     // The reason is free text that lands in the audit log: redact it first.
     let audited_reason = reason.as_ref().map(|r| state.redactor.redact_text(r));
-    let access = state.access();
-    let policy = &access.policy;
     let each = || {
         items
             .values
@@ -81,25 +112,6 @@ pub async fn handle(
             .map(|t| (Token::parse(t).ok().map(Token::into_string), None))
             .collect()
     };
-    if policy
-        .grant(&caller, Permission::Detokenize, None)
-        .is_none()
-        && policy
-            .grant(&caller, Permission::DetokenizeMasked, None)
-            .is_none()
-    {
-        // Counted under a principal only when a role names it: any AWS
-        // identity can log in, and a series per stranger would grow the
-        // metrics without bound.
-        let counted = match policy.role_of(&caller) {
-            Some(_) => caller.as_str(),
-            None => "unmatched",
-        };
-        state.count_detokenize(counted, "deny");
-        return Err(state
-            .deny(&caller, "detokenize", each(), "detokenize")
-            .await);
-    }
     let per_minute = policy.detokenize_limit(&caller);
     if per_minute > 0
         && let Err(refusal) =
@@ -133,6 +145,32 @@ pub async fn handle(
             .await);
     }
 
+    // Looking up, revealing and auditing run as a task of their own, which
+    // this request only waits on: a request dropped part-way (its deadline
+    // passed while the key provider was slow, a client gone) still leaves
+    // its events. Such an attempt is audited as what it would have been
+    // (`allow` included: the value was opened, though never sent).
+    let waits = crate::telemetry::waits();
+    let work = reveal_all(state, caller, items, reason, audited_reason);
+    tokio::spawn(REQUEST_ID.scope(
+        current_request_id(),
+        crate::telemetry::counting_waits(waits, work),
+    ))
+    .await
+    .unwrap_or_else(|_| Err(Problem::internal(&"detokenize task failed")))
+}
+
+/// Looks the tokens up, reveals each as the caller's roles allow, and
+/// records every attempt's event before answering.
+async fn reveal_all(
+    state: AppState,
+    caller: crate::auth::Principal,
+    items: Items,
+    reason: Option<String>,
+    audited_reason: Option<String>,
+) -> Result<Response, Problem> {
+    let access = state.access();
+    let policy = &access.policy;
     // Each token parsed once (its check characters are a SHA-256), then one
     // store round trip for the whole batch.
     let parsed: Vec<Result<Token, TokenError>> =

@@ -183,11 +183,13 @@ async fn a_ciphertext_moved_into_another_item_does_not_open() {
 }
 
 /// A TCP proxy in front of the emulator that a test can cut: while down it
-/// drops new connections at once and ends open ones.
+/// drops new connections at once and ends open ones. While held, it ends
+/// open ones and keeps new ones waiting, unanswered, until released.
 struct Cuttable {
     endpoint: String,
     up: Arc<AtomicBool>,
     generation: tokio::sync::watch::Sender<u64>,
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cuttable {
@@ -197,7 +199,8 @@ impl Cuttable {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = tokio::sync::watch::channel(0u64);
-        let (flag, gen_tx) = (up.clone(), generation.clone());
+        let (held, _) = tokio::sync::watch::channel(false);
+        let (flag, gen_tx, held_tx) = (up.clone(), generation.clone(), held.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -209,7 +212,12 @@ impl Cuttable {
                 }
                 let target = target.clone();
                 let mut cut = gen_tx.subscribe();
+                let mut hold = held_tx.subscribe();
                 tokio::spawn(async move {
+                    if hold.wait_for(|held| !held).await.is_err() {
+                        return;
+                    }
+                    cut.mark_unchanged();
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
@@ -224,6 +232,14 @@ impl Cuttable {
             endpoint,
             up,
             generation,
+            held,
+        }
+    }
+
+    fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+        if held {
+            self.generation.send_modify(|g| *g += 1);
         }
     }
 
@@ -281,6 +297,60 @@ async fn a_kms_outage_runs_on_cached_keys_then_answers_503_and_recovers() {
     app.tokenize(CARDS[4].1, json!({})).await;
     let (s, _) = app.get("/readyz", None).await;
     assert_eq!(s, StatusCode::OK);
+    app.assert_no_leaks().await;
+}
+
+/// A detokenization cut off by its deadline while the key provider
+/// stalls is still audited: its work runs on as a task of its own and
+/// records its event once the provider answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detokenization_past_its_deadline_is_still_audited() {
+    let Some(moto) = shared_moto() else { return };
+    let proxy = Cuttable::start(&moto.endpoint).await;
+    let c = clients_split(&moto.endpoint, &proxy.endpoint).await;
+    let app = spawn_app_on(Some(c), |s| {
+        s.keys.cache_seconds = 60;
+        s.limits.request_timeout_ms = 2000;
+    })
+    .await;
+    let card = CARDS[0].1;
+    let token = app.tokenize(card, json!({})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Past the cache period, the data key's Decrypt stalls.
+    proxy.hold(true);
+    app.clock.advance(61);
+    let (s, h, body) = app
+        .post_raw(
+            "/detokenize",
+            Some("admin"),
+            "application/json",
+            json!({"token": token}).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let id = h["x-request-id"].to_str().unwrap().to_owned();
+    let audited = |text: &str| {
+        text.lines().any(|l| {
+            l.contains(&format!("\"request_id\":\"{id}\""))
+                && l.contains("\"action\":\"detokenize\"")
+        })
+    };
+    assert!(!audited(&app.audit_text().await), "not before it ends");
+
+    proxy.hold(false);
+    let mut found = false;
+    for _ in 0..200 {
+        if audited(&app.audit_text().await) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(found, "the attempt is audited once its work ends");
     app.assert_no_leaks().await;
 }
 

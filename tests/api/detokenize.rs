@@ -22,19 +22,29 @@ async fn roles_decide_full_masked_or_nothing() {
         assert_eq!(s, 403, "{role}: {v}");
         assert_eq!(v["type"], "urn:tokenvault:problem:forbidden");
     }
+    // A caller with no right is refused before its body is judged: a
+    // malformed request is an attempt too (one event for no token).
+    for body in [
+        json!({"tokens": []}),
+        json!({"token": token, "tokens": [token]}),
+        json!({"token": token, "reason": "x".repeat(600)}),
+    ] {
+        let (s, v) = app.post("/detokenize", Some("checkout"), &body).await;
+        assert_eq!(s, 403, "{body}: {v}");
+    }
     // Every attempt, allowed or not, is in the audit log.
     let audit = app.audit_text().await;
     let detok: Vec<&str> = audit
         .lines()
         .filter(|l| l.contains("\"action\":\"detokenize"))
         .collect();
-    assert_eq!(detok.len(), 4, "{audit}");
+    assert_eq!(detok.len(), 8, "{audit}");
     assert_eq!(
         detok
             .iter()
             .filter(|l| l.contains("\"decision\":\"deny\""))
             .count(),
-        2
+        6
     );
     app.assert_no_leaks().await;
 }
