@@ -283,15 +283,26 @@ fn parse_authorization(v: &str) -> Option<SigV4<'_>> {
     let (mut credential, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
         let (k, val) = part.trim().split_once('=')?;
-        match k {
-            "Credential" => credential = Some(val),
-            "SignedHeaders" => signed = Some(val),
-            "Signature" => signature = Some(val),
+        let slot = match k {
+            "Credential" => &mut credential,
+            "SignedHeaders" => &mut signed,
+            "Signature" => &mut signature,
             _ => return None,
+        };
+        // Once each: the header goes to STS as sent, and a second copy
+        // that STS ignores must not be what the server-id and replay
+        // checks read.
+        if slot.replace(val).is_some() {
+            return None;
         }
     }
+    // Lower-case hex, as SigV4 writes it: one signature, one replay key.
     let signature = signature?;
-    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if signature.len() != 64
+        || !signature
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     Some(SigV4 {
@@ -381,6 +392,18 @@ mod tests {
         assert_eq!(p.signed_headers, ["host", "x-amz-date"]);
         assert!(parse_authorization(&v.replace("Signature", "Sig")).is_none());
         assert!(parse_authorization("Bearer x").is_none());
+        // A repeated parameter, or a signature in upper case, is refused.
+        for extra in [
+            format!(", Signature={}", "b".repeat(64)),
+            ", SignedHeaders=host;x-amz-date;x-tokenvault-server-id".to_owned(),
+            ", Credential=AKID/20261128/eu-west-1/sts/aws4_request".to_owned(),
+        ] {
+            assert!(
+                parse_authorization(&format!("{v}{extra}")).is_none(),
+                "{extra}"
+            );
+        }
+        assert!(parse_authorization(&v.replace(&sig, &"A".repeat(64))).is_none());
         assert_eq!(parse_amz_date("19700101T000100Z"), Some(60));
     }
 }
