@@ -237,12 +237,16 @@ pub fn server_config(
 
 /// The principal a verified client certificate proves: `cert:<SAN URI>`
 /// (a SPIFFE id) when it has a URI name, else `cert:dns:<SAN DNS name>`.
+/// A URI of scheme `dns` is passed over: as `cert:dns:<name>` it would be
+/// the principal of a certificate for that DNS name.
 pub fn client_principal(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
     let names = &san.value.general_names;
     let uri = names.iter().find_map(|n| match n {
-        GeneralName::URI(u) => Some(format!("cert:{u}")),
+        GeneralName::URI(u) if !u.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("dns:")) => {
+            Some(format!("cert:{u}"))
+        }
         _ => None,
     });
     uri.or_else(|| {
@@ -312,4 +316,37 @@ pub fn not_after(cert: &Path) -> Result<i64, String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| format!("{}: {e}", cert.display()))?;
     Ok(parsed.validity().not_after.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_principal;
+    use rcgen::{CertificateParams, KeyPair, SanType};
+
+    fn cert(sans: Vec<SanType>) -> rustls::pki_types::CertificateDer<'static> {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_uri_of_scheme_dns_is_no_principal() {
+        let uri = |u: &str| SanType::URI(u.try_into().unwrap());
+        let dns = |d: &str| SanType::DnsName(d.try_into().unwrap());
+        let spiffe = cert(vec![uri("spiffe://shop/checkout"), dns("a.shop")]);
+        assert_eq!(
+            client_principal(&spiffe).as_deref(),
+            Some("cert:spiffe://shop/checkout")
+        );
+        let posing = cert(vec![uri("dns:checkout.shop"), dns("other.shop")]);
+        assert_eq!(
+            client_principal(&posing).as_deref(),
+            Some("cert:dns:other.shop")
+        );
+        assert_eq!(
+            client_principal(&cert(vec![uri("DNS:checkout.shop")])),
+            None
+        );
+    }
 }
