@@ -364,7 +364,7 @@ pub fn cards_in_run(
 /// Luhn sum: most long digit runs in logs (millisecond timestamps, order
 /// ids) have no issuer's prefix, and its check reads six digits where the
 /// sum reads them all.
-fn is_card(digits: &[u8]) -> bool {
+pub(crate) fn is_card(digits: &[u8]) -> bool {
     (12..=19).contains(&digits.len()) && Brand::from_digits(digits).is_some() && luhn_valid(digits)
 }
 
