@@ -69,9 +69,15 @@ pub struct Keyring {
     cache: Mutex<HashMap<String, Cached>>,
     /// One lock per key being loaded, so a burst of requests for a cold key
     /// makes one provider call, not one each, and a slow unwrap of an old
-    /// epoch's key does not hold up loading the current one.
-    loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// epoch's key does not hold up loading the current one. It holds the
+    /// load's failure, when it failed for a passing reason: those who
+    /// waited on it share it rather than each calling a provider in
+    /// trouble again.
+    loads: Mutex<HashMap<String, Load>>,
 }
+
+/// A load in flight, and how it failed (see [`Keyring::loads`]).
+type Load = Arc<tokio::sync::Mutex<Option<String>>>;
 
 impl Keyring {
     pub fn new(
@@ -190,24 +196,33 @@ impl Keyring {
             .entry(id.to_owned())
             .or_default()
             .clone();
-        let _guard = lock.lock().await;
+        let mut failed = lock.lock().await;
         if let Some(k) = self.cached(id) {
             return Ok(k);
+        }
+        if let Some(why) = failed.as_ref() {
+            return Err(KeyringError::Key(KeyError::Unavailable(why.clone())));
         }
         let ctx = EncryptionContext::new(&self.settings.environment, classification);
         let loaded = self
             .load_or_create(id, classification, &ctx, create)
             .await
             .map(Arc::new);
-        if let Ok(key) = &loaded {
-            self.insert(id, key.clone());
+        match &loaded {
+            Ok(key) => self.insert(id, key.clone()),
+            Err(e) if e.is_unavailable() => *failed = Some(e.to_string()),
+            Err(_) => {}
         }
         // Cached first, then unlocked: waiters hold the lock's Arc, and new
-        // arrivals find the key in the cache.
-        self.loads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        // arrivals find the key in the cache (or, after a failure, make a
+        // lock and a call of their own). Only this load's entry goes: one a
+        // later arrival made after it is another load's.
+        let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
+        if loads.get(id).is_some_and(|l| Arc::ptr_eq(l, &lock)) {
+            loads.remove(id);
+        }
+        drop(loads);
+        drop(failed);
         loaded
     }
 

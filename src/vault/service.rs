@@ -52,6 +52,17 @@ impl From<StoreError> for VaultError {
     }
 }
 
+impl VaultError {
+    /// The same error for another item of a batch.
+    fn again(&self) -> VaultError {
+        match self {
+            VaultError::Unavailable(m) => VaultError::Unavailable(m.clone()),
+            VaultError::Internal(m) => VaultError::Internal(m.clone()),
+            e => VaultError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<KeyringError> for VaultError {
     fn from(e: KeyringError) -> Self {
         if e.is_unavailable() {
@@ -391,9 +402,20 @@ impl Vault {
             return one_by_one().await;
         }
         let class = opts.classification.as_str();
-        let Ok((dk_id, dk)) = self.keyring.current(class).await else {
-            // Each value then meets the key provider's error on its own.
-            return one_by_one().await;
+        let (dk_id, dk) = match self.keyring.current(class).await {
+            Ok(current) => current,
+            // Every valid value gets the key's error, with no call of its
+            // own to a key provider already failing.
+            Err(e) => {
+                let e = VaultError::from(e);
+                return inputs
+                    .iter()
+                    .map(|input| {
+                        Item::check(input, opts)?;
+                        Err(e.again())
+                    })
+                    .collect();
+            }
         };
         let mut answers: Vec<Option<Result<Tokenized, VaultError>>> = Vec::new();
         let mut records = Vec::new();

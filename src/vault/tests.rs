@@ -16,7 +16,7 @@ use crate::config::TokenSettings;
 use crate::crypto::fingerprint::FingerprintKey;
 use crate::crypto::keyring::{Keyring, KeyringSettings};
 use crate::crypto::local::LocalKeyProvider;
-use crate::crypto::provider::DataKey;
+use crate::crypto::provider::{DataKey, EncryptionContext, KeyError, KeyProvider, WrappedKey};
 use crate::crypto::slot::SlotKey;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
@@ -201,6 +201,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(|local| Arc::new(local))
+}
+
+/// The fixture on the key provider `wrap` makes of the local one.
+fn fixture_with(wrap: impl FnOnce(LocalKeyProvider) -> Arc<dyn KeyProvider>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Colliding {
         inner: SqliteStore::open(&dir.path().join("vault.db")).unwrap(),
@@ -215,7 +220,7 @@ fn fixture() -> Fixture {
     let (provider, _) = LocalKeyProvider::open_or_create(&dir.path().join("master.key")).unwrap();
     let clock = Arc::new(SystemClock);
     let keyring = Keyring::new(
-        Arc::new(provider),
+        wrap(provider),
         store.clone(),
         KeyringSettings {
             environment: "test".into(),
@@ -640,4 +645,67 @@ async fn a_deterministic_record_refused_by_a_full_outbox_is_stored_after_its_eve
     assert!(got.created && got.audited, "{got:?}");
     assert_eq!(*h.announced.lock().unwrap(), [(got.token.clone(), false)]);
     assert!(noted_tokens(&mut f.outbox).is_empty());
+}
+
+/// A key provider in trouble: each call waits a little, is counted, and
+/// fails.
+#[derive(Default)]
+struct Failing {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl KeyProvider for Failing {
+    fn kind(&self) -> &'static str {
+        "failing"
+    }
+    async fn generate_data_key(
+        &self,
+        _: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KeyError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Err(KeyError::Unavailable("throttled".into()))
+    }
+    async fn decrypt_data_key(
+        &self,
+        _: &WrappedKey,
+        _: &EncryptionContext,
+    ) -> Result<DataKey, KeyError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(KeyError::Unavailable("throttled".into()))
+    }
+    async fn check(&self) -> Result<(), KeyError> {
+        Err(KeyError::Unavailable("throttled".into()))
+    }
+}
+
+/// A provider in trouble is not asked once per value, nor once per
+/// request that waited on a load in flight: ten batches of twenty cards
+/// at once make one call, and every value is answered unavailable (an
+/// invalid one, invalid).
+#[tokio::test]
+async fn a_failing_key_provider_is_called_once_for_a_burst_of_batches() {
+    let failing = Arc::new(Failing::default());
+    let f = fixture_with({
+        let failing = failing.clone();
+        move |_| failing
+    });
+    let mut cards = vec!["4111111111111111".to_owned(); 19];
+    cards.push("4111111111111112".to_owned());
+    let opts = options();
+    let answers = futures_util::future::join_all(
+        (0..10).map(|_| f.vault.tokenize_many(&cards, &opts, notes(&Named))),
+    )
+    .await;
+    assert_eq!(failing.calls.load(Ordering::SeqCst), 1);
+    for answer in answers {
+        for (i, a) in answer.into_iter().enumerate() {
+            match (i, a) {
+                (19, Err(VaultError::InvalidValue(_))) => {}
+                (_, Err(VaultError::Unavailable(m))) => assert!(m.contains("throttled"), "{m}"),
+                (_, other) => panic!("{i}: {:?}", other.map(|t| t.token)),
+            }
+        }
+    }
 }
