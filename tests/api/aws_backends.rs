@@ -284,6 +284,21 @@ async fn a_kms_outage_runs_on_cached_keys_then_answers_503_and_recovers() {
         .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(h.contains_key("retry-after"));
+    // A keyed batch holding an invalid card too: nothing done, so 503 as a
+    // whole and its key freed, not a 200 of problems kept for replay.
+    let keyed_batch = || async {
+        app.post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            json!({"values": [CARDS[5].1, "4111111111111112"]}).to_string(),
+            &[("idempotency-key", "batch-1")],
+        )
+        .await
+    };
+    let (s, h, body) = keyed_batch().await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(h.contains_key("retry-after"));
     assert_eq!(app.token_rows().await, rows, "no partial write");
     let (s, _) = app.detokenize("admin", &token).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
@@ -294,6 +309,12 @@ async fn a_kms_outage_runs_on_cached_keys_then_answers_503_and_recovers() {
     proxy.set(true);
     let (s, body) = app.detokenize("admin", &token).await;
     assert_eq!((s, body["value"].as_str()), (StatusCode::OK, Some(card)));
+    let (s, h, body) = keyed_batch().await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(!h.contains_key("idempotent-replayed"), "{body}");
+    let results: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(results["results"][0]["token"].is_string(), "{body}");
+    assert_eq!(results["results"][1]["problem"]["status"], 400, "{body}");
     app.tokenize(CARDS[4].1, json!({})).await;
     let (s, _) = app.get("/readyz", None).await;
     assert_eq!(s, StatusCode::OK);

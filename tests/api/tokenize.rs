@@ -122,6 +122,15 @@ async fn an_idempotency_key_replays_the_first_answer() {
     app.assert_no_leaks().await;
 }
 
+/// The embedded store's database, with a trigger made by `sql` (dropped
+/// by the caller) to fail a write.
+fn with_trigger(app: &crate::helpers::TestApp, sql: &str) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+    db.execute_batch(sql).unwrap();
+    db
+}
+
 /// An answer that cannot be kept under its Idempotency-Key (the store
 /// fails that one write) is still sent, and the key is freed: a retry
 /// runs afresh at once instead of meeting a stale claim (409 until the
@@ -129,13 +138,11 @@ async fn an_idempotency_key_replays_the_first_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_whose_answer_cannot_be_kept_is_freed() {
     let app = spawn_app_on(None, |_| {}).await;
-    let db = rusqlite::Connection::open(app.data_dir().join("vault.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
-    db.execute_batch(
+    let db = with_trigger(
+        &app,
         "CREATE TRIGGER keep_no_answer BEFORE UPDATE ON idempotency \
          BEGIN SELECT RAISE(ABORT, 'no answers today'); END",
-    )
-    .unwrap();
+    );
     let send = || {
         app.post_raw(
             "/tokenize",
@@ -156,6 +163,45 @@ async fn a_key_whose_answer_cannot_be_kept_is_freed() {
     assert!(h.get("idempotent-replayed").is_none(), "{h:?}");
     assert_ne!(again, first, "run afresh: a token of its own");
     assert_eq!(app.token_rows().await, 2);
+    app.assert_no_leaks().await;
+}
+
+/// A batch answered with an item that failed for the store's sake is not
+/// kept under its Idempotency-Key: the retry runs afresh, and stores the
+/// card that failed. SQLite only: a trigger fails one card's insert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_failed_item_is_not_kept_under_its_key() {
+    let app = spawn_app_on(None, |_| {}).await;
+    let db = with_trigger(
+        &app,
+        "CREATE TRIGGER no_1881 BEFORE INSERT ON tokens WHEN NEW.last4 = '1881' \
+         BEGIN SELECT RAISE(ABORT, 'not this one'); END",
+    );
+    let send = || {
+        app.post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            json!({"values": ["4111111111111111", "4012888888881881"]}).to_string(),
+            &[("idempotency-key", "order-44")],
+        )
+    };
+    let (s, _, first) = send().await;
+    assert_eq!(s, 200, "{first}");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert!(first["results"][0]["token"].is_string(), "{first}");
+    assert!(
+        first["results"][1]["problem"]["status"].as_u64() >= Some(500),
+        "{first}"
+    );
+    assert!(freed(&db).await, "the key is freed");
+    db.execute_batch("DROP TRIGGER no_1881").unwrap();
+
+    let (s, h, again) = send().await;
+    assert_eq!(s, 200, "{again}");
+    assert!(h.get("idempotent-replayed").is_none(), "{h:?}");
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert!(again["results"][1]["token"].is_string(), "{again}");
     app.assert_no_leaks().await;
 }
 
