@@ -333,8 +333,18 @@ impl Vault {
                 None => (self.store.insert_token(&record).await, herald.is_some()),
             };
             // A store error leaves the announced event standing: the write
-            // may have landed (a timeout), and the event then covers it.
-            let outcome = outcome?;
+            // may have landed (a timeout), and the event then covers it. A
+            // random record has no event to cover it, and nobody will hold
+            // its token: it is taken back.
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    if fingerprint.is_none() {
+                        self.take_back(std::slice::from_ref(&record.token)).await;
+                    }
+                    return Err(e.into());
+                }
+            };
             if let Some(h) = herald {
                 match outcome {
                     InsertOutcome::Inserted => {}
@@ -451,6 +461,7 @@ impl Vault {
         let mut stored = stored.into_iter();
         let mut records = records.iter();
         let mut again = Vec::new();
+        let mut failed = Vec::new();
         for (i, answer) in answers.iter_mut().enumerate() {
             if answer.is_some() {
                 continue;
@@ -472,8 +483,14 @@ impl Vault {
                 // not carry), or a record withdrawn with its group for
                 // one: try again the long way, with a note of its own.
                 Ok(_) => again.push(i),
-                Err(e) => *answer = Some(Err(e.into())),
+                Err(e) => {
+                    failed.push(record.token.clone());
+                    *answer = Some(Err(e.into()));
+                }
             }
+        }
+        if !failed.is_empty() {
+            self.take_back(&failed).await;
         }
         // A few at a time, so a withdrawn group's records share commits.
         // Skipped when nothing collided, as nearly always: the stream
@@ -641,6 +658,18 @@ impl Vault {
         match (&r.classification[..], &r.last4) {
             ("pan", Some(last4)) => mask_with_last4(r.value_len as usize, last4),
             _ => "*".repeat(r.value_len as usize),
+        }
+    }
+
+    /// Takes back random records whose write failed yet may have landed
+    /// (DynamoDB's operation timeout): answered with an error, their
+    /// tokens reach nobody, and a record kept would have no event. Best
+    /// effort: a store still failing keeps them, and the log says so. (On
+    /// the embedded store a failed write rolled back: the delete finds
+    /// nothing.)
+    async fn take_back(&self, tokens: &[String]) {
+        if let Err(e) = self.withdraw(tokens).await {
+            tracing::warn!(error = %e, records = tokens.len(), "records whose write failed may have landed, and could not be taken back");
         }
     }
 

@@ -44,6 +44,9 @@ struct Colliding {
     /// past its bound, which it then stays.
     refuse_noted: AtomicBool,
     stored_plain: Mutex<Vec<String>>,
+    /// Plain inserts land, then answer an error, as a write past
+    /// DynamoDB's operation timeout can.
+    land_then_fail: AtomicBool,
 }
 
 impl Colliding {
@@ -85,10 +88,22 @@ impl TokenStore for Colliding {
         if matches!(out, Ok(InsertOutcome::Inserted)) {
             self.stored_plain.lock().unwrap().push(r.token.clone());
         }
+        if self.land_then_fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("timed out".into()));
+        }
         out
     }
     async fn insert_tokens(&self, r: &[TokenRecord]) -> Vec<Result<InsertOutcome, StoreError>> {
-        self.inner.insert_tokens(r).await
+        let out = self.inner.insert_tokens(r).await;
+        for (r, o) in r.iter().zip(&out) {
+            if matches!(o, Ok(InsertOutcome::Inserted)) {
+                self.stored_plain.lock().unwrap().push(r.token.clone());
+            }
+        }
+        if self.land_then_fail.load(Ordering::SeqCst) {
+            return vec![Err(StoreError::Unavailable("timed out".into())); r.len()];
+        }
+        out
     }
     fn open_outbox(&self, nudge: Nudge) -> Result<Option<Box<dyn Outbox>>, StoreError> {
         self.inner.open_outbox(nudge)
@@ -215,6 +230,7 @@ fn fixture_with(wrap: impl FnOnce(LocalKeyProvider) -> Arc<dyn KeyProvider>) -> 
         preempt_plain: AtomicBool::new(false),
         refuse_noted: AtomicBool::new(false),
         stored_plain: Mutex::new(Vec::new()),
+        land_then_fail: AtomicBool::new(false),
     });
     let outbox = store.open_outbox(Box::new(|| {})).unwrap().unwrap();
     let (provider, _) = LocalKeyProvider::open_or_create(&dir.path().join("master.key")).unwrap();
@@ -707,5 +723,34 @@ async fn a_failing_key_provider_is_called_once_for_a_burst_of_batches() {
                 (_, other) => panic!("{i}: {:?}", other.map(|t| t.token)),
             }
         }
+    }
+}
+
+/// A random record whose write answered an error yet landed is taken
+/// back, alone and in a batch: nobody holds its token, and nothing
+/// audits it. (Without notes, as on DynamoDB.)
+#[tokio::test]
+async fn a_random_record_whose_write_failed_but_landed_is_taken_back() {
+    let f = fixture();
+    f.store.land_then_fail.store(true, Ordering::SeqCst);
+    let one = f
+        .vault
+        .tokenize_noted("4111111111111111", &options(), Audit::default())
+        .await;
+    assert!(matches!(one, Err(VaultError::Unavailable(_))));
+    let cards = ["5500005555555559", "4012888888881881"].map(String::from);
+    let many = f
+        .vault
+        .tokenize_many(&cards, &options(), Audit::default())
+        .await;
+    assert!(
+        many.iter()
+            .all(|r| matches!(r, Err(VaultError::Unavailable(_))))
+    );
+    let landed = f.store.stored_plain.lock().unwrap().clone();
+    assert_eq!(landed.len(), 3);
+    for t in landed {
+        let r = f.vault.record(&Token::parse(&t).unwrap()).await;
+        assert!(matches!(r, Err(VaultError::NotFound)), "{t} is taken back");
     }
 }
