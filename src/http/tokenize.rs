@@ -218,16 +218,11 @@ impl Work {
             withdraw_unanswered(&state, &allowed, &created).await;
             return free(claim).await;
         }
-        // A batch answered with some items failed for a passing reason is
-        // not kept under its key: its retry runs afresh, not replayed.
-        let failed_now = results
-            .iter()
-            .any(|r| matches!(r, Err(p) if p.kind.status().is_server_error()));
         let outcome = Outcome::collect(batch, results);
         // Whether the answer may be kept under the key: written, or a
         // write that failed yet may have landed (a timeout).
         let may_be_kept = match (&outcome, claim.take()) {
-            (Outcome::Json(status, body), Some(c)) if status.is_success() && !failed_now => {
+            (Outcome::Json(status, body), Some(c)) if status.is_success() => {
                 if let Err(c) = c
                     .complete(status.as_u16(), &String::from_utf8_lossy(body))
                     .await
