@@ -156,6 +156,24 @@ impl DynamoStore {
                 Err(e) => return Try::Done(Err(e)),
             }
         }
+        // A preserving token's name, kept for good (no TTL, no delete):
+        // about a million candidates a card, so once its record goes
+        // (deleted, or expired by TTL) it could be drawn again, and a
+        // holder of the old token reach another customer's card.
+        let named_at = is_preserving(&record.token).then(|| {
+            let mut i = Item::new();
+            i.insert("pk".into(), s(name_pk(&record.token)));
+            i.insert("sk".into(), s("name"));
+            put(i)
+        });
+        let named_at = match named_at {
+            Some(Ok(i)) => {
+                items.push(i);
+                Some(items.len() - 1)
+            }
+            Some(Err(e)) => return Try::Done(Err(e)),
+            None => None,
+        };
         // Which condition failed: the token (a random collision) or the
         // fingerprint (another request holds this value).
         let failed = match self.transact(items).await {
@@ -164,7 +182,7 @@ impl DynamoStore {
             Err(Refused::Cancelled(failed)) => failed,
         };
         let failed = |i: usize| failed.get(i).copied().unwrap_or(false);
-        if failed(0) {
+        if failed(0) || named_at.is_some_and(failed) {
             return Try::Done(Ok(InsertOutcome::TokenTaken));
         }
         if failed(1)
@@ -304,6 +322,16 @@ fn b(v: &[u8]) -> AttributeValue {
 
 fn token_pk(token: &str) -> String {
     format!("tok#{token}")
+}
+
+/// A preserving token's name, issued once (see [`DynamoStore::try_insert`]).
+fn name_pk(token: &str) -> String {
+    format!("name#{token}")
+}
+
+/// A preserving token is digits; a random one is `tok_…`.
+fn is_preserving(token: &str) -> bool {
+    token.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn fp_pk(fp: &str) -> String {

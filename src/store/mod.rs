@@ -25,7 +25,7 @@ pub struct Expired {
 
 /// One tokenized value as stored. `ciphertext` is the only field derived
 /// from the value; `last4`/`first6` are the parts PCI DSS lets us show.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TokenRecord {
     pub token: String,
     pub classification: String,

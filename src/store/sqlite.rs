@@ -77,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0006_idempotency_expiry",
         include_str!("../../migrations/sqlite/0006_idempotency_expiry.sql"),
     ),
+    (
+        7,
+        "0007_retired_names",
+        include_str!("../../migrations/sqlite/0007_retired_names.sql"),
+    ),
 ];
 
 /// The writer's page cache, in KiB (SQLite's default is 2,000). A random
@@ -1840,6 +1845,32 @@ mod tests {
         assert!(s.get_token("b", None).await.unwrap().is_none());
         assert!(s.delete_token("a", None).await.unwrap());
         assert_eq!(s.token_for_fingerprint("f").await.unwrap(), None);
+        // A name once issued is never issued again, its record gone or not:
+        // a holder of the old token must never reach another card.
+        assert_eq!(
+            s.insert_token(&record("a", None)).await.unwrap(),
+            InsertOutcome::TokenTaken
+        );
+        assert!(s.get_token("a", None).await.unwrap().is_none());
+        let slotted = TokenRecord {
+            slot: Some(s.reserve_slot().unwrap()),
+            slot_in_token: true,
+            ..record("s", None)
+        };
+        assert_eq!(
+            s.insert_token(&slotted).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        assert!(s.delete_token("s", slotted.slot).await.unwrap());
+        // A token naming its slot is not kept: it is never drawn twice.
+        let again = TokenRecord {
+            slot: Some(s.reserve_slot().unwrap()),
+            ..slotted
+        };
+        assert_eq!(
+            s.insert_token(&again).await.unwrap(),
+            InsertOutcome::Inserted
+        );
         // A claim is completed or released only by its owner.
         assert_eq!(
             s.claim_idempotency("k", "h", "a", 0, 10).await.unwrap(),

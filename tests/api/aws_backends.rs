@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokenvault::crypto::kms::KmsKeyProvider;
 use tokenvault::crypto::{EncryptionContext, KeyError, KeyProvider};
-use tokenvault::store::{IdempotencyClaim, KeyItem, TokenStore};
+use tokenvault::store::{IdempotencyClaim, InsertOutcome, KeyItem, TokenRecord, TokenStore};
 
 use crate::emulator::{clients, clients_split, create_key, provision, shared_moto};
 use crate::helpers::{CARDS, TestApp, spawn_app_on};
@@ -121,6 +121,40 @@ async fn the_loser_of_a_key_item_race_reads_the_winners() {
         store.get_key_item("dk/pan/1").await.unwrap(),
         Some(item(b"first"))
     );
+}
+
+/// A preserving token once issued is never issued again, its record
+/// deleted or not (DynamoDB's TTL removes expired ones unseen): a holder
+/// of the old token must never reach another card. Random tokens are not
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preserving_token_is_never_issued_twice() {
+    let Some(c) = moto_clients().await else {
+        return;
+    };
+    let p = provision(&c).await;
+    let store = open_store(c.dynamodb.clone(), &p.table).await;
+    let record = |token: &str| TokenRecord {
+        token: token.into(),
+        classification: "pan".into(),
+        ciphertext: vec![1, 2, 3],
+        nonce: vec![0; 12],
+        data_key_id: "dk/pan/1".into(),
+        metadata: "{}".into(),
+        ..Default::default()
+    };
+    for (token, again) in [
+        ("4111112345671112", InsertOutcome::TokenTaken),
+        ("tok_notpreserving", InsertOutcome::Inserted),
+    ] {
+        let r = record(token);
+        assert_eq!(
+            store.insert_token(&r).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        assert!(store.delete_token(token, None).await.unwrap());
+        assert_eq!(store.insert_token(&r).await.unwrap(), again, "{token}");
+    }
 }
 
 /// Moves `attr` of one token item into another's.
