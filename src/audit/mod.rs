@@ -377,6 +377,20 @@ impl AuditLog {
         self.send(notes).await
     }
 
+    /// Hands `events` to the writer without waiting for them: for a
+    /// request's future being dropped, which can wait for nothing. A
+    /// failure to write them is the writer's to log.
+    pub fn record_detached(&self, events: Vec<AuditEvent>) {
+        let notes = events
+            .iter()
+            .map(|e| make_note(&*self.clock, &self.key, e))
+            .collect();
+        let (done, _) = oneshot::channel();
+        if self.tx.send(Msg::Record { notes, done }).is_err() {
+            tracing::error!(events = events.len(), "audit writer stopped: events lost");
+        }
+    }
+
     /// Returns once every note the store committed before this call (up to
     /// a group's worth) is in the chain and on disk: for tests that read
     /// the file.

@@ -19,7 +19,7 @@ use crate::vault::{Vault, VaultError};
 
 use super::AppState;
 use super::batch::{Items, Outcome};
-use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
+use super::error::{Problem, ProblemKind, current_request_id};
 use super::extract::{Caller, JsonBody};
 
 /// Longest `reason`, in characters.
@@ -145,32 +145,13 @@ pub async fn handle(
             .await);
     }
 
-    // Looking up, revealing and auditing run as a task of their own, which
-    // this request only waits on: a request dropped part-way (its deadline
-    // passed while the key provider was slow, a client gone) still leaves
-    // its events. Such an attempt is audited as what it would have been
-    // (`allow` included: the value was opened, though never sent).
-    let waits = crate::telemetry::waits();
-    let work = reveal_all(state, caller, items, reason, audited_reason);
-    tokio::spawn(REQUEST_ID.scope(
-        current_request_id(),
-        crate::telemetry::counting_waits(waits, work),
-    ))
-    .await
-    .unwrap_or_else(|_| Err(Problem::internal(&"detokenize task failed")))
-}
-
-/// Looks the tokens up, reveals each as the caller's roles allow, and
-/// records every attempt's event before answering.
-async fn reveal_all(
-    state: AppState,
-    caller: crate::auth::Principal,
-    items: Items,
-    reason: Option<String>,
-    audited_reason: Option<String>,
-) -> Result<Response, Problem> {
-    let access = state.access();
-    let policy = &access.policy;
+    let mut unfinished = Unfinished {
+        state: &state,
+        caller: &caller,
+        tokens: &items.values,
+        request_id: current_request_id(),
+        armed: true,
+    };
     // Each token parsed once (its check characters are a SHA-256), then one
     // store round trip for the whole batch.
     let parsed: Vec<Result<Token, TokenError>> =
@@ -211,11 +192,53 @@ async fn reveal_all(
         events.push(event);
         results.push(result.map(|a| (StatusCode::OK, a)));
     }
+    // The events are with the writer from the first poll of `record`, in
+    // this same poll: nothing can cut the request off in between.
+    unfinished.armed = false;
     if let Err(e) = state.audit.record(events).await {
         // Fail closed: no value leaves without its audit event on disk.
         return Err(Problem::unavailable(&e));
     }
     Ok(Outcome::collect(items.batch, results).into_response())
+}
+
+/// An attempt cut off before its own events were handed to the audit log
+/// (its deadline passed while the store or the key provider was slow, its
+/// client left): when the request's future is dropped, one `error` event
+/// per token named is handed over instead, so every attempt is audited. A
+/// value opened was never sent.
+struct Unfinished<'a> {
+    state: &'a AppState,
+    caller: &'a crate::auth::Principal,
+    tokens: &'a [String],
+    request_id: String,
+    armed: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let role = (self.state.access().policy)
+            .role_of(self.caller)
+            .map(|r| r.name.clone());
+        let events = self
+            .tokens
+            .iter()
+            .map(|t| AuditEvent {
+                request_id: self.request_id.clone(),
+                principal: self.caller.to_string(),
+                role: role.clone(),
+                action: "detokenize",
+                token: Token::parse(t).ok().map(Token::into_string),
+                decision: "error",
+                reason: Some("the request ended before its answer".into()),
+                ..Default::default()
+            })
+            .collect();
+        self.state.audit.record_detached(events);
+    }
 }
 
 /// One token, as parsed: look up, decide full or masked, reveal. Fills in
