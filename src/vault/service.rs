@@ -52,6 +52,15 @@ impl From<StoreError> for VaultError {
     }
 }
 
+/// Whether a record whose write failed with `e` is taken back: only a
+/// random token, which can be nobody else's (a preserving one, with about
+/// a million candidates a card, may be another customer's record the
+/// write collided with), and only for a passing failure (a timeout may
+/// have landed; an error of ours did not).
+fn may_take_back(opts: &TokenizeOptions, e: &StoreError) -> bool {
+    opts.format == TokenFormat::Random && matches!(e, StoreError::Unavailable(_))
+}
+
 impl VaultError {
     /// The same error for another item of a batch.
     fn again(&self) -> VaultError {
@@ -339,7 +348,7 @@ impl Vault {
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(e) => {
-                    if fingerprint.is_none() {
+                    if fingerprint.is_none() && may_take_back(opts, &e) {
                         self.take_back(std::slice::from_ref(&record.token)).await;
                     }
                     return Err(e.into());
@@ -484,7 +493,9 @@ impl Vault {
                 // one: try again the long way, with a note of its own.
                 Ok(_) => again.push(i),
                 Err(e) => {
-                    failed.push(record.token.clone());
+                    if may_take_back(opts, &e) {
+                        failed.push(record.token.clone());
+                    }
                     *answer = Some(Err(e.into()));
                 }
             }
@@ -664,9 +675,8 @@ impl Vault {
     /// Takes back random records whose write failed yet may have landed
     /// (DynamoDB's operation timeout): answered with an error, their
     /// tokens reach nobody, and a record kept would have no event. Best
-    /// effort: a store still failing keeps them, and the log says so. (On
-    /// the embedded store a failed write rolled back: the delete finds
-    /// nothing.)
+    /// effort: a store still failing keeps them, and the log says so. Only
+    /// what [`may_take_back`] allows.
     async fn take_back(&self, tokens: &[String]) {
         if let Err(e) = self.withdraw(tokens).await {
             tracing::warn!(error = %e, records = tokens.len(), "records whose write failed may have landed, and could not be taken back");
