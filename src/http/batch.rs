@@ -74,14 +74,10 @@ impl Outcome {
                 None => Outcome::Problem(Problem::bare(ProblemKind::Internal)),
             };
         }
-        // Nothing done, and not for the caller's fault alone: the whole
-        // batch is to be retried (a 200 of problems would be kept under an
-        // Idempotency-Key, and its retry replayed).
-        let none_done = results.iter().all(Result::is_err)
-            && results
-                .iter()
-                .any(|r| matches!(r, Err(p) if p.kind == ProblemKind::Unavailable));
-        if none_done {
+        let all_unavailable = results
+            .iter()
+            .all(|r| matches!(r, Err(p) if p.kind == ProblemKind::Unavailable));
+        if all_unavailable {
             return Outcome::Problem(Problem::bare(ProblemKind::Unavailable).retry_after(5));
         }
         let results: Vec<BatchItem<T>> = results

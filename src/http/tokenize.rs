@@ -218,7 +218,19 @@ impl Work {
             withdraw_unanswered(&state, &allowed, &created).await;
             return free(claim).await;
         }
-        let outcome = Outcome::collect(batch, results);
+        // A batch that stored nothing, and not for the caller's fault
+        // alone (the key provider down, an invalid card beside the valid
+        // ones), is to be retried whole: answered 503 and its key freed,
+        // not a 200 of problems kept under its key and replayed.
+        let none_stored = results.iter().all(Result::is_err)
+            && results
+                .iter()
+                .any(|r| matches!(r, Err(p) if p.kind == ProblemKind::Unavailable));
+        let outcome = if batch && none_stored {
+            Outcome::Problem(Problem::bare(ProblemKind::Unavailable).retry_after(5))
+        } else {
+            Outcome::collect(batch, results)
+        };
         // Whether the answer may be kept under the key: written, or a
         // write that failed yet may have landed (a timeout).
         let may_be_kept = match (&outcome, claim.take()) {
