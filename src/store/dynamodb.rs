@@ -6,6 +6,7 @@
 //! |---------------------|------------------|---------|
 //! | token record        | `tok#<token>`    | `tok`   |
 //! | fingerprint holder  | `fp#<hmac>`      | `fp`    |
+//! | preserving name     | `name#<token>`   | `name`  |
 //! | wrapped key         | `keys`           | `<id>`  |
 //! | idempotency entry   | `idem#<hash>`    | `idem`  |
 //!
@@ -18,8 +19,10 @@
 //! reserves hundreds of words (`wrapped`, `status`, `token`...).
 //!
 //! Every write is conditional (`attribute_not_exists`), a token and its
-//! fingerprint item go in one `TransactWriteItems`, and reads that decide
-//! a write are strongly consistent.
+//! fingerprint item (and a preserving token's name, kept for good so the
+//! token is never issued again) go in one `TransactWriteItems`, and reads
+//! that decide a write are strongly consistent. Preserving tokens issued
+//! before name items existed have none, and are not kept when deleted.
 
 use std::collections::HashMap;
 use std::future::Future;
