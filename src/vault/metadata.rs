@@ -122,10 +122,12 @@ fn names_sensitive_data(k: &str) -> bool {
             _ => false,
         };
         if split {
-            let word: String = k[start..i]
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .map(|c| c.to_ascii_lowercase())
+            // Bytes, not `&str`: a split falls inside a multi-byte
+            // character (every byte of one is a split).
+            let word: String = b[start..i]
+                .iter()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .map(|c| char::from(c.to_ascii_lowercase()))
                 .collect();
             if FORBIDDEN_WORDS.contains(&word.as_str()) {
                 return true;
@@ -236,6 +238,7 @@ mod tests {
             ("customer_cid", "c-9"),
             ("pinned", "yes"),
             ("items", "3 of 12, 2026-11-28T07:00:00Z"),
+            ("café_é", "naïve ✓"),
         ] {
             let m = BTreeMap::from([(key.to_owned(), value.to_owned())]);
             assert!(validate(&m).is_ok(), "{key}: {value}");
