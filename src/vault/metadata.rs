@@ -69,29 +69,37 @@ pub fn validate(m: &BTreeMap<String, String>) -> Result<String, MetadataError> {
 }
 
 /// Words of a key that name sensitive authentication data
-/// (`pin_code`, `cardPin`, `PINCode`); a key whose letters and digits are
-/// one of [`FORBIDDEN`] is refused whole.
+/// (`pin_code`, `cardPin`, `card_csc`, `card_track_1`); a key whose letters
+/// and digits are one of [`FORBIDDEN`] is refused whole. `cid` is a word
+/// of its own only beside a card's ([`CARD_WORDS`]): `customer_cid` is
+/// some other id.
 const FORBIDDEN_WORDS: &[&str] = &[
     "cvv",
     "cvc",
     "cvv2",
     "cvc2",
+    "csc",
     "pin",
     "pinblock",
-    "pincode",
     "pinnumber",
+    "track",
     "track1",
     "track2",
     "trackdata",
     "magstripe",
 ];
 
+/// Words that make `cid` a card's identification number.
+const CARD_WORDS: &[&str] = &["card", "amex", "cc", "credit"];
+
 /// Whether a key names sensitive authentication data: the whole key
 /// (`Card_CVV2`, `track_1`), a word of it ([`FORBIDDEN_WORDS`]), or
-/// `cvv`/`cvc` anywhere in it (`cardcvc`). Words are split at
-/// punctuation, at a lower-case letter or digit before a capital
-/// (`cardPin`), and at the last capital of a run before a lower-case
-/// letter (`PINCode`). `order_tracking` or `customer_cid` pass.
+/// `cvv`, `cvc`, `pinblock`, `trackdata` or `magstripe` anywhere in it
+/// (`cardcvc`, `cardPINblock`). Words are split at punctuation, at a
+/// lower-case letter or digit before a capital (`cardPin`), and at the
+/// last capital of a run before a lower-case letter (`PINCode`).
+/// `order_tracking`, `tracking_number`, `pincode` (a postal code) and
+/// `customer_cid` pass.
 fn names_sensitive_data(k: &str) -> bool {
     let norm: String = k
         .chars()
@@ -99,13 +107,14 @@ fn names_sensitive_data(k: &str) -> bool {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     if FORBIDDEN.contains(&norm.as_str())
-        || norm.starts_with("track")
-        || norm.contains("cvv")
-        || norm.contains("cvc")
+        || ["cvv", "cvc", "pinblock", "trackdata", "magstripe"]
+            .iter()
+            .any(|w| norm.contains(w))
     {
         return true;
     }
     let b = k.as_bytes();
+    let mut words = Vec::new();
     let mut start = 0;
     for i in 0..=b.len() {
         let split = match (i.checked_sub(1).map(|p| b[p]), b.get(i), b.get(i + 1)) {
@@ -129,23 +138,26 @@ fn names_sensitive_data(k: &str) -> bool {
                 .filter(|c| c.is_ascii_alphanumeric())
                 .map(|c| char::from(c.to_ascii_lowercase()))
                 .collect();
-            if FORBIDDEN_WORDS.contains(&word.as_str()) {
-                return true;
+            if !word.is_empty() {
+                words.push(word);
             }
             start = i;
         }
     }
-    false
+    let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
+    has(FORBIDDEN_WORDS) || (has(&["cid"]) && has(CARD_WORDS))
 }
 
 /// Whether a value holds a card's digits in a spelling the redactor's
 /// rules let pass, since a stored value must be refused rather than
-/// guessed at: digits glued to letters (`card4111…`) or joined by one
-/// punctuation byte (`4111/1111/1111/1111`, `5555,5555,5555,4444`).
-/// Letters, spaces and control bytes end a run; within a run, every
-/// stretch of 12 to 19 digits from one join (or the run's start) to
-/// another (or its end) that is a card (brand and Luhn) is refused, so a
-/// card followed by more joined digits (`4111/…/1111/12/28`) is too.
+/// guessed at: digits glued to letters (`card4111…`) or joined by any one
+/// byte that is neither a letter nor a digit (`4111/1111/1111/1111`,
+/// `4111 1111,1111\n1111`). Letters end a run. A run is refused when it
+/// is a card whole, when one of its pieces is, or when consecutive pieces
+/// grouped as cards are written (4-4-4-4 with a tail of 1 to 3, 4-6-5,
+/// 4-6-4) are: so a card with more digits joined to it
+/// (`4111/1111/1111/1111 12/28`) is refused, where lists of times, dates,
+/// addresses or amounts, read every way, would be refused far too often.
 fn holds_card_digits(v: &str) -> bool {
     let b = v.as_bytes();
     let mut digits = Vec::with_capacity(32);
@@ -155,29 +167,43 @@ fn holds_card_digits(v: &str) -> bool {
         if c.is_ascii_digit() {
             digits.push(c);
         } else if !digits.is_empty()
-            && c.is_ascii_punctuation()
+            && !c.is_ascii_alphabetic()
             && b.get(i + 1).is_some_and(u8::is_ascii_digit)
         {
             joins.push(digits.len());
         } else {
-            if pieces_hold_a_card(&digits, &joins) {
+            if run_holds_a_card(&digits, &joins) {
                 return true;
             }
             digits.clear();
             joins.truncate(1);
         }
     }
-    pieces_hold_a_card(&digits, &joins)
+    run_holds_a_card(&digits, &joins)
 }
 
-/// Whether some stretch of `digits` from one piece's start to another's
-/// end is a card.
-fn pieces_hold_a_card(digits: &[u8], joins: &[usize]) -> bool {
-    let ends = joins[1..].iter().copied().chain([digits.len()]);
-    joins.iter().any(|&s| {
-        ends.clone()
-            .filter(|&e| e > s && (12..=19).contains(&(e - s)))
-            .any(|e| is_card(&digits[s..e]))
+/// Whether a run of `digits`, in pieces starting at `joins`, holds a card
+/// (see [`holds_card_digits`]).
+fn run_holds_a_card(digits: &[u8], joins: &[usize]) -> bool {
+    const SHAPES: &[&[usize]] = &[
+        &[4, 4, 4, 4, 1],
+        &[4, 4, 4, 4, 2],
+        &[4, 4, 4, 4, 3],
+        &[4, 4, 4, 4],
+        &[4, 6, 5],
+        &[4, 6, 4],
+    ];
+    if is_card(digits) {
+        return true;
+    }
+    let ends: Vec<usize> = joins[1..].iter().copied().chain([digits.len()]).collect();
+    let lens: Vec<usize> = joins.iter().zip(&ends).map(|(s, e)| e - s).collect();
+    (0..lens.len()).any(|i| {
+        is_card(&digits[joins[i]..ends[i]])
+            || SHAPES.iter().any(|shape| {
+                lens[i..].starts_with(shape)
+                    && is_card(&digits[joins[i]..ends[i + shape.len() - 1]])
+            })
     })
 }
 
@@ -206,8 +232,11 @@ mod tests {
             "Track_1",
             "PIN",
             "PINCode",
-            "pincode",
             "card-track2",
+            "card_csc",
+            "amex_cid",
+            "card_track_data",
+            "cardPINblock",
         ] {
             let m = BTreeMap::from([(key.to_owned(), "x".to_owned())]);
             assert_eq!(validate(&m), Err(MetadataError::Forbidden), "{key}");
@@ -222,6 +251,10 @@ mod tests {
             "card4111111111111111 2028",
             "4111/1111/1111/1111/12/28",
             "exp 12/28/4111-1111-1111-1111",
+            "4111 1111/1111/1111",
+            "4111\n1111\n1111\n1111",
+            "x4111 1111 1111 1111",
+            "3782 822463/10005",
         ] {
             let m = BTreeMap::from([("note".to_owned(), value.to_owned())]);
             assert_eq!(validate(&m), Err(MetadataError::HoldsCard), "{value}");
@@ -239,6 +272,13 @@ mod tests {
             ("pinned", "yes"),
             ("items", "3 of 12, 2026-11-28T07:00:00Z"),
             ("café_é", "naïve ✓"),
+            ("tracking_number", "1Z999AA10123456784"),
+            ("delivery_pincode", "560001"),
+            ("customer_cid", "c-9"),
+            ("times", "02:57:50,12:01:22,03:06:01"),
+            ("dates", "2021-07-27,2022-07-24,2020-06-04"),
+            ("ips", "0.37.43.119,193.191.36.194,104.156.83.83"),
+            ("phones", "587-427-5675,519-329-5468"),
         ] {
             let m = BTreeMap::from([(key.to_owned(), value.to_owned())]);
             assert!(validate(&m).is_ok(), "{key}: {value}");
