@@ -642,6 +642,22 @@ impl TokenStore for DynamoStore {
         conditional("DeleteItem", r).map(|_| ())
     }
 
+    async fn withdraw_record(&self, record: &TokenRecord) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(token_pk(&record.token)))
+            .key("sk", s("tok"))
+            .condition_expression("#n = :n")
+            .expression_attribute_names("#n", "nonce")
+            .expression_attribute_values(":n", b(&record.nonce))
+            .send()
+            .metered(&self.metrics, "DeleteItem")
+            .await;
+        conditional("DeleteItem", r)
+    }
+
     async fn put_key_item(&self, item: &KeyItem) -> Result<Option<KeyItem>, StoreError> {
         let r = self
             .client

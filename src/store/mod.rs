@@ -265,6 +265,13 @@ pub trait TokenStore: Send + Sync + 'static {
     /// [`TokenStore::get_token`].
     async fn delete_token(&self, token: &str, slot: Option<i64>) -> Result<bool, StoreError>;
 
+    /// Removes `record` only if the store holds this very record (its
+    /// token with its nonce, which no other record shares): for a write
+    /// whose outcome is unknown, where the token may be another record's
+    /// (a preserving token met in a collision). False when absent. For
+    /// records without a fingerprint.
+    async fn withdraw_record(&self, record: &TokenRecord) -> Result<bool, StoreError>;
+
     /// Up to `limit` records expired as of `now`, for the sweeper to audit
     /// and delete: they already answer as absent, and deleting them takes
     /// their ciphertext off the disk. DynamoDB's TTL deletes expired items

@@ -1321,6 +1321,26 @@ impl TokenStore for SqliteStore {
         .await
     }
 
+    async fn withdraw_record(&self, record: &TokenRecord) -> Result<bool, StoreError> {
+        let (token, nonce, slot) = (record.token.clone(), record.nonce.clone(), record.slot);
+        self.write(move |c| {
+            let n = match slot {
+                Some(slot) => c
+                    .prepare_cached(
+                        "DELETE FROM tokens WHERE slot = ?1 AND token = ?2 AND nonce = ?3",
+                    )?
+                    .execute(params![slot, token, nonce])?,
+                None => c
+                    .prepare_cached(
+                        "DELETE FROM tokens WHERE token = ?1 AND named = 1 AND nonce = ?2",
+                    )?
+                    .execute(params![token, nonce])?,
+            };
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn expired_tokens(&self, now: i64, limit: usize) -> Result<Vec<Expired>, StoreError> {
         self.read(move |c| {
             c.prepare_cached(

@@ -52,13 +52,10 @@ impl From<StoreError> for VaultError {
     }
 }
 
-/// Whether a record whose write failed with `e` is taken back: only a
-/// random token, which can be nobody else's (a preserving one, with about
-/// a million candidates a card, may be another customer's record the
-/// write collided with), and only for a passing failure (a timeout may
-/// have landed; an error of ours did not).
-fn may_take_back(opts: &TokenizeOptions, e: &StoreError) -> bool {
-    opts.format == TokenFormat::Random && matches!(e, StoreError::Unavailable(_))
+/// Whether a record whose write failed with `e` is taken back: only for a
+/// passing failure (a timeout may have landed; an error of ours did not).
+fn may_take_back(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(_))
 }
 
 impl VaultError {
@@ -348,8 +345,8 @@ impl Vault {
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(e) => {
-                    if fingerprint.is_none() && may_take_back(opts, &e) {
-                        self.take_back(std::slice::from_ref(&record.token)).await;
+                    if fingerprint.is_none() && may_take_back(&e) {
+                        self.take_back(&[&record]).await;
                     }
                     return Err(e.into());
                 }
@@ -493,8 +490,8 @@ impl Vault {
                 // one: try again the long way, with a note of its own.
                 Ok(_) => again.push(i),
                 Err(e) => {
-                    if may_take_back(opts, &e) {
-                        failed.push(record.token.clone());
+                    if may_take_back(&e) {
+                        failed.push(record);
                     }
                     *answer = Some(Err(e.into()));
                 }
@@ -672,14 +669,26 @@ impl Vault {
         }
     }
 
-    /// Takes back random records whose write failed yet may have landed
-    /// (DynamoDB's operation timeout): answered with an error, their
-    /// tokens reach nobody, and a record kept would have no event. Best
-    /// effort: a store still failing keeps them, and the log says so. Only
-    /// what [`may_take_back`] allows.
-    async fn take_back(&self, tokens: &[String]) {
-        if let Err(e) = self.withdraw(tokens).await {
-            tracing::warn!(error = %e, records = tokens.len(), "records whose write failed may have landed, and could not be taken back");
+    /// Takes back records without a fingerprint whose write failed yet may
+    /// have landed (DynamoDB's operation timeout): answered with an error,
+    /// their tokens reach nobody, and a record kept would have no event.
+    /// Each only if the store holds that very record (its nonce): a
+    /// preserving token's failed write may have met another customer's
+    /// record of the token, which stays. Best effort: a store still
+    /// failing keeps them, and the log says so; a write still in flight
+    /// that lands after its delete is not caught. Only what
+    /// [`may_take_back`] allows.
+    async fn take_back(&self, records: &[&TokenRecord]) {
+        let deletes: Vec<_> = records
+            .iter()
+            .map(|r| self.store.withdraw_record(r))
+            .collect();
+        let results: Vec<_> = futures_util::stream::iter(deletes)
+            .buffer_unordered(PARALLEL_ITEMS)
+            .collect()
+            .await;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            tracing::warn!(error = %e, records = records.len(), "records whose write failed may have landed, and could not be taken back");
         }
     }
 

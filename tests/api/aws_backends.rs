@@ -155,6 +155,16 @@ async fn a_preserving_token_is_never_issued_twice() {
         assert!(store.delete_token(token, None).await.unwrap());
         assert_eq!(store.insert_token(&r).await.unwrap(), again, "{token}");
     }
+    // A record is withdrawn only by its own nonce.
+    let r = record("tok_withdrawn");
+    store.insert_token(&r).await.unwrap();
+    let other = TokenRecord {
+        nonce: vec![9; 12],
+        ..r.clone()
+    };
+    assert!(!store.withdraw_record(&other).await.unwrap());
+    assert!(store.withdraw_record(&r).await.unwrap());
+    assert_eq!(store.get_token("tok_withdrawn", None).await.unwrap(), None);
 }
 
 /// Moves `attr` of one token item into another's.
