@@ -299,8 +299,11 @@ impl AuditLog {
 
     fn start(w: Writer) -> Result<AuditLog, AuditError> {
         let resumable = matches!(w.sink, Sink::File { .. });
-        // Unbounded: every sender waits for its answer, so what waits here
-        // is bounded by the requests in flight.
+        // Unbounded: every sender but `record_detached` waits for its
+        // answer, so what waits here is bounded by the requests in flight;
+        // a detached batch comes from a request cut off (at most
+        // `limits.batch` events), whose client has to send another to
+        // make more.
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let clock = w.clock.clone();
         let key = w.key.clone();
