@@ -69,33 +69,34 @@ pub fn validate(m: &BTreeMap<String, String>) -> Result<String, MetadataError> {
 }
 
 /// Words of a key that name sensitive authentication data
-/// (`pin_code`, `cardPin`, `card_csc`, `card_track_1`); a key whose letters
-/// and digits are one of [`FORBIDDEN`] is refused whole. `cid` is a word
-/// of its own only beside a card's ([`CARD_WORDS`]): `customer_cid` is
-/// some other id.
+/// (`pin_code`, `cardPin`, `card_cvc`); a key whose letters and digits are
+/// one of [`FORBIDDEN`] is refused whole. `cid`, `csc` and `track` name
+/// it only beside a word of [`CARD_WORDS`] (`amex_cid`, `card_csc`,
+/// `card_track`, `track_2`): `customer_cid`, `csc_agent` and
+/// `shipment_track` are something else.
 const FORBIDDEN_WORDS: &[&str] = &[
     "cvv",
     "cvc",
     "cvv2",
     "cvc2",
-    "csc",
     "pin",
     "pinblock",
     "pinnumber",
-    "track",
     "track1",
     "track2",
     "trackdata",
     "magstripe",
 ];
 
-/// Words that make `cid` a card's identification number.
-const CARD_WORDS: &[&str] = &["card", "amex", "cc", "credit"];
+/// Words that make `cid`, `csc` or `track` a card's.
+const CARD_WORDS: &[&str] = &[
+    "card", "amex", "cc", "credit", "debit", "1", "2", "data", "code",
+];
 
 /// Whether a key names sensitive authentication data: the whole key
 /// (`Card_CVV2`, `track_1`), a word of it ([`FORBIDDEN_WORDS`]), or
-/// `cvv`, `cvc`, `pinblock`, `trackdata` or `magstripe` anywhere in it
-/// (`cardcvc`, `cardPINblock`). Words are split at punctuation, at a
+/// `cvv`, `cvc`, `pinblock`, `track1`, `track2`, `trackdata` or
+/// `magstripe` anywhere in it (`cardcvc`, `cardPINblock`, `track2data`). Words are split at punctuation, at a
 /// lower-case letter or digit before a capital (`cardPin`), and at the
 /// last capital of a run before a lower-case letter (`PINCode`).
 /// `order_tracking`, `tracking_number`, `pincode` (a postal code) and
@@ -107,9 +108,17 @@ fn names_sensitive_data(k: &str) -> bool {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     if FORBIDDEN.contains(&norm.as_str())
-        || ["cvv", "cvc", "pinblock", "trackdata", "magstripe"]
-            .iter()
-            .any(|w| norm.contains(w))
+        || [
+            "cvv",
+            "cvc",
+            "pinblock",
+            "track1",
+            "track2",
+            "trackdata",
+            "magstripe",
+        ]
+        .iter()
+        .any(|w| norm.contains(w))
     {
         return true;
     }
@@ -145,46 +154,69 @@ fn names_sensitive_data(k: &str) -> bool {
         }
     }
     let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
-    has(FORBIDDEN_WORDS) || (has(&["cid"]) && has(CARD_WORDS))
+    has(FORBIDDEN_WORDS) || (has(&["cid", "csc", "track"]) && has(CARD_WORDS))
 }
 
 /// Whether a value holds a card's digits in a spelling the redactor's
 /// rules let pass, since a stored value must be refused rather than
-/// guessed at: digits glued to letters (`card4111…`) or joined by any one
-/// byte that is neither a letter nor a digit (`4111/1111/1111/1111`,
-/// `4111 1111,1111\n1111`). Letters end a run. A run is refused when it
-/// is a card whole, when one of its pieces is, or when consecutive pieces
-/// grouped as cards are written (4-4-4-4 with a tail of 1 to 3, 4-6-5,
-/// 4-6-4) are: so a card with more digits joined to it
+/// guessed at: digits glued to letters (`card4111…`) or joined by a gap of
+/// one to three bytes with no letter or digit (`4111/1111/1111/1111`,
+/// `4111, 1111, 1111, 1111`, `"4111","1111",…`, an en dash). Letters end
+/// a run. A run is refused when one of its pieces is a card, when
+/// consecutive pieces grouped as cards are written (4-4-4-4 with a tail
+/// of 1 to 3, 4-6-5, 4-6-4) are, or when it is a card whole and all its
+/// gaps are the same: a card with more digits joined to it
 /// (`4111/1111/1111/1111 12/28`) is refused, where lists of times, dates,
-/// addresses or amounts, read every way, would be refused far too often.
+/// coordinates or amounts, read every way, would be refused far too often.
 fn holds_card_digits(v: &str) -> bool {
     let b = v.as_bytes();
     let mut digits = Vec::with_capacity(32);
     // Where each piece of the run starts, in `digits`.
     let mut joins = vec![0];
-    for (i, &c) in b.iter().enumerate() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-        } else if !digits.is_empty()
-            && !c.is_ascii_alphabetic()
-            && b.get(i + 1).is_some_and(u8::is_ascii_digit)
-        {
-            joins.push(digits.len());
-        } else {
-            if run_holds_a_card(&digits, &joins) {
-                return true;
+    // The run's first gap, and whether every gap since is the same.
+    let mut first_gap: Option<&[u8]> = None;
+    let mut uniform = true;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            digits.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let gap = (!digits.is_empty())
+            .then(|| {
+                (1..=3).find(|&n| {
+                    b.get(i + n).is_some_and(u8::is_ascii_digit)
+                        && b[i..i + n].iter().all(|g| !g.is_ascii_alphanumeric())
+                })
+            })
+            .flatten();
+        match gap {
+            Some(n) => {
+                let g = &b[i..i + n];
+                uniform &= first_gap.is_none_or(|f| f == g);
+                first_gap.get_or_insert(g);
+                joins.push(digits.len());
+                i += n;
             }
-            digits.clear();
-            joins.truncate(1);
+            None => {
+                if run_holds_a_card(&digits, &joins, uniform) {
+                    return true;
+                }
+                digits.clear();
+                joins.truncate(1);
+                first_gap = None;
+                uniform = true;
+                i += 1;
+            }
         }
     }
-    run_holds_a_card(&digits, &joins)
+    run_holds_a_card(&digits, &joins, uniform)
 }
 
 /// Whether a run of `digits`, in pieces starting at `joins`, holds a card
-/// (see [`holds_card_digits`]).
-fn run_holds_a_card(digits: &[u8], joins: &[usize]) -> bool {
+/// (see [`holds_card_digits`]); `uniform`: all its gaps are the same.
+fn run_holds_a_card(digits: &[u8], joins: &[usize], uniform: bool) -> bool {
     const SHAPES: &[&[usize]] = &[
         &[4, 4, 4, 4, 1],
         &[4, 4, 4, 4, 2],
@@ -193,7 +225,7 @@ fn run_holds_a_card(digits: &[u8], joins: &[usize]) -> bool {
         &[4, 6, 5],
         &[4, 6, 4],
     ];
-    if is_card(digits) {
+    if uniform && is_card(digits) {
         return true;
     }
     let ends: Vec<usize> = joins[1..].iter().copied().chain([digits.len()]).collect();
@@ -237,6 +269,9 @@ mod tests {
             "amex_cid",
             "card_track_data",
             "cardPINblock",
+            "track2data",
+            "track1data",
+            "track2equiv",
         ] {
             let m = BTreeMap::from([(key.to_owned(), "x".to_owned())]);
             assert_eq!(validate(&m), Err(MetadataError::Forbidden), "{key}");
@@ -255,6 +290,12 @@ mod tests {
             "4111\n1111\n1111\n1111",
             "x4111 1111 1111 1111",
             "3782 822463/10005",
+            "4111, 1111, 1111, 1111",
+            "[4111, 1111, 1111, 1111]",
+            "\"4111\",\"1111\",\"1111\",\"1111\"",
+            "4111\r\n1111\r\n1111\r\n1111",
+            "4111 / 1111 / 1111 / 1111",
+            "4111\u{2013}1111\u{2013}1111\u{2013}1111",
         ] {
             let m = BTreeMap::from([("note".to_owned(), value.to_owned())]);
             assert_eq!(validate(&m), Err(MetadataError::HoldsCard), "{value}");
@@ -279,6 +320,10 @@ mod tests {
             ("dates", "2021-07-27,2022-07-24,2020-06-04"),
             ("ips", "0.37.43.119,193.191.36.194,104.156.83.83"),
             ("phones", "587-427-5675,519-329-5468"),
+            ("shift", "23/11/2024 23:36-11:30"),
+            ("shipment_track", "x"),
+            ("audio_track", "x"),
+            ("csc_agent", "x"),
         ] {
             let m = BTreeMap::from([(key.to_owned(), value.to_owned())]);
             assert!(validate(&m).is_ok(), "{key}: {value}");
