@@ -88,10 +88,9 @@ const FORBIDDEN_WORDS: &[&str] = &[
     "magstripe",
 ];
 
-/// Words that make `cid`, `csc` or `track` a card's.
-const CARD_WORDS: &[&str] = &[
-    "card", "amex", "cc", "credit", "debit", "1", "2", "data", "code",
-];
+/// Words that make `cid`, `csc` or `track` a card's, written next to it
+/// (`amex_cid`, `card_track`, `track_data`, `csc_code`).
+const CARD_WORDS: &[&str] = &["card", "amex", "cc", "credit", "debit", "data", "code"];
 
 /// Whether a key names sensitive authentication data: the whole key
 /// (`Card_CVV2`, `track_1`), a word of it ([`FORBIDDEN_WORDS`]), or
@@ -153,14 +152,21 @@ fn names_sensitive_data(k: &str) -> bool {
             start = i;
         }
     }
-    let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
-    has(FORBIDDEN_WORDS) || (has(&["cid", "csc", "track"]) && has(CARD_WORDS))
+    let card_word = |i: Option<usize>| {
+        i.and_then(|i| words.get(i))
+            .is_some_and(|w: &String| CARD_WORDS.contains(&w.as_str()))
+    };
+    words.iter().enumerate().any(|(i, w)| {
+        FORBIDDEN_WORDS.contains(&w.as_str())
+            || (["cid", "csc", "track"].contains(&w.as_str())
+                && (card_word(i.checked_sub(1)) || card_word(Some(i + 1))))
+    })
 }
 
 /// Whether a value holds a card's digits in a spelling the redactor's
 /// rules let pass, since a stored value must be refused rather than
 /// guessed at: digits glued to letters (`card4111…`) or joined by a gap of
-/// one to three bytes with no letter or digit (`4111/1111/1111/1111`,
+/// one to five bytes with no letter or digit (`4111/1111/1111/1111`,
 /// `4111, 1111, 1111, 1111`, `"4111","1111",…`, an en dash). Letters end
 /// a run. A run is refused when one of its pieces is a card, when
 /// consecutive pieces grouped as cards are written (4-4-4-4 with a tail
@@ -169,6 +175,9 @@ fn names_sensitive_data(k: &str) -> bool {
 /// (`4111/1111/1111/1111 12/28`) is refused, where lists of times, dates,
 /// coordinates or amounts, read every way, would be refused far too often.
 fn holds_card_digits(v: &str) -> bool {
+    /// The longest gap that joins: `", "`, `" – "` (an en dash is three
+    /// bytes), `"\", \""` (as `json.dumps` writes a list).
+    const MAX_GAP: usize = 5;
     let b = v.as_bytes();
     let mut digits = Vec::with_capacity(32);
     // Where each piece of the run starts, in `digits`.
@@ -185,7 +194,7 @@ fn holds_card_digits(v: &str) -> bool {
         }
         let gap = (!digits.is_empty())
             .then(|| {
-                (1..=3).find(|&n| {
+                (1..=MAX_GAP).find(|&n| {
                     b.get(i + n).is_some_and(u8::is_ascii_digit)
                         && b[i..i + n].iter().all(|g| !g.is_ascii_alphanumeric())
                 })
@@ -200,7 +209,7 @@ fn holds_card_digits(v: &str) -> bool {
                 i += n;
             }
             None => {
-                if run_holds_a_card(&digits, &joins, uniform) {
+                if !digits.is_empty() && run_holds_a_card(&digits, &joins, uniform) {
                     return true;
                 }
                 digits.clear();
@@ -296,6 +305,9 @@ mod tests {
             "4111\r\n1111\r\n1111\r\n1111",
             "4111 / 1111 / 1111 / 1111",
             "4111\u{2013}1111\u{2013}1111\u{2013}1111",
+            "[\"4111\", \"1111\", \"1111\", \"1111\"]",
+            "4111 \u{2014} 1111 \u{2014} 1111 \u{2014} 1111",
+            "4111\r\n\r\n1111\r\n\r\n1111\r\n\r\n1111",
         ] {
             let m = BTreeMap::from([("note".to_owned(), value.to_owned())]);
             assert_eq!(validate(&m), Err(MetadataError::HoldsCard), "{value}");
@@ -324,6 +336,9 @@ mod tests {
             ("shipment_track", "x"),
             ("audio_track", "x"),
             ("csc_agent", "x"),
+            ("customer_cid_1", "x"),
+            ("cid_for_card", "x"),
+            ("track_name_2", "x"),
         ] {
             let m = BTreeMap::from([(key.to_owned(), value.to_owned())]);
             assert!(validate(&m).is_ok(), "{key}: {value}");
