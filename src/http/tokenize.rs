@@ -73,6 +73,19 @@ pub async fn handle(
     JsonBody { value: body, raw }: JsonBody<TokenizeBody>,
 ) -> Result<Response, Problem> {
     let class_name = body.classification.as_deref().unwrap_or("pan");
+    // A caller with no right to tokenize anything is refused (and audited)
+    // before its body is judged: a malformed request is an attempt too.
+    let access = state.access();
+    if access
+        .policy
+        .grant(&caller, Permission::Tokenize, None)
+        .is_none()
+    {
+        let class = Classification::parse(class_name).map(|c| c.as_str().to_owned());
+        let values = body.value.iter().count() + body.values.as_ref().map_or(0, Vec::len);
+        let each = vec![(None, class); values.clamp(1, state.limits.batch)];
+        return Err(state.deny(&caller, "tokenize", each, "tokenize").await);
+    }
     let classification = Classification::parse(class_name).ok_or_else(|| {
         Problem::new(
             ProblemKind::UnsupportedClassification,
@@ -86,7 +99,6 @@ pub async fn handle(
         "values",
         state.limits.batch,
     )?;
-    let access = state.access();
     let Some(role) =
         access
             .policy

@@ -98,6 +98,26 @@ async fn forbidden_actions_get_403_and_change_nothing() {
         )
         .await;
     assert_eq!(s, 403);
+    // A caller with no right to tokenize is refused before its body is
+    // judged, and audited.
+    let before = app.audit_text().await.lines().count();
+    for body in [
+        json!({"values": []}),
+        json!({"value": "4111111111111111", "values": ["4111111111111111"]}),
+        json!({"value": "4111111111111111", "classification": "nope"}),
+    ] {
+        let (s, v) = app.post("/tokenize", Some("support"), &body).await;
+        assert_eq!(s, 403, "{body}: {v}");
+    }
+    let audit = app.audit_text().await;
+    let denied = audit.lines().skip(before);
+    assert_eq!(
+        denied
+            .filter(|l| l.contains("\"action\":\"tokenize\"") && l.contains("\"deny\""))
+            .count(),
+        4,
+        "{audit}"
+    );
     assert_eq!(
         app.delete(&format!("/tokens/{token}"), Some("support"))
             .await,
