@@ -210,6 +210,9 @@ impl Keyring {
             .map(Arc::new);
         match &loaded {
             Ok(key) => self.insert(id, key.clone()),
+            // Kept as the provider's own words, so a waiter's error reads
+            // as the loader's did.
+            Err(KeyringError::Key(KeyError::Unavailable(m))) => *failed = Some(m.clone()),
             Err(e) if e.is_unavailable() => *failed = Some(e.to_string()),
             Err(_) => {}
         }

@@ -340,8 +340,8 @@ impl Vault {
             };
             // A store error leaves the announced event standing: the write
             // may have landed (a timeout), and the event then covers it. A
-            // random record has no event to cover it, and nobody will hold
-            // its token: it is taken back.
+            // record without a fingerprint has no event to cover it, and
+            // nobody will hold its token: it is taken back.
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(e) => {
