@@ -88,37 +88,36 @@ const FORBIDDEN_WORDS: &[&str] = &[
     "magstripe",
 ];
 
+/// What names sensitive authentication data wherever it stands in a key's
+/// letters and digits.
+const ANYWHERE: &[&str] = &[
+    "cvv",
+    "cvc",
+    "pinblock",
+    "track1",
+    "track2",
+    "trackdata",
+    "magstripe",
+];
+
 /// Words that make `cid`, `csc` or `track` a card's, written next to it
 /// (`amex_cid`, `card_track`, `track_data`, `csc_code`).
 const CARD_WORDS: &[&str] = &["card", "amex", "cc", "credit", "debit", "data", "code"];
 
 /// Whether a key names sensitive authentication data: the whole key
-/// (`Card_CVV2`, `track_1`), a word of it ([`FORBIDDEN_WORDS`]), or
-/// `cvv`, `cvc`, `pinblock`, `track1`, `track2`, `trackdata` or
-/// `magstripe` anywhere in it (`cardcvc`, `cardPINblock`, `track2data`). Words are split at punctuation, at a
-/// lower-case letter or digit before a capital (`cardPin`), and at the
-/// last capital of a run before a lower-case letter (`PINCode`).
-/// `order_tracking`, `tracking_number`, `pincode` (a postal code) and
-/// `customer_cid` pass.
+/// (`Card_CVV2`, `track_1`), a word of it ([`FORBIDDEN_WORDS`]), or one
+/// of [`ANYWHERE`] anywhere in it (`cardcvc`, `cardPINblock`,
+/// `track2data`). Words are split at punctuation, at a lower-case letter
+/// or digit before a capital (`cardPin`), and at the last capital of a
+/// run before a lower-case letter (`PINCode`). `order_tracking`,
+/// `tracking_number`, `pincode` (a postal code) and `customer_cid` pass.
 fn names_sensitive_data(k: &str) -> bool {
     let norm: String = k
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    if FORBIDDEN.contains(&norm.as_str())
-        || [
-            "cvv",
-            "cvc",
-            "pinblock",
-            "track1",
-            "track2",
-            "trackdata",
-            "magstripe",
-        ]
-        .iter()
-        .any(|w| norm.contains(w))
-    {
+    if FORBIDDEN.contains(&norm.as_str()) || ANYWHERE.iter().any(|w| norm.contains(w)) {
         return true;
     }
     let b = k.as_bytes();
