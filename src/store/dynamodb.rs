@@ -21,8 +21,9 @@
 //! Every write is conditional (`attribute_not_exists`), a token and its
 //! fingerprint item (and a preserving token's name, kept for good so the
 //! token is never issued again) go in one `TransactWriteItems`, and reads
-//! that decide a write are strongly consistent. Preserving tokens issued
-//! before name items existed have none, and are not kept when deleted.
+//! that decide a write are strongly consistent. A preserving token
+//! issued before name items existed gets its name when it is deleted;
+//! one such removed by the TTL instead does not.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -226,6 +227,20 @@ impl DynamoStore {
                     .build()
                     .map_err(|e| StoreError::Internal(format!("building Delete: {e}")))?;
                 items.push(TransactWriteItem::builder().delete(d).build());
+            }
+            if is_preserving(token) {
+                // Its name is kept, for a token issued before names were
+                // (one issued since has it already: the put changes
+                // nothing). Last: it has no condition to fail.
+                let mut i = Item::new();
+                i.insert("pk".into(), s(name_pk(token)));
+                i.insert("sk".into(), s("name"));
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(i))
+                    .build()
+                    .map_err(|e| StoreError::Internal(format!("building Put: {e}")))?;
+                items.push(TransactWriteItem::builder().put(put).build());
             }
             Ok(items)
         };

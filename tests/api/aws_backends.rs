@@ -155,6 +155,23 @@ async fn a_preserving_token_is_never_issued_twice() {
         assert!(store.delete_token(token, None).await.unwrap());
         assert_eq!(store.insert_token(&r).await.unwrap(), again, "{token}");
     }
+    // A preserving token issued before names were kept (its name item
+    // removed here) gets its name when it is deleted.
+    let old = record("4111119876541113");
+    store.insert_token(&old).await.unwrap();
+    c.dynamodb
+        .delete_item()
+        .table_name(&p.table)
+        .key("pk", AttributeValue::S("name#4111119876541113".into()))
+        .key("sk", AttributeValue::S("name".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(store.delete_token(&old.token, None).await.unwrap());
+    assert_eq!(
+        store.insert_token(&old).await.unwrap(),
+        InsertOutcome::TokenTaken
+    );
     // A record is withdrawn only by its own nonce.
     let r = record("tok_withdrawn");
     store.insert_token(&r).await.unwrap();
