@@ -99,12 +99,14 @@ impl Failure {
                     Failure::Code { code, text }
                 }
             }
-            SdkError::TimeoutError(_) => Failure::Unavailable(format!("{operation}: timed out")),
+            SdkError::TimeoutError(_) => {
+                Failure::Unavailable(format!("{operation}: {OUTCOME_UNKNOWN_TIMEOUT}"))
+            }
             SdkError::DispatchFailure(_) => {
                 Failure::Unavailable(format!("{operation}: could not reach the endpoint"))
             }
             SdkError::ResponseError(_) => {
-                Failure::Unavailable(format!("{operation}: unreadable response"))
+                Failure::Unavailable(format!("{operation}: {OUTCOME_UNKNOWN_RESPONSE}"))
             }
             _ => Failure::Unavailable(format!("{operation}: request not sent")),
         }
@@ -124,6 +126,13 @@ impl Failure {
         }
     }
 }
+
+/// The endings of a [`Failure::Unavailable`] whose request went out and
+/// got no answer that could be read: a write may have landed
+/// ([`crate::store::StoreError::may_have_landed`]).
+pub const OUTCOME_UNKNOWN_TIMEOUT: &str = "timed out";
+/// See [`OUTCOME_UNKNOWN_TIMEOUT`].
+pub const OUTCOME_UNKNOWN_RESPONSE: &str = "unreadable response";
 
 /// Error codes that pass: throttling, internal errors and contention.
 const TRANSIENT_CODES: &[&str] = &[

@@ -117,6 +117,18 @@ pub enum StoreError {
     Internal(String),
 }
 
+impl StoreError {
+    /// Whether a write that failed so may still have landed: its request
+    /// went out and no readable answer came back (DynamoDB's timeouts).
+    /// Throttled, unreachable or refused writes did not land, nor did the
+    /// embedded store's (a failed write rolls back).
+    pub fn may_have_landed(&self) -> bool {
+        matches!(self, StoreError::Unavailable(m)
+            if m.ends_with(crate::aws::OUTCOME_UNKNOWN_TIMEOUT)
+                || m.ends_with(crate::aws::OUTCOME_UNKNOWN_RESPONSE))
+    }
+}
+
 /// Called after a commit that added notes to an outbox, so its consumer
 /// looks; it must not block (the store's writer calls it).
 pub type Nudge = Box<dyn Fn() + Send + Sync>;

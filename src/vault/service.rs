@@ -52,10 +52,11 @@ impl From<StoreError> for VaultError {
     }
 }
 
-/// Whether a record whose write failed with `e` is taken back: only for a
-/// passing failure (a timeout may have landed; an error of ours did not).
+/// Whether a record whose write failed with `e` is taken back: only when
+/// the write may have landed (a timeout); a throttled or refused write
+/// did not, and taking it back would add writes to a store in trouble.
 fn may_take_back(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable(_))
+    e.may_have_landed()
 }
 
 impl VaultError {

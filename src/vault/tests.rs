@@ -47,9 +47,24 @@ struct Colliding {
     /// Plain inserts land, then answer an error, as a write past
     /// DynamoDB's operation timeout can.
     land_then_fail: AtomicBool,
+    /// The error `land_then_fail` answers is a throttling one.
+    throttled: AtomicBool,
 }
 
 impl Colliding {
+    /// What a landed write answers: DynamoDB's timeout, or (with
+    /// `throttled`) a throttling error, which can never have landed.
+    fn landed_error(&self) -> String {
+        if self.throttled.load(Ordering::SeqCst) {
+            "TransactWriteItems: ThrottlingException".into()
+        } else {
+            format!(
+                "TransactWriteItems: {}",
+                crate::aws::OUTCOME_UNKNOWN_TIMEOUT
+            )
+        }
+    }
+
     /// Another record takes `r`'s token (and its fingerprint).
     async fn squat(&self, r: &TokenRecord) {
         let squatter = TokenRecord {
@@ -89,7 +104,7 @@ impl TokenStore for Colliding {
             self.stored_plain.lock().unwrap().push(r.token.clone());
         }
         if self.land_then_fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("timed out".into()));
+            return Err(StoreError::Unavailable(self.landed_error()));
         }
         out
     }
@@ -101,7 +116,7 @@ impl TokenStore for Colliding {
             }
         }
         if self.land_then_fail.load(Ordering::SeqCst) {
-            return vec![Err(StoreError::Unavailable("timed out".into())); r.len()];
+            return vec![Err(StoreError::Unavailable(self.landed_error())); r.len()];
         }
         out
     }
@@ -234,6 +249,7 @@ fn fixture_with(wrap: impl FnOnce(LocalKeyProvider) -> Arc<dyn KeyProvider>) -> 
         refuse_noted: AtomicBool::new(false),
         stored_plain: Mutex::new(Vec::new()),
         land_then_fail: AtomicBool::new(false),
+        throttled: AtomicBool::new(false),
     });
     let outbox = store.open_outbox(Box::new(|| {})).unwrap().unwrap();
     let (provider, _) = LocalKeyProvider::open_or_create(&dir.path().join("master.key")).unwrap();
@@ -787,4 +803,15 @@ async fn a_random_record_whose_write_failed_but_landed_is_taken_back() {
     };
     assert!(!f.store.withdraw_record(&ours).await.unwrap(), "not ours");
     assert!(f.store.withdraw_record(&theirs).await.unwrap());
+    // A throttled write never landed: nothing is taken back (here, where
+    // the double landed it anyway, the record stays).
+    f.store.throttled.store(true, Ordering::SeqCst);
+    let one = f
+        .vault
+        .tokenize_noted("4111111111111111", &options(), Audit::default())
+        .await;
+    assert!(matches!(one, Err(VaultError::Unavailable(_))));
+    let landed = f.store.stored_plain.lock().unwrap().last().cloned();
+    let token = Token::parse(&landed.unwrap()).unwrap();
+    assert!(f.vault.record(&token).await.is_ok());
 }
