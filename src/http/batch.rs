@@ -3,7 +3,8 @@
 //! A batch answers 200 with `{"results": [...]}` in input order, each
 //! result either the single answer or `{"problem": {...}}`; items are
 //! independent. Only when every item failed on a dependency does the whole
-//! batch answer 503, so a retry is signalled the usual way.
+//! batch answer 503, so a retry is signalled the usual way (`/tokenize`
+//! adds its own case: nothing stored and some item met a fault).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -56,8 +56,10 @@ pub async fn handle(
     let access = state.access();
     let policy = &access.policy;
     // A caller with no right to detokenize is refused (and audited) before
-    // its body is judged: a malformed request is an attempt too. Each
-    // token it names, up to a batch's worth, gets its event.
+    // its body's content is judged: a malformed request is an attempt too.
+    // Each token it names, up to a batch's worth, gets its event. (A body
+    // that is not this endpoint's JSON at all is refused by the extractor
+    // first, unaudited.)
     if policy
         .grant(&caller, Permission::Detokenize, None)
         .is_none()

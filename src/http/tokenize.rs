@@ -74,7 +74,9 @@ pub async fn handle(
 ) -> Result<Response, Problem> {
     let class_name = body.classification.as_deref().unwrap_or("pan");
     // A caller with no right to tokenize anything is refused (and audited)
-    // before its body is judged: a malformed request is an attempt too.
+    // before its body's content is judged: a malformed request is an
+    // attempt too. (A body that is not this endpoint's JSON at all is
+    // refused by the extractor first, unaudited.)
     let access = state.access();
     if access
         .policy
@@ -237,7 +239,7 @@ impl Work {
         let none_stored = results.iter().all(Result::is_err)
             && results
                 .iter()
-                .any(|r| matches!(r, Err(p) if p.kind == ProblemKind::Unavailable));
+                .any(|r| matches!(r, Err(p) if p.kind.status().is_server_error()));
         let outcome = if batch && none_stored {
             Outcome::Problem(Problem::bare(ProblemKind::Unavailable).retry_after(5))
         } else {

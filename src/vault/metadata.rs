@@ -32,7 +32,7 @@ const FORBIDDEN: &[&str] = &[
 pub enum MetadataError {
     #[error("metadata holds at most 16 keys")]
     TooManyKeys,
-    #[error("metadata keys and values hold 1 to 256 bytes")]
+    #[error("metadata keys hold 1 to 256 bytes, and values at most 256")]
     Size,
     #[error(
         "a metadata key names sensitive authentication data (CVV, PIN, track data), which must never be stored"
@@ -93,6 +93,7 @@ const FORBIDDEN_WORDS: &[&str] = &[
 const ANYWHERE: &[&str] = &[
     "cvv",
     "cvc",
+    "cardpin",
     "pinblock",
     "track1",
     "track2",
@@ -277,6 +278,7 @@ mod tests {
             "amex_cid",
             "card_track_data",
             "cardPINblock",
+            "cardpin",
             "track2data",
             "track1data",
             "track2equiv",
