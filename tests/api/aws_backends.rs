@@ -125,8 +125,9 @@ async fn the_loser_of_a_key_item_race_reads_the_winners() {
 
 /// A preserving token once issued is never issued again, its record
 /// deleted or not (DynamoDB's TTL removes expired ones unseen): a holder
-/// of the old token must never reach another card. Random tokens are not
-/// kept.
+/// of the old token must never reach another card; one issued before
+/// names were kept gets its name when deleted. Random tokens are not
+/// kept. A record is withdrawn only by its own nonce.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preserving_token_is_never_issued_twice() {
     let Some(c) = moto_clients().await else {
