@@ -113,6 +113,7 @@ impl Sweeper {
             .map(|e| AuditEvent {
                 request_id: "-".into(),
                 principal: PRINCIPAL.into(),
+                session: None,
                 role: None,
                 action: "expire",
                 token: Some(e.token.clone()),

@@ -35,6 +35,8 @@ struct Line<'a> {
     request_id: Cow<'a, str>,
     #[serde(borrow)]
     principal: Cow<'a, str>,
+    #[serde(default, borrow)]
+    session: Option<Cow<'a, str>>,
     #[serde(borrow)]
     role: Option<Cow<'a, str>>,
     #[serde(borrow)]

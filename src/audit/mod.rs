@@ -88,6 +88,9 @@ const LOOK_PERIOD: Duration = Duration::from_secs(1);
 pub struct AuditEvent {
     pub request_id: String,
     pub principal: String,
+    /// The assumed role's session name, for an IAM caller (see
+    /// [`crate::auth::Principal`]); only then is it in the line.
+    pub session: Option<String>,
     pub role: Option<String>,
     pub action: &'static str,
     pub token: Option<String>,
@@ -1004,11 +1007,21 @@ mod tests {
             ..event(1)
         };
         let time = clock.now().format(&Rfc3339).unwrap();
-        for token in [Some("tok_x"), None] {
-            let want = serde_json::json!({
+        for (token, session) in [(Some("tok_x"), None), (None, None), (None, Some("al\"ice"))] {
+            let e = AuditEvent {
+                session: session.map(str::to_owned),
+                ..e.clone()
+            };
+            let mut want = serde_json::json!({
                 "time": time,
                 "request_id": e.request_id,
                 "principal": e.principal,
+            });
+            // Only an IAM caller's line has a session, after the principal.
+            if let Some(s) = session {
+                want["session"] = s.into();
+            }
+            let rest = serde_json::json!({
                 "role": e.role,
                 "action": e.action,
                 "token": token,
@@ -1016,6 +1029,9 @@ mod tests {
                 "decision": e.decision,
                 "reason": e.reason,
             });
+            want.as_object_mut()
+                .unwrap()
+                .extend(rest.as_object().unwrap().clone());
             let got = note_maker(&*clock, &key, &e).unsealed(token);
             assert_eq!(got, serde_json::to_vec(&want).unwrap());
             let sealed = note_maker(&*clock, &key, &e).note(token);

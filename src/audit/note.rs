@@ -147,6 +147,10 @@ pub(super) fn note_maker<'k>(
     push_str(&mut head, &e.request_id);
     head.extend_from_slice(b",\"principal\":");
     push_str(&mut head, &e.principal);
+    if let Some(session) = &e.session {
+        head.extend_from_slice(b",\"session\":");
+        push_str(&mut head, session);
+    }
     head.extend_from_slice(b",\"role\":");
     push_opt(&mut head, e.role.as_deref());
     head.extend_from_slice(b",\"action\":");

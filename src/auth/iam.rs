@@ -21,6 +21,8 @@ use serde::Deserialize;
 
 use crate::config::IamSettings;
 
+use super::Principal;
+
 /// The only body we forward.
 pub const BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 /// How far `X-Amz-Date` may be from our clock.
@@ -113,7 +115,7 @@ impl IamLogin {
     }
 
     /// The principal (`iam:ARN`) a valid login proves.
-    pub async fn login(&self, req: &LoginRequest, now: i64) -> Result<String, LoginError> {
+    pub async fn login(&self, req: &LoginRequest, now: i64) -> Result<Principal, LoginError> {
         let (headers, signature) = self.check(req, now)?;
         let result = match self.in_flight.try_acquire() {
             Ok(_permit) => self.ask_sts(&headers).await,
@@ -132,7 +134,7 @@ impl IamLogin {
         result
     }
 
-    async fn ask_sts(&self, headers: &BTreeMap<String, String>) -> Result<String, LoginError> {
+    async fn ask_sts(&self, headers: &BTreeMap<String, String>) -> Result<Principal, LoginError> {
         let mut call = self
             .http
             .post(&self.settings.sts_endpoint)
@@ -173,9 +175,7 @@ impl IamLogin {
             return Err(LoginError::Refused("STS refused the signature"));
         }
         let arn = xml_value(&text, "Arn").ok_or(LoginError::Refused("no ARN in the STS answer"))?;
-        principal_arn(arn)
-            .map(|a| format!("iam:{a}"))
-            .ok_or(LoginError::Refused("unsupported ARN"))
+        principal_of(arn).ok_or(LoginError::Refused("unsupported ARN"))
     }
 
     /// Every rule but STS's own signature check; returns the headers by
@@ -328,10 +328,13 @@ fn xml_value<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     Some(xml[start..end].trim())
 }
 
-/// The principal ARN of a caller: an assumed role maps to its role
-/// (`arn:P:sts::A:assumed-role/R/S` → `arn:P:iam::A:role/R`, the partition
-/// kept; STS does not report a role's path); an IAM user stays as it is.
-pub fn principal_arn(arn: &str) -> Option<String> {
+/// The principal of a caller ARN: an assumed role maps to its role
+/// (`arn:P:sts::A:assumed-role/R/S` → `iam:arn:P:iam::A:role/R`, the
+/// partition kept; STS does not report a role's path) under the session
+/// `S`; an IAM user stays as it is, with no session. A session name
+/// outside what STS allows (2 to 64 of `A-Za-z0-9_+=,.@-`) is refused: it
+/// is bound for the audit log, so nothing else may ride in on it.
+pub fn principal_of(arn: &str) -> Option<Principal> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let ["arn", partition, service, "", account, resource] = parts[..] else {
         return None;
@@ -342,16 +345,28 @@ pub fn principal_arn(arn: &str) -> Option<String> {
     match service {
         "sts" => {
             let mut r = resource.split('/');
-            match (r.next(), r.next(), r.next()) {
-                (Some("assumed-role"), Some(role), Some(_session)) if !role.is_empty() => {
-                    Some(format!("arn:{partition}:iam::{account}:role/{role}"))
+            match (r.next(), r.next(), r.next(), r.next()) {
+                (Some("assumed-role"), Some(role), Some(session), None)
+                    if !role.is_empty() && is_session_name(session) =>
+                {
+                    Some(Principal::with_session(
+                        format!("iam:arn:{partition}:iam::{account}:role/{role}"),
+                        Some(session.to_owned()),
+                    ))
                 }
                 _ => None,
             }
         }
-        "iam" if resource.starts_with("user/") => Some(arn.to_owned()),
+        "iam" if resource.starts_with("user/") => Some(Principal::new(format!("iam:{arn}"))),
         _ => None,
     }
+}
+
+/// What STS accepts as a `RoleSessionName`.
+fn is_session_name(s: &str) -> bool {
+    (2..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
 }
 
 #[cfg(test)]
@@ -359,26 +374,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn assumed_roles_map_to_their_role_keeping_the_partition() {
-        assert_eq!(
-            principal_arn("arn:aws:sts::123456789012:assumed-role/support-eu/alice").as_deref(),
-            Some("arn:aws:iam::123456789012:role/support-eu")
-        );
-        assert_eq!(
-            principal_arn("arn:aws-cn:sts::123456789012:assumed-role/r/s").as_deref(),
-            Some("arn:aws-cn:iam::123456789012:role/r")
-        );
-        assert_eq!(
-            principal_arn("arn:aws:iam::123456789012:user/bob").as_deref(),
-            Some("arn:aws:iam::123456789012:user/bob")
-        );
+    fn assumed_roles_map_to_their_role_keeping_the_partition_and_session() {
+        let p = principal_of("arn:aws:sts::123456789012:assumed-role/support-eu/alice@example.com")
+            .unwrap();
+        assert_eq!(p.as_str(), "iam:arn:aws:iam::123456789012:role/support-eu");
+        assert_eq!(p.session(), Some("alice@example.com"));
+        let p = principal_of("arn:aws-cn:sts::123456789012:assumed-role/r/s1").unwrap();
+        assert_eq!(p.as_str(), "iam:arn:aws-cn:iam::123456789012:role/r");
+        let p = principal_of("arn:aws:iam::123456789012:user/bob").unwrap();
+        assert_eq!(p.as_str(), "iam:arn:aws:iam::123456789012:user/bob");
+        assert_eq!(p.session(), None);
+        let long = format!("arn:aws:sts::1:assumed-role/r/{}", "a".repeat(65));
         for bad in [
             "arn:aws:sts::123456789012:federated-user/x",
-            "arn:aws:sts::12x:assumed-role/r/s",
+            "arn:aws:sts::12x:assumed-role/r/s1",
             "arn:aws:iam::123456789012:role/r",
+            "arn:aws:sts::1:assumed-role/r/a",
+            "arn:aws:sts::1:assumed-role/r/a b",
+            "arn:aws:sts::1:assumed-role/r/a\"b",
+            "arn:aws:sts::1:assumed-role/r/s1/extra",
+            &long,
             "nope",
         ] {
-            assert_eq!(principal_arn(bad), None, "{bad}");
+            assert!(principal_of(bad).is_none(), "{bad}");
         }
     }
 

@@ -28,28 +28,48 @@ pub struct Connection {
     pub key_memo: api_key::KeyMemo,
 }
 
-/// An authenticated caller: `apikey:NAME`, `cert:URI`, `iam:ARN`.
+/// An authenticated caller: `apikey:NAME`, `cert:URI`, `iam:ARN`, and for
+/// an IAM role the session it was assumed under.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Principal(String);
+pub struct Principal {
+    id: String,
+    /// The name an assumed role's session was given (`alice` in
+    /// `arn:aws:sts::A:assumed-role/support/alice`; single sign-on sets it
+    /// to the person): of everyone sharing a role, who made the call. Only
+    /// the audit log sees it, so an auditor can tell people apart; policy,
+    /// rate limits and metrics count the role, as before.
+    session: Option<String>,
+}
 
 impl Principal {
     pub fn new(id: String) -> Self {
-        Self(id)
+        Self { id, session: None }
+    }
+
+    /// `id` as assumed under `session`.
+    pub fn with_session(id: String, session: Option<String>) -> Self {
+        Self { id, session }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
+    }
+
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
     }
 }
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }
 
+/// The principal alone, without its session: what metric labels, rate
+/// limits and policy patterns see.
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }

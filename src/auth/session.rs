@@ -28,6 +28,11 @@ struct Payload {
     exp: i64,
     /// Random, so two sessions of one principal differ.
     n: String,
+    /// The assumed role's session name, for the audit log (under the MAC
+    /// like the rest, so nobody can claim another's name); tokens minted
+    /// before it existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
 }
 
 /// Mints and checks session tokens.
@@ -48,6 +53,7 @@ impl Sessions {
             p: principal.as_str().to_owned(),
             exp: expires_at,
             n: uuid::Uuid::new_v4().simple().to_string(),
+            s: principal.session().map(str::to_owned),
         };
         let body = format!(
             "{PREFIX}{}",
@@ -68,7 +74,7 @@ impl Sessions {
         hmac::verify(&self.key, body.as_bytes(), &tag).ok()?;
         let encoded = body.strip_prefix(PREFIX)?;
         let payload: Payload = serde_json::from_slice(&B64.decode(encoded).ok()?).ok()?;
-        (payload.exp > now).then(|| Principal::new(payload.p))
+        (payload.exp > now).then(|| Principal::with_session(payload.p, payload.s))
     }
 }
 
@@ -91,5 +97,31 @@ mod tests {
         let (_, tag) = t.rsplit_once('.').unwrap();
         assert_eq!(s.check(&format!("{body}.{tag}"), 0), None);
         assert_eq!(s.check("tvs1.garbage", 0), None);
+    }
+
+    /// The session name rides in the token, under its MAC: it comes back
+    /// as issued, and a token whose payload names another does not check.
+    #[test]
+    fn the_session_name_comes_back_and_cannot_be_swapped() {
+        let s = Sessions::new(&DataKey::from_bytes([7; 32]));
+        let id = "iam:arn:aws:iam::1:role/support".to_owned();
+        let alice = Principal::with_session(id.clone(), Some("alice".into()));
+        let back = s.check(&s.issue(&alice, 100), 0).unwrap();
+        assert_eq!(back.session(), Some("alice"));
+        assert_eq!(back.as_str(), id);
+        assert_eq!(
+            s.check(&s.issue(&Principal::new(id.clone()), 100), 0)
+                .unwrap()
+                .session(),
+            None
+        );
+
+        let t = s.issue(&alice, 100);
+        let (body, tag) = t.rsplit_once('.').unwrap();
+        let encoded = body.strip_prefix(PREFIX).unwrap();
+        let json = String::from_utf8(B64.decode(encoded).unwrap()).unwrap();
+        assert!(json.contains("\"s\":\"alice\""), "{json}");
+        let bob = B64.encode(json.replace("alice", "bob").as_bytes());
+        assert_eq!(s.check(&format!("{PREFIX}{bob}.{tag}"), 0), None);
     }
 }

@@ -166,6 +166,7 @@ pub async fn handle(
         let mut event = AuditEvent {
             request_id: current_request_id(),
             principal: caller.to_string(),
+            session: caller.session().map(str::to_owned),
             role: policy.role_of(&caller).map(|r| r.name.clone()),
             action: "detokenize",
             decision: "deny",
@@ -231,6 +232,7 @@ impl Drop for Unfinished<'_> {
             .map(|t| AuditEvent {
                 request_id: self.request_id.clone(),
                 principal: self.caller.to_string(),
+                session: self.caller.session().map(str::to_owned),
                 role: role.clone(),
                 action: "detokenize",
                 token: Token::parse(t).ok().map(Token::into_string),

@@ -153,6 +153,7 @@ impl Shared {
             .map(|(token, classification)| AuditEvent {
                 request_id: current_request_id(),
                 principal: caller.to_string(),
+                session: caller.session().map(str::to_owned),
                 role: role.clone(),
                 action,
                 token,

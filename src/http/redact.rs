@@ -327,6 +327,7 @@ impl Tokenizer for VaultTokenizer {
         let event = AuditEvent {
             request_id: self.request_id.clone(),
             principal: self.caller.to_string(),
+            session: self.caller.session().map(str::to_owned),
             role: self.role.clone(),
             action: "tokenize",
             token: None,

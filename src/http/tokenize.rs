@@ -126,6 +126,7 @@ pub async fn handle(
     let allowed = AuditEvent {
         request_id: current_request_id(),
         principal: caller.to_string(),
+        session: caller.session().map(str::to_owned),
         role: Some(role.clone()),
         action: "tokenize",
         token: None,

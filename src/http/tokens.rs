@@ -87,6 +87,7 @@ pub async fn delete(
         let event = AuditEvent {
             request_id: current_request_id(),
             principal: caller.to_string(),
+            session: caller.session().map(str::to_owned),
             role: Some(role.name.clone()),
             action: "delete",
             token: Some(token.as_str().to_owned()),

@@ -35,6 +35,35 @@ async fn login(app: &TestApp, body: &Value) -> (u16, Value) {
     (s.as_u16(), v)
 }
 
+/// A service that logs IAM callers in through `sts_endpoint`, with two
+/// roles: `checkout` (an API key, tokenize) and `support` (the IAM role
+/// `support_arn`, masked detokenize).
+async fn spawn_support_app(sts_endpoint: String, support_arn: &str) -> TestApp {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, CHECKOUT_KEY.as_bytes());
+    let mut app = spawn_app_on(None, |s| {
+        s.auth.iam = Some(IamSettings {
+            server_id: SERVER_ID.into(),
+            sts_endpoint,
+            sts_region: "us-east-1".into(),
+            session_ttl_seconds: 900,
+            allow_insecure_sts: true,
+            max_concurrent_logins: 64,
+        });
+        s.api_keys = BTreeMap::from([("checkout".into(), hex::encode(digest.as_ref()))]);
+        s.roles = vec![
+            role("checkout", "apikey:checkout", &["tokenize"]),
+            role(
+                "support",
+                &format!("iam:{support_arn}"),
+                &["detokenize:masked"],
+            ),
+        ];
+    })
+    .await;
+    app.keys.insert("checkout".into(), CHECKOUT_KEY.into());
+    app
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
     let Some(moto) = start_moto() else { return };
@@ -56,30 +85,8 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
     let account = setup["account"].as_str().unwrap().to_owned();
     let sts_endpoint = format!("{}/", moto.endpoint);
 
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, CHECKOUT_KEY.as_bytes());
     let support_arn = format!("arn:aws:iam::{account}:role/support");
-    let sts = sts_endpoint.clone();
-    let mut app = spawn_app_on(None, |s| {
-        s.auth.iam = Some(IamSettings {
-            server_id: SERVER_ID.into(),
-            sts_endpoint: sts,
-            sts_region: "us-east-1".into(),
-            session_ttl_seconds: 900,
-            allow_insecure_sts: true,
-            max_concurrent_logins: 64,
-        });
-        s.api_keys = BTreeMap::from([("checkout".into(), hex::encode(digest.as_ref()))]);
-        s.roles = vec![
-            role("checkout", "apikey:checkout", &["tokenize"]),
-            role(
-                "support",
-                &format!("iam:{support_arn}"),
-                &["detokenize:masked"],
-            ),
-        ];
-    })
-    .await;
-    app.keys.insert("checkout".into(), CHECKOUT_KEY.into());
+    let mut app = spawn_support_app(sts_endpoint.clone(), &support_arn).await;
     let token = app.tokenize(CARDS[0].1, json!({})).await["token"]
         .as_str()
         .unwrap()
@@ -158,6 +165,8 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
     let (s, v) = login(&app, &good).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["principal"], support_arn.as_str());
+    // iam_setup.py assumed the role under the session name `tests`.
+    assert_eq!(v["session"], "tests");
     let session = v["session_token"].as_str().unwrap().to_owned();
     assert_eq!(login(&app, &good).await.0, 401, "replay");
 
@@ -232,6 +241,15 @@ async fn iam_roles_log_in_through_sts_and_every_refusal_rule_holds() {
 
     let audit = app.audit_text().await;
     assert!(audit.contains("\"action\":\"login\""));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"action\":\"detokenize:masked\"")
+                && l.contains(&format!(
+                    "\"principal\":\"iam:{support_arn}\",\"session\":\"tests\""
+                ))),
+        "{audit}"
+    );
     assert!(audit.contains("\"reason\":\"replayed signature\""));
     assert!(audit.contains("\"reason\":\"STS refused the signature\""));
     app.assert_no_leaks().await;
@@ -363,6 +381,100 @@ async fn sts_throttling_and_too_many_logins_answer_503() {
     assert_eq!(s, 503);
     assert_eq!(*seen.borrow(), 2);
     app.assert_no_leaks().await;
+}
+
+/// An assumed role's session name (of the people sharing a role, who made
+/// the call) comes back from the login and is in the audit event of the
+/// login and of every call made with the session, whose chain still
+/// verifies; calls by an API key carry none. A session name that could
+/// hold a card number is withheld, in the answer and in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_name_is_audited_and_withheld_when_it_could_hold_a_card() {
+    const ACCOUNT: &str = "123456789012";
+    for (name, recorded) in [
+        ("alice@example.com", "alice@example.com"),
+        ("4111-1111-1111-1111", "(withheld)"),
+    ] {
+        let answer: &'static str = Box::leak(
+            format!(
+                "<GetCallerIdentityResponse><GetCallerIdentityResult>\
+                 <Arn>arn:aws:sts::{ACCOUNT}:assumed-role/support/{name}</Arn>\
+                 <UserId>AROAEXAMPLE:{name}</UserId><Account>{ACCOUNT}</Account>\
+                 </GetCallerIdentityResult></GetCallerIdentityResponse>"
+            )
+            .into_boxed_str(),
+        );
+        let (_open, gate) = tokio::sync::watch::channel(true);
+        let (sts, _) = fake_sts(200, answer, gate).await;
+        let mut app =
+            spawn_support_app(sts.clone(), &format!("arn:aws:iam::{ACCOUNT}:role/support")).await;
+        let token = app.tokenize(CARDS[1].1, json!({})).await["token"].clone();
+        let creds = Credentials::new("AKIDEXAMPLE", "not-a-real-secret", None, None, "tests");
+        let signed = tokenvault::client::sign_login(
+            Some(SERVER_ID),
+            &sts,
+            "us-east-1",
+            creds,
+            SystemTime::now(),
+        )
+        .unwrap();
+        // A body that is no login request is refused, and audited.
+        for junk in ["{\"method\":", "{\"method\":\"POST\"}"] {
+            let (s, _, b) = app
+                .post_raw("/auth/iam", None, "application/json", junk, &[])
+                .await;
+            assert_eq!(s, 400, "{b}");
+        }
+        let (s, v) = login(&app, &signed).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            v["principal"],
+            format!("arn:aws:iam::{ACCOUNT}:role/support")
+        );
+        assert_eq!(v["session"], recorded);
+        app.keys.insert(
+            "support".into(),
+            v["session_token"].as_str().unwrap().into(),
+        );
+        let (s, v) = app.detokenize("support", token.as_str().unwrap()).await;
+        assert_eq!(s, 200, "{v}");
+
+        let audit = app.audit_text().await;
+        let field = format!("\"session\":{}", json!(recorded));
+        let line = |action: &str| {
+            audit
+                .lines()
+                .find(|l| l.contains(&format!("\"action\":\"{action}")))
+                .unwrap_or_else(|| panic!("no {action} event: {audit}"))
+                .to_owned()
+        };
+        let malformed = audit
+            .lines()
+            .filter(|l| {
+                l.contains("\"principal\":\"anonymous\"")
+                    && l.contains("\"action\":\"login\"")
+                    && l.contains("\"decision\":\"deny\",\"reason\":\"malformed login request\"")
+            })
+            .count();
+        assert_eq!(malformed, 2, "{audit}");
+        let allowed = audit
+            .lines()
+            .find(|l| l.contains("\"action\":\"login\"") && l.contains("\"decision\":\"allow\""))
+            .unwrap();
+        assert!(allowed.contains(&field), "{audit}");
+        assert!(line("detokenize").contains(&field), "{audit}");
+        assert!(!line("tokenize").contains("\"session\""), "{audit}");
+        assert!(!audit.contains("4111-1111-1111-1111"), "{audit}");
+        assert!(!crate::helpers::captured_logs().contains("4111-1111-1111-1111"));
+        app.assert_no_leaks().await;
+
+        app.shutdown().await;
+        let key = tokenvault::app::audit_key(&app.settings, app.aws.clone())
+            .await
+            .unwrap();
+        let report = tokenvault::audit::verify(&app.data_dir().join("audit.log"), &key).unwrap();
+        assert!(report.lines >= 3, "{}", report.lines);
+    }
 }
 
 fn base64_of(s: &str) -> String {
