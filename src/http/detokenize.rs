@@ -51,15 +51,14 @@ fn revealed<S: serde::Serializer>(value: &Zeroizing<String>, s: S) -> Result<S::
 pub async fn handle(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    JsonBody { value: body, .. }: JsonBody<DetokenizeBody>,
+    body: Result<JsonBody<DetokenizeBody>, Problem>,
 ) -> Result<Response, Problem> {
     let access = state.access();
     let policy = &access.policy;
     // A caller with no right to detokenize is refused (and audited) before
-    // its body's content is judged: a malformed request is an attempt too.
-    // Each token it names, up to a batch's worth, gets its event. (A body
-    // that is not this endpoint's JSON at all is refused by the extractor
-    // first, unaudited.)
+    // its body is judged: a malformed request is an attempt too, even one
+    // that is not JSON at all. Each token it names, up to a batch's worth,
+    // gets its event; a body that names none, one event.
     if policy
         .grant(&caller, Permission::Detokenize, None)
         .is_none()
@@ -75,10 +74,12 @@ pub async fn handle(
             None => "unmatched",
         };
         state.count_detokenize(counted, "deny");
-        let named = body
-            .token
-            .into_iter()
-            .chain(body.tokens.into_iter().flatten());
+        let named = body.into_iter().flat_map(|b| {
+            b.value
+                .token
+                .into_iter()
+                .chain(b.value.tokens.into_iter().flatten())
+        });
         let mut each: Vec<_> = named
             .take(state.limits.batch)
             .map(|t| (Token::parse(&t).ok().map(Token::into_string), None))
@@ -88,6 +89,7 @@ pub async fn handle(
         }
         return Err(state.deny(&caller, "detokenize", each, "detokenize").await);
     }
+    let JsonBody { value: body, .. } = body?;
     let items = Items::new(
         body.token,
         body.tokens,

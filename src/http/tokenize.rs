@@ -70,24 +70,30 @@ pub async fn handle(
     State(state): State<AppState>,
     Caller(caller): Caller,
     headers: HeaderMap,
-    JsonBody { value: body, raw }: JsonBody<TokenizeBody>,
+    body: Result<JsonBody<TokenizeBody>, Problem>,
 ) -> Result<Response, Problem> {
-    let class_name = body.classification.as_deref().unwrap_or("pan");
     // A caller with no right to tokenize anything is refused (and audited)
-    // before its body's content is judged: a malformed request is an
-    // attempt too. (A body that is not this endpoint's JSON at all is
-    // refused by the extractor first, unaudited.)
+    // before its body is judged: a malformed request is an attempt too,
+    // even one that is not JSON at all.
     let access = state.access();
     if access
         .policy
         .grant(&caller, Permission::Tokenize, None)
         .is_none()
     {
-        let class = Classification::parse(class_name).map(|c| c.as_str().to_owned());
-        let values = body.value.iter().count() + body.values.as_ref().map_or(0, Vec::len);
+        let (values, class) = match &body {
+            Ok(JsonBody { value: b, .. }) => (
+                b.value.iter().count() + b.values.as_ref().map_or(0, Vec::len),
+                Classification::parse(b.classification.as_deref().unwrap_or("pan"))
+                    .map(|c| c.as_str().to_owned()),
+            ),
+            Err(_) => (0, None),
+        };
         let each = vec![(None, class); values.clamp(1, state.limits.batch)];
         return Err(state.deny(&caller, "tokenize", each, "tokenize").await);
     }
+    let JsonBody { value: body, raw } = body?;
+    let class_name = body.classification.as_deref().unwrap_or("pan");
     let classification = Classification::parse(class_name).ok_or_else(|| {
         Problem::new(
             ProblemKind::UnsupportedClassification,

@@ -32,19 +32,32 @@ async fn roles_decide_full_masked_or_nothing() {
         let (s, v) = app.post("/detokenize", Some("checkout"), &body).await;
         assert_eq!(s, 403, "{body}: {v}");
     }
+    // Even one that is not this endpoint's JSON at all.
+    for raw in ["{\"token\":", "{\"tokn\": \"x\"}"] {
+        let (s, _, b) = app
+            .post_raw(
+                "/detokenize",
+                Some("checkout"),
+                "application/json",
+                raw,
+                &[],
+            )
+            .await;
+        assert_eq!(s, 403, "{raw}: {b}");
+    }
     // Every attempt, allowed or not, is in the audit log.
     let audit = app.audit_text().await;
     let detok: Vec<&str> = audit
         .lines()
         .filter(|l| l.contains("\"action\":\"detokenize"))
         .collect();
-    assert_eq!(detok.len(), 8, "{audit}");
+    assert_eq!(detok.len(), 10, "{audit}");
     assert_eq!(
         detok
             .iter()
             .filter(|l| l.contains("\"decision\":\"deny\""))
             .count(),
-        6
+        8
     );
     app.assert_no_leaks().await;
 }
@@ -109,13 +122,19 @@ async fn forbidden_actions_get_403_and_change_nothing() {
         let (s, v) = app.post("/tokenize", Some("support"), &body).await;
         assert_eq!(s, 403, "{body}: {v}");
     }
+    for raw in ["{\"value\":", "[\"4111111111111111\"]"] {
+        let (s, _, b) = app
+            .post_raw("/tokenize", Some("support"), "application/json", raw, &[])
+            .await;
+        assert_eq!(s, 403, "{raw}: {b}");
+    }
     let audit = app.audit_text().await;
     let denied = audit.lines().skip(before);
     assert_eq!(
         denied
             .filter(|l| l.contains("\"action\":\"tokenize\"") && l.contains("\"deny\""))
             .count(),
-        4,
+        6,
         "{audit}"
     );
     assert_eq!(
