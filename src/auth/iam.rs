@@ -331,9 +331,9 @@ fn xml_value<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 /// The principal of a caller ARN: an assumed role maps to its role
 /// (`arn:P:sts::A:assumed-role/R/S` → `iam:arn:P:iam::A:role/R`, the
 /// partition kept; STS does not report a role's path) under the session
-/// `S`; an IAM user stays as it is, with no session. A session name
-/// outside what STS allows (2 to 64 of `A-Za-z0-9_+=,.@-`) is refused: it
-/// is bound for the audit log, so nothing else may ride in on it.
+/// `S`; an IAM user stays as it is, with no session. A name outside what
+/// IAM and STS allow ([`is_name`]) is refused: each is bound for the audit
+/// log, so nothing else may ride in on it.
 pub fn principal_of(arn: &str) -> Option<Principal> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let ["arn", partition, service, "", account, resource] = parts[..] else {
@@ -347,7 +347,7 @@ pub fn principal_of(arn: &str) -> Option<Principal> {
             let mut r = resource.split('/');
             match (r.next(), r.next(), r.next(), r.next()) {
                 (Some("assumed-role"), Some(role), Some(session), None)
-                    if !role.is_empty() && is_session_name(session) =>
+                    if is_name(role, 1) && is_name(session, 2) =>
                 {
                     Some(Principal::with_session(
                         format!("iam:arn:{partition}:iam::{account}:role/{role}"),
@@ -357,14 +357,22 @@ pub fn principal_of(arn: &str) -> Option<Principal> {
                 _ => None,
             }
         }
-        "iam" if resource.starts_with("user/") => Some(Principal::new(format!("iam:{arn}"))),
+        "iam"
+            if resource
+                .strip_prefix("user/")
+                .is_some_and(|path| path.split('/').all(|part| is_name(part, 1))) =>
+        {
+            Some(Principal::new(format!("iam:{arn}")))
+        }
         _ => None,
     }
 }
 
-/// What STS accepts as a `RoleSessionName`.
-fn is_session_name(s: &str) -> bool {
-    (2..=64).contains(&s.len())
+/// What IAM accepts as a role's or user's name (at least one character)
+/// or STS as a `RoleSessionName` (at least two): up to 64 of
+/// `A-Za-z0-9_+=,.@-`. A user's path is held to the same, each part.
+fn is_name(s: &str, min: usize) -> bool {
+    (min..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
 }
@@ -383,6 +391,8 @@ mod tests {
         assert_eq!(p.as_str(), "iam:arn:aws-cn:iam::123456789012:role/r");
         let p = principal_of("arn:aws:iam::123456789012:user/bob").unwrap();
         assert_eq!(p.as_str(), "iam:arn:aws:iam::123456789012:user/bob");
+        let p = principal_of("arn:aws:iam::1:user/ops/team-a/bob").unwrap();
+        assert_eq!(p.as_str(), "iam:arn:aws:iam::1:user/ops/team-a/bob");
         assert_eq!(p.session(), None);
         let long = format!("arn:aws:sts::1:assumed-role/r/{}", "a".repeat(65));
         for bad in [
@@ -393,6 +403,10 @@ mod tests {
             "arn:aws:sts::1:assumed-role/r/a b",
             "arn:aws:sts::1:assumed-role/r/a\"b",
             "arn:aws:sts::1:assumed-role/r/s1/extra",
+            "arn:aws:sts::1:assumed-role/r\"x/s1",
+            "arn:aws:iam::1:user/",
+            "arn:aws:iam::1:user/a//b",
+            "arn:aws:iam::1:user/pa\\th/b",
             &long,
             "nope",
         ] {

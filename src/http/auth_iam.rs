@@ -44,28 +44,50 @@ fn anonymous() -> Principal {
 /// STS allows no parentheses in one, so it cannot be a real name.
 pub const WITHHELD_SESSION: &str = "(withheld)";
 
-/// `p` with its session name withheld if it could hold a card number:
-/// whoever assumed the role chose the name, and it is written into every
-/// audit event of the session. Letters end a run of digits; STS's other
-/// allowed characters (`_+=,.@-`) may sit between groups, as in
-/// `4111-1111-1111-1111`. A run of 13 or more digits with any stretch of
-/// 13 to 19 passing the Luhn check is withheld: the rest of the role stays
-/// accountable, and an instance's or task's id rarely holds such a run.
-fn withhold_card_session(p: Principal) -> Principal {
-    let Some(name) = p.session() else { return p };
-    let could_hold_card = name
-        .split(|c: char| c.is_ascii_alphabetic())
+/// Whether `text` could hold a card number: letters end a run of digits,
+/// and any other characters may sit between its groups (`4111-1111-…`,
+/// `4111.1111.…`); a run with any stretch of 12 to 19 digits that the
+/// vault would take as a card (Luhn and a known issuer, as the redactor
+/// judges) could.
+fn could_hold_card(text: &str) -> bool {
+    text.split(|c: char| c.is_ascii_alphabetic())
         .map(|piece| {
             piece
                 .bytes()
                 .filter(u8::is_ascii_digit)
                 .collect::<Vec<u8>>()
         })
-        .any(|d| (13..=19).any(|len| d.windows(len).any(crate::vault::pan::luhn_valid)));
-    if could_hold_card {
-        Principal::with_session(p.as_str().to_owned(), Some(WITHHELD_SESSION.into()))
-    } else {
-        p
+        .any(|d| {
+            (12..=19).any(|len| {
+                d.windows(len)
+                    .any(|w| crate::vault::pan::Pan::check_digits(w).is_ok())
+            })
+        })
+}
+
+/// A login's principal, held to what the audit log may hold. The caller's
+/// own account chooses its role and user names and its session names, and
+/// each is written into every event of the session:
+/// - a role or user name (or path) that could hold a card number is
+///   refused, since policy matches on it;
+/// - a session name that could is recorded as [`WITHHELD_SESSION`]: the
+///   role stays accountable, and a name made of an instance's or task's id
+///   is not refused for a chance run of digits.
+///
+/// The account id (twelve digits of its own) is not looked at.
+fn held_to_the_log(p: Principal) -> Result<Principal, LoginError> {
+    let resource = p.as_str().rsplit(':').next().unwrap_or_default();
+    if could_hold_card(resource) {
+        return Err(LoginError::Refused(
+            "a role or user name that could hold a card number",
+        ));
+    }
+    match p.session() {
+        Some(name) if could_hold_card(name) => Ok(Principal::with_session(
+            p.as_str().to_owned(),
+            Some(WITHHELD_SESSION.into()),
+        )),
+        _ => Ok(p),
     }
 }
 
@@ -114,7 +136,7 @@ pub async fn login(
         }
     };
     let now = state.clock.unix();
-    let result = iam.login(&body.value, now).await.map(withhold_card_session);
+    let result = iam.login(&body.value, now).await.and_then(held_to_the_log);
     let (principal, decision, reason) = match &result {
         Ok(p) => (p.clone(), "allow", None),
         Err(LoginError::Refused(why)) => (anonymous(), "deny", Some(*why)),
@@ -166,24 +188,28 @@ mod tests {
 
     /// Names that could hold a card (its digits between letters, whatever
     /// of STS's other characters join them) are withheld; instance ids,
-    /// e-mail addresses and short numbers are kept.
+    /// e-mail addresses, millisecond times and short numbers are kept. A
+    /// role or user name that could is refused; the account id is not
+    /// looked at.
     #[test]
-    fn session_names_that_could_hold_a_card_are_withheld() {
+    fn names_that_could_hold_a_card_are_withheld_or_refused() {
+        let role = "iam:arn:aws:iam::500000000009:role/r";
         let session = |name: &str| {
-            let p = Principal::with_session("iam:arn:aws:iam::1:role/r".into(), Some(name.into()));
-            withhold_card_session(p).session().map(str::to_owned)
+            let p = Principal::with_session(role.into(), Some(name.into()));
+            held_to_the_log(p).unwrap().session().map(str::to_owned)
         };
         for kept in [
             "alice@example.com",
             "i-0123456789abcdef0",
             "1234567890123",
-            "emp-00412.2026-12-02",
+            "aws-sdk-java-1764681234567",
             "a5105105105105b100",
         ] {
             assert_eq!(session(kept).as_deref(), Some(kept));
         }
         for withheld in [
             "5105105105105100",
+            "500000000009",
             "4111-1111-1111-1111",
             "x378282246310005",
             "ops.4111.1111.1111.1111@corp",
@@ -195,7 +221,16 @@ mod tests {
                 "{withheld}"
             );
         }
-        let user = withhold_card_session(Principal::new("iam:arn:aws:iam::1:user/u".into()));
-        assert_eq!(user.session(), None);
+        let user = held_to_the_log(Principal::new("iam:arn:aws:iam::1:user/ops/u".into()));
+        assert_eq!(user.unwrap().session(), None);
+        for refused in [
+            "iam:arn:aws:iam::1:role/5105105105105100",
+            "iam:arn:aws:iam::1:user/4111-1111/1111-1111/u",
+        ] {
+            assert!(
+                held_to_the_log(Principal::new(refused.into())).is_err(),
+                "{refused}"
+            );
+        }
     }
 }

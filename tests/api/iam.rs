@@ -395,29 +395,11 @@ async fn the_session_name_is_audited_and_withheld_when_it_could_hold_a_card() {
         ("alice@example.com", "alice@example.com"),
         ("4111-1111-1111-1111", "(withheld)"),
     ] {
-        let answer: &'static str = Box::leak(
-            format!(
-                "<GetCallerIdentityResponse><GetCallerIdentityResult>\
-                 <Arn>arn:aws:sts::{ACCOUNT}:assumed-role/support/{name}</Arn>\
-                 <UserId>AROAEXAMPLE:{name}</UserId><Account>{ACCOUNT}</Account>\
-                 </GetCallerIdentityResult></GetCallerIdentityResponse>"
-            )
-            .into_boxed_str(),
-        );
-        let (_open, gate) = tokio::sync::watch::channel(true);
-        let (sts, _) = fake_sts(200, answer, gate).await;
-        let mut app =
-            spawn_support_app(sts.clone(), &format!("arn:aws:iam::{ACCOUNT}:role/support")).await;
+        let (mut app, signed) = support_app_behind(&format!(
+            "arn:aws:sts::{ACCOUNT}:assumed-role/support/{name}"
+        ))
+        .await;
         let token = app.tokenize(CARDS[1].1, json!({})).await["token"].clone();
-        let creds = Credentials::new("AKIDEXAMPLE", "not-a-real-secret", None, None, "tests");
-        let signed = tokenvault::client::sign_login(
-            Some(SERVER_ID),
-            &sts,
-            "us-east-1",
-            creds,
-            SystemTime::now(),
-        )
-        .unwrap();
         // A body that is no login request is refused, and audited.
         for junk in ["{\"method\":", "{\"method\":\"POST\"}"] {
             let (s, _, b) = app
@@ -473,8 +455,56 @@ async fn the_session_name_is_audited_and_withheld_when_it_could_hold_a_card() {
             .await
             .unwrap();
         let report = tokenvault::audit::verify(&app.data_dir().join("audit.log"), &key).unwrap();
-        assert!(report.lines >= 3, "{}", report.lines);
+        assert_eq!(
+            report.lines, 5,
+            "tokenize, two malformed logins, login, detokenize"
+        );
     }
+
+    // A role whose name could hold a card is refused (policy matches on
+    // the name, so it cannot be withheld), and the name is in no log.
+    let card_role = format!("arn:aws:sts::{ACCOUNT}:assumed-role/5105105105105100/bob");
+    let (app, signed) = support_app_behind(&card_role).await;
+    let (s, v) = login(&app, &signed).await;
+    assert_eq!(s, 401, "{v}");
+    let audit = app.audit_text().await;
+    assert!(
+        audit.contains(
+            "\"decision\":\"deny\",\"reason\":\"a role or user name that could hold a card number\""
+        ),
+        "{audit}"
+    );
+    assert!(!audit.contains("5105105105105100"), "{audit}");
+    assert!(!crate::helpers::captured_logs().contains("5105105105105100"));
+    app.assert_no_leaks().await;
+}
+
+/// A support service (`spawn_support_app`) whose STS, a fake one, says
+/// every signature is `arn`'s, and a login signed for it.
+async fn support_app_behind(arn: &str) -> (TestApp, Value) {
+    let answer: &'static str = Box::leak(
+        format!(
+            "<GetCallerIdentityResponse><GetCallerIdentityResult><Arn>{arn}</Arn>\
+             <UserId>AROAEXAMPLE:x</UserId><Account>123456789012</Account>\
+             </GetCallerIdentityResult></GetCallerIdentityResponse>"
+        )
+        .into_boxed_str(),
+    );
+    let (open, gate) = tokio::sync::watch::channel(true);
+    // Kept open for good: the fake answers at once, for the test's life.
+    std::mem::forget(open);
+    let (sts, _) = fake_sts(200, answer, gate).await;
+    let app = spawn_support_app(sts.clone(), "arn:aws:iam::123456789012:role/support").await;
+    let creds = Credentials::new("AKIDEXAMPLE", "not-a-real-secret", None, None, "tests");
+    let signed = tokenvault::client::sign_login(
+        Some(SERVER_ID),
+        &sts,
+        "us-east-1",
+        creds,
+        SystemTime::now(),
+    )
+    .unwrap();
+    (app, signed)
 }
 
 fn base64_of(s: &str) -> String {
