@@ -67,6 +67,28 @@ impl Keyed {
     }
 }
 
+/// The tokens a replayed answer hands out again, on the response's
+/// extensions (never sent): the request that gets them is audited like
+/// the first, so who was given which token stays in the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replayed(pub Vec<String>);
+
+impl Replayed {
+    /// The tokens of a kept answer: a single tokenization's `token`, or
+    /// each of a batch's `results` that has one.
+    fn of(response: &str) -> Replayed {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(response) else {
+            return Replayed::default();
+        };
+        let token = |item: &serde_json::Value| item.get("token")?.as_str().map(str::to_owned);
+        let tokens = match v.get("results").and_then(|r| r.as_array()) {
+            Some(results) => results.iter().filter_map(token).collect(),
+            None => token(&v).into_iter().collect(),
+        };
+        Replayed(tokens)
+    }
+}
+
 /// A claimed Idempotency-Key, freed if it is dropped unsettled (the task
 /// panicked): a key must not stay "in progress" until the lease ends (a
 /// retry meets 409 till then). Freeing only deletes a claim this owner
@@ -116,11 +138,13 @@ impl Claim {
                 response,
             } if request_hash == keyed.hash => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                let tokens = Replayed::of(&response);
                 let mut res = json_response(status, response.into_bytes());
                 res.headers_mut().insert(
                     "idempotent-replayed",
                     axum::http::HeaderValue::from_static("true"),
                 );
+                res.extensions_mut().insert(tokens);
                 Err(Ok(res))
             }
             IdempotencyClaim::InProgress { request_hash } if request_hash == keyed.hash => {

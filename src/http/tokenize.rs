@@ -20,7 +20,7 @@ use super::AppState;
 use super::batch::{Items, Outcome};
 use super::error::{Problem, ProblemKind, REQUEST_ID, current_request_id};
 use super::extract::{Caller, JsonBody};
-use super::idempotency::{Claim, Keyed};
+use super::idempotency::{Claim, Keyed, Replayed};
 
 /// The request: `value` or `values`, and options shared by every item.
 #[derive(Deserialize)]
@@ -177,6 +177,31 @@ struct Work {
 }
 
 impl Work {
+    /// A replayed answer hands its tokens out again, to this request's
+    /// caller (of a role, maybe another session than the first): one
+    /// `allow` event per token, reason `idempotent replay`, or one with
+    /// none when the answer held none; a 503 if the log cannot take them.
+    async fn audit_replay(&self, answered: Result<Response, Problem>) -> Result<Response, Problem> {
+        let mut res = answered?;
+        let Some(Replayed(tokens)) = res.extensions_mut().remove::<Replayed>() else {
+            return Ok(res);
+        };
+        let event = |token: Option<String>| AuditEvent {
+            token,
+            reason: Some("idempotent replay".into()),
+            ..self.allowed.clone()
+        };
+        let events = if tokens.is_empty() {
+            vec![event(None)]
+        } else {
+            tokens.into_iter().map(|t| event(Some(t))).collect()
+        };
+        match self.state.audit.record(events).await {
+            Ok(()) => Ok(res),
+            Err(e) => Err(Problem::unavailable(&e)),
+        }
+    }
+
     /// Claims the key, if any, stores and audits the values, records the
     /// answer under the key (or frees the key when there is none to keep)
     /// and hands the answer over. A request gone before its answer
@@ -196,6 +221,7 @@ impl Work {
             Some(keyed) => match Claim::take(&self.state, keyed).await {
                 Ok(claim) => Some(claim),
                 Err(answered) => {
+                    let answered = self.audit_replay(answered).await;
                     let _ = answer.send(answered);
                     return;
                 }

@@ -1,4 +1,4 @@
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::emulator::{Backend, backend};
 use crate::helpers::{CARDS, freed, luhn, spawn_app, spawn_app_on};
@@ -119,6 +119,50 @@ async fn an_idempotency_key_replays_the_first_answer() {
     let (s3, _, b3) = send(json!({"value": "4111111111111111"}).to_string()).await;
     assert_eq!(s3, 422, "{b3}");
     assert_eq!(app.token_rows().await, 1);
+
+    // A batch's replay too; and each replay is audited, one event per
+    // token handed out again.
+    let batch = json!({"values": ["5555555555554444", "378282246310005", "4111"]}).to_string();
+    let send_batch = || {
+        app.post_raw(
+            "/tokenize",
+            Some("checkout"),
+            "application/json",
+            batch.clone(),
+            &[("idempotency-key", "order-43-batch")],
+        )
+    };
+    let (s4, _, b4) = send_batch().await;
+    let (s5, h5, b5) = send_batch().await;
+    assert_eq!(
+        (s4.as_u16(), s5.as_u16(), b4.as_str()),
+        (200, 200, b5.as_str())
+    );
+    assert_eq!(h5["idempotent-replayed"], "true");
+    let v: Value = serde_json::from_str(&b4).unwrap();
+    let mut tokens: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["token"].as_str())
+        .collect();
+    assert_eq!(tokens.len(), 2, "{b4}");
+    let first: Value = serde_json::from_str(&b1).unwrap();
+    tokens.push(first["token"].as_str().unwrap());
+    let audit = app.audit_text().await;
+    for token in tokens {
+        let events: Vec<&str> = audit
+            .lines()
+            .filter(|l| l.contains(&format!("\"token\":\"{token}\"")))
+            .collect();
+        assert_eq!(events.len(), 2, "{audit}");
+        assert!(events[0].contains("\"reason\":null"), "{audit}");
+        assert!(
+            events[1].contains("\"action\":\"tokenize\"")
+                && events[1].contains("\"decision\":\"allow\",\"reason\":\"idempotent replay\""),
+            "{audit}"
+        );
+    }
     app.assert_no_leaks().await;
 }
 
