@@ -44,25 +44,31 @@ fn anonymous() -> Principal {
 /// STS allows no parentheses in one, so it cannot be a real name.
 pub const WITHHELD_SESSION: &str = "(withheld)";
 
-/// Whether `text` could hold a card number: letters end a run of digits,
-/// and any other characters may sit between its groups (`4111-1111-…`,
-/// `4111.1111.…`); a run with any stretch of 12 to 19 digits that the
-/// vault would take as a card (Luhn and a known issuer, as the redactor
-/// judges) could.
-fn could_hold_card(text: &str) -> bool {
-    text.split(|c: char| c.is_ascii_alphabetic())
-        .map(|piece| {
-            piece
-                .bytes()
-                .filter(u8::is_ascii_digit)
-                .collect::<Vec<u8>>()
-        })
-        .any(|d| {
-            (12..=19).any(|len| {
-                d.windows(len)
-                    .any(|w| crate::vault::pan::Pan::check_digits(w).is_ok())
+/// Whether `text` could hold a card number. Letters end a run of digits;
+/// any other characters split a run into groups (`4111-1111-…`,
+/// `4111.1111.…`). A run could when a stretch of its whole groups, 12 to
+/// 19 digits, is what the vault would take as a card (Luhn and a known
+/// issuer, as the redactor judges): digits glued to more digits are no
+/// card to the redactor either, and a 19-digit clock reading
+/// (`aws-go-sdk-<nanoseconds>`) is not withheld for a card-shaped stretch
+/// inside it. A stretch that is exactly `except` (the account id, already
+/// in every line as part of the principal) is passed over.
+fn could_hold_card(text: &str, except: &str) -> bool {
+    text.split(|c: char| c.is_ascii_alphabetic()).any(|run| {
+        let groups: Vec<&str> = run
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|g| !g.is_empty())
+            .collect();
+        (0..groups.len()).any(|from| {
+            let mut digits = String::new();
+            groups[from..].iter().any(|g| {
+                digits.push_str(g);
+                (12..=19).contains(&digits.len())
+                    && digits != except
+                    && crate::vault::pan::Pan::check_digits(digits.as_bytes()).is_ok()
             })
         })
+    })
 }
 
 /// A login's principal, held to what the audit log may hold. The caller's
@@ -76,14 +82,18 @@ fn could_hold_card(text: &str) -> bool {
 ///
 /// The account id (twelve digits of its own) is not looked at.
 fn held_to_the_log(p: Principal) -> Result<Principal, LoginError> {
-    let resource = p.as_str().rsplit(':').next().unwrap_or_default();
-    if could_hold_card(resource) {
+    // `iam:arn:P:iam::ACCOUNT:role/R` or `…:user/PATH/NAME`.
+    let parts: Vec<&str> = p.as_str().splitn(7, ':').collect();
+    let [_, _, _, _, _, account, resource] = parts[..] else {
+        return Err(LoginError::Refused("unsupported ARN"));
+    };
+    if could_hold_card(resource, account) {
         return Err(LoginError::Refused(
             "a role or user name that could hold a card number",
         ));
     }
     match p.session() {
-        Some(name) if could_hold_card(name) => Ok(Principal::with_session(
+        Some(name) if could_hold_card(name, account) => Ok(Principal::with_session(
             p.as_str().to_owned(),
             Some(WITHHELD_SESSION.into()),
         )),
@@ -203,13 +213,16 @@ mod tests {
             "i-0123456789abcdef0",
             "1234567890123",
             "aws-sdk-java-1764681234567",
+            "aws-go-sdk-1764681234567890000",
             "a5105105105105b100",
+            "51051051051051001",
+            "ci-500000000009",
         ] {
             assert_eq!(session(kept).as_deref(), Some(kept));
         }
         for withheld in [
             "5105105105105100",
-            "500000000009",
+            "500000000017",
             "4111-1111-1111-1111",
             "x378282246310005",
             "ops.4111.1111.1111.1111@corp",
@@ -223,9 +236,14 @@ mod tests {
         }
         let user = held_to_the_log(Principal::new("iam:arn:aws:iam::1:user/ops/u".into()));
         assert_eq!(user.unwrap().session(), None);
+        // A role named after its account (CDK's, say) is not refused for it.
+        let cdk =
+            "iam:arn:aws:iam::500000000009:role/cdk-hnb659fds-deploy-role-500000000009-us-east-1";
+        assert!(held_to_the_log(Principal::new(cdk.into())).is_ok());
         for refused in [
             "iam:arn:aws:iam::1:role/5105105105105100",
             "iam:arn:aws:iam::1:user/4111-1111/1111-1111/u",
+            "iam:arn:aws:iam::500000000009:role/r-500000000017",
         ] {
             assert!(
                 held_to_the_log(Principal::new(refused.into())).is_err(),

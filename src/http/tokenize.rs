@@ -177,27 +177,48 @@ struct Work {
 }
 
 impl Work {
-    /// A replayed answer hands its tokens out again, to this request's
-    /// caller (of a role, maybe another session than the first): one
-    /// `allow` event per token, reason `idempotent replay`, or one with
-    /// none when the answer held none; a 503 if the log cannot take them.
-    async fn audit_replay(&self, answered: Result<Response, Problem>) -> Result<Response, Problem> {
-        let mut res = answered?;
-        let Some(Replayed(tokens)) = res.extensions_mut().remove::<Replayed>() else {
-            return Ok(res);
-        };
-        let event = |token: Option<String>| AuditEvent {
+    /// What the Idempotency-Key answered instead of a claim, audited as
+    /// the tokenization attempt it is. A replay hands the first answer's
+    /// tokens out again, to this request's caller (of a role, maybe another
+    /// session than the first's): one `allow` event per token, reason
+    /// `idempotent replay`, or one `error` event when the answer held none.
+    /// A 409 (the first request still running) or a 422 (the key used with
+    /// another body) is a `deny` event per value, a fault (the store down)
+    /// an `error` one, with the problem's type as the reason. A 503 if the
+    /// log cannot take them.
+    async fn audit_keyed_answer(
+        &self,
+        mut answered: Result<Response, Problem>,
+    ) -> Result<Response, Problem> {
+        let event = |token: Option<String>, decision: &'static str, reason: &str| AuditEvent {
             token,
-            reason: Some("idempotent replay".into()),
+            decision,
+            reason: Some(reason.to_owned()),
             ..self.allowed.clone()
         };
-        let events = if tokens.is_empty() {
-            vec![event(None)]
-        } else {
-            tokens.into_iter().map(|t| event(Some(t))).collect()
+        let events = match &mut answered {
+            Ok(res) => match res.extensions_mut().remove::<Replayed>() {
+                None => return answered,
+                Some(Replayed(tokens)) if tokens.is_empty() => {
+                    vec![event(None, "error", "idempotent replay")]
+                }
+                Some(Replayed(tokens)) => tokens
+                    .into_iter()
+                    .map(|t| event(Some(t), "allow", "idempotent replay"))
+                    .collect(),
+            },
+            Err(problem) => {
+                let decision = if problem.kind.status().is_server_error() {
+                    "error"
+                } else {
+                    "deny"
+                };
+                let each = self.values.len().clamp(1, self.state.limits.batch);
+                vec![event(None, decision, problem.kind.slug()); each]
+            }
         };
         match self.state.audit.record(events).await {
-            Ok(()) => Ok(res),
+            Ok(()) => answered,
             Err(e) => Err(Problem::unavailable(&e)),
         }
     }
@@ -221,7 +242,7 @@ impl Work {
             Some(keyed) => match Claim::take(&self.state, keyed).await {
                 Ok(claim) => Some(claim),
                 Err(answered) => {
-                    let answered = self.audit_replay(answered).await;
+                    let answered = self.audit_keyed_answer(answered).await;
                     let _ = answer.send(answered);
                     return;
                 }

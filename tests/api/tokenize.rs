@@ -157,12 +157,26 @@ async fn an_idempotency_key_replays_the_first_answer() {
             .collect();
         assert_eq!(events.len(), 2, "{audit}");
         assert!(events[0].contains("\"reason\":null"), "{audit}");
+        // The replay's event is its own request's.
+        let request_id = |l: &str| serde_json::from_str::<Value>(l).unwrap()["request_id"].clone();
+        assert_ne!(request_id(events[0]), request_id(events[1]));
         assert!(
             events[1].contains("\"action\":\"tokenize\"")
                 && events[1].contains("\"decision\":\"allow\",\"reason\":\"idempotent replay\""),
             "{audit}"
         );
     }
+    // The same key with another body was refused, and audited.
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains(
+                "\"action\":\"tokenize\",\"token\":null,\"classification\":\"pan\",\"decision\":\"deny\",\"reason\":\"idempotency-key-reused\""
+            ))
+            .count(),
+        1,
+        "{audit}"
+    );
     app.assert_no_leaks().await;
 }
 
