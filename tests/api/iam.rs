@@ -18,6 +18,8 @@ use crate::policy::role;
 
 const SERVER_ID: &str = "tokenvault.test.example";
 const CHECKOUT_KEY: &str = "checkout-key-for-the-iam-tests-0123456789";
+/// The account the fake STS (`support_app_behind`) answers for.
+const ACCOUNT: &str = "123456789012";
 
 fn creds(v: &Value) -> Credentials {
     Credentials::new(
@@ -390,7 +392,6 @@ async fn sts_throttling_and_too_many_logins_answer_503() {
 /// hold a card number is withheld, in the answer and in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_name_is_audited_and_withheld_when_it_could_hold_a_card() {
-    const ACCOUNT: &str = "123456789012";
     for (name, recorded) in [
         ("alice@example.com", "alice@example.com"),
         ("4111-1111-1111-1111", "(withheld)"),
@@ -485,7 +486,7 @@ async fn support_app_behind(arn: &str) -> (TestApp, Value) {
     let answer: &'static str = Box::leak(
         format!(
             "<GetCallerIdentityResponse><GetCallerIdentityResult><Arn>{arn}</Arn>\
-             <UserId>AROAEXAMPLE:x</UserId><Account>123456789012</Account>\
+             <UserId>AROAEXAMPLE:x</UserId><Account>{ACCOUNT}</Account>\
              </GetCallerIdentityResult></GetCallerIdentityResponse>"
         )
         .into_boxed_str(),
@@ -494,7 +495,7 @@ async fn support_app_behind(arn: &str) -> (TestApp, Value) {
     // Kept open for good: the fake answers at once, for the test's life.
     std::mem::forget(open);
     let (sts, _) = fake_sts(200, answer, gate).await;
-    let app = spawn_support_app(sts.clone(), "arn:aws:iam::123456789012:role/support").await;
+    let app = spawn_support_app(sts.clone(), &format!("arn:aws:iam::{ACCOUNT}:role/support")).await;
     let creds = Credentials::new("AKIDEXAMPLE", "not-a-real-secret", None, None, "tests");
     let signed = tokenvault::client::sign_login(
         Some(SERVER_ID),
