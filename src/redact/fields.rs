@@ -5,16 +5,12 @@
 use std::collections::HashMap;
 
 use super::Kind;
+use super::detectors::{cvv, pin};
+use super::pairs::EndPairs;
 
+/// Besides the card security code's names ([`cvv::NAMES`]) and the PIN's
+/// ([`pin::NAMES`]), which the text detectors anchor on too.
 const DEFAULTS: &[(&str, Kind)] = &[
-    ("cvv", Kind::Cvv),
-    ("cvv2", Kind::Cvv),
-    ("cvc", Kind::Cvv),
-    ("cvc2", Kind::Cvv),
-    ("cid", Kind::Cvv),
-    ("csc", Kind::Cvv),
-    ("cardcode", Kind::Cvv),
-    ("securitycode", Kind::Cvv),
     ("cardnumber", Kind::Pan),
     ("cardno", Kind::Pan),
     ("ccnumber", Kind::Pan),
@@ -35,8 +31,6 @@ const DEFAULTS: &[(&str, Kind)] = &[
     ("secretkey", Kind::Secret),
     ("secretaccesskey", Kind::AwsSecret),
     ("awssecretaccesskey", Kind::AwsSecret),
-    ("pin", Kind::Secret),
-    ("pinblock", Kind::Secret),
     ("ssn", Kind::Ssn),
     ("socialsecuritynumber", Kind::Ssn),
 ];
@@ -47,17 +41,11 @@ const DEFAULTS: &[(&str, Kind)] = &[
 #[derive(Debug, Clone)]
 pub struct FieldRules {
     by_last: Vec<Vec<(Box<str>, Kind)>>,
-    /// One bit per (second-to-last, last) byte pair some name ends in:
-    /// common keys (`trace_id`, `duration`, `token`) end in a byte that
-    /// names do, but rarely in a pair, and one bit test turns them away
-    /// before their name is normalized and compared.
-    pairs: Box<[u64; 1024]>,
-}
-
-/// The bit of a pair of normalized bytes in [`FieldRules::pairs`].
-fn pair_bit(second: u8, last: u8) -> (usize, u64) {
-    let i = usize::from(second) << 8 | usize::from(last);
-    (i / 64, 1 << (i % 64))
+    /// The byte pairs names end in: common keys (`trace_id`, `duration`,
+    /// `token`) end in a byte that names do, but rarely in a pair, and one
+    /// bit test turns them away before their name is normalized and
+    /// compared.
+    pairs: EndPairs,
 }
 
 /// Names so short that many words end in them: they match only whole.
@@ -160,9 +148,15 @@ fn normalize_into<'b>(name: &[u8], buf: &'b mut [u8; MAX_NAME]) -> &'b str {
 }
 
 fn defaults() -> HashMap<String, Kind> {
-    DEFAULTS
-        .iter()
-        .map(|(n, k)| ((*n).to_owned(), *k))
+    let codes = cvv::NAMES.iter().chain(cvv::FIELD_NAMES);
+    let pins = pin::NAMES.iter().chain(pin::FIELD_NAMES);
+    let codes = codes.map(|n| (n, Kind::Cvv));
+    let pins = pins.map(|n| (n, Kind::Secret));
+    let rest = DEFAULTS.iter().map(|(n, k)| (n, *k));
+    codes
+        .chain(pins)
+        .chain(rest)
+        .map(|(n, k)| ((*n).to_owned(), k))
         .collect()
 }
 
@@ -198,23 +192,11 @@ impl FieldRules {
             let last = *name.as_bytes().last().expect("names are not empty");
             by_last[usize::from(last)].push((name.into_boxed_str(), kind));
         }
-        let mut pairs = Box::new([0u64; 1024]);
         // Longest first, so `creditcardnumber` wins over `cardnumber`.
         for bucket in &mut by_last {
             bucket.sort_by(|a: &(Box<str>, Kind), b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-            for (name, _) in bucket.iter() {
-                let b = name.as_bytes();
-                // A one-byte name matches after any byte.
-                let seconds = match b.len() {
-                    1 => (0..=255).collect(),
-                    n => vec![b[n - 2]],
-                };
-                for second in seconds {
-                    let (w, bit) = pair_bit(second, b[b.len() - 1]);
-                    pairs[w] |= bit;
-                }
-            }
         }
+        let pairs = EndPairs::new(by_last.iter().flatten().map(|(n, _)| n.as_bytes()));
         Self { by_last, pairs }
     }
 
@@ -287,8 +269,7 @@ impl FieldRules {
         }
         // A one-byte key pairs with 0, which only one-byte names set.
         let second = tail.next().map_or(0, u8::to_ascii_lowercase);
-        let (w, bit) = pair_bit(second, last);
-        if self.pairs[w] & bit == 0 {
+        if !self.pairs.holds(second, last) {
             return None;
         }
         let mut buf = [0u8; MAX_NAME];

@@ -9,6 +9,8 @@
 //! - [`numeric`]: digit runs (cards, dashed SSNs, North American phones),
 //!   found 64 bytes at a time.
 //! - [`fields`]: JSON field-name rules (`cvv`, `password`, …).
+//! - [`pairs`]: the byte pairs a set of names ends in, for a one-lookup
+//!   first test of a key against them.
 //! - [`action`]: what a finding becomes (mask, label, hash, tokenize, drop).
 //! - [`format`](mod@format): text lines, JSON documents and NDJSON lines, walked by a
 //!   [`Session`] that carries one request's options and findings; NDJSON
@@ -24,6 +26,7 @@ pub mod fields;
 pub mod format;
 pub mod lines;
 pub mod numeric;
+pub mod pairs;
 pub mod scanner;
 
 use std::collections::{BTreeMap, HashMap};

@@ -512,6 +512,79 @@ fn ndjson_fast_path_never_skips_what_the_walk_would_find() {
     );
 }
 
+/// Card security codes and PINs under the names schemes, gateways and
+/// callers give them, in text and in JSON; the look-alikes (`acid`,
+/// `customer_cid`, `map_pin`, a postal `pincode`, a gateway's `cvv_result`
+/// letter) survive.
+#[test]
+fn security_codes_and_pins_are_found_under_every_common_name() {
+    let cases = [
+        ("card_cvv=123 x", "card_cvv=[REDACTED:cvv] x"),
+        ("cvv_code=456 x", "cvv_code=[REDACTED:cvv] x"),
+        ("cardCvv: 789 x", "cardCvv: [REDACTED:cvv] x"),
+        (
+            "CVN2=321 cav2=654 cvd: 987",
+            "CVN2=[REDACTED:cvv] cav2=[REDACTED:cvv] cvd: [REDACTED:cvv]",
+        ),
+        (
+            "amex_cid=1234 cid: 999",
+            "amex_cid=[REDACTED:cvv] cid: [REDACTED:cvv]",
+        ),
+        (
+            r#"security_code => "123" cardCode=0412"#,
+            r#"security_code => "[REDACTED:cvv]" cardCode=[REDACTED:cvv]"#,
+        ),
+        (
+            "card_verification_value=123",
+            "card_verification_value=[REDACTED:cvv]",
+        ),
+        (
+            "pin=1234 card_pin=4321",
+            "pin=[REDACTED:secret] card_pin=[REDACTED:secret]",
+        ),
+        (
+            "PIN_BLOCK: 0412AC89ABCDEF01 ok",
+            "PIN_BLOCK: [REDACTED:secret] ok",
+        ),
+        (
+            "user_pin_number='123456'",
+            "user_pin_number='[REDACTED:secret]'",
+        ),
+        ("cardPin=0412", "cardPin=[REDACTED:secret]"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(label(input), want, "{input}");
+    }
+    for keep in [
+        "acid=123 customer_cid=1234",
+        "spin=1234 map_pin=1234 hairpin: 4321 pincode=560001",
+        "cvv_result=M cvvMatch: Y",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+    for name in [
+        "security_code",
+        "cardCode",
+        "cvn2",
+        "cav2",
+        "cvv_code",
+        "cvc2Number",
+        "cardcid",
+        "amex_cid",
+        "card_verification_value",
+        "cardPin",
+        "pin_number",
+    ] {
+        let line = format!("{{\"{name}\":\"0412\",\"m\":\"x\"}}\n");
+        let (out, _) = redact(Format::Ndjson, &line, &Options::default());
+        assert!(!out.contains("0412"), "{name}: {out}");
+    }
+    for name in ["customer_cid", "map_pin", "pincode", "cvvResult", "acid"] {
+        let line = format!("{{\"{name}\":\"0412\"}}\n");
+        assert_eq!(redact(Format::Ndjson, &line, &Options::default()).0, line);
+    }
+}
+
 /// Regressions from review: each of these once let data through.
 #[test]
 fn nothing_slips_through_tokens_overlaps_floats_or_field_names() {

@@ -15,8 +15,15 @@ const FORBIDDEN: &[&str] = &[
     "cvc",
     "cvv2",
     "cvc2",
+    "cvn",
+    "cvn2",
+    "cvd",
+    "cvd2",
+    "cav2",
     "cid",
     "csc",
+    "cardcode",
+    "securitycode",
     "pin",
     "pinblock",
     "track",
@@ -79,6 +86,11 @@ const FORBIDDEN_WORDS: &[&str] = &[
     "cvc",
     "cvv2",
     "cvc2",
+    "cvn",
+    "cvn2",
+    "cvd",
+    "cvd2",
+    "cav2",
     "pin",
     "pinblock",
     "pinnumber",
@@ -93,6 +105,13 @@ const FORBIDDEN_WORDS: &[&str] = &[
 const ANYWHERE: &[&str] = &[
     "cvv",
     "cvc",
+    "cvn2",
+    "cav2",
+    "securitycode",
+    "cardverification",
+    "cardcid",
+    "amexcid",
+    "cardcsc",
     "cardpin",
     "pinblock",
     "track1",
@@ -156,8 +175,14 @@ fn names_sensitive_data(k: &str) -> bool {
         i.and_then(|i| words.get(i))
             .is_some_and(|w: &String| CARD_WORDS.contains(&w.as_str()))
     };
+    // `pin1`, `pin2`: a numbered PIN is still a PIN.
+    let numbered_pin = |w: &str| {
+        w.strip_prefix("pin")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
     words.iter().enumerate().any(|(i, w)| {
         FORBIDDEN_WORDS.contains(&w.as_str())
+            || numbered_pin(w)
             || (["cid", "csc", "track"].contains(&w.as_str())
                 && (card_word(i.checked_sub(1)) || card_word(Some(i + 1))))
     })
@@ -282,6 +307,18 @@ mod tests {
             "track2data",
             "track1data",
             "track2equiv",
+            "security_code",
+            "securityCode",
+            "cardCode",
+            "cvn2",
+            "CVD",
+            "card_cav2",
+            "cardcid",
+            "amexcid",
+            "pin1",
+            "card_pin2",
+            "cvv_number",
+            "card_verification_value",
         ] {
             let m = BTreeMap::from([(key.to_owned(), "x".to_owned())]);
             assert_eq!(validate(&m), Err(MetadataError::Forbidden), "{key}");
@@ -328,6 +365,8 @@ mod tests {
             ("café_é", "naïve ✓"),
             ("tracking_number", "1Z999AA10123456784"),
             ("delivery_pincode", "560001"),
+            ("gift_card_code", "GC-1"),
+            ("pinned1", "yes"),
             ("customer_cid", "c-9"),
             ("times", "02:57:50,12:01:22,03:06:01"),
             ("dates", "2021-07-27,2022-07-24,2020-06-04"),

@@ -1,24 +1,80 @@
 //! Card security codes written as `cvv=123` or `"cvc": "0123"` in text. In
-//! parsed JSON the field-name rules catch them whatever the value looks like.
+//! parsed JSON the field-name rules catch them whatever the value looks like
+//! ([`NAMES`] is theirs too).
+//!
+//! The schemes and gateways name the code differently (Visa CVV2,
+//! Mastercard CVC2, Amex CID, UnionPay CVN2, JCB CAV2, Interac CVD, PayPal
+//! `security_code`, Authorize.Net `cardCode`), and callers add words
+//! (`card_cvv`, `cvv_code`, `cvvNumber`): PCI DSS 3.3.2 forbids keeping any
+//! of them after authorization, logs included.
 
 use std::ops::Range;
 
 use super::{Anchor, Detector, Finding, Kind, push};
 
+/// Names of a card security code field, lower case, letters and digits
+/// only: a key ending in one of them names one (`card_cvv`), but for
+/// `cid`, which only whole or after a card word does (`amex_cid`; `acid`
+/// and `customer_cid` are something else). The short names also with a word
+/// after them (`cvv_code`, `cvc2Number`, `csc_value`); `cvv_result` and
+/// `cvvMatch` (a gateway's check result, a letter) are not codes.
+pub const NAMES: &[&str] = &[
+    "cvv",
+    "cvv2",
+    "cvc",
+    "cvc2",
+    "cvn",
+    "cvn2",
+    "cvd",
+    "cvd2",
+    "cav2",
+    "csc",
+    "cvvcode",
+    "cvv2code",
+    "cvccode",
+    "cvc2code",
+    "cvncode",
+    "cvn2code",
+    "cvdcode",
+    "cvd2code",
+    "cav2code",
+    "csccode",
+    "cvvnumber",
+    "cvv2number",
+    "cvcnumber",
+    "cvc2number",
+    "cvnnumber",
+    "cvn2number",
+    "cvdnumber",
+    "cvd2number",
+    "cav2number",
+    "cscnumber",
+    "cvvvalue",
+    "cvv2value",
+    "cvcvalue",
+    "cvc2value",
+    "cvnvalue",
+    "cvn2value",
+    "cvdvalue",
+    "cvd2value",
+    "cav2value",
+    "cscvalue",
+    "cid",
+    "cardcode",
+    "securitycode",
+    "cardverificationvalue",
+    "cardverificationcode",
+];
+
+/// Names the field-name rules need beside [`NAMES`], as they take `cid`
+/// only whole; the text pattern reads these itself from the `cid` anchor.
+pub const FIELD_NAMES: &[&str] = &["cardcid", "amexcid"];
+
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Cvv,
-    pattern: r#"(?i)\b(?:cvv2?|cvc2?|cid|csc|card_?code|security_?code)"?[ \t]{0,3}[:=][ \t]{0,3}"?[0-9]{3,4}\b"#,
+    pattern: r#"(?i)(?:(?:(?:cvv|cvc|cvn|cvd)2?|cav2|csc)(?:[_-]?(?:code|number|value))?|(?:\b|card[_-]?|amex[_-]?)cid|card[_-]?code|security[_-]?code|card[_-]?verification[_-]?(?:value|code))["']?[ \t]{0,3}(?:=>|[:=])[ \t]{0,3}["']?[0-9]{3,4}\b"#,
     validate,
-    anchor: Anchor::Key(&[
-        "cvv",
-        "cvv2",
-        "cvc",
-        "cvc2",
-        "cid",
-        "csc",
-        "cardcode",
-        "securitycode",
-    ]),
+    anchor: Anchor::Key(NAMES),
 };
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

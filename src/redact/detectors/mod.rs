@@ -13,6 +13,7 @@ pub mod ip;
 pub mod jwt;
 pub mod pan;
 pub mod phone;
+pub mod pin;
 pub mod private_key;
 pub mod secret;
 pub mod ssn;
@@ -171,6 +172,7 @@ pub const DETECTORS: &[Detector] = &[
     secret::DETECTOR,
     secret::BASIC,
     cvv::DETECTOR,
+    pin::DETECTOR,
     aws_key_id::DETECTOR,
     iban::DETECTOR,
     email::DETECTOR,
