@@ -31,6 +31,16 @@ const DEFAULTS: &[(&str, Kind)] = &[
     ("secretkey", Kind::Secret),
     ("secretaccesskey", Kind::AwsSecret),
     ("awssecretaccesskey", Kind::AwsSecret),
+    // Magnetic-stripe tracks and EMV's track 2 equivalent (PCI DSS 3.3.1).
+    ("track1", Kind::Secret),
+    ("track2", Kind::Secret),
+    ("track1data", Kind::Secret),
+    ("track2data", Kind::Secret),
+    ("trackdata", Kind::Secret),
+    ("track2equivalent", Kind::Secret),
+    ("track2equivalentdata", Kind::Secret),
+    ("magstripe", Kind::Secret),
+    ("magstripedata", Kind::Secret),
     ("ssn", Kind::Ssn),
     ("socialsecuritynumber", Kind::Ssn),
 ];

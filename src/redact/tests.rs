@@ -585,6 +585,49 @@ fn security_codes_and_pins_are_found_under_every_common_name() {
     }
 }
 
+/// Magnetic-stripe tracks: track 1's card was glued to its format code
+/// and passed whole; track 2's expiry, service code and discretionary data
+/// (the PIN verification value, the stripe's security code) passed beside
+/// a masked card.
+#[test]
+fn track_data_is_redacted_whole_but_the_cards_last_four() {
+    let cases = [
+        (
+            "swipe %B4111111111111111^DOE/JOHN^2512101123456789012345678?;4111111111111111=2512101123456789? end",
+            "swipe %B[REDACTED:pan][REDACTED:secret];[REDACTED:pan][REDACTED:secret] end",
+        ),
+        (
+            r#"magstripe="B5555555555554444^SMITH/J^25121010000000000000""#,
+            r#"magstripe="B[REDACTED:pan][REDACTED:secret]""#,
+        ),
+        (
+            "track2=;4111111111111111=25121011234567890123?",
+            "track2=;[REDACTED:pan][REDACTED:secret]",
+        ),
+        (
+            "tag 57 13 4111111111111111D25121011234567890123F ok",
+            "tag 57 13 [REDACTED:pan][REDACTED:secret] ok",
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(label(input), want, "{input}");
+    }
+    let masked = text("t=;4111111111111111=25121011234567890123?");
+    assert_eq!(masked, "t=;************1111**********************");
+    for keep in [
+        "order 12345678901234=1234567 ok",     // no card before the `=`
+        "x AB4111111111111111^y^z",            // `B` inside a word
+        "sum 4111111111111112=25121011234 ok", // fails Luhn
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+    for name in ["track2", "Track1", "track_2_data", "trackData", "magstripe"] {
+        let line = format!("{{\"{name}\":\"x9z\",\"m\":\"x\"}}\n");
+        let (out, _) = redact(Format::Ndjson, &line, &Options::default());
+        assert!(!out.contains("x9z"), "{name}: {out}");
+    }
+}
+
 /// Regressions from review: each of these once let data through.
 #[test]
 fn nothing_slips_through_tokens_overlaps_floats_or_field_names() {

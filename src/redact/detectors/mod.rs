@@ -17,6 +17,7 @@ pub mod pin;
 pub mod private_key;
 pub mod secret;
 pub mod ssn;
+pub mod track;
 
 use std::ops::Range;
 
@@ -179,6 +180,7 @@ pub const DETECTORS: &[Detector] = &[
     email::PERCENT_ENCODED,
     pan::PERCENT_ENCODED,
     ssn::DETECTOR,
+    track::DETECTOR,
     phone::INTERNATIONAL,
     ip::V4,
     ip::V6,
