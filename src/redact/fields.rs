@@ -59,7 +59,7 @@ pub struct FieldRules {
 }
 
 /// Names so short that many words end in them: they match only whole.
-const WHOLE_ONLY: &[&str] = &["pin", "cid"];
+const WHOLE_ONLY: &[&str] = &["pin", "cid", "cvd"];
 
 /// Longest field name looked at: longer keys are not rules' names.
 const MAX_NAME: usize = 64;

@@ -551,14 +551,27 @@ fn security_codes_and_pins_are_found_under_every_common_name() {
             "user_pin_number='[REDACTED:secret]'",
         ),
         ("cardPin=0412", "cardPin=[REDACTED:secret]"),
+        (
+            "user_pin=1234 newPin: 4321 atm-pin=9999",
+            "user_pin=[REDACTED:secret] newPin: [REDACTED:secret] atm-pin=[REDACTED:secret]",
+        ),
+        (
+            "pinblock=0412 AC89 ABCD EF01 ok",
+            "pinblock=[REDACTED:secret] ok",
+        ),
+        (
+            "cvv_2=123 cvv-2=456 card_cvd=789",
+            "cvv_2=[REDACTED:cvv] cvv-2=[REDACTED:cvv] card_cvd=[REDACTED:cvv]",
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(label(input), want, "{input}");
     }
     for keep in [
         "acid=123 customer_cid=1234",
-        "spin=1234 map_pin=1234 hairpin: 4321 pincode=560001",
+        "spin=1234 hairpin: 4321 pinned=1234 pincode=560001",
         "cvv_result=M cvvMatch: Y",
+        "sent=100 rcvd=2048 pkts_rcvd=4096",
     ] {
         assert_eq!(text(keep), keep);
     }
@@ -574,12 +587,15 @@ fn security_codes_and_pins_are_found_under_every_common_name() {
         "card_verification_value",
         "cardPin",
         "pin_number",
+        "userPin",
+        "new_pin",
+        "card_cvd",
     ] {
         let line = format!("{{\"{name}\":\"0412\",\"m\":\"x\"}}\n");
         let (out, _) = redact(Format::Ndjson, &line, &Options::default());
         assert!(!out.contains("0412"), "{name}: {out}");
     }
-    for name in ["customer_cid", "map_pin", "pincode", "cvvResult", "acid"] {
+    for name in ["customer_cid", "pincode", "cvvResult", "acid", "bytes_rcvd"] {
         let line = format!("{{\"{name}\":\"0412\"}}\n");
         assert_eq!(redact(Format::Ndjson, &line, &Options::default()).0, line);
     }
@@ -614,6 +630,18 @@ fn track_data_is_redacted_whole_but_the_cards_last_four() {
     }
     let masked = text("t=;4111111111111111=25121011234567890123?");
     assert_eq!(masked, "t=;************1111**********************");
+    // Cut short after the card, or without the format code: the card is
+    // still found, and what follows it of the track.
+    for (input, want) in [
+        ("%B4111111111111111^", "%B************1111*"),
+        ("B4111111111111111^ rest", "B************1111* rest"),
+        (
+            "t1=4111111111111111^DOE/J^2512101123?",
+            "t1=************1111******************",
+        ),
+    ] {
+        assert_eq!(text(input), want, "{input}");
+    }
     for keep in [
         "order 12345678901234=1234567 ok",     // no card before the `=`
         "x AB4111111111111111^y^z",            // `B` inside a word

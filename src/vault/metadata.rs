@@ -22,6 +22,7 @@ const FORBIDDEN: &[&str] = &[
     "cav2",
     "cid",
     "csc",
+    "csc2",
     "cardcode",
     "securitycode",
     "pin",
@@ -108,7 +109,11 @@ const ANYWHERE: &[&str] = &[
     "cvn2",
     "cav2",
     "securitycode",
-    "cardverification",
+    "cardverificationvalue",
+    "cardverificationcode",
+    "cardverificationnumber",
+    "cardcvn",
+    "cardcvd",
     "cardcid",
     "amexcid",
     "cardcsc",
@@ -119,6 +124,15 @@ const ANYWHERE: &[&str] = &[
     "trackdata",
     "magstripe",
 ];
+
+/// Card security codes' short names, which a word of [`CODE_SUFFIXES`]
+/// after them makes the code's field (`csc_value`, `cvncode`).
+const CODES: &[&str] = &[
+    "cvv", "cvv2", "cvc", "cvc2", "cvn", "cvn2", "cvd", "cvd2", "cav2", "csc", "csc2", "cid",
+];
+
+/// Words that name a field's content after a code's name.
+const CODE_SUFFIXES: &[&str] = &["code", "number", "value"];
 
 /// Words that make `cid`, `csc` or `track` a card's, written next to it
 /// (`amex_cid`, `card_track`, `track_data`, `csc_code`).
@@ -180,9 +194,20 @@ fn names_sensitive_data(k: &str) -> bool {
         w.strip_prefix("pin")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     };
+    // A code's name with a word after it, in one word (`cvncode`,
+    // `cscvalue`) or two (`csc_value`, `cvd_number`).
+    let code = |w: Option<&String>| w.is_some_and(|w| CODES.contains(&w.as_str()));
+    let code_with_suffix = |i: usize| {
+        let w = &words[i];
+        CODE_SUFFIXES.iter().any(|s| {
+            w.strip_suffix(s).is_some_and(|base| CODES.contains(&base))
+                || (w == s && code(i.checked_sub(1).and_then(|p| words.get(p))))
+        })
+    };
     words.iter().enumerate().any(|(i, w)| {
         FORBIDDEN_WORDS.contains(&w.as_str())
             || numbered_pin(w)
+            || code_with_suffix(i)
             || (["cid", "csc", "track"].contains(&w.as_str())
                 && (card_word(i.checked_sub(1)) || card_word(Some(i + 1))))
     })
@@ -319,6 +344,15 @@ mod tests {
             "card_pin2",
             "cvv_number",
             "card_verification_value",
+            "cardcvn",
+            "CARDCVD",
+            "cvdvalue",
+            "cvncode",
+            "cvnnumber",
+            "csc_value",
+            "csc_number",
+            "csc2",
+            "cid_number",
         ] {
             let m = BTreeMap::from([(key.to_owned(), "x".to_owned())]);
             assert_eq!(validate(&m), Err(MetadataError::Forbidden), "{key}");
@@ -366,6 +400,9 @@ mod tests {
             ("tracking_number", "1Z999AA10123456784"),
             ("delivery_pincode", "560001"),
             ("gift_card_code", "GC-1"),
+            ("card_verification_status", "passed"),
+            ("cardVerificationMethod", "3ds"),
+            ("bytes_rcvd", "10"),
             ("pinned1", "yes"),
             ("customer_cid", "c-9"),
             ("times", "02:57:50,12:01:22,03:06:01"),

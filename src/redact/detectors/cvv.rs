@@ -14,8 +14,8 @@ use super::{Anchor, Detector, Finding, Kind, push};
 
 /// Names of a card security code field, lower case, letters and digits
 /// only: a key ending in one of them names one (`card_cvv`), but for
-/// `cid`, which only whole or after a card word does (`amex_cid`; `acid`
-/// and `customer_cid` are something else). The short names also with a word
+/// `cid` and `cvd`, which only whole or after a card word do (`amex_cid`;
+/// `acid`, `customer_cid` and `bytes_rcvd` are something else). The short names also with a word
 /// after them (`cvv_code`, `cvc2Number`, `csc_value`); `cvv_result` and
 /// `cvvMatch` (a gateway's check result, a letter) are not codes.
 pub const NAMES: &[&str] = &[
@@ -68,11 +68,11 @@ pub const NAMES: &[&str] = &[
 
 /// Names the field-name rules need beside [`NAMES`], as they take `cid`
 /// only whole; the text pattern reads these itself from the `cid` anchor.
-pub const FIELD_NAMES: &[&str] = &["cardcid", "amexcid"];
+pub const FIELD_NAMES: &[&str] = &["cardcid", "amexcid", "cardcvd"];
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Cvv,
-    pattern: r#"(?i)(?:(?:(?:cvv|cvc|cvn|cvd)2?|cav2|csc)(?:[_-]?(?:code|number|value))?|(?:\b|card[_-]?|amex[_-]?)cid|card[_-]?code|security[_-]?code|card[_-]?verification[_-]?(?:value|code))["']?[ \t]{0,3}(?:=>|[:=])[ \t]{0,3}["']?[0-9]{3,4}\b"#,
+    pattern: r#"(?i)(?:(?:(?:cvv|cvc|cvn|(?:\b|card[_-]?)cvd)(?:[_-]?2)?|cav2|csc)(?:[_-]?(?:code|number|value))?|(?:\b|card[_-]?|amex[_-]?)cid|card[_-]?code|security[_-]?code|card[_-]?verification[_-]?(?:value|code))["']?[ \t]{0,3}(?:=>|[:=])[ \t]{0,3}["']?[0-9]{3,4}\b"#,
     validate,
     anchor: Anchor::Key(NAMES),
 };

@@ -8,19 +8,34 @@ use std::ops::Range;
 use super::{Anchor, Detector, Finding, Kind, push, value_start};
 
 /// Names of a PIN field, lower case, letters and digits only: a key ending
-/// in one of them names one (`card_pin`, `user_pin_number`), but for
-/// `pin`, which only whole or after `card` does: `spin`, `map_pin` and
-/// `hairpin` are something else, as is `pincode` (a postal code in India).
+/// in one of them names one (`user_pin_number`). `pin` itself is a word's
+/// end too often (`spin`, `hairpin`, `pincode`, a postal code in India):
+/// in text it counts as its own word (`pin=`, `user_pin=`, `newPin:`,
+/// `cardpin=`), and so `map_pin=1234` is masked as well, as a PIN leaked is
+/// worse than a map pin masked; the field rules take it whole or in the
+/// names of [`FIELD_NAMES`].
 pub const NAMES: &[&str] = &["pin", "pinnumber", "pinblock"];
 
 /// Names the field-name rules need beside [`NAMES`], as they take `pin`
 /// only whole; the text pattern reads these itself from the `pin` anchor.
-pub const FIELD_NAMES: &[&str] = &["cardpin"];
+pub const FIELD_NAMES: &[&str] = &[
+    "cardpin",
+    "cardholderpin",
+    "userpin",
+    "customerpin",
+    "atmpin",
+    "debitpin",
+    "newpin",
+    "oldpin",
+    "currentpin",
+    "confirmpin",
+];
 
-/// A PIN is 4 to 12 digits (ISO 9564); a PIN block, 16 hex digits.
+/// A PIN is 4 to 12 digits (ISO 9564); a PIN block, 16 hex digits, also
+/// in groups of four.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"(?i)(?:(?:\b|card[_-]?)pin|pin[_-]?(?:number|block))["']?[ \t]{0,3}(?:=>|[:=])[ \t]{0,3}["']?(?:[0-9]{4,12}|[0-9a-f]{16})\b"#,
+    pattern: r#"(?i)(?:(?:\b|[_-]|card)pin|(?-i:[a-z0-9](?:Pin|PIN))|pin[_-]?(?:number|block))["']?[ \t]{0,3}(?:=>|[:=])[ \t]{0,3}["']?(?:[0-9a-f]{4}(?: ?[0-9a-f]{4}){3}|[0-9]{4,12})\b"#,
     validate,
     anchor: Anchor::Key(NAMES),
 };

@@ -14,17 +14,19 @@ use std::ops::Range;
 use super::{Anchor, Detector, Finding, Kind, push};
 use crate::vault::pan::Pan;
 
-/// Track 1: start sentinel, format code `B`, the card, `^`, the name (at
-/// most 26 bytes), `^`, then expiry, service code and discretionary data
-/// up to the end sentinel (a track holds at most 79 characters), or up to
-/// whitespace or a quote where a log cut the sentinel off. Track 2: start
+/// Track 1: start sentinel, format code `B`, the card, `^`, the name (26
+/// bytes by the standard, up to 64 taken), `^`, then expiry, service code
+/// and discretionary data up to the end sentinel (a track holds at most 79
+/// characters), or up to whitespace or a quote where a log cut the
+/// sentinel off. A track cut short after its card's `^`, or written
+/// without its format code, still has its card found. Track 2: start
 /// sentinel, the card, the separator (`=` on the stripe, `D` in EMV's
 /// track 2 equivalent, tag 57), at least expiry and service code,
 /// discretionary data, EMV's `F` pad, the end sentinel. One pattern and
 /// one trigger for both: each digit run costs one look, not two.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Pan,
-    pattern: r#"(?i)%?B[0-9]{12,19}\^[^\^\n]{0,26}\^[^?\s"']{0,79}\??|;?[0-9]{12,19}[=D][0-9]{7,40}F?\??"#,
+    pattern: r#"(?i)(?:%?B)?[0-9]{12,19}\^(?:[^\^\n]{0,64}\^[^?\s"']{0,79}\??)?|;?[0-9]{12,19}[=D][0-9]{7,}F?\??"#,
     validate,
     anchor: Anchor::Digits(track_start),
 };
@@ -40,9 +42,9 @@ fn card_start(text: &[u8], run: &Range<usize>) -> Option<usize> {
     (12..=19).contains(&digits).then(|| run.end - digits)
 }
 
-/// Where a track starts, if the run ends in its card: track 1's after
-/// `B` (and `%`), before `^`, a bare `B` starting a word; track 2's before
-/// `=` or `D`, after `;` or at a word's start.
+/// Where a track starts, if the run ends in its card: track 1's before
+/// `^`, after `B` (and `%`) or at a word's start; track 2's before `=` or
+/// `D`, after `;` or at a word's start.
 fn track_start(text: &[u8], run: Range<usize>, _digits: usize) -> Option<usize> {
     let one = match text.get(run.end)? {
         b'^' => true,
@@ -52,13 +54,10 @@ fn track_start(text: &[u8], run: Range<usize>, _digits: usize) -> Option<usize> 
     let card = card_start(text, &run)?;
     let before = |i: usize| i.checked_sub(1).map(|i| text[i]);
     let start = if one {
-        let code = card.checked_sub(1)?;
-        if !matches!(text[code], b'B' | b'b') {
-            return None;
-        }
-        match before(code) {
-            Some(b'%') => return Some(code - 1),
-            _ => code,
+        match before(card) {
+            Some(b'B' | b'b') if before(card - 1) == Some(b'%') => return Some(card - 2),
+            Some(b'B' | b'b') => card - 1,
+            _ => card,
         }
     } else {
         match before(card) {
