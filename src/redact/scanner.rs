@@ -461,7 +461,8 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         while end > 0 && p - end < 3 && matches!(text[end - 1], b' ' | b'\t') {
             end -= 1;
         }
-        if end > 0 && matches!(text[end - 1], b'"' | b'\'') {
+        // A closing quote or bracket (`detectors::name_end`).
+        if end > 0 && matches!(text[end - 1], b'"' | b'\'' | b']') {
             end -= 1;
         }
         if end == 0 || !keys.ends_with_byte(text[end - 1]) {

@@ -601,6 +601,18 @@ fn security_codes_and_pins_are_found_under_every_common_name() {
     }
 }
 
+/// Form bodies name fields in brackets (Rails, PHP, Stripe's API):
+/// `card[cvc]=` and `params[password]=` passed while `cvc=` did not.
+#[test]
+fn bracketed_form_fields_are_keys_too() {
+    let input = "card[number]=4242424242424242&card[cvc]=123&params[password]=hunter2&pm[card][pin]=1234&user[api_key]=abc";
+    let want = "card[number]=[REDACTED:pan]&card[cvc]=[REDACTED:cvv]&params[password]=[REDACTED:secret]&pm[card][pin]=[REDACTED:secret]&user[api_key]=[REDACTED:secret]";
+    assert_eq!(label(input), want);
+    for keep in ["arr[0]=5 list[id]=7", "card[exp_month]=12"] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
 /// Magnetic-stripe tracks: track 1's card was glued to its format code
 /// and passed whole; track 2's expiry, service code and discretionary data
 /// (the PIN verification value, the stripe's security code) passed beside

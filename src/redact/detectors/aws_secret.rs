@@ -13,7 +13,11 @@ use super::{Anchor, Detector, Finding, Kind, push, value_start};
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::AwsSecret,
-    pattern: r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)["']?[ \t]{0,3}[:=][ \t]{0,3}["']?[A-Za-z0-9/+]+=*"#,
+    pattern: concat!(
+        r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)"#,
+        name_end!(),
+        r#"[:=][ \t]{0,3}["']?[A-Za-z0-9/+]+=*"#
+    ),
     validate,
     anchor: Anchor::Key(&["awssecretkey", "awssecretaccesskey", "secretaccesskey"]),
 };

@@ -4,6 +4,17 @@
 //! Patterns are cheap and loose; validators hold the rules (Luhn and issuer
 //! ranges, SSN area rules, IBAN mod 97, boundaries, context words).
 
+/// What a keyed pattern allows between its name and the `:` or `=`: the
+/// name's closing quote or bracket (`"password":`, `params[password]=`,
+/// `card[cvc]=`, as Rails, PHP and Stripe's form bodies write fields),
+/// then up to three spaces or tabs. The scanner's key test steps over the
+/// same byte (`scanner::keyed`).
+macro_rules! name_end {
+    () => {
+        r#"["'\]]?[ \t]{0,3}"#
+    };
+}
+
 pub mod aws_key_id;
 pub mod aws_secret;
 pub mod cvv;

@@ -35,7 +35,11 @@ pub const FIELD_NAMES: &[&str] = &[
 /// in groups of four.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"(?i)(?:(?:\b|[_-]|card)pin|(?-i:[a-z0-9](?:Pin|PIN))|pin[_-]?(?:number|block))["']?[ \t]{0,3}(?:=>|[:=])[ \t]{0,3}["']?(?:[0-9a-f]{4}(?: ?[0-9a-f]{4}){3}|[0-9]{4,12})\b"#,
+    pattern: concat!(
+        r#"(?i)(?:(?:\b|[_-]|card)pin|(?-i:[a-z0-9](?:Pin|PIN))|pin[_-]?(?:number|block))"#,
+        name_end!(),
+        r#"(?:=>|[:=])[ \t]{0,3}["']?(?:[0-9a-f]{4}(?: ?[0-9a-f]{4}){3}|[0-9]{4,12})\b"#
+    ),
     validate,
     anchor: Anchor::Key(NAMES),
 };

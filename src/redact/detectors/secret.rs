@@ -11,7 +11,11 @@ use super::{Anchor, Detector, Finding, Kind, push, value_start};
 /// the anchor reads names; a quoted value runs to its closing quote.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|access[_-]?token|refresh[_-]?token|auth[_-]?token|private[_-]?key|secret[_-]?key)["']?[ \t]{0,3}(?:=>|[:=])[ \t]{0,3}(?:"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#,
+    pattern: concat!(
+        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|access[_-]?token|refresh[_-]?token|auth[_-]?token|private[_-]?key|secret[_-]?key)"#,
+        name_end!(),
+        r#"(?:=>|[:=])[ \t]{0,3}(?:"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
+    ),
     validate: validate_pair,
     anchor: Anchor::Key(&[
         "password",
@@ -44,7 +48,11 @@ pub const BEARER: Detector = Detector {
 /// 5%. Confirmed by decoding: printable text with a `:` in it.
 pub const BASIC: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"(?i)authorization["']?[ \t]{0,3}[:=][ \t]{0,3}["']?basic[ \t]+[A-Za-z0-9+/]{4,}={0,2}"#,
+    pattern: concat!(
+        r#"(?i)authorization"#,
+        name_end!(),
+        r#"[:=][ \t]{0,3}["']?basic[ \t]+[A-Za-z0-9+/]{4,}={0,2}"#
+    ),
     validate: validate_basic,
     anchor: Anchor::Key(&["authorization"]),
 };
