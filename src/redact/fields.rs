@@ -27,6 +27,7 @@ const DEFAULTS: &[(&str, Kind)] = &[
     ("accesstoken", Kind::Secret),
     ("refreshtoken", Kind::Secret),
     ("authtoken", Kind::Secret),
+    ("sessiontoken", Kind::Secret),
     ("privatekey", Kind::Secret),
     ("secretkey", Kind::Secret),
     ("secretaccesskey", Kind::AwsSecret),

@@ -601,6 +601,62 @@ fn security_codes_and_pins_are_found_under_every_common_name() {
     }
 }
 
+/// Credentials known by their prefix, wherever they stand; the `Token`
+/// authorization scheme; session tokens by name. Publishable keys and
+/// look-alikes glued to a word survive.
+#[test]
+fn vendor_credentials_and_session_tokens_are_found() {
+    for (input, secret) in [
+        (
+            "stripe key sk_live_4eC39HqLyjWDarjtT1zdp7dc, ok",
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        ),
+        (
+            "rk_test_4eC39HqLyjWDarjtT1zdp7dc",
+            "rk_test_4eC39HqLyjWDarjtT1zdp7dc",
+        ),
+        (
+            "gh auth ghp_16C7e42F292c6912E7710c838347Ae178B4a done",
+            "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+        ),
+        (
+            "pat github_pat_11ABCDEFG0123456789_abcdefghij ok",
+            "github_pat_11ABCDEFG0123456789_abcdefghij",
+        ),
+        (
+            "slack xoxb-123456789012-1234567890123-AbCdEfGhIjKl",
+            "xoxb-123456789012-1234567890123-AbCdEfGhIjKl",
+        ),
+        (
+            "gcp AIzaSyD-1234567890abcdefghijklmnopqrstu done",
+            "AIzaSyD-1234567890abcdefghijklmnopqrstu",
+        ),
+        (
+            "gl glpat-abcdefghij0123456789 done",
+            "glpat-abcdefghij0123456789",
+        ),
+        (
+            "Authorization: Token 9944b09199c62bcf9418ad846dd0 ok",
+            "9944b09199c62bcf9418ad846dd0",
+        ),
+        (
+            "aws_session_token=FwoGZXIvYXdzEBYaDH ok",
+            "FwoGZXIvYXdzEBYaDH",
+        ),
+    ] {
+        let out = label(input);
+        assert!(!out.contains(secret), "{input} -> {out}");
+        assert!(out.contains("[REDACTED:secret]"), "{input} -> {out}");
+    }
+    for keep in [
+        "pk_live_4eC39HqLyjWDarjtT1zdp7dc is public",
+        "task_live_1234567890abcdefgh ask_live_1234567890abcdefgh",
+        "Authorization: Token",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
 /// Form bodies name fields in brackets (Rails, PHP, Stripe's API):
 /// `card[cvc]=` and `params[password]=` passed while `cvc=` did not.
 #[test]

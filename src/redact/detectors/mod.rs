@@ -183,6 +183,8 @@ pub const DETECTORS: &[Detector] = &[
     secret::URL_CREDENTIALS,
     secret::DETECTOR,
     secret::BASIC,
+    secret::TOKEN_SCHEME,
+    secret::VENDOR,
     cvv::DETECTOR,
     pin::DETECTOR,
     aws_key_id::DETECTOR,

@@ -12,7 +12,7 @@ use super::{Anchor, Detector, Finding, Kind, push, value_start};
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: concat!(
-        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|access[_-]?token|refresh[_-]?token|auth[_-]?token|private[_-]?key|secret[_-]?key)"#,
+        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|access[_-]?token|refresh[_-]?token|auth[_-]?token|session[_-]?token|private[_-]?key|secret[_-]?key)"#,
         name_end!(),
         r#"(?:=>|[:=])[ \t]{0,3}(?:"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
     ),
@@ -28,9 +28,36 @@ pub const DETECTOR: Detector = Detector {
         "accesstoken",
         "refreshtoken",
         "authtoken",
+        "sessiontoken",
         "privatekey",
         "secretkey",
     ]),
+};
+
+/// Credentials whose own prefix says what they are, wherever they stand
+/// (`stripe key sk_live_…`, a GitHub token in a clone URL): Stripe's
+/// secret and restricted keys, GitHub's tokens, Slack's, Google's API
+/// keys, GitLab's personal tokens. Found in the literal pass by their
+/// prefixes, as secret scanners find them; publishable keys (`pk_live_`)
+/// are public and left alone.
+pub const VENDOR: Detector = Detector {
+    kind: Kind::Secret,
+    pattern: r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}|(?:ghp|gho|ghu|ghs|ghr)_[0-9A-Za-z]{36,}|github_pat_[0-9A-Za-z_]{22,}|xox[abposr]-[0-9A-Za-z\-]{10,}|AIza[0-9A-Za-z_\-]{35}|glpat-[0-9A-Za-z_\-]{20,}",
+    validate: validate_vendor,
+    anchor: Anchor::Own,
+};
+
+/// `Authorization: Token <credential>` (Django REST framework's scheme,
+/// and others'): the credential is replaced.
+pub const TOKEN_SCHEME: Detector = Detector {
+    kind: Kind::Secret,
+    pattern: concat!(
+        r#"(?i)authorization"#,
+        name_end!(),
+        r#"[:=][ \t]{0,3}["']?token[ \t]+[A-Za-z0-9._~+/\-]{8,}=*"#
+    ),
+    validate: validate_token_scheme,
+    anchor: Anchor::Key(&["authorization"]),
 };
 
 /// `Bearer <opaque token>` (a JWT after `Bearer` is reported as a JWT).
@@ -127,6 +154,35 @@ fn validate_basic(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     if printable && decoded.contains(&b':') {
         push(out, Kind::Secret, m.start + start..m.end);
     }
+}
+
+/// A vendor's credential that starts a word: `xsk_live_…` or `aghp_…`
+/// is part of something else.
+fn validate_vendor(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    let before = m.start.checked_sub(1).map(|i| text[i]);
+    if !before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        push(out, Kind::Secret, m);
+    }
+}
+
+/// The credential after the `Token` scheme's name.
+fn validate_token_scheme(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    let s = &text[m.clone()];
+    let lower: Vec<u8> = s.iter().map(u8::to_ascii_lowercase).collect();
+    // The first `token` before a space: the header's name holds none.
+    let Some(scheme) = lower
+        .windows(6)
+        .position(|w| w[..5] == *b"token" && w[5].is_ascii_whitespace())
+    else {
+        return;
+    };
+    let start = scheme
+        + 5
+        + s[scheme + 5..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+    push(out, Kind::Secret, m.start + start..m.end);
 }
 
 fn validate_url_credentials(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
