@@ -15,9 +15,10 @@ use super::{Anchor, Detector, Finding, Kind, push};
 /// Names of a card security code field, lower case, letters and digits
 /// only: a key ending in one of them names one (`card_cvv`), but for
 /// `cid` and `cvd`, which only whole or after a card word do (`amex_cid`;
-/// `acid`, `customer_cid` and `bytes_rcvd` are something else). The short names also with a word
-/// after them (`cvv_code`, `cvc2Number`, `csc_value`); `cvv_result` and
-/// `cvvMatch` (a gateway's check result, a letter) are not codes.
+/// `acid`, `customer_cid` and `bytes_rcvd` are something else). The short
+/// names also with a word after them (`cvv_code`, `cvc2Number`,
+/// `csc_value`); `cvv_result` and `cvvMatch` (a gateway's check result, a
+/// letter) are not codes.
 pub const NAMES: &[&str] = &[
     "cvv",
     "cvv2",
