@@ -80,8 +80,13 @@ const CACHE_BYTES: usize = 4 << 20;
 /// are read from their last `KEY_SPAN` bytes.
 const KEY_SPAN: usize = 64;
 
+/// The most spaces a key name's words are read across (`card verification
+/// value`).
+const NAME_SPACES: usize = 2;
+
 /// Bytes of a key name: what the lazy prefix of a keyed pattern skips.
-const KEY_NAME: &str = r"[A-Za-z0-9_\-]*?";
+/// Spaces too: human-readable logs write `API Key: …`, `Security Code:`.
+const KEY_NAME: &str = r"[A-Za-z0-9_\- ]*?";
 
 fn build(patterns: &[String]) -> Regex {
     Regex::builder()
@@ -195,7 +200,7 @@ impl Keys {
                 break 0;
             }
             i -= 1;
-            if text[i] != b'_' && text[i] != b'-' {
+            if !is_joiner(text[i]) {
                 break text[i].to_ascii_lowercase();
             }
         };
@@ -213,7 +218,7 @@ impl Keys {
         while alive != 0 && i > 0 && end - i < KEY_SPAN && is_name_byte(text[i - 1]) {
             i -= 1;
             let b = text[i];
-            if b == b'_' || b == b'-' {
+            if is_joiner(b) {
                 continue;
             }
             let b = b.to_ascii_lowercase();
@@ -233,8 +238,15 @@ impl Keys {
     }
 }
 
+/// A byte of a key name: a letter, a digit or a joiner.
 fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+    b.is_ascii_alphanumeric() || is_joiner(b)
+}
+
+/// What joins the words of a key name and is dropped when it is compared
+/// (`api_key`, `api-key`, `API Key`).
+fn is_joiner(b: u8) -> bool {
+    matches!(b, b'_' | b'-' | b' ')
 }
 
 /// The compiled scanner for one set of enabled detectors.
@@ -471,8 +483,16 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         if !keys.ends_in_key(text, end) {
             continue;
         }
-        let mut start = end;
+        // The name's start: at most three words back (`card verification
+        // value`), so a keyed search does not walk a sentence.
+        let (mut start, mut spaces) = (end, 0);
         while start > 0 && end - start < KEY_SPAN && is_name_byte(text[start - 1]) {
+            if text[start - 1] == b' ' {
+                if spaces == NAME_SPACES {
+                    break;
+                }
+                spaces += 1;
+            }
             start -= 1;
         }
         if let Some((id, r)) = g.search(text, start, text.len(), true) {
@@ -586,7 +606,7 @@ mod tests {
         let norm: Vec<u8> = text[start..end]
             .iter()
             .rev()
-            .filter(|&&b| b != b'_' && b != b'-')
+            .filter(|&&b| !is_joiner(b))
             .map(u8::to_ascii_lowercase)
             .collect();
         start < end

@@ -657,6 +657,36 @@ fn vendor_credentials_and_session_tokens_are_found() {
     }
 }
 
+/// Human-readable logs write names as words: `API Key: …`, `Security
+/// Code: 123`, `Enter PIN: 1234`; names of one word are read as before,
+/// and ordinary words before a `:` are not names of anything.
+#[test]
+fn names_written_as_words_are_keys_too() {
+    let cases = [
+        ("API Key: abcdef123456 ok", "API Key: [REDACTED:secret] ok"),
+        ("Client Secret = xyz", "Client Secret = [REDACTED:secret]"),
+        ("Access Token: abcdef", "Access Token: [REDACTED:secret]"),
+        ("Security Code: 123", "Security Code: [REDACTED:cvv]"),
+        (
+            "card verification value: 0412",
+            "card verification value: [REDACTED:cvv]",
+        ),
+        ("CVV Number: 456", "CVV Number: [REDACTED:cvv]"),
+        ("Enter PIN: 1234", "Enter PIN: [REDACTED:secret]"),
+        ("PIN Number: 1234", "PIN Number: [REDACTED:secret]"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(label(input), want, "{input}");
+    }
+    for keep in [
+        "error code: 500 status: ok",
+        "the key: value here",
+        "spin: 1234",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
 /// Form bodies name fields in brackets (Rails, PHP, Stripe's API):
 /// `card[cvc]=` and `params[password]=` passed while `cvc=` did not.
 #[test]

@@ -12,7 +12,7 @@ use super::{Anchor, Detector, Finding, Kind, push, value_start};
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: concat!(
-        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|access[_-]?token|refresh[_-]?token|auth[_-]?token|session[_-]?token|private[_-]?key|secret[_-]?key)"#,
+        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[ _-]?secret|api[ _-]?key|access[ _-]?token|refresh[ _-]?token|auth[ _-]?token|session[ _-]?token|private[ _-]?key|secret[ _-]?key)"#,
         name_end!(),
         r#"(?:=>|[:=])[ \t]{0,3}(?:"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
     ),
