@@ -85,8 +85,9 @@ const KEY_SPAN: usize = 64;
 const NAME_SPACES: usize = 2;
 
 /// Bytes of a key name: what the lazy prefix of a keyed pattern skips.
-/// Spaces too: human-readable logs write `API Key: …`, `Security Code:`.
-const KEY_NAME: &str = r"[A-Za-z0-9_\- ]*?";
+/// Spaces too: human-readable logs write `API Key: …`, `Security Code:`;
+/// and a percent-encoded opening bracket (`card%5Bcvc`).
+const KEY_NAME: &str = r"(?:[A-Za-z0-9_\- ]|%5[Bb])*?";
 
 fn build(patterns: &[String]) -> Regex {
     Regex::builder()
@@ -473,9 +474,16 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         while end > 0 && p - end < 3 && matches!(text[end - 1], b' ' | b'\t') {
             end -= 1;
         }
-        // A closing quote or bracket (`detectors::name_end`).
-        if end > 0 && matches!(text[end - 1], b'"' | b'\'' | b']') {
-            end -= 1;
+        // A closing quote or bracket, the bracket also percent-encoded
+        // (`detectors::name_end`).
+        if end > 0 {
+            match text[end - 1] {
+                b'"' | b'\'' | b']' => end -= 1,
+                b'D' | b'd' if end >= 3 && text[end - 3] == b'%' && text[end - 2] == b'5' => {
+                    end -= 3
+                }
+                _ => {}
+            }
         }
         if end == 0 || !keys.ends_with_byte(text[end - 1]) {
             continue;
@@ -493,6 +501,17 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
                 }
                 spaces += 1;
             }
+            start -= 1;
+        }
+        // A percent-encoded opening bracket where the walk stopped
+        // (`card%5Bcvd`): a whole-word name may start after it
+        // (`detectors::name_open`).
+        if start > 0
+            && text[start - 1] == b'%'
+            && text
+                .get(start..start + 2)
+                .is_some_and(|b| b.eq_ignore_ascii_case(b"5b"))
+        {
             start -= 1;
         }
         if let Some((id, r)) = g.search(text, start, text.len(), true) {

@@ -699,6 +699,38 @@ fn bracketed_form_fields_are_keys_too() {
     }
 }
 
+/// The same bodies as they go on the wire and into HTTP clients' debug
+/// logs, brackets percent-encoded: `card%5Bcvc%5D=123` passed.
+#[test]
+fn percent_encoded_bracketed_fields_are_keys_too() {
+    // Each alone, so that no case's match stands in for another's.
+    for (input, want) in [
+        (
+            "card%5Bnumber%5D=4242424242424242&card%5Bcvc%5D=123",
+            "card%5Bnumber%5D=[REDACTED:pan]&card%5Bcvc%5D=[REDACTED:cvv]",
+        ),
+        (
+            "user%5Bpassword%5D=hunter%212&x=1",
+            "user%5Bpassword%5D=[REDACTED:secret]&x=1",
+        ),
+        (
+            "pm%5bcard%5d%5bpin%5d=1234",
+            "pm%5bcard%5d%5bpin%5d=[REDACTED:secret]",
+        ),
+        ("card%5Bcvd%5D=456", "card%5Bcvd%5D=[REDACTED:cvv]"),
+        ("amex%5Bcid%5D=7890", "amex%5Bcid%5D=[REDACTED:cvv]"),
+        ("x%5BCVV%5D =321", "x%5BCVV%5D =[REDACTED:cvv]"),
+    ] {
+        assert_eq!(label(input), want);
+    }
+    for keep in [
+        "list%5Bid%5D=7&card%5Bexp_month%5D=12",
+        "bytes%5Brcvd%5D=1234 spin%5D=1234 acid%5D=123",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
 /// Magnetic-stripe tracks: track 1's card was glued to its format code
 /// and passed whole; track 2's expiry, service code and discretionary data
 /// (the PIN verification value, the stripe's security code) passed beside

@@ -74,7 +74,11 @@ pub const FIELD_NAMES: &[&str] = &["cardcid", "amexcid", "cardcvd"];
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Cvv,
     pattern: concat!(
-        r#"(?i)(?:(?:(?:cvv|cvc|cvn|(?:\b|card[ _-]?)cvd)(?:[ _-]?2)?|cav2|csc)(?:[ _-]?(?:code|number|value))?|(?:\b|card[ _-]?|amex[ _-]?)cid|card[ _-]?code|security[ _-]?code|card[ _-]?verification[ _-]?(?:value|code))"#,
+        r#"(?i)(?:(?:(?:cvv|cvc|cvn|(?:\b|"#,
+        name_open!(),
+        r#"|card[ _-]?)cvd)(?:[ _-]?2)?|cav2|csc)(?:[ _-]?(?:code|number|value))?|(?:\b|"#,
+        name_open!(),
+        r#"|card[ _-]?|amex[ _-]?)cid|card[ _-]?code|security[ _-]?code|card[ _-]?verification[ _-]?(?:value|code))"#,
         name_end!(),
         r#"(?:=>|[:=])[ \t]{0,3}["']?[0-9]{3,4}\b"#
     ),

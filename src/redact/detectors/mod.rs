@@ -6,12 +6,23 @@
 
 /// What a keyed pattern allows between its name and the `:` or `=`: the
 /// name's closing quote or bracket (`"password":`, `params[password]=`,
-/// `card[cvc]=`, as Rails, PHP and Stripe's form bodies write fields),
-/// then up to three spaces or tabs. The scanner's key test steps over the
-/// same byte (`scanner::keyed`).
+/// `card[cvc]=`, as Rails, PHP and Stripe's form bodies write fields; the
+/// bracket also percent-encoded, `card%5Bcvc%5D=`, as those bodies go on
+/// the wire and into HTTP clients' debug logs), then up to three spaces or
+/// tabs. The scanner's key test steps over the same bytes
+/// (`scanner::keyed`).
 macro_rules! name_end {
     () => {
-        r#"["'\]]?[ \t]{0,3}"#
+        r#"(?:["'\]]|%5[Dd])?[ \t]{0,3}"#
+    };
+}
+
+/// An opening bracket, percent-encoded (`card%5Bcvd%5D=`): where a name
+/// that counts only as its own word (`cvd`, `cid`, `pin`) may start,
+/// as `\b` is not there (`5Bcvd`).
+macro_rules! name_open {
+    () => {
+        r#"%5[Bb]"#
     };
 }
 

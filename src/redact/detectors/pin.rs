@@ -36,7 +36,9 @@ pub const FIELD_NAMES: &[&str] = &[
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: concat!(
-        r#"(?i)(?:(?:\b|[_-]|card)pin|(?-i:[a-z0-9](?:Pin|PIN))|pin[ _-]?(?:number|block))"#,
+        r#"(?i)(?:(?:\b|[_-]|"#,
+        name_open!(),
+        r#"|card)pin|(?-i:[a-z0-9](?:Pin|PIN))|pin[ _-]?(?:number|block))"#,
         name_end!(),
         r#"(?:=>|[:=])[ \t]{0,3}["']?(?:[0-9a-f]{4}(?: ?[0-9a-f]{4}){3}|[0-9]{4,12})\b"#
     ),
