@@ -13,6 +13,8 @@
 //!   block's `-----BEGIN `) by `memmem`, each on a pass of its own;
 //! - `name = value` pairs from each `:` or `=` whose name ends in a key
 //!   name, checked backwards from the separator;
+//! - XML elements (`<cvv>123</cvv>`) from each `<` whose element's name
+//!   ends in a key name, read forwards;
 //! - digit runs (cards, dashed SSNs, North American phones, and the IBAN
 //!   and SSN-context anchors) by one byte loop (`numeric`).
 //!
@@ -259,6 +261,9 @@ pub struct Scanner {
     /// `name = value` patterns, each behind a lazy key-name prefix,
     /// searched anchored at the start of the name before a separator.
     keyed: Option<(Group, Keys)>,
+    /// The keyed patterns' XML twins, the same way at the start of an
+    /// element's name.
+    elements: Option<(Group, Keys)>,
     plus: Option<Group>,
     /// Infix-anchored detectors: each its pattern, its trigger and the
     /// finder of its literal.
@@ -282,6 +287,7 @@ impl Scanner {
         let mut literal = Vec::new();
         let mut keyed = Vec::new();
         let mut key_names = Vec::new();
+        let (mut elements, mut element_names) = (Vec::new(), Vec::new());
         let (mut plus, mut at, mut own) = (Vec::new(), Vec::new(), Vec::new());
         let mut infix = Vec::new();
         let mut digits = Vec::new();
@@ -295,6 +301,10 @@ impl Scanner {
                 Anchor::Key(names) => {
                     keyed.push((i, format!("{KEY_NAME}(?:{})", d.pattern)));
                     key_names.extend_from_slice(names);
+                }
+                Anchor::Element(names) => {
+                    elements.push((i, format!("{KEY_NAME}(?:{})", d.pattern)));
+                    element_names.extend_from_slice(names);
                 }
                 Anchor::Plus => plus.push(member),
                 Anchor::Infix(literal, trigger, reach) => infix.push((
@@ -315,6 +325,7 @@ impl Scanner {
             literal: Group::new(literal),
             tokens: memchr::memmem::Finder::new(TOKEN_PREFIX).into_owned(),
             keyed: Group::new(keyed).map(|g| (g, Keys::new(&key_names))),
+            elements: Group::new(elements).map(|g| (g, Keys::new(&element_names))),
             plus: Group::new(plus),
             infix,
             at: Group::new(at),
@@ -332,6 +343,9 @@ impl Scanner {
         self.literals(text, &mut keep, out);
         if let Some((g, keys)) = &self.keyed {
             keyed(g, keys, text, out);
+        }
+        if let Some((g, keys)) = &self.elements {
+            elements(g, keys, text, out);
         }
         if let Some(g) = &self.plus {
             for p in memchr::memchr_iter(b'+', text) {
@@ -513,6 +527,41 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
                 .is_some_and(|b| b.eq_ignore_ascii_case(b"5b"))
         {
             start -= 1;
+        }
+        if let Some((id, r)) = g.search(text, start, text.len(), true) {
+            g.validate(text, id, r, out);
+        }
+    }
+}
+
+/// XML elements (`<cvv>123</cvv>`, `<wsse:Password Type="…">…`): at each
+/// `<` that opens one, its name is read forwards; where its local name
+/// (after a namespace prefix) ends in a key name, the element patterns run
+/// anchored at that name's start. A closing tag, a comment or a name
+/// longer than `KEY_SPAN` is passed over at its first bytes, and so is a
+/// `<` glued to a word: a type's parameters (`Option<Secret> loaded`,
+/// `Vec<ApiKey>`), not a tag.
+fn elements(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
+    for p in memchr::memchr_iter(b'<', text) {
+        if p > 0 && (text[p - 1].is_ascii_alphanumeric() || text[p - 1] == b'_') {
+            continue;
+        }
+        let (mut start, mut end) = (p + 1, p + 1);
+        while end < text.len()
+            && end - p <= KEY_SPAN
+            && (text[end].is_ascii_alphanumeric() || matches!(text[end], b'_' | b'-' | b'.' | b':'))
+        {
+            if text[end] == b':' {
+                start = end + 1;
+            }
+            end += 1;
+        }
+        if start == end
+            || !matches!(text.get(end), Some(b'>' | b' ' | b'\t' | b'\r'))
+            || !keys.ends_with_byte(text[end - 1])
+            || !keys.ends_in_key(text, end)
+        {
+            continue;
         }
         if let Some((id, r)) = g.search(text, start, text.len(), true) {
             g.validate(text, id, r, out);

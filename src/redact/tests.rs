@@ -731,6 +731,71 @@ fn percent_encoded_bracketed_fields_are_keys_too() {
     }
 }
 
+/// XML elements (gateway APIs, logged SOAP bodies, AWS's XML answers)
+/// name their values as `name=value` pairs do: each passed whole before.
+#[test]
+fn xml_elements_are_keys_too() {
+    // Each alone, so that no case's match stands in for another's.
+    for (input, want) in [
+        ("<cvv>123</cvv>", "<cvv>[REDACTED:cvv]</cvv>"),
+        (
+            "<ns1:cardCode>4321</ns1:cardCode>",
+            "<ns1:cardCode>[REDACTED:cvv]</ns1:cardCode>",
+        ),
+        (
+            "<cvNumber>999</cvNumber>",
+            "<cvNumber>[REDACTED:cvv]</cvNumber>",
+        ),
+        (
+            r#"<cvc xsi:type="xsd:string">123</cvc>"#,
+            r#"<cvc xsi:type="xsd:string">[REDACTED:cvv]</cvc>"#,
+        ),
+        (
+            "<cvv><![CDATA[ 123]]></cvv>",
+            "<cvv><![CDATA[ [REDACTED:cvv]]]></cvv>",
+        ),
+        (
+            r#"<wsse:Password Type="http://x#PasswordText">two words </wsse:Password>"#,
+            r#"<wsse:Password Type="http://x#PasswordText">[REDACTED:secret] </wsse:Password>"#,
+        ),
+        (
+            "<password><![CDATA[a<b]c]]></password>",
+            "<password><![CDATA[[REDACTED:secret]]]></password>",
+        ),
+        ("<PIN>1234</PIN>", "<PIN>[REDACTED:secret]</PIN>"),
+        (
+            "<ns:pinBlock>0412 3456 7890 1234</ns:pinBlock>",
+            "<ns:pinBlock>[REDACTED:secret]</ns:pinBlock>",
+        ),
+        (
+            "<SecretAccessKey>wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY</SecretAccessKey>",
+            "<SecretAccessKey>[REDACTED:aws_secret]</SecretAccessKey>",
+        ),
+        (
+            "<SessionToken>FwoGZXIvYXdzEBYaDH</SessionToken>",
+            "<SessionToken>[REDACTED:secret]</SessionToken>",
+        ),
+        ("<cvv\r>123</cvv>", "<cvv\r>[REDACTED:cvv]</cvv>"),
+    ] {
+        assert_eq!(label(input), want, "{input}");
+    }
+    for keep in [
+        "<cvv/>123",
+        r#"<cvv a="1"/>123"#,
+        "<cvv_result>M</cvv_result>",
+        "<acid>123</acid>",
+        "<passwordHint>blue</passwordHint>",
+        "<cvv>abc</cvv>",
+        "<password></password>",
+        "<password>  </password>",
+        "<password>null</password>",
+        "</password>x <!-- password -->",
+        "Option<Secret> loaded, Arc<Password> kept, Vec<ApiKey>",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
 /// Magnetic-stripe tracks: track 1's card was glued to its format code
 /// and passed whole; track 2's expiry, service code and discretionary data
 /// (the PIN verification value, the stripe's security code) passed beside

@@ -24,6 +24,7 @@ const FORBIDDEN: &[&str] = &[
     "csc",
     "csc2",
     "cardcode",
+    "cvnumber",
     "securitycode",
     "pin",
     "pinblock",
@@ -353,6 +354,8 @@ mod tests {
             "csc_number",
             "csc2",
             "cid_number",
+            "cvNumber",
+            "cv_number",
         ] {
             let m = BTreeMap::from([(key.to_owned(), "x".to_owned())]);
             assert_eq!(validate(&m), Err(MetadataError::Forbidden), "{key}");

@@ -9,17 +9,38 @@
 
 use std::ops::Range;
 
-use super::{Anchor, Detector, Finding, Kind, push, value_start};
+use super::{Anchor, Detector, Finding, Kind, push, value_start_in};
+
+/// The names the pattern reads: `aws_secret_access_key`, `SecretAccessKey`.
+macro_rules! name {
+    () => {
+        r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)"#
+    };
+}
+
+/// The key's base64 (its length is checked by [`validate`]).
+macro_rules! value {
+    () => {
+        r#"[A-Za-z0-9/+]+=*"#
+    };
+}
+
+const NAMES: &[&str] = &["awssecretkey", "awssecretaccesskey", "secretaccesskey"];
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::AwsSecret,
-    pattern: concat!(
-        r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)"#,
-        name_end!(),
-        r#"[:=][ \t]{0,3}["']?[A-Za-z0-9/+]+=*"#
-    ),
-    validate,
-    anchor: Anchor::Key(&["awssecretkey", "awssecretaccesskey", "secretaccesskey"]),
+    pattern: concat!(name!(), name_end!(), r#"[:=][ \t]{0,3}["']?"#, value!()),
+    validate: validate::<false>,
+    anchor: Anchor::Key(NAMES),
+};
+
+/// `<SecretAccessKey>…</SecretAccessKey>`: AWS's XML answers (STS
+/// `AssumeRole`, IAM `CreateAccessKey`), as SDKs' debug logs print them.
+pub const ELEMENT: Detector = Detector {
+    kind: Kind::AwsSecret,
+    pattern: concat!(name!(), element_open!(), cdata!(), value!()),
+    validate: validate::<true>,
+    anchor: Anchor::Element(NAMES),
 };
 
 /// How far after an access key id a bare secret is looked for.
@@ -29,9 +50,9 @@ fn is_b64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'/' || b == b'+'
 }
 
-fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+fn validate<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
-    let Some(start) = value_start(s) else {
+    let Some(start) = value_start_in::<ELEMENT>(s) else {
         return;
     };
     if s.len() - start >= 16 {

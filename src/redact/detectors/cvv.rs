@@ -18,7 +18,7 @@ use super::{Anchor, Detector, Finding, Kind, push};
 /// `acid`, `customer_cid` and `bytes_rcvd` are something else). The short
 /// names also with a word after them (`cvv_code`, `cvc2Number`,
 /// `csc_value`); `cvv_result` and `cvvMatch` (a gateway's check result, a
-/// letter) are not codes.
+/// letter) are not codes. `cvNumber` is CyberSource's.
 pub const NAMES: &[&str] = &[
     "cvv",
     "cvv2",
@@ -65,25 +65,53 @@ pub const NAMES: &[&str] = &[
     "securitycode",
     "cardverificationvalue",
     "cardverificationcode",
+    "cvnumber",
 ];
 
 /// Names the field-name rules need beside [`NAMES`], as they take `cid`
 /// only whole; the text pattern reads these itself from the `cid` anchor.
 pub const FIELD_NAMES: &[&str] = &["cardcid", "amexcid", "cardcvd"];
 
+/// The names of [`NAMES`] as the pattern reads them.
+macro_rules! name {
+    () => {
+        concat!(
+            r#"(?i)(?:(?:(?:cvv|cvc|cvn|(?:\b|"#,
+            name_open!(),
+            r#"|card[ _-]?)cvd)(?:[ _-]?2)?|cav2|csc)(?:[ _-]?(?:code|number|value))?|(?:\b|"#,
+            name_open!(),
+            r#"|card[ _-]?|amex[ _-]?)cid|card[ _-]?code|security[ _-]?code|card[ _-]?verification[ _-]?(?:value|code)|cv[ _-]?number)"#,
+        )
+    };
+}
+
+/// The code's digits.
+macro_rules! value {
+    () => {
+        r#"[0-9]{3,4}\b"#
+    };
+}
+
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Cvv,
     pattern: concat!(
-        r#"(?i)(?:(?:(?:cvv|cvc|cvn|(?:\b|"#,
-        name_open!(),
-        r#"|card[ _-]?)cvd)(?:[ _-]?2)?|cav2|csc)(?:[ _-]?(?:code|number|value))?|(?:\b|"#,
-        name_open!(),
-        r#"|card[ _-]?|amex[ _-]?)cid|card[ _-]?code|security[ _-]?code|card[ _-]?verification[ _-]?(?:value|code))"#,
+        name!(),
         name_end!(),
-        r#"(?:=>|[:=])[ \t]{0,3}["']?[0-9]{3,4}\b"#
+        r#"(?:=>|[:=])[ \t]{0,3}["']?"#,
+        value!()
     ),
     validate,
     anchor: Anchor::Key(NAMES),
+};
+
+/// `<cvv>123</cvv>`, `<cardCode>`, `<ns1:cvNumber>`: XML gateway APIs
+/// (Authorize.Net, CyberSource, Worldpay) and the SOAP bodies their
+/// clients log.
+pub const ELEMENT: Detector = Detector {
+    kind: Kind::Cvv,
+    pattern: concat!(name!(), element_open!(), cdata!(), value!()),
+    validate,
+    anchor: Anchor::Element(NAMES),
 };
 
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {

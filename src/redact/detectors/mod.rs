@@ -26,6 +26,25 @@ macro_rules! name_open {
     };
 }
 
+/// What a keyed pattern's XML twin allows between its element's name and
+/// its text: attributes (`<wsse:Password Type="…#PasswordText">`,
+/// `<cvc xsi:type="xsd:string">`), the tag's `>` (not an empty element's
+/// `/>`: its text is what follows it), then up to three spaces or tabs.
+/// Not across a line: no pattern is.
+macro_rules! element_open {
+    () => {
+        r#"(?:[ \t\r](?:[^<>\n]*[^/<>\n])?)?>[ \t]{0,3}"#
+    };
+}
+
+/// A CDATA section's opening, which an element's text may stand in
+/// (`<cvv><![CDATA[123]]></cvv>`).
+macro_rules! cdata {
+    () => {
+        r#"(?:<!\[CDATA\[[ \t]{0,3})?"#
+    };
+}
+
 pub mod aws_key_id;
 pub mod aws_secret;
 pub mod cvv;
@@ -149,6 +168,11 @@ pub enum Anchor {
     /// A `name = value` pair: tried at each `:` or `=` whose name (lower
     /// case, `_` and `-` dropped) ends in one of these.
     Key(&'static [&'static str]),
+    /// An XML element `<name …>value<` (SOAP and XML gateway APIs:
+    /// `<cardCode>`, `<cvNumber>`, `<wsse:Password>`): tried at each `<`
+    /// whose element's local name (after a namespace prefix) ends in one of
+    /// these, as `Key` reads names.
+    Element(&'static [&'static str]),
     /// Starts at a `+`.
     Plus,
     /// Found around each occurrence of a literal (`://`, `%40`) by `memmem`,
@@ -196,8 +220,11 @@ pub const DETECTORS: &[Detector] = &[
     secret::BASIC,
     secret::TOKEN_SCHEME,
     secret::VENDOR,
+    secret::ELEMENT,
     cvv::DETECTOR,
+    cvv::ELEMENT,
     pin::DETECTOR,
+    pin::ELEMENT,
     aws_key_id::DETECTOR,
     iban::DETECTOR,
     email::DETECTOR,
@@ -209,6 +236,7 @@ pub const DETECTORS: &[Detector] = &[
     ip::V4,
     ip::V6,
     aws_secret::DETECTOR,
+    aws_secret::ELEMENT,
 ];
 
 /// True when the byte is a letter or digit.
@@ -264,6 +292,31 @@ pub fn value_start(s: &[u8]) -> Option<usize> {
         start += 1;
     }
     Some(start)
+}
+
+/// In an XML element's match (`Anchor::Element`), the offset where its
+/// text starts: after the tag's `>` (attributes hold none), spaces, tabs
+/// and a CDATA section's opening.
+pub fn element_value_start(s: &[u8]) -> Option<usize> {
+    let mut start = s.iter().position(|&b| b == b'>')? + 1;
+    if s[start..].starts_with(b"<![CDATA[") {
+        start += 9;
+    }
+    while start < s.len() && matches!(s[start], b' ' | b'\t') {
+        start += 1;
+    }
+    Some(start)
+}
+
+/// Where a keyed detector's value starts: its text pair's
+/// ([`value_start`]) or, for its XML twin, its element's
+/// ([`element_value_start`]). The one validator serves both.
+pub fn value_start_in<const ELEMENT: bool>(s: &[u8]) -> Option<usize> {
+    if ELEMENT {
+        element_value_start(s)
+    } else {
+        value_start(s)
+    }
 }
 
 /// Pushes a finding of `kind` over `r`.

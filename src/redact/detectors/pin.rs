@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::{Anchor, Detector, Finding, Kind, push, value_start};
+use super::{Anchor, Detector, Finding, Kind, push, value_start_in};
 
 /// Names of a PIN field, lower case, letters and digits only: a key ending
 /// in one of them names one (`user_pin_number`). `pin` itself is a word's
@@ -31,24 +31,49 @@ pub const FIELD_NAMES: &[&str] = &[
     "confirmpin",
 ];
 
+/// The names of [`NAMES`] as the pattern reads them.
+macro_rules! name {
+    () => {
+        concat!(
+            r#"(?i)(?:(?:\b|[_-]|"#,
+            name_open!(),
+            r#"|card)pin|(?-i:[a-z0-9](?:Pin|PIN))|pin[ _-]?(?:number|block))"#,
+        )
+    };
+}
+
 /// A PIN is 4 to 12 digits (ISO 9564); a PIN block, 16 hex digits, also
 /// in groups of four.
+macro_rules! value {
+    () => {
+        r#"(?:[0-9a-f]{4}(?: ?[0-9a-f]{4}){3}|[0-9]{4,12})\b"#
+    };
+}
+
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: concat!(
-        r#"(?i)(?:(?:\b|[_-]|"#,
-        name_open!(),
-        r#"|card)pin|(?-i:[a-z0-9](?:Pin|PIN))|pin[ _-]?(?:number|block))"#,
+        name!(),
         name_end!(),
-        r#"(?:=>|[:=])[ \t]{0,3}["']?(?:[0-9a-f]{4}(?: ?[0-9a-f]{4}){3}|[0-9]{4,12})\b"#
+        r#"(?:=>|[:=])[ \t]{0,3}["']?"#,
+        value!()
     ),
-    validate,
+    validate: validate::<false>,
     anchor: Anchor::Key(NAMES),
 };
 
-fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+/// `<PIN>1234</PIN>`, `<ns:pinBlock>`: in XML gateway APIs and logged SOAP
+/// bodies.
+pub const ELEMENT: Detector = Detector {
+    kind: Kind::Secret,
+    pattern: concat!(name!(), element_open!(), cdata!(), value!()),
+    validate: validate::<true>,
+    anchor: Anchor::Element(NAMES),
+};
+
+fn validate<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
-    if let Some(start) = value_start(s) {
+    if let Some(start) = value_start_in::<ELEMENT>(s) {
         push(out, Kind::Secret, m.start + start..m.end);
     }
 }

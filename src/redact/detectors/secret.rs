@@ -3,7 +3,14 @@
 
 use std::ops::Range;
 
-use super::{Anchor, Detector, Finding, Kind, push, value_start};
+use super::{Anchor, Detector, Finding, Kind, push, value_start_in};
+
+/// The names of [`NAMES`] as the pattern reads them.
+macro_rules! name {
+    () => {
+        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[ _-]?secret|api[ _-]?key|access[ _-]?token|refresh[ _-]?token|auth[ _-]?token|session[ _-]?token|private[ _-]?key|secret[ _-]?key)"#
+    };
+}
 
 /// `password=…`, `DB_PASSWORD=…`, `"api_key": "…"`, `client_secret: "two
 /// words"`, `accessToken=…`, `{'pwd': '…'}`, `"password" => "…"`: any name
@@ -12,27 +19,44 @@ use super::{Anchor, Detector, Finding, Kind, push, value_start};
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: concat!(
-        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[ _-]?secret|api[ _-]?key|access[ _-]?token|refresh[ _-]?token|auth[ _-]?token|session[ _-]?token|private[ _-]?key|secret[ _-]?key)"#,
+        name!(),
         name_end!(),
         r#"(?:=>|[:=])[ \t]{0,3}(?:"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
     ),
-    validate: validate_pair,
-    anchor: Anchor::Key(&[
-        "password",
-        "passwd",
-        "pwd",
-        "passphrase",
-        "secret",
-        "clientsecret",
-        "apikey",
-        "accesstoken",
-        "refreshtoken",
-        "authtoken",
-        "sessiontoken",
-        "privatekey",
-        "secretkey",
-    ]),
+    validate: validate_pair::<false>,
+    anchor: Anchor::Key(NAMES),
 };
+
+/// `<password>two words</password>`, WS-Security's `<wsse:Password
+/// Type="…">`, `<apiKey><![CDATA[…]]></apiKey>`: an element's text, to
+/// the next `<` (in a CDATA section, which may hold `<`, to its `]]>`).
+pub const ELEMENT: Detector = Detector {
+    kind: Kind::Secret,
+    pattern: concat!(
+        name!(),
+        element_open!(),
+        r#"(?:<!\[CDATA\[[^\n]+?\]\]>|[^<\n]+)"#
+    ),
+    validate: validate_pair::<true>,
+    anchor: Anchor::Element(NAMES),
+};
+
+/// Key names of [`DETECTOR`] and [`ELEMENT`].
+const NAMES: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "secret",
+    "clientsecret",
+    "apikey",
+    "accesstoken",
+    "refreshtoken",
+    "authtoken",
+    "sessiontoken",
+    "privatekey",
+    "secretkey",
+];
 
 /// Credentials whose own prefix says what they are, wherever they stand
 /// (`stripe key sk_live_…`, `export GITHUB_TOKEN ghp_…`): Stripe's secret
@@ -201,14 +225,19 @@ fn validate_url_credentials(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>
     push(out, Kind::Secret, m.start + start..m.start + end);
 }
 
-fn validate_pair(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
-    let Some(start) = value_start(s) else {
+    let Some(start) = value_start_in::<ELEMENT>(s) else {
         return;
     };
-    let quoted = |q: u8| s.ends_with(&[q]) && s[start - 1] == q;
+    let quoted = |q: u8| !ELEMENT && s.ends_with(&[q]) && s[start - 1] == q;
     let end = if quoted(b'"') || quoted(b'\'') {
         s.len() - 1
+    } else if ELEMENT {
+        // An element's text up to its trailing spaces; a CDATA section's,
+        // to its `]]>` (text outside one cannot hold `]]>`).
+        let text = s[start..].strip_suffix(b"]]>").unwrap_or(&s[start..]);
+        start + text.trim_ascii_end().len()
     } else {
         s.len()
     };
