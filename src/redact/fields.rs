@@ -30,6 +30,27 @@ const DEFAULTS: &[(&str, Kind)] = &[
     ("sessiontoken", Kind::Secret),
     ("privatekey", Kind::Secret),
     ("secretkey", Kind::Secret),
+    ("apitoken", Kind::Secret),
+    ("securitytoken", Kind::Secret),
+    ("vaulttoken", Kind::Secret),
+    ("githubtoken", Kind::Secret),
+    ("npmtoken", Kind::Secret),
+    ("gitlabtoken", Kind::Secret),
+    ("slacktoken", Kind::Secret),
+    ("bottoken", Kind::Secret),
+    ("privatetoken", Kind::Secret),
+    ("transactionkey", Kind::Secret),
+    ("trankey", Kind::Secret),
+    ("secretstring", Kind::Secret),
+    ("encryptionkey", Kind::Secret),
+    ("signingkey", Kind::Secret),
+    ("hmackey", Kind::Secret),
+    ("accountkey", Kind::Secret),
+    ("sharedaccesskey", Kind::Secret),
+    ("passwordconfirm", Kind::Secret),
+    ("passwordconfirmation", Kind::Secret),
+    // A header's credential whatever its scheme (`Basic`, `Token`, …).
+    ("authorization", Kind::Secret),
     ("secretaccesskey", Kind::AwsSecret),
     ("awssecretaccesskey", Kind::AwsSecret),
     // Magnetic-stripe tracks and EMV's track 2 equivalent (PCI DSS 3.3.1).
@@ -60,7 +81,7 @@ pub struct FieldRules {
 }
 
 /// Names so short that many words end in them: they match only whole.
-const WHOLE_ONLY: &[&str] = &["pin", "cid", "cvd"];
+const WHOLE_ONLY: &[&str] = &["pin", "cid", "cvd", "cv2"];
 
 /// Longest field name looked at: longer keys are not rules' names.
 const MAX_NAME: usize = 64;

@@ -81,6 +81,9 @@ const CACHE_BYTES: usize = 4 << 20;
 /// How far back from a `:` or `=` a key name is looked for. Longer names
 /// are read from their last `KEY_SPAN` bytes.
 const KEY_SPAN: usize = 64;
+/// Spaces and tabs read between a name and its `:` or `=` (`Password
+/// : …`, as aligned dumps pad names to one column).
+const PAD: usize = 32;
 
 /// The most spaces a key name's words are read across (`card verification
 /// value`).
@@ -485,13 +488,14 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
     // and the second pair must still be found.
     for p in memchr::memchr2_iter(b':', b'=', text) {
         let mut end = p;
-        while end > 0 && p - end < 3 && matches!(text[end - 1], b' ' | b'\t') {
+        while end > 0 && p - end < PAD && matches!(text[end - 1], b' ' | b'\t') {
             end -= 1;
         }
-        // A closing quote or bracket, the bracket also percent-encoded
-        // (`detectors::name_end`).
+        // A closing quote, also escaped, or bracket, the bracket also
+        // percent-encoded (`detectors::name_end`).
         if end > 0 {
             match text[end - 1] {
+                b'"' | b'\'' if end >= 2 && text[end - 2] == b'\\' => end -= 2,
                 b'"' | b'\'' | b']' => end -= 1,
                 b'D' | b'd' if end >= 3 && text[end - 3] == b'%' && text[end - 2] == b'5' => {
                     end -= 3

@@ -796,6 +796,96 @@ fn xml_elements_are_keys_too() {
     }
 }
 
+/// Shapes a probe of real services' logs found passing: JSON escaped into
+/// a string (logfmt, Docker's json-file), names padded to a column, the
+/// security-code and key names of gateways beyond the schemes' own.
+#[test]
+fn escaped_aligned_and_gateway_named_values_are_found() {
+    for (input, want) in [
+        (
+            r#"level=info body="{\"cvv\":\"123\",\"password\":\"hun\\ter2\"}""#,
+            r#"level=info body="{\"cvv\":\"[REDACTED:cvv]\",\"password\":\"[REDACTED:secret]\"}""#,
+        ),
+        (
+            r#"{\"pin\": \"1234\"}"#,
+            r#"{\"pin\": \"[REDACTED:secret]\"}"#,
+        ),
+        (
+            "      DB_PASSWORD:        hunter22",
+            "      DB_PASSWORD:        [REDACTED:secret]",
+        ),
+        (
+            "Password          : hunter22",
+            "Password          : [REDACTED:secret]",
+        ),
+        ("CVV     : 123", "CVV     : [REDACTED:cvv]"),
+        ("CV2=123&x=1", "CV2=[REDACTED:cvv]&x=1"),
+        (
+            "credit_card[verification_value]=123",
+            "credit_card[verification_value]=[REDACTED:cvv]",
+        ),
+        (
+            "<cardValidationNum>349</cardValidationNum>",
+            "<cardValidationNum>[REDACTED:cvv]</cardValidationNum>",
+        ),
+        (
+            "<CardSecVal>123</CardSecVal>",
+            "<CardSecVal>[REDACTED:cvv]</CardSecVal>",
+        ),
+        (
+            "ccv=123 cvv_no=456",
+            "ccv=[REDACTED:cvv] cvv_no=[REDACTED:cvv]",
+        ),
+        (
+            r#""transactionKey":"346HZ32z3fP4hTG2""#,
+            r#""transactionKey":"[REDACTED:secret]""#,
+        ),
+        (
+            "x_tran_key=7Yy2Q8p9Xz3K4m5N",
+            "x_tran_key=[REDACTED:secret]",
+        ),
+        (
+            "X-Amz-Security-Token: FwoGZXIvYXdz",
+            "X-Amz-Security-Token: [REDACTED:secret]",
+        ),
+        (
+            r#"{"Name":"prod/db","SecretString":"hunter22"}"#,
+            r#"{"Name":"prod/db","SecretString":"[REDACTED:secret]"}"#,
+        ),
+        (
+            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc/def==;EndpointSuffix=x",
+            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=[REDACTED:secret];EndpointSuffix=x",
+        ),
+        (
+            "ENCRYPTION_KEY=k1 ADYEN_HMAC_KEY=k2 GITHUB_TOKEN=k3",
+            "ENCRYPTION_KEY=[REDACTED:secret] ADYEN_HMAC_KEY=[REDACTED:secret] GITHUB_TOKEN=[REDACTED:secret]",
+        ),
+        (
+            r#""password_confirmation"=>"hunter22""#,
+            r#""password_confirmation"=>"[REDACTED:secret]""#,
+        ),
+        (
+            "Card(last4=1111, password=hunter2)",
+            "Card(last4=1111, password=[REDACTED:secret])",
+        ),
+    ] {
+        assert_eq!(label(input), want, "{input}");
+    }
+    for keep in [
+        "Access denied for user 'app'@'db' (using password: YES)",
+        "(using password: NO)",
+        "rcv2=123 scv2=456",
+        "Invalid token: expired",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+    // In a JSON document an Authorization field is a credential whatever
+    // its scheme: the text scan's `Authorization: Basic` needs the name.
+    let doc = r#"{"Authorization":"Basic Ym9iOmh1bnRlcjI=","h":[{"name":"Authorization","value":"Token abcdef1234567890"}]}"#;
+    let out = redact(Format::Json, doc, &Options::default()).0;
+    assert!(!out.contains("Ym9i") && !out.contains("abcdef"), "{out}");
+}
+
 /// Magnetic-stripe tracks: track 1's card was glued to its format code
 /// and passed whole; track 2's expiry, service code and discretionary data
 /// (the PIN verification value, the stripe's security code) passed beside

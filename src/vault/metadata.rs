@@ -25,6 +25,12 @@ const FORBIDDEN: &[&str] = &[
     "csc2",
     "cardcode",
     "cvnumber",
+    "cv2",
+    "ccv",
+    "cvvno",
+    "cardsecval",
+    "cardvalidationnum",
+    "verificationvalue",
     "securitycode",
     "pin",
     "pinblock",
@@ -356,6 +362,10 @@ mod tests {
             "cid_number",
             "cvNumber",
             "cv_number",
+            "CV2",
+            "CardSecVal",
+            "cardValidationNum",
+            "verification_value",
         ] {
             let m = BTreeMap::from([(key.to_owned(), "x".to_owned())]);
             assert_eq!(validate(&m), Err(MetadataError::Forbidden), "{key}");

@@ -29,7 +29,7 @@ const NAMES: &[&str] = &["awssecretkey", "awssecretaccesskey", "secretaccesskey"
 
 pub const DETECTOR: Detector = Detector {
     kind: Kind::AwsSecret,
-    pattern: concat!(name!(), name_end!(), r#"[:=][ \t]{0,3}["']?"#, value!()),
+    pattern: concat!(name!(), name_end!(), "[:=]", value_open!(), value!()),
     validate: validate::<false>,
     anchor: Anchor::Key(NAMES),
 };

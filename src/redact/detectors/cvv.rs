@@ -18,7 +18,9 @@ use super::{Anchor, Detector, Finding, Kind, push};
 /// `acid`, `customer_cid` and `bytes_rcvd` are something else). The short
 /// names also with a word after them (`cvv_code`, `cvc2Number`,
 /// `csc_value`); `cvv_result` and `cvvMatch` (a gateway's check result, a
-/// letter) are not codes. `cvNumber` is CyberSource's.
+/// letter) are not codes. `cvNumber` is CyberSource's, `CV2` Opayo's
+/// (whole or after `card`, like `cvd`), `verification_value` ActiveMerchant's,
+/// `cardValidationNum` Vantiv's, `CardSecVal` Chase Orbital's.
 pub const NAMES: &[&str] = &[
     "cvv",
     "cvv2",
@@ -66,21 +68,32 @@ pub const NAMES: &[&str] = &[
     "cardverificationvalue",
     "cardverificationcode",
     "cvnumber",
+    "cv2",
+    "ccv",
+    "cvvno",
+    "cvvnum",
+    "cvcno",
+    "cvcnum",
+    "verificationvalue",
+    "cardvalidationnum",
+    "cardvalidationnumber",
+    "cardsecval",
+    "cardsecvalue",
 ];
 
 /// Names the field-name rules need beside [`NAMES`], as they take `cid`
 /// only whole; the text pattern reads these itself from the `cid` anchor.
-pub const FIELD_NAMES: &[&str] = &["cardcid", "amexcid", "cardcvd"];
+pub const FIELD_NAMES: &[&str] = &["cardcid", "amexcid", "cardcvd", "cardcv2"];
 
 /// The names of [`NAMES`] as the pattern reads them.
 macro_rules! name {
     () => {
         concat!(
-            r#"(?i)(?:(?:(?:cvv|cvc|cvn|(?:\b|"#,
+            r#"(?i)(?:(?:(?:cvv|cvc|cvn|ccv|(?:\b|"#,
             name_open!(),
-            r#"|card[ _-]?)cvd)(?:[ _-]?2)?|cav2|csc)(?:[ _-]?(?:code|number|value))?|(?:\b|"#,
+            r#"|card[ _-]?)(?:cvd|cv2))(?:[ _-]?2)?|cav2|csc)(?:[ _-]?(?:code|number|value|no|num))?|(?:\b|"#,
             name_open!(),
-            r#"|card[ _-]?|amex[ _-]?)cid|card[ _-]?code|security[ _-]?code|card[ _-]?verification[ _-]?(?:value|code)|cv[ _-]?number)"#,
+            r#"|card[ _-]?|amex[ _-]?)cid|card[ _-]?code|security[ _-]?code|(?:card[ _-]?)?verification[ _-]?value|card[ _-]?verification[ _-]?code|card[ _-]?validation[ _-]?num(?:ber)?|card[ _-]?sec[ _-]?val(?:ue)?|cv[ _-]?number)"#,
         )
     };
 }
@@ -97,7 +110,8 @@ pub const DETECTOR: Detector = Detector {
     pattern: concat!(
         name!(),
         name_end!(),
-        r#"(?:=>|[:=])[ \t]{0,3}["']?"#,
+        r#"(?:=>|[:=])"#,
+        value_open!(),
         value!()
     ),
     validate,

@@ -8,12 +8,22 @@
 /// name's closing quote or bracket (`"password":`, `params[password]=`,
 /// `card[cvc]=`, as Rails, PHP and Stripe's form bodies write fields; the
 /// bracket also percent-encoded, `card%5Bcvc%5D=`, as those bodies go on
-/// the wire and into HTTP clients' debug logs), then up to three spaces or
-/// tabs. The scanner's key test steps over the same bytes
-/// (`scanner::keyed`).
+/// the wire and into HTTP clients' debug logs; the quote also escaped,
+/// `\"cvv\":`, as JSON inside a JSON string or a logfmt value writes it),
+/// then spaces or tabs (aligned dumps: `Password          : …`). The
+/// scanner's key test steps over the same bytes (`scanner::pair_at`).
 macro_rules! name_end {
     () => {
-        r#"(?:["'\]]|%5[Dd])?[ \t]{0,3}"#
+        r#"(?:\\?["']|\]|%5[Dd])?[ \t]*"#
+    };
+}
+
+/// What a keyed pattern allows between its `:` or `=` and a value that is
+/// not a free string: spaces or tabs (aligned, as `kubectl describe`
+/// writes `DB_PASSWORD:        …`), then a quote, also escaped.
+macro_rules! value_open {
+    () => {
+        r#"[ \t]*(?:\\?["'])?"#
     };
 }
 
@@ -281,14 +291,20 @@ pub fn digits(text: &[u8], r: &Range<usize>) -> Vec<u8> {
 
 /// In a `name = value` / `"name": "value"` / `'name' => 'value'` match,
 /// the offset where the value starts: after the first `=` or `:` (and a
-/// `>` after an `=`), spaces, tabs and a quote.
+/// `>` after an `=`), spaces, tabs and a quote (also escaped, `\"`).
 pub fn value_start(s: &[u8]) -> Option<usize> {
     let sep = s.iter().position(|&b| b == b'=' || b == b':')?;
     let mut start = sep + 1;
     if s[sep] == b'=' && s.get(start) == Some(&b'>') {
         start += 1;
     }
-    while start < s.len() && matches!(s[start], b' ' | b'\t' | b'"' | b'\'') {
+    while start < s.len() && matches!(s[start], b' ' | b'\t') {
+        start += 1;
+    }
+    if s.get(start) == Some(&b'\\') && matches!(s.get(start + 1), Some(b'"' | b'\'')) {
+        start += 1;
+    }
+    if matches!(s.get(start), Some(b'"' | b'\'')) {
         start += 1;
     }
     Some(start)

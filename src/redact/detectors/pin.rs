@@ -55,7 +55,8 @@ pub const DETECTOR: Detector = Detector {
     pattern: concat!(
         name!(),
         name_end!(),
-        r#"(?:=>|[:=])[ \t]{0,3}["']?"#,
+        r#"(?:=>|[:=])"#,
+        value_open!(),
         value!()
     ),
     validate: validate::<false>,

@@ -8,7 +8,7 @@ use super::{Anchor, Detector, Finding, Kind, push, value_start_in};
 /// The names of [`NAMES`] as the pattern reads them.
 macro_rules! name {
     () => {
-        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[ _-]?secret|api[ _-]?key|access[ _-]?token|refresh[ _-]?token|auth[ _-]?token|session[ _-]?token|private[ _-]?key|secret[ _-]?key)"#
+        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[ _-]?secret|api[ _-]?key|access[ _-]?token|refresh[ _-]?token|auth[ _-]?token|session[ _-]?token|private[ _-]?key|secret[ _-]?key|(?:api|security|vault|github|npm|gitlab|slack|bot|private)[ _-]?token|transaction[ _-]?key|tran[ _-]?key|secret[ _-]?string|encryption[ _-]?key|signing[ _-]?key|hmac[ _-]?key|account[ _-]?key|shared[ _-]?access[ _-]?key|password[ _-]?confirm(?:ation)?)"#
     };
 }
 
@@ -21,7 +21,7 @@ pub const DETECTOR: Detector = Detector {
     pattern: concat!(
         name!(),
         name_end!(),
-        r#"(?:=>|[:=])[ \t]{0,3}(?:"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
+        r#"(?:=>|[:=])[ \t]*(?:\\"(?:[^"\\\n]|\\[^"\n])+\\"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
     ),
     validate: validate_pair::<false>,
     anchor: Anchor::Key(NAMES),
@@ -56,6 +56,25 @@ const NAMES: &[&str] = &[
     "sessiontoken",
     "privatekey",
     "secretkey",
+    "apitoken",
+    "securitytoken",
+    "vaulttoken",
+    "githubtoken",
+    "npmtoken",
+    "gitlabtoken",
+    "slacktoken",
+    "bottoken",
+    "privatetoken",
+    "transactionkey",
+    "trankey",
+    "secretstring",
+    "encryptionkey",
+    "signingkey",
+    "hmackey",
+    "accountkey",
+    "sharedaccesskey",
+    "passwordconfirm",
+    "passwordconfirmation",
 ];
 
 /// Credentials whose own prefix says what they are, wherever they stand
@@ -79,7 +98,9 @@ pub const TOKEN_SCHEME: Detector = Detector {
     pattern: concat!(
         r#"(?i)authorization"#,
         name_end!(),
-        r#"[:=][ \t]{0,3}["']?token[ \t]+[A-Za-z0-9._~+/\-]{8,}=*"#
+        "[:=]",
+        value_open!(),
+        r#"token[ \t]+[A-Za-z0-9._~+/\-]{8,}=*"#
     ),
     validate: validate_token_scheme,
     anchor: Anchor::Key(&["authorization"]),
@@ -103,7 +124,9 @@ pub const BASIC: Detector = Detector {
     pattern: concat!(
         r#"(?i)authorization"#,
         name_end!(),
-        r#"[:=][ \t]{0,3}["']?basic[ \t]+[A-Za-z0-9+/]{4,}={0,2}"#
+        "[:=]",
+        value_open!(),
+        r#"basic[ \t]+[A-Za-z0-9+/]{4,}={0,2}"#
     ),
     validate: validate_basic,
     anchor: Anchor::Key(&["authorization"]),
@@ -232,12 +255,18 @@ fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Ve
     };
     let quoted = |q: u8| !ELEMENT && s.ends_with(&[q]) && s[start - 1] == q;
     let end = if quoted(b'"') || quoted(b'\'') {
-        s.len() - 1
+        // An escaped quote closes an escaped one (`\"…\"`).
+        let escaped = s[start - 2] == b'\\' && s[s.len() - 2] == b'\\';
+        s.len() - 1 - usize::from(escaped)
     } else if ELEMENT {
         // An element's text up to its trailing spaces; a CDATA section's,
         // to its `]]>` (text outside one cannot hold `]]>`).
         let text = s[start..].strip_suffix(b"]]>").unwrap_or(&s[start..]);
         start + text.trim_ascii_end().len()
+    } else if s.ends_with(b")") && !s[start..].contains(&b'(') {
+        // A call's or a repr's closing parenthesis (`Card(…,
+        // password=hunter2)`, `(using password: YES)`), not the value's.
+        s.len() - 1
     } else {
         s.len()
     };
@@ -251,7 +280,7 @@ fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Ve
         || value.starts_with(b"[REDACTED")
         || matches!(
             &lower[..],
-            b"null" | b"true" | b"false" | b"none" | b"redacted"
+            b"null" | b"true" | b"false" | b"none" | b"redacted" | b"yes" | b"no"
         );
     if !skip {
         push(out, Kind::Secret, m.start + start..m.start + end);
