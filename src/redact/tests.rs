@@ -886,6 +886,55 @@ fn escaped_aligned_and_gateway_named_values_are_found() {
     assert!(!out.contains("Ym9i") && !out.contains("abcdef"), "{out}");
 }
 
+/// A card dashed to an expiry, a date or a reference: the run as a whole
+/// is no card, the card's own group is one.
+#[test]
+fn cards_dashed_to_a_date_or_an_expiry_are_found() {
+    for (input, want) in [
+        ("card=4111111111111111-12-25", "card=[REDACTED:pan]-12-25"),
+        ("x 5555555555554444-1225 y", "x [REDACTED:pan]-1225 y"),
+        (
+            "key=20241203-4111111111111111",
+            "key=20241203-[REDACTED:pan]",
+        ),
+        ("ref 378282246310005.01", "ref [REDACTED:pan].01"),
+        (
+            "id 99999-4111111111111111 2012",
+            "id 99999-[REDACTED:pan] 2012",
+        ),
+        (
+            "pay 4111 1111 1111 1111 ref 1-5555555555554444",
+            "pay [REDACTED:pan] ref 1-[REDACTED:pan]",
+        ),
+    ] {
+        assert_eq!(label(input), want, "{input}");
+    }
+    for keep in [
+        "uuid 12345678-1234-1234-1234-123456789012",
+        "ts 1700000000000-1 and 4111111111111112-12",
+        "ledger 41111111111111111111-1",
+        "id A4111111111111111-12 2012",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
+/// A Secrets Manager ARN names a secret's path, not its value; Laravel
+/// Sanctum's bearer tokens hold a `|`.
+#[test]
+fn arns_name_secrets_and_bearer_tokens_hold_bars() {
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
+    assert_eq!(text(arn), arn);
+    assert_eq!(
+        label("Authorization: Bearer 5|lJd8xV9pQw3Rt7Yz1Kx4Mn6Bv2Cq8Ws0Ea"),
+        "Authorization: Bearer [REDACTED:secret]"
+    );
+    assert_eq!(
+        label("a:secret:x=1 secret:hunter2"),
+        "a:secret:x=1 secret:[REDACTED:secret]"
+    );
+}
+
 /// Magnetic-stripe tracks: track 1's card was glued to its format code
 /// and passed whole; track 2's expiry, service code and discretionary data
 /// (the PIN verification value, the stripe's security code) passed beside
@@ -1276,11 +1325,11 @@ fn cards_with_percent_encoded_spaces_are_found() {
         ),
         (
             "x=1%2099999-4111111111111111%2012\n",
-            "x=1%2099999-4111111111111111%2012\n",
+            "x=1%2099999-************1111%2012\n",
         ),
         (
             "x=99999-4111111111111111%2012\n",
-            "x=99999-4111111111111111%2012\n",
+            "x=99999-************1111%2012\n",
         ),
         (
             "q=4111\u{a0}1111%201111%201111\n",

@@ -294,6 +294,10 @@ pub fn cards_in_run(
         }
         if is_card(&digits[..k]) {
             out.push(run);
+        } else if (k == 0 || k >= 14) && run.len() > k {
+            // Over 19 digits (`k` was reset) or 14 to 19, with a
+            // separator: room for a card and another group.
+            lone_groups(text, run, out);
         }
         digits.iter_mut().for_each(|d| *d = 0);
         return;
@@ -302,6 +306,7 @@ pub fn cards_in_run(
     // end, digits). No cap: a card spans at most 19 chunks, so the search
     // below stays linear however long the run is.
     let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
+    let before = out.len();
     let mut i = run.start;
     while i < run.end {
         let start = i;
@@ -357,7 +362,48 @@ pub fn cards_in_run(
             None => a += 1,
         }
     }
+    // A piece no card took may hold one dashed to a date or an expiry
+    // (14 digits at least: 13 and another group's).
+    for &(start, end, digits) in &chunks {
+        if digits >= 14
+            && !out[before..]
+                .iter()
+                .any(|r| r.start <= start && end <= r.end)
+        {
+            lone_groups(text, start..end, out);
+        }
+    }
     digits.iter_mut().for_each(|d| *d = 0);
+}
+
+/// A card bound by a dash or dot to a group that is not part of it, which
+/// leaves the run as a whole no card: an expiry after it
+/// (`4111…1111-1225`, `…-12-25`), a date or a reference before it
+/// (`20241203-4111…`). A group of 13 to 19 digits between the run's
+/// separators is a card on its own when it is one; shorter groups are
+/// not tried alone, so dashed ids (UUIDs' groups have at most 12) stay
+/// whole.
+fn lone_groups(text: &[u8], run: std::ops::Range<usize>, out: &mut Vec<std::ops::Range<usize>>) {
+    let mut i = run.start;
+    while i < run.end {
+        let start = i;
+        while i < run.end && text[i].is_ascii_digit() {
+            i += 1;
+        }
+        // Not glued to a letter or digit (where the run itself is).
+        let glued = (start > 0 && text[start - 1].is_ascii_alphanumeric())
+            || text.get(i).is_some_and(u8::is_ascii_alphanumeric);
+        if (13..=19).contains(&(i - start))
+            && i - start < run.len()
+            && !glued
+            && is_card(&text[start..i])
+        {
+            out.push(start..i);
+        }
+        while i < run.end && !text[i].is_ascii_digit() {
+            i += 1;
+        }
+    }
 }
 
 /// [`Pan::check_digits`] as a yes or no, the issuer checked before the

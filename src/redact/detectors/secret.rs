@@ -109,7 +109,7 @@ pub const TOKEN_SCHEME: Detector = Detector {
 /// `Bearer <opaque token>` (a JWT after `Bearer` is reported as a JWT).
 pub const BEARER: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r"(?i)\bbearer[ \t]+[A-Za-z0-9._~+/\-]+=*",
+    pattern: r"(?i)\bbearer[ \t]+[A-Za-z0-9._~+/|\-]+=*",
     validate: validate_bearer,
     anchor: Anchor::Literal,
 };
@@ -250,6 +250,16 @@ fn validate_url_credentials(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>
 
 fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
+    // An ARN's resource type (`arn:aws:secretsmanager:…:secret:prod/db`),
+    // in every IAM policy and CloudTrail event: a secret's name, not one.
+    if !ELEMENT
+        && m.start > 0
+        && text[m.start - 1] == b':'
+        && s.get(..7)
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"secret:"))
+    {
+        return;
+    }
     let Some(start) = value_start_in::<ELEMENT>(s) else {
         return;
     };

@@ -204,9 +204,15 @@ fn cards(text: &[u8], groups: &[Group], out: &mut Vec<Finding>) {
                 .iter()
                 .any(|g| !matches!(text[g.end], b'-' | b'.'));
             // A stretch in one piece is a card whole or not at all, so its
-            // first digit alone can rule it out.
-            let may_be = spaced || may_start_a_card(text[seg.start]);
-            if digits >= 12 && (digits <= 19 || spaced) && may_be {
+            // first digit alone can rule it out; but for a group long
+            // enough to be a card alone, dashed to a date or an expiry
+            // (`cards_in_run`'s lone groups).
+            let lone = k > from
+                && groups[from..=k]
+                    .iter()
+                    .any(|g| (13..=19).contains(&g.len()));
+            let whole = digits <= 19 && may_start_a_card(text[seg.start]);
+            if digits >= 12 && (spaced || lone || whole) {
                 let mut found = Vec::new();
                 cards_in_run(text, seg, &mut found);
                 out.extend(found.into_iter().map(|range| Finding {
