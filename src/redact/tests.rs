@@ -868,6 +868,14 @@ fn escaped_aligned_and_gateway_named_values_are_found() {
             "Card(last4=1111, password=hunter2)",
             "Card(last4=1111, password=[REDACTED:secret])",
         ),
+        (
+            "Field error in object 'form' on field 'password': rejected value [two words]; codes [x]",
+            "Field error in object 'form' on field 'password': rejected value [[REDACTED:secret]]; codes [x]",
+        ),
+        (
+            "on field 'cvv': rejected value [123]; on field 'pin': rejected value [1234]",
+            "on field 'cvv': rejected value [[REDACTED:cvv]]; on field 'pin': rejected value [[REDACTED:secret]]",
+        ),
     ] {
         assert_eq!(label(input), want, "{input}");
     }

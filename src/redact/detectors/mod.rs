@@ -20,12 +20,19 @@ macro_rules! name_end {
 
 /// What a keyed pattern allows between its `:` or `=` and a value that is
 /// not a free string: spaces or tabs (aligned, as `kubectl describe`
-/// writes `DB_PASSWORD:        …`), then a quote, also escaped.
+/// writes `DB_PASSWORD:        …`), then a quote, also escaped, or the
+/// opening of Spring's validation message (`on field 'cvv': rejected
+/// value [123]`).
 macro_rules! value_open {
     () => {
-        r#"[ \t]*(?:\\?["'])?"#
+        r#"[ \t]*(?:\\?["']|rejected value \[)?"#
     };
 }
+
+/// Spring's validation errors name a field, then its value in brackets:
+/// `Field error in object 'form' on field 'password': rejected value
+/// [hunter2]`.
+pub const REJECTED: &[u8] = b"rejected value [";
 
 /// An opening bracket, percent-encoded (`card%5Bcvd%5D=`): where a name
 /// that counts only as its own word (`cvd`, `cid`, `pin`) may start,
@@ -291,7 +298,8 @@ pub fn digits(text: &[u8], r: &Range<usize>) -> Vec<u8> {
 
 /// In a `name = value` / `"name": "value"` / `'name' => 'value'` match,
 /// the offset where the value starts: after the first `=` or `:` (and a
-/// `>` after an `=`), spaces, tabs and a quote (also escaped, `\"`).
+/// `>` after an `=`), spaces, tabs and a quote (also escaped, `\"`), or
+/// [`REJECTED`].
 pub fn value_start(s: &[u8]) -> Option<usize> {
     let sep = s.iter().position(|&b| b == b'=' || b == b':')?;
     let mut start = sep + 1;
@@ -300,6 +308,9 @@ pub fn value_start(s: &[u8]) -> Option<usize> {
     }
     while start < s.len() && matches!(s[start], b' ' | b'\t') {
         start += 1;
+    }
+    if s[start..].starts_with(REJECTED) {
+        return Some(start + REJECTED.len());
     }
     if s.get(start) == Some(&b'\\') && matches!(s.get(start + 1), Some(b'"' | b'\'')) {
         start += 1;

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{Anchor, Detector, Finding, Kind, push, value_start_in};
+use super::{Anchor, Detector, Finding, Kind, REJECTED, push, value_start_in};
 
 /// The names of [`NAMES`] as the pattern reads them.
 macro_rules! name {
@@ -21,7 +21,7 @@ pub const DETECTOR: Detector = Detector {
     pattern: concat!(
         name!(),
         name_end!(),
-        r#"(?:=>|[:=])[ \t]*(?:\\"(?:[^"\\\n]|\\[^"\n])+\\"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
+        r#"(?:=>|[:=])[ \t]*(?:rejected value \[[^\]\n]*\]|\\"(?:[^"\\\n]|\\[^"\n])+\\"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
     ),
     validate: validate_pair::<false>,
     anchor: Anchor::Key(NAMES),
@@ -264,7 +264,9 @@ fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Ve
         return;
     };
     let quoted = |q: u8| !ELEMENT && s.ends_with(&[q]) && s[start - 1] == q;
-    let end = if quoted(b'"') || quoted(b'\'') {
+    let end = if !ELEMENT && s[..start].ends_with(REJECTED) {
+        s.len() - 1
+    } else if quoted(b'"') || quoted(b'\'') {
         // An escaped quote closes an escaped one (`\"…\"`).
         let escaped = s[start - 2] == b'\\' && s[s.len() - 2] == b'\\';
         s.len() - 1 - usize::from(escaped)
