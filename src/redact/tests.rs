@@ -943,6 +943,40 @@ fn arns_name_secrets_and_bearer_tokens_hold_bars() {
     );
 }
 
+/// Secrets passed as a flag's next word, as CI jobs print commands.
+#[test]
+fn command_line_flags_carry_secrets() {
+    for (input, want) in [
+        (
+            "+ docker login -u bob --password hunter22 registry.io",
+            "+ docker login -u bob --password [REDACTED:secret] registry.io",
+        ),
+        (
+            "vault login --token s.abc123XYZ",
+            "vault login --token [REDACTED:secret]",
+        ),
+        (
+            "exec mysqldump --db-password 'two words' --host db",
+            "exec mysqldump --db-password '[REDACTED:secret]' --host db",
+        ),
+        (
+            r#"args: ["--client_secret", "x9"]"#,
+            r#"args: ["--client_secret", "x9"]"#,
+        ),
+        ("\"--api-key\tk-123\"", "\"--api-key\t[REDACTED:secret]\""),
+    ] {
+        assert_eq!(label(input), want, "{input}");
+    }
+    for keep in [
+        "docker login --username bob --password-stdin < f",
+        "cmd --password --verbose",
+        "git log -- password x",
+        "a--password x ---- --tokens 512 --token-file /run/t",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
 /// Magnetic-stripe tracks: track 1's card was glued to its format code
 /// and passed whole; track 2's expiry, service code and discretionary data
 /// (the PIN verification value, the stripe's security code) passed beside

@@ -66,6 +66,7 @@ pub mod aws_key_id;
 pub mod aws_secret;
 pub mod cvv;
 pub mod email;
+pub mod flag;
 pub mod iban;
 pub mod ip;
 pub mod jwt;
@@ -237,6 +238,7 @@ pub const DETECTORS: &[Detector] = &[
     secret::BASIC,
     secret::TOKEN_SCHEME,
     secret::VENDOR,
+    flag::DETECTOR,
     secret::ELEMENT,
     cvv::DETECTOR,
     cvv::ELEMENT,
