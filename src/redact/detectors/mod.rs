@@ -11,7 +11,7 @@
 /// the wire and into HTTP clients' debug logs; the quote also escaped,
 /// `\"cvv\":`, as JSON inside a JSON string or a logfmt value writes it),
 /// then spaces or tabs (aligned dumps: `Password          : …`). The
-/// scanner's key test steps over the same bytes (`scanner::pair_at`).
+/// scanner's key test steps over the same bytes (`scanner::keyed`).
 macro_rules! name_end {
     () => {
         r#"(?:\\?["']|\]|%5[Dd])?[ \t]*"#
