@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 
 use super::Kind;
-use super::detectors::{cvv, pin};
+use super::detectors::{cvv, pin, secret};
 use super::pairs::EndPairs;
 
-/// Besides the card security code's names ([`cvv::NAMES`]) and the PIN's
-/// ([`pin::NAMES`]), which the text detectors anchor on too.
+/// Besides the card security code's names ([`cvv::NAMES`]), the PIN's
+/// ([`pin::NAMES`]) and the secrets' ([`secret::NAMES`]), which the text
+/// detectors anchor on too.
 const DEFAULTS: &[(&str, Kind)] = &[
     ("cardnumber", Kind::Pan),
     ("cardno", Kind::Pan),
@@ -17,38 +18,6 @@ const DEFAULTS: &[(&str, Kind)] = &[
     ("creditcard", Kind::Pan),
     ("creditcardnumber", Kind::Pan),
     ("primaryaccountnumber", Kind::Pan),
-    ("password", Kind::Secret),
-    ("passwd", Kind::Secret),
-    ("pwd", Kind::Secret),
-    ("passphrase", Kind::Secret),
-    ("secret", Kind::Secret),
-    ("clientsecret", Kind::Secret),
-    ("apikey", Kind::Secret),
-    ("accesstoken", Kind::Secret),
-    ("refreshtoken", Kind::Secret),
-    ("authtoken", Kind::Secret),
-    ("sessiontoken", Kind::Secret),
-    ("privatekey", Kind::Secret),
-    ("secretkey", Kind::Secret),
-    ("apitoken", Kind::Secret),
-    ("securitytoken", Kind::Secret),
-    ("vaulttoken", Kind::Secret),
-    ("githubtoken", Kind::Secret),
-    ("npmtoken", Kind::Secret),
-    ("gitlabtoken", Kind::Secret),
-    ("slacktoken", Kind::Secret),
-    ("bottoken", Kind::Secret),
-    ("privatetoken", Kind::Secret),
-    ("transactionkey", Kind::Secret),
-    ("trankey", Kind::Secret),
-    ("secretstring", Kind::Secret),
-    ("encryptionkey", Kind::Secret),
-    ("signingkey", Kind::Secret),
-    ("hmackey", Kind::Secret),
-    ("accountkey", Kind::Secret),
-    ("sharedaccesskey", Kind::Secret),
-    ("passwordconfirm", Kind::Secret),
-    ("passwordconfirmation", Kind::Secret),
     // A header's credential whatever its scheme (`Basic`, `Token`, …).
     ("authorization", Kind::Secret),
     ("secretaccesskey", Kind::AwsSecret),
@@ -184,9 +153,11 @@ fn defaults() -> HashMap<String, Kind> {
     let pins = pin::NAMES.iter().chain(pin::FIELD_NAMES);
     let codes = codes.map(|n| (n, Kind::Cvv));
     let pins = pins.map(|n| (n, Kind::Secret));
+    let secrets = secret::NAMES.iter().map(|n| (n, Kind::Secret));
     let rest = DEFAULTS.iter().map(|(n, k)| (n, *k));
     codes
         .chain(pins)
+        .chain(secrets)
         .chain(rest)
         .map(|(n, k)| ((*n).to_owned(), k))
         .collect()

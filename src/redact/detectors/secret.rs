@@ -41,8 +41,9 @@ pub const ELEMENT: Detector = Detector {
     anchor: Anchor::Element(NAMES),
 };
 
-/// Key names of [`DETECTOR`] and [`ELEMENT`].
-const NAMES: &[&str] = &[
+/// Key names of [`DETECTOR`] and [`ELEMENT`], and of JSON fields whose
+/// value is a secret whatever it looks like (`redact::fields`).
+pub const NAMES: &[&str] = &[
     "password",
     "passwd",
     "pwd",
