@@ -264,10 +264,16 @@ pub struct Scanner {
     /// `name = value` patterns, each behind a lazy key-name prefix,
     /// searched anchored at the start of the name before a separator.
     keyed: Option<(Group, Keys)>,
+    /// Pairs named by the pair before them, found on the keyed pass at
+    /// each separator whose name ends in `value` (one of its keys then).
+    /// Both are secrets' detectors: one is on when the other is.
+    named: Option<Group>,
     /// The keyed patterns' XML twins, the same way at the start of an
     /// element's name.
     elements: Option<(Group, Keys)>,
     plus: Option<Group>,
+    /// Quote-anchored detectors with their trigger, found on the `+` pass.
+    quote: Vec<(Group, InfixTrigger)>,
     /// Infix-anchored detectors: each its pattern, its trigger and the
     /// finder of its literal.
     infix: Vec<(
@@ -292,6 +298,7 @@ impl Scanner {
         let mut key_names = Vec::new();
         let (mut elements, mut element_names) = (Vec::new(), Vec::new());
         let (mut plus, mut at, mut own) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut named, mut quote) = (Vec::new(), Vec::new());
         let mut infix = Vec::new();
         let mut digits = Vec::new();
         for (i, d) in DETECTORS.iter().enumerate() {
@@ -309,7 +316,11 @@ impl Scanner {
                     elements.push((i, format!("{KEY_NAME}(?:{})", d.pattern)));
                     element_names.extend_from_slice(names);
                 }
+                Anchor::Named => named.push(member),
                 Anchor::Plus => plus.push(member),
+                Anchor::Quote(trigger) => {
+                    quote.push((Group::new(vec![member]).expect("one pattern"), trigger))
+                }
                 Anchor::Infix(literal, trigger, reach) => infix.push((
                     Group::new(vec![member]).expect("one pattern"),
                     trigger,
@@ -323,13 +334,19 @@ impl Scanner {
                 Anchor::Own => own.push(member),
             }
         }
+        if !named.is_empty() {
+            assert!(!keyed.is_empty(), "named pairs are found on the keyed pass");
+            key_names.push("value");
+        }
         let on = |k: Kind| enabled & k.bit() != 0;
         Self {
             literal: Group::new(literal),
             tokens: memchr::memmem::Finder::new(TOKEN_PREFIX).into_owned(),
             keyed: Group::new(keyed).map(|g| (g, Keys::new(&key_names))),
+            named: Group::new(named),
             elements: Group::new(elements).map(|g| (g, Keys::new(&element_names))),
             plus: Group::new(plus),
+            quote,
             infix,
             at: Group::new(at),
             digits,
@@ -345,18 +362,12 @@ impl Scanner {
         let mut keep: Vec<Range<usize>> = Vec::new();
         self.literals(text, &mut keep, out);
         if let Some((g, keys)) = &self.keyed {
-            keyed(g, keys, text, out);
+            keyed(g, keys, self.named.as_ref(), text, out);
         }
         if let Some((g, keys)) = &self.elements {
             elements(g, keys, text, out);
         }
-        if let Some(g) = &self.plus {
-            for p in memchr::memchr_iter(b'+', text) {
-                if let Some((id, r)) = g.search(text, p, text.len(), true) {
-                    g.validate(text, id, r, out);
-                }
-            }
-        }
+        self.plus_and_quotes(text, out);
         for (g, trigger, reach, finder) in &self.infix {
             // Past what an accepted match was found to hold, the
             // occurrences are done; not past the whole match, whose end
@@ -429,6 +440,44 @@ impl Scanner {
         out.truncate(kept);
     }
 
+    /// Patterns that start at a `+` and quote-anchored ones, on one pass
+    /// (`memchr2`, or `memchr` when only one kind is on). A quote inside
+    /// what an accepted quoted match holds is not looked at again.
+    fn plus_and_quotes(&self, text: &[u8], out: &mut Vec<Finding>) {
+        let (a, b) = match (&self.plus, self.quote.is_empty()) {
+            (Some(_), false) => (b'+', b'\''),
+            (Some(_), true) => (b'+', b'+'),
+            (None, false) => (b'\'', b'\''),
+            (None, true) => return,
+        };
+        let mut done = 0;
+        for p in memchr::memchr2_iter(a, b, text) {
+            if text[p] == b'+' {
+                if let Some(g) = &self.plus
+                    && let Some((id, r)) = g.search(text, p, text.len(), true)
+                {
+                    g.validate(text, id, r, out);
+                }
+                continue;
+            }
+            if p < done {
+                continue;
+            }
+            for (g, trigger) in &self.quote {
+                if let Some(span) = trigger(text, p, done)
+                    && let Some((id, r)) = g.search(text, span.start, span.end, true)
+                {
+                    let before = out.len();
+                    if g.validate(text, id, r.clone(), out) {
+                        done = r
+                            .end
+                            .max(out[before..].iter().map(|f| f.range.end).max().unwrap_or(0));
+                    }
+                }
+            }
+        }
+    }
+
     /// The literal-prefixed patterns and vault tokens, in order of where
     /// they start, as if one regex held both (a token first on a tie). A
     /// match its validator rejects (or a `tok_…` that is no vault token) is
@@ -481,8 +530,9 @@ impl Scanner {
 /// `name = value` pairs: at each `:` or `=`, the name before it (after
 /// up to three spaces or tabs and a quote, double or single) is read
 /// backwards; where it ends in a key name, the keyed patterns run anchored
-/// at its start.
-fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
+/// at its start; where it ends in `value`, the named pattern runs anchored
+/// at the pair before it ([`naming_pair_start`]).
+fn keyed(g: &Group, keys: &Keys, named: Option<&Group>, text: &[u8], out: &mut Vec<Finding>) {
     // Every separator is tried, those inside an earlier value too: in
     // `secret=abc:password="two words"` the first value ends at the quote,
     // and the second pair must still be found.
@@ -508,6 +558,15 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         }
         if !keys.ends_in_key(text, end) {
             continue;
+        }
+        // `value` is one of the keys when named pairs are looked for.
+        if let Some(named) = named
+            && end >= 5
+            && text[end - 5..end].eq_ignore_ascii_case(b"value")
+            && let Some(start) = naming_pair_start(text, end - 5)
+            && let Some((id, r)) = named.search(text, start, text.len(), true)
+        {
+            named.validate(text, id, r, out);
         }
         // The name's start: at most three words back (`card verification
         // value`), so a keyed search does not walk a sentence.
@@ -536,6 +595,66 @@ fn keyed(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
             g.validate(text, id, r, out);
         }
     }
+}
+
+/// Where the pair before the `value` at `at` starts (the name holding it
+/// may start earlier: `ParameterValue`): read backwards from that name, over its quote, a `,` or `;` between
+/// spaces, the naming pair's value (quoted, to its opening quote, at most
+/// `KEY_SPAN` bytes back; or bare), its separator and its name. The named
+/// pattern checks the whole shape forwards; this only finds where to try
+/// it, once a pair, so a line of pairs costs linear time.
+fn naming_pair_start(text: &[u8], at: usize) -> Option<usize> {
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = at;
+    while i > 0 && at - i < KEY_SPAN && name_byte(text[i - 1]) {
+        i -= 1;
+    }
+    let skip_quote = |i: &mut usize| {
+        if *i > 0 && matches!(text[*i - 1], b'"' | b'\'') {
+            *i -= 1;
+            if *i > 0 && text[*i - 1] == b'\\' {
+                *i -= 1;
+            }
+        }
+    };
+    let skip_blanks = |i: &mut usize| {
+        while *i > 0 && matches!(text[*i - 1], b' ' | b'\t') {
+            *i -= 1;
+        }
+    };
+    skip_quote(&mut i);
+    skip_blanks(&mut i);
+    if i > 0 && matches!(text[i - 1], b',' | b';') {
+        i -= 1;
+        skip_blanks(&mut i);
+    }
+    // The naming pair's value.
+    let q = *text.get(i.checked_sub(1)?)?;
+    if matches!(q, b'"' | b'\'') {
+        let from = i.saturating_sub(KEY_SPAN + 1);
+        i = from + memchr::memrchr(q, &text[from..i - 1])?;
+        if i > 0 && text[i - 1] == b'\\' {
+            i -= 1;
+        }
+    } else {
+        let value_byte = |b: u8| name_byte(b) || matches!(b, b'.' | b'/' | b'-');
+        let end = i;
+        while i > 0 && end - i < KEY_SPAN && value_byte(text[i - 1]) {
+            i -= 1;
+        }
+    }
+    skip_blanks(&mut i);
+    if !matches!(text.get(i.checked_sub(1)?), Some(b':' | b'=')) {
+        return None;
+    }
+    i -= 1;
+    skip_blanks(&mut i);
+    skip_quote(&mut i);
+    let end = i;
+    while i > 0 && end - i < KEY_SPAN && name_byte(text[i - 1]) {
+        i -= 1;
+    }
+    (i < end).then_some(i)
 }
 
 /// XML elements (`<cvv>123</cvv>`, `<wsse:Password Type="…">…`): at each

@@ -977,6 +977,133 @@ fn command_line_flags_carry_secrets() {
     }
 }
 
+/// Passwords in SQL statements, as databases log them.
+#[test]
+fn sql_statements_carry_passwords_in_literals() {
+    for (input, want) in [
+        (
+            "LOG:  statement: ALTER ROLE app WITH PASSWORD 'hunter22';",
+            "LOG:  statement: ALTER ROLE app WITH PASSWORD '[REDACTED:secret]';",
+        ),
+        (
+            "create user app with encrypted password 'it''s me' valid until '2030-01-01'",
+            "create user app with encrypted password '[REDACTED:secret]' valid until '2030-01-01'",
+        ),
+        (
+            "CREATE USER 'app'@'%' IDENTIFIED BY 'pw-1';",
+            "CREATE USER 'app'@'%' IDENTIFIED BY '[REDACTED:secret]';",
+        ),
+        (
+            "ALTER USER app IDENTIFIED WITH caching_sha2_password BY 'pw-2'",
+            "ALTER USER app IDENTIFIED WITH caching_sha2_password BY '[REDACTED:secret]'",
+        ),
+        (
+            "SET PASSWORD FOR 'app'@'%' = PASSWORD('pw-3');",
+            "SET PASSWORD FOR 'app'@'%' = PASSWORD('[REDACTED:secret]');",
+        ),
+    ] {
+        assert_eq!(label(input), want, "{input}");
+    }
+    for keep in [
+        "it's the password's fault 'x'",
+        "old_password 'x' and passwordless 'y'",
+        "password'x' identified by ''",
+        "GRANT SELECT ON t TO 'app'@'%'",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
+/// A pair named by the pair before it, in text: XML configuration, AWS
+/// tags or a container's environment printed as JSON, YAML's flow style.
+#[test]
+fn a_pair_named_by_the_pair_before_it_is_redacted_in_text() {
+    for (input, want) in [
+        (
+            r#"<add key="ApiPassword" value="s3cr3t"/>"#,
+            r#"<add key="ApiPassword" value="[REDACTED:secret]"/>"#,
+        ),
+        (
+            r#"<entry key='db.password' value='pw 1'/>"#,
+            r#"<entry key='db.password' value='[REDACTED:secret]'/>"#,
+        ),
+        (
+            r#"env={"Name": "DB_PASSWORD", "Value": "hunter2"}"#,
+            r#"env={"Name": "DB_PASSWORD", "Value": "[REDACTED:secret]"}"#,
+        ),
+        (
+            r#"msg={"ParameterKey":"AdminPassword","ParameterValue":"pw"}"#,
+            r#"msg={"ParameterKey":"AdminPassword","ParameterValue":"[REDACTED:secret]"}"#,
+        ),
+        (
+            "env: [{name: LOG_LEVEL, value: debug}, {name: API_KEY, value: k-123}]",
+            "env: [{name: LOG_LEVEL, value: debug}, {name: API_KEY, value: [REDACTED:secret]}]",
+        ),
+    ] {
+        assert_eq!(label(input), want, "{input}");
+    }
+    for keep in [
+        r#"<add key="LogLevel" value="debug"/>"#,
+        r#"{"envName": "DB_PASSWORD", "value": "x"} {"name": "DB_PASSWORD"} {"value": "y"}"#,
+        r#"["name=DB_PASSWORD", "value=x"]"#,
+        r#"{"name": "password", "newValue": "z", "value": null}"#,
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+    // The NDJSON walkers agree on it: the line read whole (its pair
+    // across strings sends it to the parse) and each string alone.
+    let line = "{\"m\":\"name=API_KEY value=k-1\",\"name\":\"TOKEN_SECRET\",\"value\":\"v\"}\n";
+    let (out, _) = redact(Format::Ndjson, line, &Options::default());
+    assert_eq!(
+        out,
+        "{\"m\":\"name=API_KEY value=***\",\"name\":\"TOKEN_SECRET\",\"value\":\"*\"}\n"
+    );
+}
+
+/// A YAML-style line's plain value may hold spaces: all of it is the
+/// secret. Elsewhere a bare value is one word.
+#[test]
+fn yaml_lines_hold_values_with_spaces() {
+    for (input, want) in [
+        (
+            "password: correct horse battery staple",
+            "password: [REDACTED:secret]",
+        ),
+        (
+            "  - client_secret:\tsplit words  # rotated",
+            "  - client_secret:\t[REDACTED:secret]  # rotated",
+        ),
+        (
+            "login password: two words",
+            "login password: [REDACTED:secret] words",
+        ),
+        ("password=two words", "password=[REDACTED:secret] words"),
+        (
+            "at password: a b\npassword: c d\n",
+            "at password: [REDACTED:secret] b\npassword: [REDACTED:secret]\n",
+        ),
+        (
+            "x \"password: e f\" y",
+            "x \"password: [REDACTED:secret]\" y",
+        ),
+    ] {
+        assert_eq!(label(input), want, "{input}");
+    }
+    // A JSON string's text starts a line, whichever walker reads it.
+    for format in [Format::Ndjson, Format::Json] {
+        let (out, _) = redact(
+            format,
+            "{\"m\":\"password: a b  \",\"n\":1}\n",
+            &Options::default(),
+        );
+        assert_eq!(
+            out.trim_end(),
+            "{\"m\":\"password: ***  \",\"n\":1}",
+            "{format:?}"
+        );
+    }
+}
+
 /// Magnetic-stripe tracks: track 1's card was glued to its format code
 /// and passed whole; track 2's expiry, service code and discretionary data
 /// (the PIN verification value, the stripe's security code) passed beside

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{Anchor, Detector, Finding, Kind, REJECTED, push, value_start_in};
+use super::{Anchor, Detector, Finding, Kind, REJECTED, push, value_start, value_start_in};
 
 /// The names of [`NAMES`] as the pattern reads them.
 macro_rules! name {
@@ -39,6 +39,26 @@ pub const ELEMENT: Detector = Detector {
     ),
     validate: validate_pair::<true>,
     anchor: Anchor::Element(NAMES),
+};
+
+/// A name/value pair's value, where the pair before it names a secret:
+/// XML configuration's `<add key="ApiPassword" value="…"/>` and `<entry
+/// key="db.password" value="…"/>`, AWS tags and container environments
+/// printed as JSON inside a text line (`{"Name": "DB_PASSWORD", "Value":
+/// "…"}`, CloudFormation's `ParameterKey`/`ParameterValue`), YAML's flow
+/// style (`{name: DB_PASSWORD, value: …}`). Parsed JSON's pairs are read by
+/// `redact::fields`; this finds them in text, under the names that rule
+/// takes as spelled there, so that an NDJSON line this finds a pair in
+/// across its strings is one that rule parses.
+pub const NAMED: Detector = Detector {
+    kind: Kind::Secret,
+    pattern: concat!(
+        r#"(?:[Nn]ame|NAME|[Kk]ey|KEY|[Pp]arameter(?:Key|Name)|parameter_(?:key|name))\\?["']?[ \t]*[:=][ \t]*(?:\\?["'][^"'\n]*|[A-Za-z0-9_./\-]*)(?:"#,
+        name!(),
+        r#")\\?["']?[ \t]*[,;]?[ \t]*\\?["']?(?:[Vv]alue|VALUE|[Pp]arameterValue|parameter_value)\\?["']?[ \t]*[:=][ \t]*(?:\\"(?:[^"\\\n]|\\[^"\n])+\\"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
+    ),
+    validate: validate_named,
+    anchor: Anchor::Named,
 };
 
 /// Key names of [`DETECTOR`] and [`ELEMENT`], and of JSON fields whose
@@ -276,6 +296,8 @@ fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Ve
         // to its `]]>` (text outside one cannot hold `]]>`).
         let text = s[start..].strip_suffix(b"]]>").unwrap_or(&s[start..]);
         start + text.trim_ascii_end().len()
+    } else if let Some(end) = runs_to_line_end(text, &m, start) {
+        end - m.start
     } else if s.ends_with(b")") && !s[start..].contains(&b'(') {
         // A call's or a repr's closing parenthesis (`Card(…,
         // password=hunter2)`, `(using password: YES)`), not the value's.
@@ -286,19 +308,123 @@ fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Ve
     if start >= end {
         return;
     }
-    let value = &s[start..end];
+    let s = &text[m.start..m.start + end];
+    if !stands_in(&s[start..end]) {
+        push(out, Kind::Secret, m.start + start..m.start + end);
+    }
+}
+
+/// A value that stands in for a secret rather than being one: a vault
+/// token, a mask already applied, a flag's word.
+fn stands_in(value: &[u8]) -> bool {
     let lower: Vec<u8> = value.iter().map(u8::to_ascii_lowercase).collect();
-    let skip = is_token(value)
+    is_token(value)
         || value.starts_with(b"***")
         || value.starts_with(b"[REDACTED")
         || matches!(
             &lower[..],
             b"null" | b"true" | b"false" | b"none" | b"redacted" | b"yes" | b"no"
-        );
-    if !skip {
+        )
+}
+
+/// The value of a [`NAMED`] match: past the naming pair's value (a quoted
+/// one to its closing quote, which it cannot hold; a bare one to its last
+/// name byte), the next separator's value, inside its quotes.
+fn validate_named(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    let s = &text[m.clone()];
+    let Some(at) = value_start(s) else {
+        return;
+    };
+    let naming_end = match s[at - 1] {
+        q @ (b'"' | b'\'') => match s[at..].iter().position(|&b| b == q) {
+            Some(n) => at + n,
+            None => return,
+        },
+        _ => {
+            at + s[at..]
+                .iter()
+                .take_while(|&&b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'-')
+                })
+                .count()
+        }
+    };
+    let Some(v) = value_start(&s[naming_end..]) else {
+        return;
+    };
+    let start = naming_end + v;
+    let mut end = s.len();
+    if let q @ (b'"' | b'\'') = s[start - 1]
+        && end > start
+        && s[end - 1] == q
+    {
+        end -= 1;
+        if s[start - 2] == b'\\' && s[end - 1] == b'\\' {
+            end -= 1;
+        }
+    }
+    if start < end && !stands_in(&s[start..end]) {
         push(out, Kind::Secret, m.start + start..m.start + end);
     }
 }
+
+/// Where a bare value ends that runs to its line's end: a YAML-style
+/// line, `name: value` with the name (one word) first on its line after
+/// indentation or a list's `- `, as configuration dumps and Kubernetes
+/// manifests print them. A plain scalar there may hold spaces
+/// (`password: correct horse battery staple`): all of it up to the line's
+/// end is the value, less trailing spaces and a comment (` # …`). `None`
+/// elsewhere, where a bare value is one word (`password: x user=bob`),
+/// and for names of two words or more (`Login password: …`), which read
+/// as prose.
+fn runs_to_line_end(text: &[u8], m: &Range<usize>, start: usize) -> Option<usize> {
+    let s = &text[m.clone()];
+    let sep = s.iter().position(|&b| b == b':' || b == b'=')?;
+    // The walk to the name's start may have taken indentation and a
+    // list's `- ` with it, as it reads words joined by spaces and dashes.
+    let indent = s[..sep]
+        .iter()
+        .take_while(|&&b| matches!(b, b' ' | b'\t' | b'-'))
+        .count();
+    if s[sep] != b':'
+        || !matches!(s.get(sep + 1), Some(b' ' | b'\t'))
+        || s[indent..sep].contains(&b' ')
+    {
+        return None;
+    }
+    let indented = text[m.start.saturating_sub(LINE_INDENT_MAX + 1)..m.start]
+        .iter()
+        .rev()
+        .take_while(|&&b| matches!(b, b' ' | b'\t' | b'-'))
+        .count();
+    let line = m.start - indented;
+    let opener = line.checked_sub(1).map(|i| text[i]);
+    if indented > LINE_INDENT_MAX || !matches!(opener, None | Some(b'\n' | b'\r' | b'"')) {
+        return None;
+    }
+    // A JSON string's opening quote starts a line too, as its text alone
+    // would (the NDJSON walkers scan a line whole or each string alone,
+    // and agree); the value then ends at the string's close.
+    let quoted = opener == Some(b'"');
+    let from = m.start + start;
+    let rest = &text[from..];
+    let mut end = rest
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r' || quoted && b == b'"')
+        .unwrap_or(rest.len());
+    if let Some(c) = rest[..end]
+        .windows(2)
+        .position(|w| matches!(w[0], b' ' | b'\t') && w[1] == b'#')
+    {
+        end = c;
+    }
+    let end = from + rest[..end].trim_ascii_end().len();
+    (end > m.end).then_some(end)
+}
+
+/// The most bytes of indentation (and `- `) read before a YAML-style
+/// line's name ([`runs_to_line_end`]).
+const LINE_INDENT_MAX: usize = 64;
 
 fn validate_bearer(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
