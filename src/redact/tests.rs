@@ -937,6 +937,17 @@ fn arns_name_secrets_and_bearer_tokens_hold_bars() {
         label("Authorization: Bearer 5|lJd8xV9pQw3Rt7Yz1Kx4Mn6Bv2Cq8Ws0Ea"),
         "Authorization: Bearer [REDACTED:secret]"
     );
+    // Short tokens hold a digit; short words are prose or a client's bug.
+    assert_eq!(
+        label("curl -H 'Authorization: Bearer a1b2c3d4'"),
+        "curl -H 'Authorization: Bearer [REDACTED:secret]'"
+    );
+    for keep in [
+        "Bearer authentication failed: Bearer undefined",
+        "WWW-Authenticate: Bearer realm=api, Bearer a1b2c3",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
     assert_eq!(
         label("a:secret:x=1 secret:hunter2"),
         "a:secret:x=1 secret:[REDACTED:secret]"
