@@ -1115,6 +1115,22 @@ fn yaml_lines_hold_values_with_spaces() {
     }
 }
 
+/// A Kubernetes environment entry printed as YAML names its value on the
+/// line before it: masked whether the two lines come in one block, in
+/// two (streamed, cut between them) or one at a time (with a budget).
+#[test]
+fn yaml_pairs_on_two_lines_are_redacted() {
+    let input = "env:\n  - name: LOG_LEVEL\n    value: debug\n  - name: DB_PASSWORD\n    value: \"hunter 2\"\n  - name: card_number\n    value: 4111 1111 1111 1111 # test\n  - name: API_KEY\n    valueFrom: x\n  - value: y\n";
+    let want = "env:\n  - name: LOG_LEVEL\n    value: debug\n  - name: DB_PASSWORD\n    value: \"********\"\n  - name: card_number\n    value: **** **** **** 1111 # test\n  - name: API_KEY\n    valueFrom: x\n  - value: y\n";
+    assert_eq!(text(input), want);
+    assert_eq!(redact(Format::Text, input, &budgeted()).0, want);
+    let cut = input.find("    value: \"hunter").unwrap();
+    assert_eq!(streamed(Format::Text, input, 1 << 16, cut), want);
+    // Off with its type.
+    let opts = Options::default().with_detectors(Some("pan")).unwrap();
+    assert!(redact(Format::Text, input, &opts).0.contains("hunter 2"));
+}
+
 /// Magnetic-stripe tracks: track 1's card was glued to its format code
 /// and passed whole; track 2's expiry, service code and discretionary data
 /// (the PIN verification value, the stripe's security code) passed beside

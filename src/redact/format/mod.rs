@@ -16,6 +16,7 @@ use super::{Findings, Options};
 
 mod members;
 mod raw;
+mod yaml;
 
 /// A body format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,9 @@ pub struct Session<'a> {
     last_kind: Kind,
     /// Whether a finding since the last reset had the `drop` action.
     dropped: bool,
+    /// The type a `value:` line starting the next text holds: the text
+    /// before ended on a `name:` line naming it ([`yaml`]).
+    named: Option<Kind>,
 }
 
 impl<'a> Session<'a> {
@@ -125,6 +129,7 @@ impl<'a> Session<'a> {
             found: Vec::new(),
             last_kind: Kind::Secret,
             dropped: false,
+            named: None,
         }
     }
 
@@ -300,8 +305,38 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        self.replace(rest, out)?;
+        let pairs = self.yaml_pairs(rest);
+        self.replace(rest, &pairs, out)?;
         Ok(())
+    }
+
+    /// The values of the two-line YAML pairs in `text` that name a type
+    /// redacted (`- name: DB_PASSWORD` then `  value: …`), one begun at
+    /// the end of the text before included.
+    fn yaml_pairs(&mut self, text: &[u8]) -> Vec<Finding> {
+        let mut pairs = Vec::new();
+        if let Some(kind) = self.named.take()
+            && let Some(r) = yaml::value_at(text, 0)
+        {
+            pairs.push(Finding { kind, range: r });
+        }
+        for (name, next) in yaml::names(text) {
+            let Some(kind) = (self.fields)
+                .kind_of_bytes(&text[name])
+                .filter(|&k| self.opts.enabled(k))
+            else {
+                continue;
+            };
+            match next {
+                Some(n) if n < text.len() => {
+                    if let Some(r) = yaml::value_at(text, n) {
+                        pairs.push(Finding { kind, range: r });
+                    }
+                }
+                _ => self.named = Some(kind),
+            }
+        }
+        pairs
     }
 
     /// Leaves the PEM state as [`Session::text_line`] would after `line`,
@@ -340,12 +375,21 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Scans `text` and writes it with every enabled finding replaced.
-    /// Returns the number of findings.
-    fn replace(&mut self, text: &[u8], out: &mut Vec<u8>) -> Result<usize, RedactError> {
+    /// Scans `text` and writes it with every enabled finding replaced,
+    /// and the `extra` ones found outside the scan (in order). Returns the
+    /// number of findings.
+    fn replace(
+        &mut self,
+        text: &[u8],
+        extra: &[Finding],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, RedactError> {
         let mut found = std::mem::take(&mut self.found);
         found.clear();
         self.scanner.scan(text, &mut found);
+        if !extra.is_empty() {
+            merge(&mut found, extra);
+        }
         let mut at = 0;
         let mut n = 0;
         let mut failed = None;
@@ -406,7 +450,7 @@ impl<'a> Session<'a> {
             return Ok((None, false));
         }
         let mut out = Vec::new();
-        if self.replace(s.as_bytes(), &mut out)? == 0 || self.opts.report {
+        if self.replace(s.as_bytes(), &[], &mut out)? == 0 || self.opts.report {
             return Ok((None, self.dropped));
         }
         // Replacements are ASCII over ASCII matches, so UTF-8 is kept.
@@ -811,6 +855,24 @@ enum Replacement {
     /// Its field removed (the `drop` action).
     Drop,
     With(String),
+}
+
+/// Adds `extra` to the scan's `found` (each in order, neither
+/// overlapping itself), keeping them in order: findings that overlap are
+/// one, of the type of the one that starts first.
+fn merge(found: &mut Vec<Finding>, extra: &[Finding]) {
+    let mut all: Vec<Finding> = Vec::with_capacity(found.len() + extra.len());
+    let mut each: Vec<&Finding> = found.iter().chain(extra).collect();
+    each.sort_by_key(|f| f.range.start);
+    for f in each {
+        match all.last_mut() {
+            Some(last) if f.range.start < last.range.end => {
+                last.range.end = last.range.end.max(f.range.end);
+            }
+            _ => all.push(f.clone()),
+        }
+    }
+    *found = all;
 }
 
 /// The digits a JSON number is checked by: a float (`4111111111111111.0`,
