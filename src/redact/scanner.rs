@@ -27,7 +27,9 @@ use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, PatternID};
 
-use super::detectors::{Anchor, DETECTORS, DigitTrigger, Finding, InfixTrigger, Kind};
+use super::detectors::{
+    Anchor, DETECTORS, DigitTrigger, Finding, InfixTrigger, Kind, backslashes_before,
+};
 use super::numeric;
 use super::pairs::EndPairs;
 
@@ -545,7 +547,9 @@ fn keyed(g: &Group, keys: &Keys, named: Option<&Group>, text: &[u8], out: &mut V
         // percent-encoded (`detectors::name_end`).
         if end > 0 {
             match text[end - 1] {
-                b'"' | b'\'' if end >= 2 && text[end - 2] == b'\\' => end -= 2,
+                b'"' | b'\'' if end >= 2 && text[end - 2] == b'\\' => {
+                    end -= 1 + backslashes_before(text, end - 1)
+                }
                 b'"' | b'\'' | b']' => end -= 1,
                 b'D' | b'd' if end >= 3 && text[end - 3] == b'%' && text[end - 2] == b'5' => {
                     end -= 3
@@ -611,10 +615,7 @@ fn naming_pair_start(text: &[u8], at: usize) -> Option<usize> {
     }
     let skip_quote = |i: &mut usize| {
         if *i > 0 && matches!(text[*i - 1], b'"' | b'\'') {
-            *i -= 1;
-            if *i > 0 && text[*i - 1] == b'\\' {
-                *i -= 1;
-            }
+            *i -= 1 + backslashes_before(text, *i - 1);
         }
     };
     let skip_blanks = |i: &mut usize| {
@@ -633,9 +634,7 @@ fn naming_pair_start(text: &[u8], at: usize) -> Option<usize> {
     if matches!(q, b'"' | b'\'') {
         let from = i.saturating_sub(KEY_SPAN + 1);
         i = from + memchr::memrchr(q, &text[from..i - 1])?;
-        if i > 0 && text[i - 1] == b'\\' {
-            i -= 1;
-        }
+        i -= backslashes_before(text, i);
     } else {
         let value_byte = |b: u8| name_byte(b) || matches!(b, b'.' | b'/' | b'-');
         let end = i;

@@ -1131,6 +1131,28 @@ fn yaml_pairs_on_two_lines_are_redacted() {
     assert!(redact(Format::Text, input, &opts).0.contains("hunter 2"));
 }
 
+/// JSON escaped twice (an application's JSON message quoting a JSON
+/// body, in a container runtime's JSON log line read as text) or three
+/// times: names and values are read through their backslashes, which stay.
+#[test]
+fn json_escaped_twice_or_three_times_is_read() {
+    let line = r#"{"log":"{\"msg\":\"body={\\\"password\\\":\\\"hunter 2\\\",\\\"cvv\\\":\\\"123\\\"}\"}\n"}"#;
+    let want = r#"{"log":"{\"msg\":\"body={\\\"password\\\":\\\"[REDACTED:secret]\\\",\\\"cvv\\\":\\\"[REDACTED:cvv]\\\"}\"}\n"}"#;
+    assert_eq!(label(line), want);
+    assert_eq!(
+        text(line),
+        line.replace("hunter 2", "********")
+            .replace("\\\"123", "\\\"***")
+    );
+    let three = r#"x={\\\\\\\"api_key\\\\\\\":\\\\\\\"k-1\\\\\\\", \\\\\\\"name\\\\\\\": \\\\\\\"DB_PASSWORD\\\\\\\", \\\\\\\"value\\\\\\\": \\\\\\\"v-2\\\\\\\"}"#;
+    assert_eq!(
+        label(three),
+        three
+            .replace("k-1", "[REDACTED:secret]")
+            .replace("v-2", "[REDACTED:secret]")
+    );
+}
+
 /// Magnetic-stripe tracks: track 1's card was glued to its format code
 /// and passed whole; track 2's expiry, service code and discretionary data
 /// (the PIN verification value, the stripe's security code) passed beside

@@ -9,12 +9,15 @@
 /// `card[cvc]=`, as Rails, PHP and Stripe's form bodies write fields; the
 /// bracket also percent-encoded, `card%5Bcvc%5D=`, as those bodies go on
 /// the wire and into HTTP clients' debug logs; the quote also escaped,
-/// `\"cvv\":`, as JSON inside a JSON string or a logfmt value writes it),
+/// `\"cvv\":`, as JSON inside a JSON string or a logfmt value writes it,
+/// or escaped again, `\\\"cvv\\\":`, JSON in JSON in JSON, as a container
+/// runtime's JSON log file holds an application's JSON message that
+/// quotes a JSON body; up to [`ESCAPES_MAX`] backslashes),
 /// then spaces or tabs (aligned dumps: `Password          : …`). The
 /// scanner's key test steps over the same bytes (`scanner::keyed`).
 macro_rules! name_end {
     () => {
-        r#"(?:\\?["']|\]|%5[Dd])?[ \t]*"#
+        r#"(?:\\{0,7}["']|\]|%5[Dd])?[ \t]*"#
     };
 }
 
@@ -25,8 +28,23 @@ macro_rules! name_end {
 /// value [123]`).
 macro_rules! value_open {
     () => {
-        r#"[ \t]*(?:\\?["']|rejected value \[)?"#
+        r#"[ \t]*(?:\\{0,7}["']|rejected value \[)?"#
     };
+}
+
+/// The most backslashes read before a quote: a quote escaped three times
+/// over (the patterns' `\\{0,7}`).
+pub const ESCAPES_MAX: usize = 7;
+
+/// How many backslashes (up to [`ESCAPES_MAX`]) end `text` at `at`: the
+/// escapes of a quote at `at`.
+pub fn backslashes_before(text: &[u8], at: usize) -> usize {
+    text[..at]
+        .iter()
+        .rev()
+        .take(ESCAPES_MAX)
+        .take_while(|&&b| b == b'\\')
+        .count()
 }
 
 /// Spring's validation errors name a field, then its value in brackets:
@@ -313,7 +331,8 @@ pub fn digits(text: &[u8], r: &Range<usize>) -> Vec<u8> {
 
 /// In a `name = value` / `"name": "value"` / `'name' => 'value'` match,
 /// the offset where the value starts: after the first `=` or `:` (and a
-/// `>` after an `=`), spaces, tabs and a quote (also escaped, `\"`), or
+/// `>` after an `=`), spaces, tabs and a quote (also escaped, `\"`, or
+/// escaped again, `\\\"`), or
 /// [`REJECTED`].
 pub fn value_start(s: &[u8]) -> Option<usize> {
     let sep = s.iter().position(|&b| b == b'=' || b == b':')?;
@@ -327,8 +346,13 @@ pub fn value_start(s: &[u8]) -> Option<usize> {
     if s[start..].starts_with(REJECTED) {
         return Some(start + REJECTED.len());
     }
-    if s.get(start) == Some(&b'\\') && matches!(s.get(start + 1), Some(b'"' | b'\'')) {
-        start += 1;
+    let escapes = s[start..]
+        .iter()
+        .take(ESCAPES_MAX)
+        .take_while(|&&b| b == b'\\')
+        .count();
+    if escapes > 0 && matches!(s.get(start + escapes), Some(b'"' | b'\'')) {
+        start += escapes;
     }
     if matches!(s.get(start), Some(b'"' | b'\'')) {
         start += 1;

@@ -3,7 +3,10 @@
 
 use std::ops::Range;
 
-use super::{Anchor, Detector, Finding, Kind, REJECTED, push, value_start, value_start_in};
+use super::{
+    Anchor, Detector, Finding, Kind, REJECTED, backslashes_before, push, value_start,
+    value_start_in,
+};
 
 /// The names of [`NAMES`] as the pattern reads them.
 macro_rules! name {
@@ -21,7 +24,7 @@ pub const DETECTOR: Detector = Detector {
     pattern: concat!(
         name!(),
         name_end!(),
-        r#"(?:=>|[:=])[ \t]*(?:rejected value \[[^\]\n]*\]|\\"(?:[^"\\\n]|\\[^"\n])+\\"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
+        r#"(?:=>|[:=])[ \t]*(?:rejected value \[[^\]\n]*\]|\\{1,7}"(?:[^"\\\n]|\\[^"\n])+\\{1,7}"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
     ),
     validate: validate_pair::<false>,
     anchor: Anchor::Key(NAMES),
@@ -53,9 +56,9 @@ pub const ELEMENT: Detector = Detector {
 pub const NAMED: Detector = Detector {
     kind: Kind::Secret,
     pattern: concat!(
-        r#"(?:[Nn]ame|NAME|[Kk]ey|KEY|[Pp]arameter(?:Key|Name)|parameter_(?:key|name))\\?["']?[ \t]*[:=][ \t]*(?:\\?["'][^"'\n]*|[A-Za-z0-9_./\-]*)(?:"#,
+        r#"(?:[Nn]ame|NAME|[Kk]ey|KEY|[Pp]arameter(?:Key|Name)|parameter_(?:key|name))\\{0,7}["']?[ \t]*[:=][ \t]*(?:\\{0,7}["'][^"'\n]*|[A-Za-z0-9_./\-]*)(?:"#,
         name!(),
-        r#")\\?["']?[ \t]*[,;]?[ \t]*\\?["']?(?:[Vv]alue|VALUE|[Pp]arameterValue|parameter_value)\\?["']?[ \t]*[:=][ \t]*(?:\\"(?:[^"\\\n]|\\[^"\n])+\\"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
+        r#")\\{0,7}["']?[ \t]*[,;]?[ \t]*\\{0,7}["']?(?:[Vv]alue|VALUE|[Pp]arameterValue|parameter_value)\\{0,7}["']?[ \t]*[:=][ \t]*(?:\\{1,7}"(?:[^"\\\n]|\\[^"\n])+\\{1,7}"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
     ),
     validate: validate_named,
     anchor: Anchor::Named,
@@ -288,9 +291,9 @@ fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Ve
     let end = if !ELEMENT && s[..start].ends_with(REJECTED) {
         s.len() - 1
     } else if quoted(b'"') || quoted(b'\'') {
-        // An escaped quote closes an escaped one (`\"…\"`).
-        let escaped = s[start - 2] == b'\\' && s[s.len() - 2] == b'\\';
-        s.len() - 1 - usize::from(escaped)
+        // An escaped quote closes an escaped one (`\"…\"`, `\\\"…\\\"`).
+        let escapes = backslashes_before(s, start - 1).min(backslashes_before(s, s.len() - 1));
+        s.len() - 1 - escapes
     } else if ELEMENT {
         // An element's text up to its trailing spaces; a CDATA section's,
         // to its `]]>` (text outside one cannot hold `]]>`).
@@ -359,9 +362,7 @@ fn validate_named(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
         && s[end - 1] == q
     {
         end -= 1;
-        if s[start - 2] == b'\\' && s[end - 1] == b'\\' {
-            end -= 1;
-        }
+        end -= backslashes_before(s, start - 1).min(backslashes_before(s, end));
     }
     if start < end && !stands_in(&s[start..end]) {
         push(out, Kind::Secret, m.start + start..m.start + end);
