@@ -613,10 +613,14 @@ fn naming_pair_start(text: &[u8], at: usize) -> Option<usize> {
     while i > 0 && at - i < KEY_SPAN && name_byte(text[i - 1]) {
         i -= 1;
     }
+    // The quote stepped over, if any.
     let skip_quote = |i: &mut usize| {
-        if *i > 0 && matches!(text[*i - 1], b'"' | b'\'') {
+        let q = i.checked_sub(1).map(|j| text[j]);
+        if matches!(q, Some(b'"' | b'\'')) {
             *i -= 1 + backslashes_before(text, *i - 1);
+            return q;
         }
+        None
     };
     let skip_blanks = |i: &mut usize| {
         while *i > 0 && matches!(text[*i - 1], b' ' | b'\t') {
@@ -648,12 +652,24 @@ fn naming_pair_start(text: &[u8], at: usize) -> Option<usize> {
     }
     i -= 1;
     skip_blanks(&mut i);
-    skip_quote(&mut i);
+    let quote = skip_quote(&mut i);
     let end = i;
     while i > 0 && end - i < KEY_SPAN && name_byte(text[i - 1]) {
         i -= 1;
     }
-    (i < end).then_some(i)
+    // The name whole: a quoted one inside its quotes (a JSON key is the
+    // field rule's pair name exactly, or no pair: `")name":` is none, as
+    // the rule reads it); a bare one after a space or a bracket, or where
+    // a string's text starts, as each walker of an NDJSON line sees it.
+    let before = i.checked_sub(1).map(|j| text[j]);
+    let whole = match quote {
+        Some(q) => before == Some(q),
+        None => matches!(
+            before,
+            None | Some(b' ' | b'\t' | b'{' | b'[' | b'(' | b',' | b';' | b'"' | b'\'')
+        ),
+    };
+    (i < end && whole).then_some(i)
 }
 
 /// XML elements (`<cvv>123</cvv>`, `<wsse:Password Type="…">…`): at each

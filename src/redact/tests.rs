@@ -1320,6 +1320,12 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         r#"{"cardNumber": 1e400}"#,
         r#"{"cvv": 123, "x": 1e400, "n": 4111111111111111e0}"#,
         r#"{"s": "\ud800", "n": 4111111111111111e0}"#,
+        // Evidence or a value across strings, as a raw scan of the line
+        // reads it: no pair under a key that is not the field rule's
+        // name, and a single-quoted value from one string into the next
+        // (the line takes the `Value` walk).
+        r#"{")name":"DB_PASSWORD","value":"x","m":"password: a b  "}"#,
+        r#"{"a":"password='x","b":"y'","c":"PASSWORD 'p","d":"q'"}"#,
     ]
     .iter()
     .map(|l| l.replace("TOKEN", &token))

@@ -498,7 +498,10 @@ impl<'a> Session<'a> {
             }
             return Ok(());
         }
-        let walked = if raw::is_plain_json(line) && !self.holds_a_pair(line) {
+        let walked = if raw::is_plain_json(line)
+            && !self.holds_a_pair(line)
+            && !spans_strings(line, found, base)
+        {
             self.raw_line(&mut raw::Raw::new(line, found, base), out)
         } else {
             self.ndjson_parsed(line, out)
@@ -855,6 +858,23 @@ enum Replacement {
     /// Its field removed (the `drop` action).
     Drop,
     With(String),
+}
+
+/// Whether a finding on `line` (at `base` in its block; `found` sorted,
+/// from the line's first on) holds a `"`: in a line without escapes, a
+/// string's end. Such a value (`password='x","b":"y'`) runs from one
+/// string into the next, where the `Value` walker, reading each string
+/// alone, finds none: the line takes that walk instead of the raw one, so
+/// the two agree.
+fn spans_strings(line: &[u8], found: &[Finding], base: usize) -> bool {
+    found
+        .iter()
+        .take_while(|f| f.range.start < base + line.len())
+        .any(|f| {
+            let start = f.range.start.saturating_sub(base);
+            let end = (f.range.end - base).min(line.len());
+            memchr::memchr(b'"', &line[start..end]).is_some()
+        })
 }
 
 /// Adds `extra` to the scan's `found` (each in order, neither
