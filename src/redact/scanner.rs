@@ -87,6 +87,11 @@ const KEY_SPAN: usize = 64;
 /// : …`, as aligned dumps pad names to one column).
 const PAD: usize = 32;
 
+/// The longest value a named pair's search reads past its separator, so
+/// that a line of `value=` pairs costs linear time. A longer value is not
+/// found by it; no secret is that long.
+const NAMED_VALUE_MAX: usize = 1024;
+
 /// The most spaces a key name's words are read across (`card verification
 /// value`).
 const NAME_SPACES: usize = 2;
@@ -567,8 +572,13 @@ fn keyed(g: &Group, keys: &Keys, named: Option<&Group>, text: &[u8], out: &mut V
         if let Some(named) = named
             && end >= 5
             && text[end - 5..end].eq_ignore_ascii_case(b"value")
-            && let Some(start) = naming_pair_start(text, end - 5)
-            && let Some((id, r)) = named.search(text, start, text.len(), true)
+            && let Some(start) = naming_pair_start(
+                text,
+                end - 5,
+                matches!(text.get(end), Some(b'"' | b'\'' | b'\\')),
+            )
+            && let Some((id, r)) =
+                named.search(text, start, text.len().min(p + 1 + NAMED_VALUE_MAX), true)
         {
             named.validate(text, id, r, out);
         }
@@ -602,12 +612,14 @@ fn keyed(g: &Group, keys: &Keys, named: Option<&Group>, text: &[u8], out: &mut V
 }
 
 /// Where the pair before the `value` at `at` starts (the name holding it
-/// may start earlier: `ParameterValue`): read backwards from that name, over its quote, a `,` or `;` between
-/// spaces, the naming pair's value (quoted, to its opening quote, at most
-/// `KEY_SPAN` bytes back; or bare), its separator and its name. The named
-/// pattern checks the whole shape forwards; this only finds where to try
-/// it, once a pair, so a line of pairs costs linear time.
-fn naming_pair_start(text: &[u8], at: usize) -> Option<usize> {
+/// may start earlier: `ParameterValue`; `quoted` when a quote closes it):
+/// read backwards from that name,
+/// over its quote, a `,` or `;` between spaces, the naming pair's value
+/// (quoted, to its opening quote, at most `KEY_SPAN` bytes back; or bare),
+/// its separator and its name. The named pattern checks the whole shape
+/// forwards; this only finds where to try it, once a pair, so a line of
+/// pairs costs linear time.
+fn naming_pair_start(text: &[u8], at: usize, quoted: bool) -> Option<usize> {
     let name_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut i = at;
     while i > 0 && at - i < KEY_SPAN && name_byte(text[i - 1]) {
@@ -662,12 +674,18 @@ fn naming_pair_start(text: &[u8], at: usize) -> Option<usize> {
     // the rule reads it); a bare one after a space or a bracket, or where
     // a string's text starts, as each walker of an NDJSON line sees it.
     let before = i.checked_sub(1).map(|j| text[j]);
+    // And the value's name `quoted` (closed by a quote) when the naming
+    // one is, and not when it is not: `{"Name":"DB_PASSWORD","Value=x":1}`
+    // has its `value` inside another key.
     let whole = match quote {
-        Some(q) => before == Some(q),
-        None => matches!(
-            before,
-            None | Some(b' ' | b'\t' | b'{' | b'[' | b'(' | b',' | b';' | b'"' | b'\'')
-        ),
+        Some(q) => before == Some(q) && quoted,
+        None => {
+            !quoted
+                && matches!(
+                    before,
+                    None | Some(b' ' | b'\t' | b'{' | b'[' | b'(' | b',' | b';' | b'"' | b'\'')
+                )
+        }
     };
     (i < end && whole).then_some(i)
 }

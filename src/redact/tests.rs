@@ -1100,6 +1100,21 @@ fn yaml_lines_hold_values_with_spaces() {
     ] {
         assert_eq!(label(input), want, "{input}");
     }
+    // A JSON key is no YAML name; an escaped string's close stays.
+    assert_eq!(
+        label(r#"{"password": 12345, "user": "bob"}"#),
+        r#"{"password": [REDACTED:secret], "user": "bob"}"#
+    );
+    assert_eq!(
+        label(r#"{"log":"{\"msg\":\"password: correct horse\"}"}"#),
+        r#"{"log":"{\"msg\":\"password: [REDACTED:secret]\"}"}"#
+    );
+    let (out, _) = redact(
+        Format::Ndjson,
+        "{\"msg\":\"login password='hunter2\",\"user\":\"o'brien\"}\n",
+        &Options::default(),
+    );
+    assert!(!out.contains("hunter2"), "{out}");
     // A JSON string's text starts a line, whichever walker reads it.
     for format in [Format::Ndjson, Format::Json] {
         let (out, _) = redact(
@@ -1129,6 +1144,21 @@ fn yaml_pairs_on_two_lines_are_redacted() {
     // Off with its type.
     let opts = Options::default().with_detectors(Some("pan")).unwrap();
     assert!(redact(Format::Text, input, &opts).0.contains("hunter 2"));
+    // The whole value is the secret, a card in it too; a quote escaped
+    // inside is no close; a vault token is kept; a card field's value is
+    // left to the card's own detector (`tokenize` takes only cards).
+    let token = crate::vault::token::Token::random().into_string();
+    let more = format!(
+        "- name: DB_PASSWORD\n  value: 4111 1111 1111 1111 hunter2\n- name: API_KEY\n  value: \"ab\\\"cd\"\n- name: SECRET\n  value: {token}\n- name: card_number\n  value: n/a\n"
+    );
+    let want = format!(
+        "- name: DB_PASSWORD\n  value: [REDACTED:secret]\n- name: API_KEY\n  value: \"[REDACTED:secret]\"\n- name: SECRET\n  value: {token}\n- name: card_number\n  value: n/a\n"
+    );
+    assert_eq!(label(&more), want);
+    let opts = Options::default()
+        .with_action(Kind::Pan, "tokenize")
+        .unwrap();
+    assert!(redact(Format::Text, &more, &opts).0.contains("value: n/a"));
 }
 
 /// JSON escaped twice (an application's JSON message quoting a JSON
@@ -1326,6 +1356,8 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         // (the line takes the `Value` walk).
         r#"{")name":"DB_PASSWORD","value":"x","m":"password: a b  "}"#,
         r#"{"a":"password='x","b":"y'","c":"PASSWORD 'p","d":"q'"}"#,
+        r#"{"msg":"login password='hunter2","user":"o'brien"}"#,
+        r#"{"Name":"DB_PASSWORD","Value=x":1}"#,
     ]
     .iter()
     .map(|l| l.replace("TOKEN", &token))

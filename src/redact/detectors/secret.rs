@@ -18,13 +18,16 @@ macro_rules! name {
 /// `password=…`, `DB_PASSWORD=…`, `"api_key": "…"`, `client_secret: "two
 /// words"`, `accessToken=…`, `{'pwd': '…'}`, `"password" => "…"`: any name
 /// that ends in a key name, its words joined by `_`, `-` or nothing, as
-/// the anchor reads names; a quoted value runs to its closing quote.
+/// the anchor reads names; a quoted value runs to its closing quote. A
+/// single quote not closed (`password='hunter2","user":"o'brien"` in an
+/// NDJSON line, whose `Value` walk reads `password='hunter2` alone) runs
+/// to a `"` or the line's end.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: concat!(
         name!(),
         name_end!(),
-        r#"(?:=>|[:=])[ \t]*(?:rejected value \[[^\]\n]*\]|\\{1,7}"(?:[^"\\\n]|\\[^"\n])+\\{1,7}"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
+        r#"(?:=>|[:=])[ \t]*(?:rejected value \[[^\]\n]*\]|\\{1,7}"(?:[^"\\\n]|\\[^"\n])+\\{1,7}"|"[^"\n]+"|'[^'\n]+'|'[^'"\n]+|[^\s"',;&}\]]+)"#
     ),
     validate: validate_pair::<false>,
     anchor: Anchor::Key(NAMES),
@@ -58,7 +61,7 @@ pub const NAMED: Detector = Detector {
     pattern: concat!(
         r#"(?:[Nn]ame|NAME|[Kk]ey|KEY|[Pp]arameter(?:Key|Name)|parameter_(?:key|name))\\{0,7}["']?[ \t]*[:=][ \t]*(?:\\{0,7}["'][^"'\n]*|[A-Za-z0-9_./\-]*)(?:"#,
         name!(),
-        r#")\\{0,7}["']?[ \t]*[,;]?[ \t]*\\{0,7}["']?(?:[Vv]alue|VALUE|[Pp]arameterValue|parameter_value)\\{0,7}["']?[ \t]*[:=][ \t]*(?:\\{1,7}"(?:[^"\\\n]|\\[^"\n])+\\{1,7}"|"[^"\n]+"|'[^'\n]+'|[^\s"',;&}\]]+)"#
+        r#")\\{0,7}["']?[ \t]*[,;]?[ \t]*\\{0,7}["']?(?:[Vv]alue|VALUE|[Pp]arameterValue|parameter_value)\\{0,7}["']?[ \t]*[:=][ \t]*(?:\\{1,7}"(?:[^"\\\n]|\\[^"\n])+\\{1,7}"|"[^"\n]+"|'[^'\n]+'|'[^'"\n]+|[^\s"',;&}\]]+)"#
     ),
     validate: validate_named,
     anchor: Anchor::Named,
@@ -319,7 +322,7 @@ fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Ve
 
 /// A value that stands in for a secret rather than being one: a vault
 /// token, a mask already applied, a flag's word.
-fn stands_in(value: &[u8]) -> bool {
+pub fn stands_in(value: &[u8]) -> bool {
     let lower: Vec<u8> = value.iter().map(u8::to_ascii_lowercase).collect();
     is_token(value)
         || value.starts_with(b"***")
@@ -387,9 +390,11 @@ fn runs_to_line_end(text: &[u8], m: &Range<usize>, start: usize) -> Option<usize
         .iter()
         .take_while(|&&b| matches!(b, b' ' | b'\t' | b'-'))
         .count();
+    // A quoted name is a JSON key (`{"password": 12345, …}`), not YAML.
     if s[sep] != b':'
         || !matches!(s.get(sep + 1), Some(b' ' | b'\t'))
         || s[indent..sep].contains(&b' ')
+        || matches!(s[..sep].trim_ascii_end().last(), Some(b'"' | b'\''))
     {
         return None;
     }
@@ -413,6 +418,10 @@ fn runs_to_line_end(text: &[u8], m: &Range<usize>, start: usize) -> Option<usize
         .iter()
         .position(|&b| b == b'\n' || b == b'\r' || quoted && b == b'"')
         .unwrap_or(rest.len());
+    if quoted && rest.get(end) == Some(&b'"') {
+        // An escaped string's close (`\"`): its backslashes stay.
+        end -= backslashes_before(rest, end);
+    }
     if let Some(c) = rest[..end]
         .windows(2)
         .position(|w| matches!(w[0], b' ' | b'\t') && w[1] == b'#')

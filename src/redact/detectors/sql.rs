@@ -8,10 +8,12 @@ use std::ops::Range;
 
 use super::{Anchor, Detector, Finding, Kind, push};
 
-/// The keyword, then a string literal (`''` is a quote inside one).
+/// The keyword, then a string literal (`''` is a quote inside one), or
+/// one not closed by the end of the text (the statement cut at a JSON
+/// string's end: a `Value` walk reads that string alone).
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r"(?i:password[ \t]*\(?|identified[ \t]+(?:with[ \t]+[a-z0-9_]+[ \t]+)?by[ \t]+)'(?:[^'\n]|'')*'",
+    pattern: r#"(?i:password[ \t]*\(?|identified[ \t]+(?:with[ \t]+[a-z0-9_]+[ \t]+)?by[ \t]+)'(?:(?:[^'\n]|'')*'|[^'"\n]+$)"#,
     validate,
     anchor: Anchor::Quote(literal_start),
 };
@@ -65,7 +67,8 @@ fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let Some(open) = s.iter().position(|&b| b == b'\'') else {
         return;
     };
-    let (start, end) = (open + 1, s.len() - 1);
+    let end = s.len() - usize::from(s.len() > open + 1 && s.ends_with(b"'"));
+    let start = open + 1;
     if start < end && !s[start..end].starts_with(b"***") {
         push(out, Kind::Secret, m.start + start..m.start + end);
     }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::action::{Action, ActionError, Tools};
 use super::detectors::private_key::{PieceReader, count_begins, open_after, opens_block, past_end};
+use super::detectors::secret::stands_in;
 use super::detectors::{Finding, Kind, pan::is_card_number};
 use super::fields::{self, FieldRules};
 use super::lines::{Piece, TOO_LONG, each_line};
@@ -310,30 +311,40 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// The values of the two-line YAML pairs in `text` that name a type
-    /// redacted (`- name: DB_PASSWORD` then `  value: …`), one begun at
-    /// the end of the text before included.
+    /// The values of the two-line YAML pairs in `text` that name a secret
+    /// (`- name: DB_PASSWORD` then `  value: …`), one begun at the end of
+    /// the text before included. Secrets only: a card or a code under such
+    /// a name is found by its own shape, and an action such as `tokenize`
+    /// takes only what is one. A vault token or a mask is kept.
     fn yaml_pairs(&mut self, text: &[u8]) -> Vec<Finding> {
         let mut pairs = Vec::new();
-        if let Some(kind) = self.named.take()
+        let mut push = |r: std::ops::Range<usize>| {
+            if !stands_in(&text[r.clone()]) {
+                pairs.push(Finding {
+                    kind: Kind::Secret,
+                    range: r,
+                });
+            }
+        };
+        if self.named.take().is_some()
             && let Some(r) = yaml::value_at(text, 0)
         {
-            pairs.push(Finding { kind, range: r });
+            push(r);
+        }
+        if !self.opts.enabled(Kind::Secret) {
+            return pairs;
         }
         for (name, next) in yaml::names(text) {
-            let Some(kind) = (self.fields)
-                .kind_of_bytes(&text[name])
-                .filter(|&k| self.opts.enabled(k))
-            else {
+            if self.fields.kind_of_bytes(&text[name]) != Some(Kind::Secret) {
                 continue;
-            };
+            }
             match next {
                 Some(n) if n < text.len() => {
                     if let Some(r) = yaml::value_at(text, n) {
-                        pairs.push(Finding { kind, range: r });
+                        push(r);
                     }
                 }
-                _ => self.named = Some(kind),
+                _ => self.named = Some(Kind::Secret),
             }
         }
         pairs
@@ -879,11 +890,14 @@ fn spans_strings(line: &[u8], found: &[Finding], base: usize) -> bool {
 
 /// Adds `extra` to the scan's `found` (each in order, neither
 /// overlapping itself), keeping them in order: findings that overlap are
-/// one, of the type of the one that starts first.
+/// one, of the first's type, an extra one first on a tie (a whole field's
+/// value: `4111 … hunter2` under a secret's name is masked whole, not as a
+/// card with its last four kept).
 fn merge(found: &mut Vec<Finding>, extra: &[Finding]) {
-    let mut all: Vec<Finding> = Vec::with_capacity(found.len() + extra.len());
-    let mut each: Vec<&Finding> = found.iter().chain(extra).collect();
+    let mut each: Vec<&Finding> = extra.iter().chain(found.iter()).collect();
+    // Stable: on a tie, the extra one stays first.
     each.sort_by_key(|f| f.range.start);
+    let mut all: Vec<Finding> = Vec::with_capacity(each.len());
     for f in each {
         match all.last_mut() {
             Some(last) if f.range.start < last.range.end => {

@@ -47,7 +47,7 @@ pub(super) fn value_at(text: &[u8], start: usize) -> Option<Range<usize>> {
 }
 
 /// A scalar after a key's `:`, to the line's end at `eol`: after at least
-/// one space or tab, inside its quotes if quoted, or plain, less a
+/// one space or tab, inside its quotes if quoted (to the line's last), or plain, less a
 /// comment (` # …`) and trailing spaces. None when there is none, or for
 /// a block scalar's `|` or `>` (its text is on the lines after).
 fn scalar(text: &[u8], from: usize, eol: usize) -> Option<Range<usize>> {
@@ -60,7 +60,9 @@ fn scalar(text: &[u8], from: usize, eol: usize) -> Option<Range<usize>> {
     let v = &s[lead..];
     let (start, len) = match v.first()? {
         b'|' | b'>' => return None,
-        &q @ (b'"' | b'\'') => (1, memchr::memchr(q, &v[1..]).unwrap_or(v.len() - 1)),
+        // To the line's last such quote: one escaped inside (`\"`, `''`)
+        // is not the close.
+        &q @ (b'"' | b'\'') => (1, memchr::memrchr(q, &v[1..]).unwrap_or(v.len() - 1)),
         _ => {
             let plain = v
                 .windows(2)
