@@ -103,9 +103,9 @@ pub struct Session<'a> {
     last_kind: Kind,
     /// Whether a finding since the last reset had the `drop` action.
     dropped: bool,
-    /// The type a `value:` line starting the next text holds: the text
-    /// before ended on a `name:` line naming it ([`yaml`]).
-    named: Option<Kind>,
+    /// The text before ended on a `name:` line naming a secret: a `value:`
+    /// line starting the next text holds one ([`yaml`]).
+    named: bool,
 }
 
 impl<'a> Session<'a> {
@@ -130,7 +130,7 @@ impl<'a> Session<'a> {
             found: Vec::new(),
             last_kind: Kind::Secret,
             dropped: false,
-            named: None,
+            named: false,
         }
     }
 
@@ -326,7 +326,7 @@ impl<'a> Session<'a> {
                 });
             }
         };
-        if self.named.take().is_some()
+        if std::mem::take(&mut self.named)
             && let Some(r) = yaml::value_at(text, 0)
         {
             push(r);
@@ -344,7 +344,7 @@ impl<'a> Session<'a> {
                         push(r);
                     }
                 }
-                _ => self.named = Some(Kind::Secret),
+                _ => self.named = true,
             }
         }
         pairs
