@@ -11,6 +11,8 @@
 //! - [`fields`]: JSON field-name rules (`cvv`, `password`, …).
 //! - [`pairs`]: the byte pairs a set of names ends in, for a one-lookup
 //!   first test of a key against them.
+//! - `reach`: how far an anchored search for a value may read, so that
+//!   a line of many separators costs linear time.
 //! - [`action`]: what a finding becomes (mask, label, hash, tokenize, drop).
 //! - [`format`](mod@format): text lines, JSON documents and NDJSON lines, walked by a
 //!   [`Session`] that carries one request's options and findings; NDJSON
@@ -27,6 +29,7 @@ pub mod format;
 pub mod lines;
 pub mod numeric;
 pub mod pairs;
+mod reach;
 pub mod scanner;
 
 use std::collections::{BTreeMap, HashMap};

@@ -32,6 +32,7 @@ use super::detectors::{
 };
 use super::numeric;
 use super::pairs::EndPairs;
+use super::reach::Reach;
 
 /// Vault tokens are never redacted: a match of `tok_[0-9A-Za-z]{16,}`
 /// that is a real token (its check characters agree, nothing glued to its
@@ -540,6 +541,18 @@ impl Scanner {
 /// at its start; where it ends in `value`, the named pattern runs anchored
 /// at the pair before it ([`naming_pair_start`]).
 fn keyed(g: &Group, keys: &Keys, named: Option<&Group>, text: &[u8], out: &mut Vec<Finding>) {
+    keyed_within(g, keys, named, text, &mut Reach::new(text), out);
+}
+
+/// [`keyed`], its searches bounded by `reach`.
+fn keyed_within(
+    g: &Group,
+    keys: &Keys,
+    named: Option<&Group>,
+    text: &[u8],
+    reach: &mut Reach,
+    out: &mut Vec<Finding>,
+) {
     // Every separator is tried, those inside an earlier value too: in
     // `secret=abc:password="two words"` the first value ends at the quote,
     // and the second pair must still be found.
@@ -605,9 +618,26 @@ fn keyed(g: &Group, keys: &Keys, named: Option<&Group>, text: &[u8], out: &mut V
         {
             start -= 1;
         }
-        if let Some((id, r)) = g.search(text, start, text.len(), true) {
-            g.validate(text, id, r, out);
-        }
+        search_value(g, reach, text, start, p, out);
+    }
+}
+
+/// The anchored search of a value whose pattern starts at `start`, its
+/// value after `anchor`, within what `reach` allows; its match validated.
+fn search_value(
+    g: &Group,
+    reach: &mut Reach,
+    text: &[u8],
+    start: usize,
+    anchor: usize,
+    out: &mut Vec<Finding>,
+) {
+    let window = reach.window(text, start, anchor);
+    if let Some((id, r)) = g.search(text, start, window.end, true) {
+        reach.matched(r.end);
+        let before = out.len();
+        g.validate(text, id, r.clone(), out);
+        window.extend_cut(&r, &mut out[before..]);
     }
 }
 
@@ -698,6 +728,7 @@ fn naming_pair_start(text: &[u8], at: usize, quoted: bool) -> Option<usize> {
 /// `<` glued to a word: a type's parameters (`Option<Secret> loaded`,
 /// `Vec<ApiKey>`), not a tag.
 fn elements(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
+    let mut reach = Reach::new(text);
     for p in memchr::memchr_iter(b'<', text) {
         if p > 0 && (text[p - 1].is_ascii_alphanumeric() || text[p - 1] == b'_') {
             continue;
@@ -719,9 +750,7 @@ fn elements(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         {
             continue;
         }
-        if let Some((id, r)) = g.search(text, start, text.len(), true) {
-            g.validate(text, id, r, out);
-        }
+        search_value(g, &mut reach, text, start, end, out);
     }
 }
 
@@ -837,6 +866,60 @@ mod tests {
             && keys.by_last[usize::from(text[end - 1])]
                 .iter()
                 .any(|k| norm.starts_with(k))
+    }
+
+    /// A line of separators whose values all run to its end (bare, or
+    /// unclosed quotes): what the keyed searches may read stays linear in
+    /// the line, and the whole line is still masked.
+    #[test]
+    fn a_line_of_separators_is_searched_in_linear_reads() {
+        let scanner = Scanner::new(u32::MAX);
+        let (g, keys) = scanner.keyed.as_ref().expect("keyed detectors");
+        for unit in ["password=(", "password='", "secret: \\\"", "api_key=\"x "] {
+            let text = unit.repeat(2_000).into_bytes();
+            let mut reach = Reach::new(&text);
+            let mut out = Vec::new();
+            keyed_within(g, keys, scanner.named.as_ref(), &text, &mut reach, &mut out);
+            assert!(
+                reach.read <= 200 * text.len(),
+                "{unit:?}: {} bytes read for {}",
+                reach.read,
+                text.len()
+            );
+            normalize(&mut out);
+            let masked: usize = out
+                .iter()
+                .filter(|f| f.range.start != usize::MAX)
+                .map(|f| f.range.len())
+                .sum();
+            assert!(masked > text.len() * 3 / 4, "{unit:?}: {masked} masked");
+        }
+    }
+
+    /// A value longer than the capped reach, found by a search to the
+    /// line's end, ends where it ends; once such searches are spent, a
+    /// value the cap cut is masked to the line's end.
+    #[test]
+    fn a_long_value_is_masked_whole_either_way() {
+        let scanner = Scanner::new(u32::MAX);
+        let (g, keys) = scanner.keyed.as_ref().expect("keyed detectors");
+        let value = "A1b2".repeat(700);
+        let text = format!("x apikey={value}&page=2").into_bytes();
+        let run = |reach: &mut Reach| {
+            let mut out = Vec::new();
+            keyed_within(g, keys, scanner.named.as_ref(), &text, reach, &mut out);
+            normalize(&mut out);
+            out.retain(|f| f.range.start != usize::MAX);
+            out.iter().map(|f| f.range.clone()).collect::<Vec<_>>()
+        };
+        let start = 9;
+        assert_eq!(
+            run(&mut Reach::new(&text)),
+            vec![start..start + value.len()]
+        );
+        let mut spent = Reach::new(&text);
+        spent.matched(text.len());
+        assert_eq!(run(&mut spent), vec![start..text.len()]);
     }
 
     /// Names built from key names, near misses, separators, case changes
