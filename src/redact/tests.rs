@@ -643,6 +643,27 @@ fn vendor_credentials_and_session_tokens_are_found() {
             "aws_session_token=FwoGZXIvYXdzEBYaDH ok",
             "FwoGZXIvYXdzEBYaDH",
         ),
+        // AWS session tokens by their own prefix, under any name.
+        (
+            r#"{"Code" : "Success", "Token" : "IQoJb3JpZ2luX2VjEDU86Rcfd/34E4rtgk8+KuTq==", "Expiration" : "x"}"#,
+            "IQoJb3JpZ2luX2VjEDU86Rcfd/34E4rtgk8+KuTq==",
+        ),
+        (
+            "Credentials(access_key='ASIA', secret_key='x', token='AgoJb3JpZ2luX2VjEGcaCXVzLXdlc3Qt')",
+            "AgoJb3JpZ2luX2VjEGcaCXVzLXdlc3Qt",
+        ),
+        (
+            "GET /o?X-Amz-Security-Token=IQoJb3JpZ2luX2VjEND%2F%2F%2FwEaCXVz%2BLX%3D&X-Amz-Signature=ab",
+            "IQoJb3JpZ2luX2VjEND%2F%2F%2FwEaCXVz%2BLX%3D",
+        ),
+        (
+            "token FQoGZXIvYXdzEBYaDLtcNupZxgkt6ivKyCLAA and AQoDYXdzEPT//////////wEXAMPLEtc764",
+            "FQoGZXIvYXdzEBYaDLtcNupZxgkt6ivKyCLAA",
+        ),
+        (
+            "AQoDYXdzEPT//////////wEXAMPLEtc764 ok",
+            "AQoDYXdzEPT//////////wEXAMPLEtc764",
+        ),
     ] {
         let out = label(input);
         assert!(!out.contains(secret), "{input} -> {out}");
@@ -652,6 +673,7 @@ fn vendor_credentials_and_session_tokens_are_found() {
         "pk_live_4eC39HqLyjWDarjtT1zdp7dc is public",
         "task_live_1234567890abcdefgh ask_live_1234567890abcdefgh",
         "Authorization: Token",
+        "xIQoJb3JpZ2luX2VjEDU86Rcfd34E4rtgk8 IQoJb3JpZ2lu short",
     ] {
         assert_eq!(text(keep), keep);
     }

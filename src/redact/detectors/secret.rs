@@ -108,12 +108,17 @@ pub const NAMES: &[&str] = &[
 /// (`stripe key sk_live_…`, `export GITHUB_TOKEN ghp_…`): Stripe's secret
 /// and restricted keys, GitHub's tokens, Slack's, Google's API keys,
 /// GitLab's personal tokens; publishable keys (`pk_live_`) are public and
-/// left alone. A pass of their own, whose prefilter holds only their
+/// left alone. AWS session tokens too, by the base64 of their first bytes
+/// (`IQoJb3JpZ2lu…`, `AgoJb3JpZ2lu…`, `FwoGZXIvYXdz…`, `FQoGZXIvYXdz…`,
+/// `AQoDYXdz…`), percent-encoded as well: they stand under names that are
+/// no key (IMDS's `"Token"`, botocore's `Credentials(…, token='…')`),
+/// and a presigned URL's `X-Amz-Security-Token` escapes their `/`, `+`
+/// and `=`. A pass of their own, whose prefilter holds only their
 /// prefixes: beside `eyJ`, `AKIA` and `bearer` in the literal pass they
 /// slowed its prefilter by 9-21% (BENCHMARKS.md).
 pub const VENDOR: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}|(?:ghp|gho|ghu|ghs|ghr)_[0-9A-Za-z]{36,}|github_pat_[0-9A-Za-z_]{22,}|xox[abposr]-[0-9A-Za-z\-]{10,}|AIza[0-9A-Za-z_\-]{35}|glpat-[0-9A-Za-z_\-]{20,}",
+    pattern: r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}|(?:ghp|gho|ghu|ghs|ghr)_[0-9A-Za-z]{36,}|github_pat_[0-9A-Za-z_]{22,}|xox[abposr]-[0-9A-Za-z\-]{10,}|AIza[0-9A-Za-z_\-]{35}|glpat-[0-9A-Za-z_\-]{20,}|(?:(?:IQoJ|AgoJ)b3JpZ2lu|F[wQ]oGZXIvYXdz|AQoDYXdz)(?:[0-9A-Za-z+/]|%2[BbFf]){8,}(?:=|%3[Dd]){0,2}",
     validate: validate_vendor,
     anchor: Anchor::Own,
 };
