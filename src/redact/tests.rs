@@ -997,6 +997,30 @@ fn command_line_flags_carry_secrets() {
             r#"args: ["--client_secret", "x9"]"#,
         ),
         ("\"--api-key\tk-123\"", "\"--api-key\t[REDACTED:secret]\""),
+        (
+            "+ keytool -importkeystore -srcstorepass s3cret -deststorepass 'two words' -keypass k1",
+            "+ keytool -importkeystore -srcstorepass [REDACTED:secret] -deststorepass '[REDACTED:secret]' -keypass [REDACTED:secret]",
+        ),
+        (
+            "jarsigner -keystore ks.jks -storepass changeit app.apk",
+            "jarsigner -keystore ks.jks -storepass [REDACTED:secret] app.apk",
+        ),
+        (
+            "openssl pkcs12 -export -in c.pem -passout pass:hunter22 -out c.p12",
+            "openssl pkcs12 -export -in c.pem -passout pass:[REDACTED:secret] -out c.p12",
+        ),
+        (
+            "openssl rsa -passin 'pass:two' -in k.pem",
+            "openssl rsa -passin 'pass:[REDACTED:secret]' -in k.pem",
+        ),
+        (
+            "/usr/bin/mysql -h db -P 3306 -u root -pS3cret! app",
+            "/usr/bin/mysql -h db -P 3306 -u root -p[REDACTED:secret] app",
+        ),
+        (
+            "mysqldump -uroot -p'x y' shop > d.sql",
+            "mysqldump -uroot -p'[REDACTED:secret]' shop > d.sql",
+        ),
     ] {
         assert_eq!(label(input), want, "{input}");
     }
@@ -1005,6 +1029,11 @@ fn command_line_flags_carry_secrets() {
         "cmd --password --verbose",
         "git log -- password x",
         "a--password x ---- --tokens 512 --token-file /run/t",
+        "openssl rsa -passin env:KEY_PASS -passout file:/run/pw -in k.pem",
+        "keytool -storepass:env STORE_PASS -keypass -v",
+        "mysql -u root -p shop --port=3306",
+        "ssh -p 2222 host; mysql is up; pg_dump -p 5432",
+        "x-storepass y first-pass z nomysql -pfoo",
     ] {
         assert_eq!(text(keep), keep);
     }

@@ -17,6 +17,96 @@ pub const DETECTOR: Detector = Detector {
     anchor: Anchor::Infix(b"--", flag_start, None),
 };
 
+/// Single-dash flags of the tools that take passwords so: Java's
+/// `keytool` and `jarsigner` (`-storepass changeit`, `-keypass`,
+/// `-srcstorepass`, `-deststorepass`), and OpenSSL's
+/// `-passin`/`-passout`/`-pass`/`-password` with a `pass:` value
+/// (`env:`, `file:` and `fd:` name where the password is, and are kept).
+/// Found on the pass of credentials known by their own prefix, whose
+/// prefilter holds these flags' names: a pass of their own around each
+/// `pass` cost 3.4% of a scan of clean logs, and this one 1.1%
+/// (BENCHMARKS.md). Java's flags are matched from `storepass` and
+/// `keypass`: their six spellings from the `-` made the scan 4.8%
+/// slower (`-dest` shares its start with common words).
+pub const SINGLE_DASH: Detector = Detector {
+    kind: Kind::Secret,
+    pattern: r#"(?:store|key)pass\b[ \t]+(?:"[^"\n]+"|'[^'\n]+'|[^\s"'\-][^\s"']*)|-pass(?:in|out|word)?\b[ \t]+["']?pass:[^\s"']+"#,
+    validate: validate_single_dash,
+    anchor: Anchor::Own,
+};
+
+/// MySQL's clients (`mysql`, `mysqldump`, `mysqladmin`, …) take the
+/// password glued to `-p` (`mysql -u root -pS3cret db`; a bare `-p`
+/// prompts, and the next word is the database), read up to 256 bytes
+/// after the command's name.
+pub const MYSQL: Detector = Detector {
+    kind: Kind::Secret,
+    pattern: r#"mysql[a-z]{0,8}[ \t](?:[^\n]{0,256}?[ \t])?-p(?:"[^"\n]+"|'[^'\n]+'|[^\s"'\-][^\s"']*)"#,
+    validate: validate_mysql,
+    anchor: Anchor::Own,
+};
+
+/// Whether the flag or command at `at` stands alone: at the text's
+/// start, or after a space, a tab, a quote or (a command's path) `/`.
+fn stands_alone(text: &[u8], at: usize) -> bool {
+    at == 0 || matches!(text[at - 1], b' ' | b'\t' | b'"' | b'\'' | b'/')
+}
+
+/// The value after the flag's spaces (and its `pass:`), inside its quotes.
+fn validate_single_dash(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    // Java's flags are matched from their `storepass` or `keypass`: the
+    // flag starts at the `-` before it, or before its `src` or `dest`.
+    let flag = if text[m.start] == b'-' {
+        Some(m.start)
+    } else {
+        let before = &text[..m.start];
+        [&b"-"[..], b"-src", b"-dest"]
+            .iter()
+            .find(|p| before.ends_with(p))
+            .map(|p| m.start - p.len())
+    };
+    if !flag.is_some_and(|at| stands_alone(text, at) && (at == 0 || text[at - 1] != b'/')) {
+        return;
+    }
+    let s = &text[m.clone()];
+    let start = match memchr::memmem::find(s, b"pass:") {
+        Some(i) if s[..i].iter().any(|&b| b == b' ' || b == b'\t') => i + 5,
+        _ => s
+            .iter()
+            .position(|&b| b == b' ' || b == b'\t')
+            .unwrap_or(s.len()),
+    };
+    push_value(text, m.start + start..m.end, out);
+}
+
+/// The value glued to the last ` -p`.
+fn validate_mysql(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    if !stands_alone(text, m.start) {
+        return;
+    }
+    let s = &text[m.clone()];
+    let Some(flag) = memchr::memmem::rfind(s, b"-p") else {
+        return;
+    };
+    push_value(text, m.start + flag + 2..m.end, out);
+}
+
+/// A value, after its blanks and inside its quotes, unless already masked.
+fn push_value(text: &[u8], r: Range<usize>, out: &mut Vec<Finding>) {
+    let (mut start, mut end) = (r.start, r.end);
+    while start < end && matches!(text[start], b' ' | b'\t') {
+        start += 1;
+    }
+    if end > start + 1 && matches!(text[start], b'"' | b'\'') && text[end - 1] == text[start] {
+        start += 1;
+        end -= 1;
+    }
+    let value = &text[start..end];
+    if start < end && !value.starts_with(b"***") && !value.starts_with(b"[REDACTED") {
+        push(out, Kind::Secret, start..end);
+    }
+}
+
 /// The longest match searched for, so that a line of flags costs linear
 /// time. A value running past it is masked up to it; no secret is that
 /// long.

@@ -268,6 +268,8 @@ pub const DETECTORS: &[Detector] = &[
     secret::TOKEN_SCHEME,
     secret::VENDOR,
     flag::DETECTOR,
+    flag::SINGLE_DASH,
+    flag::MYSQL,
     sql::DETECTOR,
     secret::ELEMENT,
     secret::NAMED,
