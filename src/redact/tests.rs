@@ -1212,6 +1212,41 @@ fn yaml_pairs_on_two_lines_are_redacted() {
     assert!(redact(Format::Text, &more, &opts).0.contains("value: n/a"));
 }
 
+/// Block scalars under a secret's name (a Secret's `stringData`, a
+/// chart's values): the lines indented under the key are the secret,
+/// masked whether they come in one block, cut between blocks, or one at
+/// a time; the block ends at the first line not indented under its key.
+#[test]
+fn yaml_block_scalars_under_a_secret_name_are_redacted() {
+    let input = "stringData:\n  password: |-\n    hunter2 horse\n\n    second line\n  username: bob\n  notes: |\n    public\n  - api_key: > # folded\n      k-1\n      k-2\nnext: 1\n";
+    let want = "stringData:\n  password: [REDACTED:secret]\n    [REDACTED:secret]\n\n    [REDACTED:secret]\n  username: bob\n  notes: |\n    public\n  - api_key: [REDACTED:secret] # folded\n      [REDACTED:secret]\n      [REDACTED:secret]\nnext: 1\n";
+    assert_eq!(label(input), want);
+    let masked = text(input);
+    for secret in ["hunter2", "second", "k-1", "k-2"] {
+        assert!(!masked.contains(secret), "{masked}");
+    }
+    assert_eq!(redact(Format::Text, input, &budgeted()).0, masked);
+    for cut in ["    second", "  username", "      k-2"] {
+        let at = input.find(cut).unwrap();
+        assert_eq!(
+            streamed(Format::Text, input, 1 << 16, at),
+            masked,
+            "cut before {cut:?}"
+        );
+    }
+    // A log line's pair whose value is a block: up to the next line that
+    // is not indented.
+    let log = "12:00 INFO config password: |\n  s3cret\n12:01 INFO ok\n";
+    assert_eq!(
+        label(log),
+        "12:00 INFO config password: [REDACTED:secret]\n  [REDACTED:secret]\n12:01 INFO ok\n"
+    );
+    // In a JSON string too, within the string.
+    let doc = r#"{"config": "password: |\n  s3cret\nmode: 1"}"#;
+    let (out, _) = redact(Format::Json, doc, &Options::default());
+    assert!(!out.contains("s3cret") && out.contains("mode: 1"), "{out}");
+}
+
 /// JSON escaped twice (an application's JSON message quoting a JSON
 /// body, in a container runtime's JSON log line read as text) or three
 /// times: names and values are read through their backslashes, which stay.

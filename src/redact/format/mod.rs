@@ -106,6 +106,10 @@ pub struct Session<'a> {
     /// The text before ended on a `name:` line naming a secret: a `value:`
     /// line starting the next text holds one ([`yaml`]).
     named: bool,
+    /// The text before ended inside a block scalar under a secret's name,
+    /// whose key's line had this indentation: the next text's lines
+    /// indented deeper are the secret's ([`yaml::block_lines`]).
+    block: Option<usize>,
 }
 
 impl<'a> Session<'a> {
@@ -131,6 +135,7 @@ impl<'a> Session<'a> {
             last_kind: Kind::Secret,
             dropped: false,
             named: false,
+            block: None,
         }
     }
 
@@ -306,8 +311,20 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        let pairs = self.yaml_pairs(rest);
-        self.replace(rest, &pairs, out)?;
+        let mut extra = self.yaml_pairs(rest);
+        if let Some(indent) = self.block.take() {
+            let mut lines = Vec::new();
+            if yaml::block_lines(rest, 0, indent, &mut lines).is_none() {
+                self.block = Some(indent);
+            }
+            let secrets = lines.into_iter().map(|range| Finding {
+                kind: Kind::Secret,
+                range,
+            });
+            // In order: the block's lines come before any pair.
+            extra = secrets.chain(extra).collect();
+        }
+        self.replace(rest, &extra, true, out)?;
         Ok(())
     }
 
@@ -387,17 +404,24 @@ impl<'a> Session<'a> {
     }
 
     /// Scans `text` and writes it with every enabled finding replaced,
-    /// and the `extra` ones found outside the scan (in order). Returns the
-    /// number of findings.
+    /// and the `extra` ones found outside the scan (in order), and the
+    /// lines of the block scalars whose header the scan found as a
+    /// secret's value; for `lines` of text, one left open at the end
+    /// goes on in the next text. Returns the number of findings.
     fn replace(
         &mut self,
         text: &[u8],
         extra: &[Finding],
+        lines: bool,
         out: &mut Vec<u8>,
     ) -> Result<usize, RedactError> {
         let mut found = std::mem::take(&mut self.found);
         found.clear();
         self.scanner.scan(text, &mut found);
+        let blocks = self.block_scalars(text, &found, lines);
+        if !blocks.is_empty() {
+            merge(&mut found, &blocks);
+        }
         if !extra.is_empty() {
             merge(&mut found, extra);
         }
@@ -439,6 +463,45 @@ impl<'a> Session<'a> {
         Ok(n)
     }
 
+    /// The lines of the block scalars whose header (`password: |`) the
+    /// scan found as a secret's value, in order ([`yaml::block_header`]);
+    /// with `lines`, the last one running to the text's end is left open
+    /// for the next text.
+    fn block_scalars(&mut self, text: &[u8], found: &[Finding], lines: bool) -> Vec<Finding> {
+        let mut ranges = Vec::new();
+        let mut done = 0;
+        for f in found {
+            if f.kind != Kind::Secret
+                || !matches!(text[f.range.start], b'|' | b'>')
+                || f.range.start < done
+            {
+                continue;
+            }
+            let Some(indent) = yaml::block_header(text, &f.range) else {
+                continue;
+            };
+            let end = memchr::memchr(b'\n', &text[f.range.end..]).and_then(|next| {
+                yaml::block_lines(text, f.range.end + next + 1, indent, &mut ranges)
+            });
+            match end {
+                Some(end) => done = end,
+                None => {
+                    if lines {
+                        self.block = Some(indent);
+                    }
+                    break;
+                }
+            }
+        }
+        ranges
+            .into_iter()
+            .map(|range| Finding {
+                kind: Kind::Secret,
+                range,
+            })
+            .collect()
+    }
+
     /// `s` redacted as a new string (None when nothing was found or in
     /// report mode), and whether a finding's action was `drop`.
     fn redact_string(&mut self, s: &str) -> Result<(Option<String>, bool), RedactError> {
@@ -461,7 +524,7 @@ impl<'a> Session<'a> {
             return Ok((None, false));
         }
         let mut out = Vec::new();
-        if self.replace(s.as_bytes(), &[], &mut out)? == 0 || self.opts.report {
+        if self.replace(s.as_bytes(), &[], false, &mut out)? == 0 || self.opts.report {
             return Ok((None, self.dropped));
         }
         // Replacements are ASCII over ASCII matches, so UTF-8 is kept.

@@ -4,6 +4,12 @@
 //! matches within a line; the session pairs the lines
 //! ([`super::Session`]), the same whether they come in one block, in two
 //! blocks or one at a time.
+//!
+//! And block scalars under a secret's name (`password: |`, `tls.key: >-`
+//! in a Secret's `stringData` or a chart's values): the scan finds the
+//! header (`|`) as the pair's value; the lines indented under its key are
+//! the secret, masked here, on into the next text when the block runs to
+//! the end of this one.
 
 use std::ops::Range;
 
@@ -75,9 +81,98 @@ fn scalar(text: &[u8], from: usize, eol: usize) -> Option<Range<usize>> {
     (len > 0).then(|| start..start + len)
 }
 
+/// If the value found at `r` is a block scalar's header (`|` or `>`, with
+/// its chomping and indentation indicators: `|-`, `>+`, `|2`), last on
+/// its line but for a comment: the indentation of its key's line (a
+/// list's `- ` counted as indentation), which the block's lines exceed.
+pub(super) fn block_header(text: &[u8], r: &Range<usize>) -> Option<usize> {
+    let (&first, rest) = text[r.clone()].split_first()?;
+    if !matches!(first, b'|' | b'>')
+        || rest.len() > 2
+        || !rest.iter().all(|b| matches!(b, b'-' | b'+' | b'1'..=b'9'))
+    {
+        return None;
+    }
+    let eol = memchr::memchr(b'\n', &text[r.end..]).map_or(text.len(), |i| r.end + i);
+    let after = text[r.end..eol].trim_ascii();
+    if !after.is_empty() && !after.starts_with(b"#") {
+        return None;
+    }
+    let line = memchr::memrchr(b'\n', &text[..r.start]).map_or(0, |i| i + 1);
+    Some(
+        text[line..r.start]
+            .iter()
+            .take_while(|&&b| matches!(b, b' ' | b'\t' | b'-'))
+            .count(),
+    )
+}
+
+/// The text of a block scalar's lines from `from` (a line's start) on:
+/// each line indented deeper than `indent`, after its indentation and
+/// less a `\r`; blank lines belong to it. Returns where the block ends,
+/// or None when it runs to the end of `text` (and may go on in the next).
+pub(super) fn block_lines(
+    text: &[u8],
+    from: usize,
+    indent: usize,
+    out: &mut Vec<Range<usize>>,
+) -> Option<usize> {
+    let mut at = from;
+    while at < text.len() {
+        let eol = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |i| at + i);
+        let line = &text[at..eol];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let lead = line
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        if lead < line.len() {
+            if lead <= indent {
+                return Some(at);
+            }
+            out.push(at + lead..at + line.len());
+        }
+        at = eol + 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_scalars_are_read_by_their_header_and_indentation() {
+        let text = b"  - password: |- # pw\n      one two\n\n      three\r\n  next: 1\n";
+        let at = |s: &[u8]| {
+            let i = text.windows(s.len()).position(|w| w == s).unwrap();
+            i..i + s.len()
+        };
+        assert_eq!(block_header(text, &at(b"|-")), Some(4));
+        let mut lines = Vec::new();
+        let end = block_lines(text, at(b"      one").start, 4, &mut lines);
+        assert_eq!(end, Some(at(b"  next").start));
+        let lines: Vec<&[u8]> = lines.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(lines, [&b"one two"[..], b"three"]);
+        // Open at the text's end: it may go on in the next text.
+        let mut lines = Vec::new();
+        assert_eq!(block_lines(b"   a\n   b", 0, 2, &mut lines), None);
+        assert_eq!(lines, [3..4, 8..9]);
+        for (text, value) in [
+            (&b"password: | x\n"[..], &b"|"[..]),
+            (b"password: |x\n", b"|x"),
+            (b"password: |-+-\n", b"|-+-"),
+            (b"password: a|\n", b"a|"),
+        ] {
+            assert_eq!(block_header(text, &at_in(text, value)), None);
+        }
+        assert_eq!(block_header(b"a: >2\n", &(3..5)), Some(0));
+    }
+
+    fn at_in(text: &[u8], s: &[u8]) -> Range<usize> {
+        let i = text.windows(s.len()).position(|w| w == s).unwrap();
+        i..i + s.len()
+    }
 
     #[test]
     fn names_and_values_are_read_where_they_start_a_line() {
