@@ -169,6 +169,11 @@ impl Group {
 /// names.
 struct Keys {
     by_last: Vec<Vec<Box<[u8]>>>,
+    /// Per byte: whether a name may end in it (`KEY_END`), or a numbered
+    /// name (`NUMBERED`: `1` and `2`): one lookup turns most separators
+    /// away. Numbered by any digit, separators after a time's digits cost
+    /// a clean log's scan 1.2% more.
+    gate: [u8; 256],
     /// The byte pairs the names end in: most names that end in a key's
     /// last byte (`trace=`, `dur=`) do not end in its last two.
     pairs: EndPairs,
@@ -192,7 +197,36 @@ impl Keys {
             "at most 64 key names end in one byte"
         );
         let pairs = EndPairs::new(names.iter().map(|n| n.as_bytes()));
-        Keys { by_last, pairs }
+        let mut gate = [0u8; 256];
+        for (b, g) in gate.iter_mut().enumerate() {
+            if !by_last[b].is_empty() {
+                *g |= KEY_END;
+            }
+            if matches!(b as u8, b'1' | b'2') {
+                *g |= NUMBERED;
+            }
+        }
+        Keys {
+            by_last,
+            gate,
+            pairs,
+        }
+    }
+
+    /// Whether a name ending at `end` ends in a key name, or numbers one
+    /// (`new_password1`, `pin_2`: a `1` or `2` after a letter, a `_` or
+    /// `-` between; as `fields::numbered` reads a field's name).
+    fn names_key(&self, text: &[u8], end: usize) -> bool {
+        let g = self.gate[usize::from(text[end - 1])];
+        if g == 0 {
+            return false;
+        }
+        if g & KEY_END != 0 && self.ends_in_key(text, end) {
+            return true;
+        }
+        g & NUMBERED != 0
+            && numbered_name_end(text, end)
+                .is_some_and(|e| self.ends_with_byte(text[e - 1]) && self.ends_in_key(text, e))
     }
 
     /// Whether a name can end with this byte.
@@ -575,10 +609,7 @@ fn keyed_within(
                 _ => {}
             }
         }
-        if end == 0 || !keys.ends_with_byte(text[end - 1]) {
-            continue;
-        }
-        if !keys.ends_in_key(text, end) {
+        if end == 0 || !keys.names_key(text, end) {
             continue;
         }
         // `value` is one of the keys when named pairs are looked for.
@@ -639,6 +670,25 @@ fn search_value(
         g.validate(text, id, r.clone(), out);
         window.extend_cut(&r, &mut out[before..]);
     }
+}
+
+/// [`Keys::gate`]'s flags.
+const KEY_END: u8 = 1;
+const NUMBERED: u8 = 2;
+
+/// Where the name a name ending at `end` in a digit numbers ends, if it is
+/// numbered: one digit after a letter, a `_` or `-` between.
+fn numbered_name_end(text: &[u8], end: usize) -> Option<usize> {
+    let digit = end - 1;
+    if digit == 0 {
+        return None;
+    }
+    let letter = if matches!(text[digit - 1], b'_' | b'-') {
+        digit - 1
+    } else {
+        digit
+    };
+    (letter > 0 && text[letter - 1].is_ascii_alphabetic()).then_some(letter)
 }
 
 /// Where the pair before the `value` at `at` starts (the name holding it

@@ -709,6 +709,33 @@ fn names_written_as_words_are_keys_too() {
     }
 }
 
+/// A name numbered `1` or `2` is its name's: Django's forms send a
+/// password and its confirmation as `new_password1` and `new_password2`
+/// (`password1`/`password2` on sign-up); PIN changes `pin1`/`pin2`. In
+/// text, JSON and NDJSON alike.
+#[test]
+fn numbered_names_are_their_names() {
+    let body = "csrfmiddlewaretoken=x&old_password=a1&new_password1=hunter22&new_password2=hunter22&pin1=1234&pin_2=1234";
+    let want = "csrfmiddlewaretoken=x&old_password=[REDACTED:secret]&new_password1=[REDACTED:secret]&new_password2=[REDACTED:secret]&pin1=[REDACTED:secret]&pin_2=[REDACTED:secret]";
+    assert_eq!(label(body), want);
+    let doc = r#"{"password1":"hunter22","Password2":"hunter22","pin1":"1234","v1":"hunter22"}"#;
+    for format in [Format::Json, Format::Ndjson] {
+        let (out, _) = redact(format, doc, &Options::default());
+        assert_eq!(
+            out,
+            doc.replacen("hunter22", "********", 2)
+                .replace("\"1234\"", "\"****\""),
+            "{format:?}"
+        );
+    }
+    for keep in [
+        "password12=x v1=2 sha1=abc spin1=5 ipv4: 10 password3=x",
+        "md5=abc",
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
 /// Form bodies name fields in brackets (Rails, PHP, Stripe's API):
 /// `card[cvc]=` and `params[password]=` passed while `cvc=` did not.
 #[test]

@@ -54,6 +54,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: concat!(
         name!(),
+        "(?:[_-]?[12])?",
         name_end!(),
         r#"(?:=>|[:=])"#,
         value_open!(),

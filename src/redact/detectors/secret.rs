@@ -26,6 +26,7 @@ pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
     pattern: concat!(
         name!(),
+        "(?:[_-]?[12])?",
         name_end!(),
         r#"(?:=>|[:=])[ \t]*(?:rejected value \[[^\]\n]*\]|\\{1,7}"(?:[^"\\\n]|\\[^"\n])+\\{1,7}"|"[^"\n]+"|'[^'\n]+'|'[^'"\n]+|[^\s"',;&}\]]+)"#
     ),
