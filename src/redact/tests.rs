@@ -736,6 +736,27 @@ fn numbered_names_are_their_names() {
     }
 }
 
+/// Rails' ActiveRecord logs a statement's binds after it as a list of
+/// `["name", value]`: a secret's value is masked, the rest kept, and
+/// Rails' own `[FILTERED]` left as it is.
+#[test]
+fn rails_bind_lists_are_read_as_pairs() {
+    let line = r#"  User Update (0.6ms)  UPDATE "users" SET "encrypted_password" = $1, "updated_at" = $2 WHERE "users"."id" = $3  [["encrypted_password", "$2a$12$K3a9vZ"], ["updated_at", "2024-01-01"], ["id", 1]]"#;
+    let out = label(line);
+    assert!(
+        out.ends_with(r#"[["encrypted_password", "[REDACTED:secret]"], ["updated_at", "2024-01-01"], ["id", 1]]"#),
+        "{out}"
+    );
+    let insert = r#"ApiKey Create  INSERT INTO "api_keys" ("client_secret") VALUES ($1)  [["client_secret", "s3cr3tvalue"], ["token", "t1"]]"#;
+    assert_eq!(text(insert), insert.replace("s3cr3tvalue", "***********"));
+    for keep in [
+        r#"User Load  SELECT 1 WHERE "email" = $1  [["email", "ann"], ["LIMIT", 1]]"#,
+        r#"x [["password", "[FILTERED]"]] [[1, 2]]"#,
+    ] {
+        assert_eq!(text(keep), keep);
+    }
+}
+
 /// Form bodies name fields in brackets (Rails, PHP, Stripe's API):
 /// `card[cvc]=` and `params[password]=` passed while `cvc=` did not.
 #[test]

@@ -82,6 +82,7 @@ macro_rules! cdata {
 
 pub mod aws_key_id;
 pub mod aws_secret;
+pub mod binds;
 pub mod cvv;
 pub mod email;
 pub mod flag;
@@ -267,6 +268,7 @@ pub const DETECTORS: &[Detector] = &[
     secret::BASIC,
     secret::TOKEN_SCHEME,
     secret::VENDOR,
+    binds::DETECTOR,
     flag::DETECTOR,
     flag::SINGLE_DASH,
     flag::MYSQL,

@@ -327,12 +327,14 @@ fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Ve
 }
 
 /// A value that stands in for a secret rather than being one: a vault
-/// token, a mask already applied, a flag's word.
+/// token, a mask already applied (ours, or Rails' `[FILTERED]`), a flag's
+/// word.
 pub fn stands_in(value: &[u8]) -> bool {
     let lower: Vec<u8> = value.iter().map(u8::to_ascii_lowercase).collect();
     is_token(value)
         || value.starts_with(b"***")
         || value.starts_with(b"[REDACTED")
+        || value == b"[FILTERED]"
         || matches!(
             &lower[..],
             b"null" | b"true" | b"false" | b"none" | b"redacted" | b"yes" | b"no"
