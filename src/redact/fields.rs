@@ -130,20 +130,21 @@ fn keys(raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 }
 
 /// The name a numbered name numbers: `password1` → `password`, `pin_2`
-/// → `pin_`; a `1` or `2` after a letter, the joiners between them aside.
+/// → `pin`; a `1` or `2` last, after a letter, one `_` or `-` between
+/// them or none: as the scanner reads a pair's name
+/// (`scanner::numbered_name_end`).
 pub fn numbered(name: &[u8]) -> Option<&[u8]> {
-    // Most names end in a letter: one look.
-    if !name.last().is_some_and(u8::is_ascii_digit) {
+    let (&digit, rest) = name.split_last()?;
+    if !matches!(digit, b'1' | b'2') {
         return None;
     }
-    let mut alnum = name
-        .iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, b)| b.is_ascii_alphanumeric());
-    let (at, &digit) = alnum.next()?;
-    let (_, before) = alnum.next()?;
-    (matches!(digit, b'1' | b'2') && before.is_ascii_alphabetic()).then(|| &name[..at])
+    let rest = match rest.split_last() {
+        Some((b'_' | b'-', before)) => before,
+        _ => rest,
+    };
+    rest.last()
+        .is_some_and(u8::is_ascii_alphabetic)
+        .then_some(rest)
 }
 
 /// Lower case, letters and digits only: `Card_Number` = `cardNumber`.
@@ -270,10 +271,9 @@ impl FieldRules {
     /// The type a field of this name holds, if it names sensitive data:
     /// the name itself, or one ending in it (`db_password`, `card_cvv`);
     /// the shortest names (`pin`, `cid`) only exactly, as many words end in
-    /// them. A name numbered `1` or `2` after a letter is its name's
-    /// (`new_password1` and `new_password2`, as Django's forms name a
-    /// password and its confirmation; `pin1`), unless a rule names it so
-    /// (`cvv2`).
+    /// them. A secret's name numbered `1` or `2` ([`numbered`]) is its
+    /// name's (`new_password1` and `new_password2`, as Django's forms
+    /// name a password and its confirmation; `pin1`).
     pub fn kind_of(&self, name: &str) -> Option<Kind> {
         self.kind_of_bytes(name.as_bytes())
     }
@@ -283,8 +283,12 @@ impl FieldRules {
         if name.len() > MAX_NAME {
             return None;
         }
-        self.kind_of_whole(name)
-            .or_else(|| self.kind_of_whole(numbered(name)?))
+        self.kind_of_whole(name).or_else(|| {
+            // Secrets' names only: a numbered code or id (`cid1`, a
+            // content id) is no card's.
+            self.kind_of_whole(numbered(name)?)
+                .filter(|&k| k == Kind::Secret)
+        })
     }
 
     /// [`FieldRules::kind_of_bytes`], the name taken as it is. Inlined: a
@@ -340,11 +344,20 @@ mod tests {
                 .max_by(|a, b| a.0.len().cmp(&b.0.len()).then(b.0.cmp(a.0)))
                 .map(|(_, k)| *k)
         };
-        let b = n.as_bytes();
-        let numbered = b.len() >= 2
-            && matches!(b[b.len() - 1], b'1' | b'2')
-            && b[b.len() - 2].is_ascii_alphabetic();
-        of(&n).or_else(|| numbered.then(|| of(&n[..n.len() - 1])).flatten())
+        // Numbered: `1` or `2` last, one `_` or `-` or none before it, a
+        // letter before that; secrets only.
+        let k = key.as_bytes();
+        let stem = match k {
+            [.., b, j, b'1' | b'2'] if matches!(j, b'_' | b'-') && b.is_ascii_alphabetic() => {
+                Some(&key[..k.len() - 2])
+            }
+            [.., b, b'1' | b'2'] if b.is_ascii_alphabetic() => Some(&key[..k.len() - 1]),
+            _ => None,
+        };
+        of(&n).or_else(|| {
+            stem.and_then(|s| of(&normalize(s)))
+                .filter(|&k| k == Kind::Secret)
+        })
     }
 
     #[test]
@@ -389,6 +402,10 @@ mod tests {
             "",
             "é_pin",
             "password1",
+            "password1_",
+            "password.1",
+            "password__1",
+            "cid1",
             "new_password_2",
             "pin1",
             "spin1",

@@ -11,11 +11,14 @@
 //! So a search runs to its line's end when its anchor is past every match
 //! so far and the bytes such searches may read stay within a budget of a
 //! few times the text; otherwise it stops `VALUE_REACH` bytes past its
-//! anchor, and a finding cut there is masked to the line's end. A
-//! separator inside an earlier match is the usual capped one: its value
-//! ends where that match's does (a bare value at the same delimiter, a
-//! quoted one at its quote) or within reach of it
-//! (`secret=abc:password="two words"`).
+//! anchor, and a bare value cut there is masked to the line's end. A
+//! separator inside an earlier match is the usual capped one
+//! (`secret=abc:password="two words"`, the second value after the first's
+//! end). A quoted value (or a CDATA section) that a capped search did not
+//! find closed is searched again to its line's end, which reads to its
+//! closing quote; such searches start past the last one's end, so they
+//! too read each byte once. One that may not is masked from its quote to
+//! the line's end.
 
 use std::ops::Range;
 
@@ -40,6 +43,9 @@ pub struct Reach {
     /// The end (its `\n`, or the text's end) of the line of the last
     /// anchor: anchors come in order, so it is found once a line.
     line_end: usize,
+    /// Where the last search of a quoted value again to its line's end
+    /// ended.
+    retried: usize,
     /// The bytes the windows given out span, for the tests' bound.
     #[cfg(test)]
     pub read: usize,
@@ -60,6 +66,7 @@ impl Reach {
             searched: 0,
             budget: BUDGET_FLOOR.saturating_add(text.len().saturating_mul(BUDGET_TIMES)),
             line_end: 0,
+            retried: 0,
             #[cfg(test)]
             read: 0,
         }
@@ -93,9 +100,44 @@ impl Reach {
     pub fn matched(&mut self, end: usize) {
         self.searched = self.searched.max(end);
     }
+
+    /// The window of a second search of a quoted value opening at `quote`
+    /// that `window`'s capped search did not find closed: to the line's
+    /// end, if no such search has read past `quote` yet.
+    pub fn again(&mut self, window: &Window, quote: usize) -> Option<Window> {
+        if quote < self.retried {
+            return None;
+        }
+        self.retried = window.line_end;
+        #[cfg(test)]
+        {
+            self.read += window.line_end - quote;
+        }
+        Some(Window {
+            end: window.line_end,
+            line_end: window.line_end,
+        })
+    }
+
+    /// A second search ([`Reach::again`]) matched to `end`: the next may
+    /// start from there.
+    pub fn again_matched(&mut self, end: usize) {
+        self.retried = end;
+        self.matched(end);
+    }
 }
 
 impl Window {
+    /// Whether the window stops before its line's end.
+    pub fn capped(&self) -> bool {
+        self.end < self.line_end
+    }
+
+    /// The end of the window's line.
+    pub fn line_end(&self) -> usize {
+        self.line_end
+    }
+
     /// Extends the findings of a match that the window cut to its line's
     /// end: the value went on past the window.
     pub fn extend_cut(&self, matched: &Range<usize>, found: &mut [Finding]) {

@@ -28,7 +28,7 @@ use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, PatternID};
 
 use super::detectors::{
-    Anchor, DETECTORS, DigitTrigger, Finding, InfixTrigger, Kind, backslashes_before,
+    Anchor, DETECTORS, DigitTrigger, ESCAPES_MAX, Finding, InfixTrigger, Kind, backslashes_before,
 };
 use super::numeric;
 use super::pairs::EndPairs;
@@ -649,22 +649,88 @@ fn keyed_within(
         {
             start -= 1;
         }
-        search_value(g, reach, text, start, p, out);
+        search_value(g, reach, text, start, p, pair_quote, out);
     }
+}
+
+/// Where the quoted value after the separator at `at` opens, if it is
+/// quoted: past a `=>`'s `>`, blanks and escaping backslashes.
+fn pair_quote(text: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    if text.get(i) == Some(&b'>') {
+        i += 1;
+    }
+    while matches!(text.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    let from = i;
+    while text.get(i) == Some(&b'\\') && i - from < ESCAPES_MAX {
+        i += 1;
+    }
+    matches!(text.get(i), Some(b'"' | b'\'')).then_some(from)
+}
+
+/// Whether the quoted value (or CDATA section) opening at `open` closes
+/// before `end`: if so, a search within `end` read it whole.
+fn closes_before(text: &[u8], open: usize, end: usize) -> bool {
+    if text[open..].starts_with(b"<![CDATA[") {
+        return memchr::memmem::find(&text[open..end], b"]]>").is_some();
+    }
+    let quote = open + text[open..].iter().take_while(|&&b| b == b'\\').count();
+    quote < end && memchr::memchr(text[quote], &text[quote + 1..end]).is_some()
+}
+
+/// Where the CDATA section after the element's name ending at `at` opens,
+/// if its text is one: past the tag's attributes and `>`, and blanks.
+fn element_cdata(text: &[u8], at: usize) -> Option<usize> {
+    let line = &text[at..text.len().min(at + KEY_SPAN * 16)];
+    let mut i = at + memchr::memchr(b'>', line)? + 1;
+    while matches!(text.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    text[i..].starts_with(b"<![CDATA[").then_some(i)
 }
 
 /// The anchored search of a value whose pattern starts at `start`, its
 /// value after `anchor`, within what `reach` allows; its match validated.
+/// A value that `quoted` says opens with a quote (at the offset it gives)
+/// and does not close within a capped window is searched again to its
+/// line's end, or masked to it ([`Reach::again`]).
 fn search_value(
     g: &Group,
     reach: &mut Reach,
     text: &[u8],
     start: usize,
     anchor: usize,
+    quoted: fn(&[u8], usize) -> Option<usize>,
     out: &mut Vec<Finding>,
 ) {
-    let window = reach.window(text, start, anchor);
-    if let Some((id, r)) = g.search(text, start, window.end, true) {
+    let mut window = reach.window(text, start, anchor);
+    let mut found = g.search(text, start, window.end, true);
+    if window.capped()
+        && let Some(quote) = quoted(text, anchor)
+        && quote < window.end
+        && !closes_before(text, quote, window.end)
+    {
+        match reach.again(&window, quote) {
+            Some(whole) => {
+                window = whole;
+                found = g.search(text, start, window.end, true);
+                if let Some((_, r)) = &found {
+                    reach.again_matched(r.end);
+                }
+            }
+            None => {
+                // Fail closed: the value may run past the window.
+                out.push(Finding {
+                    kind: Kind::Secret,
+                    range: quote..window.line_end(),
+                });
+                return;
+            }
+        }
+    }
+    if let Some((id, r)) = found {
         reach.matched(r.end);
         let before = out.len();
         g.validate(text, id, r.clone(), out);
@@ -800,7 +866,7 @@ fn elements(g: &Group, keys: &Keys, text: &[u8], out: &mut Vec<Finding>) {
         {
             continue;
         }
-        search_value(g, &mut reach, text, start, end, out);
+        search_value(g, &mut reach, text, start, end, element_cdata, out);
     }
 }
 
@@ -970,6 +1036,45 @@ mod tests {
         let mut spent = Reach::new(&text);
         spent.matched(text.len());
         assert_eq!(run(&mut spent), vec![start..text.len()]);
+    }
+
+    /// A quoted value longer than the capped reach, its search capped
+    /// (inside an earlier match, or past the budget), is searched again to
+    /// its close and masked whole; one that may not be is masked to the
+    /// line's end.
+    #[test]
+    fn a_quoted_value_past_the_cap_is_masked_whole() {
+        let scanner = Scanner::new(u32::MAX);
+        let (g, keys) = scanner.keyed.as_ref().expect("keyed detectors");
+        let long = "A1b2 ".repeat(300);
+        let masked = |text: &str, spent: bool| {
+            let text = text.as_bytes();
+            let mut reach = Reach::new(text);
+            if spent {
+                reach.matched(text.len());
+            }
+            let mut out = Vec::new();
+            keyed_within(g, keys, scanner.named.as_ref(), text, &mut reach, &mut out);
+            normalize(&mut out);
+            out.iter()
+                .filter(|f| f.range.start != usize::MAX)
+                .map(|f| String::from_utf8_lossy(&text[f.range.clone()]).into_owned())
+                .collect::<Vec<_>>()
+        };
+        let inside = format!("secret=abc:password=\"{long}\" next=1");
+        assert_eq!(
+            masked(&inside, false),
+            ["abc:password=".to_owned(), long.clone()]
+        );
+        let spent = format!("x api_key=\"{long}\" next=1");
+        assert_eq!(masked(&spent, true), std::slice::from_ref(&long));
+        let escaped = format!("x \\\"api_key\\\":\\\"{long}\\\" y");
+        assert_eq!(masked(&escaped, true), std::slice::from_ref(&long));
+        // The first search again found no close: the second may not read
+        // the line again, and its value is masked to the line's end.
+        let unclosed = format!("x password=\"a {long} api_key='{long}' end");
+        let tail = format!("'{long}' end");
+        assert_eq!(masked(&unclosed, true), [tail]);
     }
 
     /// Names built from key names, near misses, separators, case changes

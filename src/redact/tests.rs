@@ -664,6 +664,10 @@ fn vendor_credentials_and_session_tokens_are_found() {
             "AQoDYXdzEPT//////////wEXAMPLEtc764 ok",
             "AQoDYXdzEPT//////////wEXAMPLEtc764",
         ),
+        (
+            "GET /o?X-Amz-Security-Token=IQoJb3JpZ2luX2VjEND%252F%252FwEaCXVz%253D%26x",
+            "IQoJb3JpZ2luX2VjEND%252F%252FwEaCXVz%253D",
+        ),
     ] {
         let out = label(input);
         assert!(!out.contains(secret), "{input} -> {out}");
@@ -1069,6 +1073,22 @@ fn command_line_flags_carry_secrets() {
             "mysqldump -uroot -p'x y' shop > d.sql",
             "mysqldump -uroot -p'[REDACTED:secret]' shop > d.sql",
         ),
+        (
+            "mysql -u root -pSummer-party1 -e 'select 1'",
+            "mysql -u root -p[REDACTED:secret] -e 'select 1'",
+        ),
+        (
+            "mysql -e \"SET k='sk_live_4eC39HqLyjWDarjtT1zdp7dc'\" -u root -pS3cret",
+            "mysql -e \"SET k='[REDACTED:secret]'\" -u root -p[REDACTED:secret]",
+        ),
+        (
+            "keytool -list -storepass mypass:123 -v",
+            "keytool -list -storepass [REDACTED:secret] -v",
+        ),
+        (
+            "openssl rsa -passin 'pass:correct horse' -in k.pem",
+            "openssl rsa -passin 'pass:[REDACTED:secret]' -in k.pem",
+        ),
     ] {
         assert_eq!(label(input), want, "{input}");
     }
@@ -1082,6 +1102,7 @@ fn command_line_flags_carry_secrets() {
         "mysql -u root -p shop --port=3306",
         "ssh -p 2222 host; mysql is up; pg_dump -p 5432",
         "x-storepass y first-pass z nomysql -pfoo",
+        "systemctl restart mysql && netstat -plnt; mysql db | tar -pxzf x",
     ] {
         assert_eq!(text(keep), keep);
     }
@@ -1289,6 +1310,23 @@ fn yaml_block_scalars_under_a_secret_name_are_redacted() {
         label(log),
         "12:00 INFO config password: [REDACTED:secret]\n  [REDACTED:secret]\n12:01 INFO ok\n"
     );
+    // A header inside a block carried from the text before opens no block
+    // of its own: the outer block goes on past the inner one.
+    let nested = "  app_secret: |\n    db:\n      password: |\n        p@ss\n    signing_material: QUJD\n  next: 1\n";
+    for out in [text(nested), redact(Format::Text, nested, &budgeted()).0] {
+        assert!(!out.contains("QUJD") && !out.contains("p@ss"), "{out}");
+        assert!(out.ends_with("  next: 1\n"), "{out}");
+    }
+    // Not YAML's `:`: no block (Ruby's `=>` breaking a hash across lines).
+    let ruby = "{\"password\"=> >\n  \"public\"}\n";
+    assert!(text(ruby).contains("\"public\""));
+    // NDJSON lines carry none: a line that is no JSON opens no block over
+    // the lines after it.
+    let ndjson = "password: |\n{\"a\":\"b\"}\n   kept ann@shop.io\n";
+    for opts in [Options::default(), budgeted()] {
+        let (out, _) = redact(Format::Ndjson, ndjson, &opts);
+        assert!(out.contains("   kept *"), "{out}");
+    }
     // In a JSON string too, within the string.
     let doc = r#"{"config": "password: |\n  s3cret\nmode: 1"}"#;
     let (out, _) = redact(Format::Json, doc, &Options::default());

@@ -30,21 +30,27 @@ pub const DETECTOR: Detector = Detector {
 /// slower (`-dest` shares its start with common words).
 pub const SINGLE_DASH: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"(?:store|key)pass\b[ \t]+(?:"[^"\n]+"|'[^'\n]+'|[^\s"'\-][^\s"']*)|-pass(?:in|out|word)?\b[ \t]+["']?pass:[^\s"']+"#,
+    pattern: r#"(?:store|key)pass\b[ \t]+(?:"[^"\n]+"|'[^'\n]+'|[^\s"'\-][^\s"']*)|-pass(?:in|out|word)?\b[ \t]+(?:'pass:[^'\n]+'|"pass:[^"\n]+"|pass:[^\s"']+)"#,
     validate: validate_single_dash,
     anchor: Anchor::Own,
 };
 
 /// MySQL's clients (`mysql`, `mysqldump`, `mysqladmin`, …) take the
 /// password glued to `-p` (`mysql -u root -pS3cret db`; a bare `-p`
-/// prompts, and the next word is the database), read up to 256 bytes
-/// after the command's name.
+/// prompts, and the next word is the database). The pattern is the
+/// command's name; its flags are read by hand, up to 256 bytes and not
+/// past a shell's `;`, `|`, `&`, `<` or `>` (`mysql && netstat -plnt`):
+/// a pattern through to the `-p` hid what stood between (a key in
+/// `mysql -e "…"`) from the rest of its pass.
 pub const MYSQL: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"mysql[a-z]{0,8}[ \t](?:[^\n]{0,256}?[ \t])?-p(?:"[^"\n]+"|'[^'\n]+'|[^\s"'\-][^\s"']*)"#,
+    pattern: r#"mysql[a-z]{0,8}[ \t]"#,
     validate: validate_mysql,
     anchor: Anchor::Own,
 };
+
+/// How far after a MySQL client's name its `-p` is looked for.
+const MYSQL_FLAGS: usize = 256;
 
 /// Whether the flag or command at `at` stands alone: at the text's
 /// start, or after a space, a tab, a quote or (a command's path) `/`.
@@ -52,43 +58,75 @@ fn stands_alone(text: &[u8], at: usize) -> bool {
     at == 0 || matches!(text[at - 1], b' ' | b'\t' | b'"' | b'\'' | b'/')
 }
 
-/// The value after the flag's spaces (and its `pass:`), inside its quotes.
+/// The value after the flag's spaces (OpenSSL's after its `pass:`),
+/// inside its quotes.
 fn validate_single_dash(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
+    let s = &text[m.clone()];
+    if s.starts_with(b"-pass") {
+        if !stands_alone(text, m.start) || text[m.start - 1] == b'/' {
+            return;
+        }
+        // `pass:…`, or `'pass:…'`: the value after the scheme, to the
+        // quote that closes it.
+        let Some(scheme) = memchr::memmem::find(s, b"pass:").filter(|&i| i > 5) else {
+            return;
+        };
+        let end = if matches!(s[scheme - 1], b'\'' | b'"') {
+            m.end - 1
+        } else {
+            m.end
+        };
+        push_value(text, m.start + scheme + 5..end, out);
+        return;
+    }
     // Java's flags are matched from their `storepass` or `keypass`: the
     // flag starts at the `-` before it, or before its `src` or `dest`.
-    let flag = if text[m.start] == b'-' {
-        Some(m.start)
-    } else {
-        let before = &text[..m.start];
-        [&b"-"[..], b"-src", b"-dest"]
-            .iter()
-            .find(|p| before.ends_with(p))
-            .map(|p| m.start - p.len())
-    };
+    let before = &text[..m.start];
+    let flag = [&b"-"[..], b"-src", b"-dest"]
+        .iter()
+        .find(|p| before.ends_with(p))
+        .map(|p| m.start - p.len());
     if !flag.is_some_and(|at| stands_alone(text, at) && (at == 0 || text[at - 1] != b'/')) {
         return;
     }
-    let s = &text[m.clone()];
-    let start = match memchr::memmem::find(s, b"pass:") {
-        Some(i) if s[..i].iter().any(|&b| b == b' ' || b == b'\t') => i + 5,
-        _ => s
-            .iter()
-            .position(|&b| b == b' ' || b == b'\t')
-            .unwrap_or(s.len()),
-    };
-    push_value(text, m.start + start..m.end, out);
+    let gap = s
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .unwrap_or(s.len());
+    push_value(text, m.start + gap..m.end, out);
 }
 
-/// The value glued to the last ` -p`.
+/// The value glued to the first ` -p` among the client's flags: to the
+/// next blank, or inside its quotes.
 fn validate_mysql(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     if !stands_alone(text, m.start) {
         return;
     }
-    let s = &text[m.clone()];
-    let Some(flag) = memchr::memmem::rfind(s, b"-p") else {
+    let flags = &text[m.end - 1..text.len().min(m.end + MYSQL_FLAGS)];
+    let flags = &flags[..flags
+        .iter()
+        .position(|b| matches!(b, b'\n' | b';' | b'|' | b'&' | b'<' | b'>'))
+        .unwrap_or(flags.len())];
+    let Some(p) = flags
+        .windows(3)
+        .position(|w| matches!(w[0], b' ' | b'\t') && w[1] == b'-' && w[2] == b'p')
+    else {
         return;
     };
-    push_value(text, m.start + flag + 2..m.end, out);
+    let start = m.end - 1 + p + 3;
+    let value = &text[start..];
+    let len = match value.first() {
+        Some(&q @ (b'"' | b'\'')) => match memchr::memchr2(q, b'\n', &value[1..]) {
+            Some(i) if value[1 + i] == q => i + 2,
+            _ => return,
+        },
+        Some(b) if !b.is_ascii_whitespace() && *b != b'-' => value
+            .iter()
+            .position(|b| b.is_ascii_whitespace())
+            .unwrap_or(value.len()),
+        _ => return,
+    };
+    push_value(text, start..start + len, out);
 }
 
 /// A value, after its blanks and inside its quotes, unless already masked.

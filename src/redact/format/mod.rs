@@ -108,7 +108,8 @@ pub struct Session<'a> {
     named: bool,
     /// The text before ended inside a block scalar under a secret's name,
     /// whose key's line had this indentation: the next text's lines
-    /// indented deeper are the secret's ([`yaml::block_lines`]).
+    /// indented deeper are the secret's ([`yaml::block_lines`]). Text only
+    /// ([`Session::ndjson_text_line`]).
     block: Option<usize>,
 }
 
@@ -312,11 +313,18 @@ impl<'a> Session<'a> {
             }
         }
         let mut extra = self.yaml_pairs(rest);
+        // Where a block carried from the text before ends: no header
+        // inside it opens another.
+        let mut carried = 0;
         if let Some(indent) = self.block.take() {
             let mut lines = Vec::new();
-            if yaml::block_lines(rest, 0, indent, &mut lines).is_none() {
-                self.block = Some(indent);
-            }
+            carried = match yaml::block_lines(rest, 0, indent, &mut lines) {
+                Some(end) => end,
+                None => {
+                    self.block = Some(indent);
+                    rest.len()
+                }
+            };
             let secrets = lines.into_iter().map(|range| Finding {
                 kind: Kind::Secret,
                 range,
@@ -324,7 +332,7 @@ impl<'a> Session<'a> {
             // In order: the block's lines come before any pair.
             extra = secrets.chain(extra).collect();
         }
-        self.replace(rest, &extra, true, out)?;
+        self.replace(rest, &extra, Some(carried), out)?;
         Ok(())
     }
 
@@ -406,13 +414,14 @@ impl<'a> Session<'a> {
     /// Scans `text` and writes it with every enabled finding replaced,
     /// and the `extra` ones found outside the scan (in order), and the
     /// lines of the block scalars whose header the scan found as a
-    /// secret's value; for `lines` of text, one left open at the end
-    /// goes on in the next text. Returns the number of findings.
+    /// secret's value. For lines of text (`lines`: where a block carried
+    /// from the text before ends), one left open at the end goes on in
+    /// the next text. Returns the number of findings.
     fn replace(
         &mut self,
         text: &[u8],
         extra: &[Finding],
-        lines: bool,
+        lines: Option<usize>,
         out: &mut Vec<u8>,
     ) -> Result<usize, RedactError> {
         let mut found = std::mem::take(&mut self.found);
@@ -464,12 +473,18 @@ impl<'a> Session<'a> {
     }
 
     /// The lines of the block scalars whose header (`password: |`) the
-    /// scan found as a secret's value, in order ([`yaml::block_header`]);
-    /// with `lines`, the last one running to the text's end is left open
-    /// for the next text.
-    fn block_scalars(&mut self, text: &[u8], found: &[Finding], lines: bool) -> Vec<Finding> {
+    /// scan found as a secret's value, in order ([`yaml::block_header`]),
+    /// past `lines` (where a block carried into the text ends); with
+    /// `lines`, the last one running to the text's end is left open for
+    /// the next text.
+    fn block_scalars(
+        &mut self,
+        text: &[u8],
+        found: &[Finding],
+        lines: Option<usize>,
+    ) -> Vec<Finding> {
         let mut ranges = Vec::new();
-        let mut done = 0;
+        let mut done = lines.unwrap_or(0);
         for f in found {
             if f.kind != Kind::Secret
                 || !matches!(text[f.range.start], b'|' | b'>')
@@ -486,7 +501,7 @@ impl<'a> Session<'a> {
             match end {
                 Some(end) => done = end,
                 None => {
-                    if lines {
+                    if lines.is_some() {
                         self.block = Some(indent);
                     }
                     break;
@@ -524,7 +539,7 @@ impl<'a> Session<'a> {
             return Ok((None, false));
         }
         let mut out = Vec::new();
-        if self.replace(s.as_bytes(), &[], false, &mut out)? == 0 || self.opts.report {
+        if self.replace(s.as_bytes(), &[], None, &mut out)? == 0 || self.opts.report {
             return Ok((None, self.dropped));
         }
         // Replacements are ASCII over ASCII matches, so UTF-8 is kept.
@@ -561,14 +576,14 @@ impl<'a> Session<'a> {
                     self.follow_pem(line);
                 }
                 Some(e) => {
-                    self.text_line(line, out)?;
+                    self.ndjson_text_line(line, out)?;
                     // A begin marker after the end, written with escapes,
                     // opens the block too.
                     if !self.pem_open && self.json_opens_pem(&line[e..]) {
                         self.pem_open = true;
                     }
                 }
-                None => self.text_line(line, out)?,
+                None => self.ndjson_text_line(line, out)?,
             }
             return Ok(());
         }
@@ -630,8 +645,17 @@ impl<'a> Session<'a> {
                 self.emit_mask_plain(line, out);
                 Ok(())
             }
-            Err(_) => self.text_line(line, out),
+            Err(_) => self.ndjson_text_line(line, out),
         }
+    }
+
+    /// An NDJSON line that is no JSON, scanned as text: it opens no YAML
+    /// block over the lines after it, which are JSON (a walk copies a
+    /// line with no finding without asking).
+    fn ndjson_text_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
+        let done = self.text_line(line, out);
+        self.block = None;
+        done
     }
 
     /// Walks `v`, parsed from `raw`. False when the parse lost what the

@@ -5,7 +5,7 @@
 //! ([`super::Session`]), the same whether they come in one block, in two
 //! blocks or one at a time.
 //!
-//! And block scalars under a secret's name (`password: |`, `tls.key: >-`
+//! And block scalars under a secret's name (`password: |`, `api_key: >-`
 //! in a Secret's `stringData` or a chart's values): the scan finds the
 //! header (`|`) as the pair's value; the lines indented under its key are
 //! the secret, masked here, on into the next text when the block runs to
@@ -81,10 +81,15 @@ fn scalar(text: &[u8], from: usize, eol: usize) -> Option<Range<usize>> {
     (len > 0).then(|| start..start + len)
 }
 
+/// How far before a block scalar's header its line may start.
+const HEADER_LINE_MAX: usize = 256;
+
 /// If the value found at `r` is a block scalar's header (`|` or `>`, with
-/// its chomping and indentation indicators: `|-`, `>+`, `|2`), last on
-/// its line but for a comment: the indentation of its key's line (a
+/// its chomping and indentation indicators: `|-`, `>+`, `|2`) after a
+/// YAML `:`, last on its line but for a comment, and its line starts
+/// within `HEADER_LINE_MAX` bytes: the indentation of its key's line (a
 /// list's `- ` counted as indentation), which the block's lines exceed.
+/// Each look is bounded: a line of headers costs linear time.
 pub(super) fn block_header(text: &[u8], r: &Range<usize>) -> Option<usize> {
     let (&first, rest) = text[r.clone()].split_first()?;
     if !matches!(first, b'|' | b'>')
@@ -93,12 +98,21 @@ pub(super) fn block_header(text: &[u8], r: &Range<usize>) -> Option<usize> {
     {
         return None;
     }
-    let eol = memchr::memchr(b'\n', &text[r.end..]).map_or(text.len(), |i| r.end + i);
-    let after = text[r.end..eol].trim_ascii();
-    if !after.is_empty() && !after.starts_with(b"#") {
+    let blank = |b: &&u8| matches!(b, b' ' | b'\t');
+    let after = text[r.end..].iter().find(|b| !blank(b) && **b != b'\r');
+    if !matches!(after, None | Some(b'\n' | b'#')) {
         return None;
     }
-    let line = memchr::memrchr(b'\n', &text[..r.start]).map_or(0, |i| i + 1);
+    let key_end = r.start - text[..r.start].iter().rev().take_while(blank).count();
+    if key_end == 0 || text[key_end - 1] != b':' {
+        return None;
+    }
+    let from = r.start.saturating_sub(HEADER_LINE_MAX);
+    let line = match memchr::memrchr(b'\n', &text[from..r.start]) {
+        Some(i) => from + i + 1,
+        None if from == 0 => 0,
+        None => return None,
+    };
     Some(
         text[line..r.start]
             .iter()
@@ -163,6 +177,8 @@ mod tests {
             (b"password: |x\n", b"|x"),
             (b"password: |-+-\n", b"|-+-"),
             (b"password: a|\n", b"a|"),
+            (b"password=|\n", b"|"),
+            (b"{\"password\"=> >\n", b">"),
         ] {
             assert_eq!(block_header(text, &at_in(text, value)), None);
         }
