@@ -1143,6 +1143,21 @@ fn sql_statements_carry_passwords_in_literals() {
     ] {
         assert_eq!(text(keep), keep);
     }
+    // Not closed inside a JSON string: both NDJSON walkers mask it alike
+    // (the raw walk reads the line, the other the string alone).
+    let line = b"{\"m\":\"key=TE PASSWORD 'x#\"}\n";
+    let r = Redactor::new(&EngineSettings::default(), None).unwrap();
+    let opts = Options::default();
+    let (mut raw, mut parsed) = (Vec::new(), Vec::new());
+    r.session(&opts, None).ndjson_line(line, &mut raw).unwrap();
+    r.session(&opts, None)
+        .ndjson_line_parsed(line, &mut parsed)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&raw),
+        String::from_utf8_lossy(&parsed)
+    );
+    assert!(!raw.windows(2).any(|w| w == b"x#"));
 }
 
 /// A pair named by the pair before it, in text: XML configuration, AWS

@@ -9,11 +9,13 @@ use std::ops::Range;
 use super::{Anchor, Detector, Finding, Kind, push};
 
 /// The keyword, then a string literal (`''` is a quote inside one), or
-/// one not closed by the end of the text (the statement cut at a JSON
-/// string's end: a `Value` walk reads that string alone).
+/// one not closed, to a `"` or the line's end (the statement cut at a
+/// JSON string's end: a `Value` walk reads that string alone, a raw walk
+/// of the line sees its closing `"`; both mask the same). It had run to
+/// the text's end only, which a raw walk never reached.
 pub const DETECTOR: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"(?i:password[ \t]*\(?|identified[ \t]+(?:with[ \t]+[a-z0-9_]+[ \t]+)?by[ \t]+)'(?:(?:[^'\n]|'')*'|[^'"\n]+$)"#,
+    pattern: r#"(?i:password[ \t]*\(?|identified[ \t]+(?:with[ \t]+[a-z0-9_]+[ \t]+)?by[ \t]+)'(?:(?:[^'\n]|'')*'|[^'"\n]+)"#,
     validate,
     anchor: Anchor::Quote(literal_start),
 };
