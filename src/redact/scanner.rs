@@ -707,10 +707,11 @@ fn search_value(
 ) {
     let mut window = reach.window(text, start, anchor);
     let mut found = g.search(text, start, window.end, true);
+    // A quote past the window (blanks before it filled the window) is
+    // not closed within it either.
     if window.capped()
         && let Some(quote) = quoted(text, anchor)
-        && quote < window.end
-        && !closes_before(text, quote, window.end)
+        && (quote >= window.end || !closes_before(text, quote, window.end))
     {
         match reach.again(&window, quote) {
             Some(whole) => {
@@ -1070,6 +1071,9 @@ mod tests {
         assert_eq!(masked(&spent, true), std::slice::from_ref(&long));
         let escaped = format!("x \\\"api_key\\\":\\\"{long}\\\" y");
         assert_eq!(masked(&escaped, true), std::slice::from_ref(&long));
+        // Blanks fill the capped window before the quote.
+        let blanks = format!("secret=abc:password={}\"two words\"", " ".repeat(1100));
+        assert_eq!(masked(&blanks, false), ["abc:password=", "two words"]);
         // The first search again found no close: the second may not read
         // the line again, and its value is masked to the line's end.
         let unclosed = format!("x password=\"a {long} api_key='{long}' end");

@@ -1089,6 +1089,18 @@ fn command_line_flags_carry_secrets() {
             "openssl rsa -passin 'pass:correct horse' -in k.pem",
             "openssl rsa -passin 'pass:[REDACTED:secret]' -in k.pem",
         ),
+        (
+            "-passin pass:x1 at the text's start; openssl rsa -passin 'pass:cut",
+            "-passin pass:[REDACTED:secret] at the text's start; openssl rsa -passin 'pass:[REDACTED:secret]",
+        ),
+        (
+            "mysql -e \"SHOW DATABASES; SELECT 1 -p\" -u root -pS3cret",
+            "mysql -e \"SHOW DATABASES; SELECT 1 -p\" -u root -p[REDACTED:secret]",
+        ),
+        (
+            "mysql -u root -e 'DELETE FROM s WHERE t < NOW()' -pS3cret",
+            "mysql -u root -e 'DELETE FROM s WHERE t < NOW()' -p[REDACTED:secret]",
+        ),
     ] {
         assert_eq!(label(input), want, "{input}");
     }

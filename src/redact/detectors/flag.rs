@@ -30,7 +30,7 @@ pub const DETECTOR: Detector = Detector {
 /// slower (`-dest` shares its start with common words).
 pub const SINGLE_DASH: Detector = Detector {
     kind: Kind::Secret,
-    pattern: r#"(?:store|key)pass\b[ \t]+(?:"[^"\n]+"|'[^'\n]+'|[^\s"'\-][^\s"']*)|-pass(?:in|out|word)?\b[ \t]+(?:'pass:[^'\n]+'|"pass:[^"\n]+"|pass:[^\s"']+)"#,
+    pattern: r#"(?:store|key)pass\b[ \t]+(?:"[^"\n]+"|'[^'\n]+'|[^\s"'\-][^\s"']*)|-pass(?:in|out|word)?\b[ \t]+(?:'pass:[^'\n]+'|"pass:[^"\n]+"|["']?pass:[^\s"']+)"#,
     validate: validate_single_dash,
     anchor: Anchor::Own,
 };
@@ -39,9 +39,10 @@ pub const SINGLE_DASH: Detector = Detector {
 /// password glued to `-p` (`mysql -u root -pS3cret db`; a bare `-p`
 /// prompts, and the next word is the database). The pattern is the
 /// command's name; its flags are read by hand, up to 256 bytes and not
-/// past a shell's `;`, `|`, `&`, `<` or `>` (`mysql && netstat -plnt`):
-/// a pattern through to the `-p` hid what stood between (a key in
-/// `mysql -e "…"`) from the rest of its pass.
+/// past a shell's `;`, `|`, `&`, `<` or `>` (`mysql && netstat -plnt`),
+/// a quoted argument passed over whole (`-e "SELECT 1; …"`): a pattern
+/// through to the `-p` hid what stood between (a key in `mysql -e "…"`)
+/// from the rest of its pass.
 pub const MYSQL: Detector = Detector {
     kind: Kind::Secret,
     pattern: r#"mysql[a-z]{0,8}[ \t]"#,
@@ -63,15 +64,16 @@ fn stands_alone(text: &[u8], at: usize) -> bool {
 fn validate_single_dash(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
     if s.starts_with(b"-pass") {
-        if !stands_alone(text, m.start) || text[m.start - 1] == b'/' {
+        if !stands_alone(text, m.start) || m.start > 0 && text[m.start - 1] == b'/' {
             return;
         }
         // `pass:…`, or `'pass:…'`: the value after the scheme, to the
-        // quote that closes it.
+        // quote that closes it (if any: a line cut inside it keeps the
+        // rest).
         let Some(scheme) = memchr::memmem::find(s, b"pass:").filter(|&i| i > 5) else {
             return;
         };
-        let end = if matches!(s[scheme - 1], b'\'' | b'"') {
+        let end = if matches!(s[scheme - 1], b'\'' | b'"') && s[s.len() - 1] == s[scheme - 1] {
             m.end - 1
         } else {
             m.end
@@ -103,17 +105,31 @@ fn validate_mysql(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
         return;
     }
     let flags = &text[m.end - 1..text.len().min(m.end + MYSQL_FLAGS)];
-    let flags = &flags[..flags
-        .iter()
-        .position(|b| matches!(b, b'\n' | b';' | b'|' | b'&' | b'<' | b'>'))
-        .unwrap_or(flags.len())];
-    let Some(p) = flags
-        .windows(3)
-        .position(|w| matches!(w[0], b' ' | b'\t') && w[1] == b'-' && w[2] == b'p')
-    else {
+    // The first ` -p` outside quotes, before the command ends.
+    let mut quote = None;
+    let mut found = None;
+    for (i, &b) in flags.iter().enumerate() {
+        match (quote, b) {
+            (_, b'\n') => break,
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b';' | b'|' | b'&' | b'<' | b'>') => break,
+            (None, b'-')
+                if i > 0
+                    && matches!(flags[i - 1], b' ' | b'\t')
+                    && flags.get(i + 1) == Some(&b'p') =>
+            {
+                found = Some(i + 2);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(p) = found else {
         return;
     };
-    let start = m.end - 1 + p + 3;
+    let start = m.end - 1 + p;
     let value = &text[start..];
     let len = match value.first() {
         Some(&q @ (b'"' | b'\'')) => match memchr::memchr2(q, b'\n', &value[1..]) {

@@ -528,6 +528,8 @@ impl<'a> Session<'a> {
             // masked to its end marker, as lines of text are.
             let mut out = Vec::new();
             self.text_line(s.as_bytes(), &mut out)?;
+            // A string's YAML block does not run on into the next text.
+            self.block = None;
             if self.opts.report {
                 return Ok((None, self.dropped));
             }

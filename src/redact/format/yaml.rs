@@ -86,10 +86,12 @@ const HEADER_LINE_MAX: usize = 256;
 
 /// If the value found at `r` is a block scalar's header (`|` or `>`, with
 /// its chomping and indentation indicators: `|-`, `>+`, `|2`) after a
-/// YAML `:`, last on its line but for a comment, and its line starts
-/// within `HEADER_LINE_MAX` bytes: the indentation of its key's line (a
-/// list's `- ` counted as indentation), which the block's lines exceed.
-/// Each look is bounded: a line of headers costs linear time.
+/// YAML `:`, last on its line but for a comment: the indentation of its
+/// key's line (a list's `- ` counted as indentation), which the block's
+/// lines exceed. A line whose start is more than `HEADER_LINE_MAX` bytes
+/// back is taken as not indented (fail closed: every indented line after
+/// it is the block's). Each look is bounded: a line of headers costs
+/// linear time.
 pub(super) fn block_header(text: &[u8], r: &Range<usize>) -> Option<usize> {
     let (&first, rest) = text[r.clone()].split_first()?;
     if !matches!(first, b'|' | b'>')
@@ -111,7 +113,7 @@ pub(super) fn block_header(text: &[u8], r: &Range<usize>) -> Option<usize> {
     let line = match memchr::memrchr(b'\n', &text[from..r.start]) {
         Some(i) => from + i + 1,
         None if from == 0 => 0,
-        None => return None,
+        None => return Some(0),
     };
     Some(
         text[line..r.start]
@@ -183,6 +185,9 @@ mod tests {
             assert_eq!(block_header(text, &at_in(text, value)), None);
         }
         assert_eq!(block_header(b"a: >2\n", &(3..5)), Some(0));
+        // Its line's start too far back: not indented.
+        let far = [&b"  "[..], &[b'x'; 300], b" password: |\n"].concat();
+        assert_eq!(block_header(&far, &(far.len() - 2..far.len() - 1)), Some(0));
     }
 
     fn at_in(text: &[u8], s: &[u8]) -> Range<usize> {
