@@ -178,20 +178,7 @@ fn flag_start(text: &[u8], at: usize, _from: usize) -> Option<Range<usize>> {
 /// The value: after the name's spaces, inside its quotes.
 fn validate(text: &[u8], m: Range<usize>, out: &mut Vec<Finding>) {
     let s = &text[m.clone()];
-    let Some(gap) = s.iter().position(|&b| b == b' ' || b == b'\t') else {
-        return;
-    };
-    let mut start = gap;
-    while matches!(s.get(start), Some(b' ' | b'\t')) {
-        start += 1;
-    }
-    let mut end = s.len();
-    if matches!(s.get(start), Some(b'"' | b'\'')) && end > start + 1 {
-        start += 1;
-        end -= 1;
-    }
-    let value = &s[start..end];
-    if start < end && !value.starts_with(b"***") && !value.starts_with(b"[REDACTED") {
-        push(out, Kind::Secret, m.start + start..m.start + end);
+    if let Some(gap) = s.iter().position(|&b| b == b' ' || b == b'\t') {
+        push_value(text, m.start + gap..m.end, out);
     }
 }
