@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_retired_names",
         include_str!("../../migrations/sqlite/0007_retired_names.sql"),
     ),
+    (
+        8,
+        "0008_retired_names_checked_on_insert",
+        include_str!("../../migrations/sqlite/0008_retired_names_checked_on_insert.sql"),
+    ),
 ];
 
 /// The writer's page cache, in KiB (SQLite's default is 2,000). A random
@@ -871,12 +876,22 @@ fn insert_one(
     Ok(InsertOutcome::Inserted)
 }
 
-/// Inserts `rec` unless its slot or its named token is taken; the number
-/// of rows written. A slot taken means another process shares the file
-/// (within a run this store hands each slot out once): `slots` moves past
-/// the highest taken, so the caller's next try finds a free one.
+/// Inserts `rec` unless its slot or its named token is taken, or its
+/// named token was retired; the number of rows written. A slot taken means
+/// another process shares the file (within a run this store hands each
+/// slot out once): `slots` moves past the highest taken, so the caller's
+/// next try finds a free one. A retired name is checked here rather than by
+/// a trigger (migration 0008): any trigger on the insert makes SQLite open
+/// a statement journal for every insert, and random tokens, nearly all of
+/// them, name their slot and are never retired.
 fn insert_token(c: &Connection, rec: &TokenRecord, slots: &AtomicI64) -> rusqlite::Result<usize> {
     let named = !(rec.slot_in_token && rec.slot.is_some());
+    if named
+        && c.prepare_cached("SELECT 1 FROM retired_names WHERE token = ?1")?
+            .exists([&rec.token])?
+    {
+        return Ok(0);
+    }
     let n = c.prepare_cached(INSERT_TOKEN)?.execute(params![
         rec.token,
         rec.classification,
@@ -2388,6 +2403,46 @@ mod tests {
             slot_in_token: true,
             ..record(token, None)
         }
+    }
+
+    /// A name retired under migration 0007's insert trigger stays retired
+    /// once migration 0008 has dropped that trigger: the writer's own
+    /// check refuses it, and a named token never retired still goes in.
+    #[tokio::test]
+    async fn migration_8_keeps_names_retired_under_7() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        {
+            let c = migrated_to(&path, 7);
+            c.execute(
+                "INSERT INTO tokens (token, named, classification, format_version, ciphertext, \
+                 nonce, data_key_id, value_len, created_at) \
+                 VALUES ('gone', 1, 'pan', 1, x'01', x'00', 'dk', 16, 1)",
+                [],
+            )
+            .unwrap();
+            c.execute("DELETE FROM tokens WHERE token = 'gone'", [])
+                .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let triggers: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'tokens'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(triggers, 1, "only the delete trigger is left");
+        assert_eq!(
+            s.insert_token(&record("gone", None)).await.unwrap(),
+            InsertOutcome::TokenTaken
+        );
+        assert!(s.get_token("gone", None).await.unwrap().is_none());
+        assert_eq!(
+            s.insert_token(&record("fresh", None)).await.unwrap(),
+            InsertOutcome::Inserted
+        );
     }
 
     /// Records from before slots keep their row numbers and are found by
