@@ -761,6 +761,54 @@ fn rails_bind_lists_are_read_as_pairs() {
     }
 }
 
+/// PostgreSQL logs a statement's parameters apart from it (`DETAIL:
+/// parameters: $1 = '…'`, the next line; later in the same row in
+/// csvlog): the values of placeholders that the statement put under a
+/// secret's or a security code's name, or in such a column of an INSERT,
+/// are masked, and the rest kept.
+#[test]
+fn postgres_parameters_lists_follow_their_statement() {
+    let log = "10:00 [7] LOG:  execute <unnamed>: UPDATE users SET password = $1 WHERE email = $2\n\
+               10:00 [7] DETAIL:  parameters: $1 = 'Hunter2 it''s', $2 = 'bob'\n\
+               10:01 [7] LOG:  execute S_1: INSERT INTO \"cards\" (\"name\", \"api_key\", cvv) VALUES ($1, $2, $3), ($4, $5, $6)\n\
+               10:01 [7] DETAIL:  parameters: $1 = 'a', $2 = 'ak-1', $3 = '123', $4 = 'b', $5 = 'ak-2', $6 = NULL\n\
+               10:02 [7] DETAIL:  parameters: $1 = 'not after a statement', $2 = 'kept'\n";
+    let want = log
+        .replace("'Hunter2 it''s'", "'[REDACTED:secret]'")
+        .replace("'123'", "'[REDACTED:cvv]'")
+        .replace("'ak-1'", "'[REDACTED:secret]'")
+        .replace("'ak-2'", "'[REDACTED:secret]'")
+        .replace("password = $1", "password = [REDACTED:secret]");
+    assert_eq!(label(log), want);
+    let masked = text(log);
+    assert_eq!(redact(Format::Text, log, &budgeted()).0, masked);
+    let at = log.find("10:00 [7] DETAIL").unwrap();
+    assert_eq!(streamed(Format::Text, log, 1 << 16, at), masked);
+    // csvlog: the statement and its list in one row; a list cut short
+    // masks to the line's end.
+    let csv = "x,\"execute <unnamed>: update u set pwd=$2 where id=$1\",\"parameters: $1 = '7', $2 = 's3cr''et'\"\n\
+               q,\"update u set secret=$1\",\"parameters: $1 = 'cut sh\n\
+               kept: 'it' and 'this'\n";
+    assert_eq!(
+        label(csv),
+        "x,\"execute <unnamed>: update u set pwd=[REDACTED:secret] where id=$1\",\"parameters: $1 = '7', $2 = '[REDACTED:secret]'\"\n\
+         q,\"update u set secret=[REDACTED:secret]\",\"parameters: $1 = '[REDACTED:secret]\n\
+         kept: 'it' and 'this'\n"
+    );
+    // A list takes what was named before it only: the statement after
+    // it waits for its own list.
+    let order = "parameters: $1 = 'first' password=$1 parameters: $1 = 'second'";
+    assert_eq!(
+        label(order),
+        "parameters: $1 = 'first' password=[REDACTED:secret] parameters: $1 = '[REDACTED:secret]'"
+    );
+    // An NDJSON line that is no JSON carries nothing to the next (a
+    // clean line is not even read), whether or not that line is read.
+    let ndjson = "UPDATE u SET password = $1\nparameters: $1 = 'kept', $2 = 'ann@shop.io'\n";
+    let (out, _) = redact(Format::Ndjson, ndjson, &Options::default());
+    assert!(out.contains("'kept'") && !out.contains("ann@"), "{out}");
+}
+
 /// Form bodies name fields in brackets (Rails, PHP, Stripe's API):
 /// `card[cvc]=` and `params[password]=` passed while `cvc=` did not.
 #[test]

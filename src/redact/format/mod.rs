@@ -16,6 +16,7 @@ use super::scanner::Scanner;
 use super::{Findings, Options};
 
 mod members;
+mod params;
 mod raw;
 mod yaml;
 
@@ -111,6 +112,11 @@ pub struct Session<'a> {
     /// indented deeper are the secret's ([`yaml::block_lines`]). Text only
     /// ([`Session::ndjson_text_line`]).
     block: Option<usize>,
+    /// Placeholders that a statement in the text before named after a
+    /// secret (`password = $1`), with the type of their name's value:
+    /// the next text's parameters list holds their values ([`params`]).
+    /// Text only, as `block` is.
+    params: Vec<(u16, Kind)>,
 }
 
 impl<'a> Session<'a> {
@@ -136,6 +142,7 @@ impl<'a> Session<'a> {
             last_kind: Kind::Secret,
             dropped: false,
             named: false,
+            params: Vec::new(),
             block: None,
         }
     }
@@ -431,6 +438,12 @@ impl<'a> Session<'a> {
         if !blocks.is_empty() {
             merge(&mut found, &blocks);
         }
+        if lines.is_some() {
+            let values = self.parameters(text, &found);
+            if !values.is_empty() {
+                merge(&mut found, &values);
+            }
+        }
         if !extra.is_empty() {
             merge(&mut found, extra);
         }
@@ -515,6 +528,58 @@ impl<'a> Session<'a> {
                 range,
             })
             .collect()
+    }
+
+    /// The values in `text`'s parameters lists (`parameters: $1 = '…'`)
+    /// of placeholders named after a secret or a security code, by a pair
+    /// the scan `found` (`password = $1`) or an INSERT's column list, in
+    /// this text before the list or in the text before ([`params`]). A
+    /// list uses up what was named before it; what is named after the
+    /// last one waits for the next text's.
+    fn parameters(&mut self, text: &[u8], found: &[Finding]) -> Vec<Finding> {
+        let wanted = |k: Kind| matches!(k, Kind::Secret | Kind::Cvv) && self.opts.enabled(k);
+        let mut named: Vec<(usize, u16, Kind)> = found
+            .iter()
+            .filter(|f| wanted(f.kind))
+            .filter_map(|f| {
+                params::placeholder(&text[f.range.clone()]).map(|n| (f.range.end, n, f.kind))
+            })
+            .collect();
+        // An INSERT names placeholders only if it holds one.
+        if memchr::memchr(b'$', text).is_some() {
+            named.extend(params::inserted(text, |c| {
+                self.fields.kind_of_bytes(c).filter(|&k| wanted(k))
+            }));
+        }
+        if named.is_empty() && self.params.is_empty() {
+            return Vec::new();
+        }
+        named.sort_by_key(|n| n.0);
+        let mut named = named.into_iter().peekable();
+        let remember = |params: &mut Vec<(u16, Kind)>, (_, n, k): (usize, u16, Kind)| {
+            if !params.iter().any(|p| p.0 == n) {
+                params.push((n, k));
+            }
+        };
+        let mut values = Vec::new();
+        for list in params::lists(text) {
+            while let Some(n) = named.next_if(|n| n.0 <= list.start) {
+                remember(&mut self.params, n);
+            }
+            for (n, range) in list.entries {
+                let Some(&(_, kind)) = self.params.iter().find(|p| p.0 == n) else {
+                    continue;
+                };
+                if !range.is_empty() && !stands_in(&text[range.clone()]) {
+                    values.push(Finding { kind, range });
+                }
+            }
+            self.params.clear();
+        }
+        for n in named {
+            remember(&mut self.params, n);
+        }
+        values
     }
 
     /// `s` redacted as a new string (None when nothing was found or in
@@ -657,6 +722,7 @@ impl<'a> Session<'a> {
     fn ndjson_text_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), RedactError> {
         let done = self.text_line(line, out);
         self.block = None;
+        self.params.clear();
         done
     }
 
