@@ -987,6 +987,10 @@ fn escaped_aligned_and_gateway_named_values_are_found() {
             r#""password_confirmation"=>"[REDACTED:secret]""#,
         ),
         (
+            "password_digest=$2a$12$R9h/cIPz0gi.URNNX3kh2O passwordHash: 'x1' PASSWORD_HASH=y2",
+            "password_digest=[REDACTED:secret] passwordHash: '[REDACTED:secret]' PASSWORD_HASH=[REDACTED:secret]",
+        ),
+        (
             "Card(last4=1111, password=hunter2)",
             "Card(last4=1111, password=[REDACTED:secret])",
         ),
@@ -1014,6 +1018,10 @@ fn escaped_aligned_and_gateway_named_values_are_found() {
     let doc = r#"{"Authorization":"Basic Ym9iOmh1bnRlcjI=","h":[{"name":"Authorization","value":"Token abcdef1234567890"}]}"#;
     let out = redact(Format::Json, doc, &Options::default()).0;
     assert!(!out.contains("Ym9i") && !out.contains("abcdef"), "{out}");
+    // A password's hash is a secret as a JSON field too.
+    let doc = r#"{"user":{"password_digest":"$2a$12$R9h","passwordHash":"zz9"}}"#;
+    let out = redact(Format::Json, doc, &Options::default()).0;
+    assert!(!out.contains("R9h") && !out.contains("zz9"), "{out}");
 }
 
 /// A card dashed to an expiry, a date or a reference: the run as a whole

@@ -11,7 +11,7 @@ use super::{
 /// The names of [`NAMES`] as the pattern reads them.
 macro_rules! name {
     () => {
-        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[ _-]?secret|api[ _-]?key|access[ _-]?token|refresh[ _-]?token|auth[ _-]?token|session[ _-]?token|private[ _-]?key|secret[ _-]?key|(?:api|security|vault|github|npm|gitlab|slack|bot|private)[ _-]?token|transaction[ _-]?key|tran[ _-]?key|secret[ _-]?string|encryption[ _-]?key|signing[ _-]?key|hmac[ _-]?key|account[ _-]?key|shared[ _-]?access[ _-]?key|password[ _-]?confirm(?:ation)?)"#
+        r#"(?i)(?:password|passwd|pwd|passphrase|secret|client[ _-]?secret|api[ _-]?key|access[ _-]?token|refresh[ _-]?token|auth[ _-]?token|session[ _-]?token|private[ _-]?key|secret[ _-]?key|(?:api|security|vault|github|npm|gitlab|slack|bot|private)[ _-]?token|transaction[ _-]?key|tran[ _-]?key|secret[ _-]?string|encryption[ _-]?key|signing[ _-]?key|hmac[ _-]?key|account[ _-]?key|shared[ _-]?access[ _-]?key|password[ _-]?(?:confirm(?:ation)?|digest|hash))"#
     };
 }
 
@@ -103,6 +103,10 @@ pub const NAMES: &[&str] = &[
     "sharedaccesskey",
     "passwordconfirm",
     "passwordconfirmation",
+    // A password's hash (Rails' `password_digest`, `password_hash`
+    // columns): bcrypt and its kin are cracked offline from a log.
+    "passworddigest",
+    "passwordhash",
 ];
 
 /// Credentials whose own prefix says what they are, wherever they stand
