@@ -802,6 +802,24 @@ fn postgres_parameters_lists_follow_their_statement() {
         label(order),
         "parameters: $1 = 'first' password=[REDACTED:secret] parameters: $1 = '[REDACTED:secret]'"
     );
+    // An error's context list comes before its statement: all of its
+    // values go, and the statement after it names nothing for the next
+    // list. csvlog doubles a quoted name's quotes.
+    let error = "ERROR:  duplicate key\n\
+                 CONTEXT:  unnamed portal with parameters: $1 = 'a@b.io', $2 = 'pw1'\n\
+                 STATEMENT:  INSERT INTO users (email, password) VALUES ($1, $2)\n\
+                 DETAIL:  parameters: $1 = 'kept', $2 = 'kept too'\n\
+                 x,\"UPDATE \"\"users\"\" SET \"\"password\"\" = $1::text\",\"parameters: $1 = 'pw2'\"\n";
+    let out = label(error);
+    for gone in ["a@b.io", "pw1", "pw2"] {
+        assert!(!out.contains(gone), "{out}");
+    }
+    assert!(out.contains("$1 = 'kept', $2 = 'kept too'"), "{out}");
+    // Placeholders named inside a JSON string stay there.
+    let ndjson = "{\"a\":\"-----BEGIN PRIVATE KEY-----\",\"b\":\"MIIE -----END PRIVATE KEY----- password=$1\"}\n\
+                  parameters: $1 = 'kept', $2 = 'ann@shop.io'\n";
+    let (out, _) = redact(Format::Ndjson, ndjson, &Options::default());
+    assert!(out.contains("'kept'") && !out.contains("ann@"), "{out}");
     // An NDJSON line that is no JSON carries nothing to the next (a
     // clean line is not even read), whether or not that line is read.
     let ndjson = "UPDATE u SET password = $1\nparameters: $1 = 'kept', $2 = 'ann@shop.io'\n";

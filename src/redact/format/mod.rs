@@ -116,7 +116,7 @@ pub struct Session<'a> {
     /// secret (`password = $1`), with the type of their name's value:
     /// the next text's parameters list holds their values ([`params`]).
     /// Text only, as `block` is.
-    params: Vec<(u16, Kind)>,
+    params: std::collections::BTreeMap<u16, Kind>,
 }
 
 impl<'a> Session<'a> {
@@ -142,7 +142,7 @@ impl<'a> Session<'a> {
             last_kind: Kind::Secret,
             dropped: false,
             named: false,
-            params: Vec::new(),
+            params: std::collections::BTreeMap::new(),
             block: None,
         }
     }
@@ -532,10 +532,11 @@ impl<'a> Session<'a> {
 
     /// The values in `text`'s parameters lists (`parameters: $1 = '…'`)
     /// of placeholders named after a secret or a security code, by a pair
-    /// the scan `found` (`password = $1`) or an INSERT's column list, in
-    /// this text before the list or in the text before ([`params`]). A
-    /// list uses up what was named before it; what is named after the
-    /// last one waits for the next text's.
+    /// the scan `found` (`password: $1`), an SQL assignment or an INSERT's
+    /// column list, in this text before the list or in the text before
+    /// ([`params`]); every value of an error's context list, which comes
+    /// before its statement. A list uses up what was named before it; what
+    /// is named after the last one waits for the next text's.
     fn parameters(&mut self, text: &[u8], found: &[Finding]) -> Vec<Finding> {
         let wanted = |k: Kind| matches!(k, Kind::Secret | Kind::Cvv) && self.opts.enabled(k);
         let mut named: Vec<(usize, u16, Kind)> = found
@@ -545,30 +546,30 @@ impl<'a> Session<'a> {
                 params::placeholder(&text[f.range.clone()]).map(|n| (f.range.end, n, f.kind))
             })
             .collect();
-        // An INSERT names placeholders only if it holds one.
+        // SQL names placeholders only where it holds one.
         if memchr::memchr(b'$', text).is_some() {
-            named.extend(params::inserted(text, |c| {
-                self.fields.kind_of_bytes(c).filter(|&k| wanted(k))
-            }));
+            let kind = |c: &[u8]| self.fields.kind_of_bytes(c).filter(|&k| wanted(k));
+            named.extend(params::assigned(text, kind));
+            named.extend(params::inserted(text, kind));
         }
         if named.is_empty() && self.params.is_empty() {
             return Vec::new();
         }
         named.sort_by_key(|n| n.0);
+        let lists = params::lists(text);
+        params::drop_errors_statements(text, &lists, &mut named);
         let mut named = named.into_iter().peekable();
-        let remember = |params: &mut Vec<(u16, Kind)>, (_, n, k): (usize, u16, Kind)| {
-            if !params.iter().any(|p| p.0 == n) {
-                params.push((n, k));
-            }
-        };
         let mut values = Vec::new();
-        for list in params::lists(text) {
-            while let Some(n) = named.next_if(|n| n.0 <= list.start) {
-                remember(&mut self.params, n);
+        for list in lists {
+            while let Some((_, n, k)) = named.next_if(|n| n.0 <= list.start) {
+                self.params.entry(n).or_insert(k);
             }
+            let context = list.context && self.opts.enabled(Kind::Secret);
             for (n, range) in list.entries {
-                let Some(&(_, kind)) = self.params.iter().find(|p| p.0 == n) else {
-                    continue;
+                let kind = match self.params.get(&n) {
+                    Some(&kind) => kind,
+                    None if context => Kind::Secret,
+                    None => continue,
                 };
                 if !range.is_empty() && !stands_in(&text[range.clone()]) {
                     values.push(Finding { kind, range });
@@ -576,8 +577,8 @@ impl<'a> Session<'a> {
             }
             self.params.clear();
         }
-        for n in named {
-            remember(&mut self.params, n);
+        for (_, n, k) in named {
+            self.params.entry(n).or_insert(k);
         }
         values
     }
@@ -593,8 +594,10 @@ impl<'a> Session<'a> {
             // masked to its end marker, as lines of text are.
             let mut out = Vec::new();
             self.text_line(s.as_bytes(), &mut out)?;
-            // A string's YAML block does not run on into the next text.
+            // A string's YAML block, or placeholders it named, do not run
+            // on into the next text.
             self.block = None;
+            self.params.clear();
             if self.opts.report {
                 return Ok((None, self.dropped));
             }
