@@ -815,6 +815,25 @@ fn postgres_parameters_lists_follow_their_statement() {
         assert!(!out.contains(gone), "{out}");
     }
     assert!(out.contains("$1 = 'kept', $2 = 'kept too'"), "{out}");
+    // A context list alone, line by line too.
+    let alone = "CONTEXT:  unnamed portal with parameters: $1 = 'pw9'\n";
+    for out in [text(alone), redact(Format::Text, alone, &budgeted()).0] {
+        assert!(!out.contains("pw9"), "{out}");
+    }
+    // A name is read on its placeholder's line only, in a block or alone.
+    let split =
+        "UPDATE u SET password =\n  $1 WHERE id = $2\nDETAIL:  parameters: $1 = 'x', $2 = '7'\n";
+    assert_eq!(text(split), redact(Format::Text, split, &budgeted()).0);
+    // A statement line too long to read: the next list goes whole.
+    let long = format!(
+        "UPDATE u SET {}password = $1\nDETAIL:  parameters: $1 = 'pw8', $2 = 'x'\n",
+        "a = 1, ".repeat(40)
+    );
+    let out = streamed(Format::Text, &long, 200, 64);
+    assert!(
+        out.contains("line-too-long") && !out.contains("pw8"),
+        "{out}"
+    );
     // Placeholders named inside a JSON string stay there.
     let ndjson = "{\"a\":\"-----BEGIN PRIVATE KEY-----\",\"b\":\"MIIE -----END PRIVATE KEY----- password=$1\"}\n\
                   parameters: $1 = 'kept', $2 = 'ann@shop.io'\n";

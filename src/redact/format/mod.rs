@@ -117,6 +117,9 @@ pub struct Session<'a> {
     /// the next text's parameters list holds their values ([`params`]).
     /// Text only, as `block` is.
     params: std::collections::BTreeMap<u16, Kind>,
+    /// A line too long to read came since the last parameters list: it
+    /// may have named placeholders, so the next list is masked whole.
+    params_lost: bool,
 }
 
 impl<'a> Session<'a> {
@@ -143,6 +146,7 @@ impl<'a> Session<'a> {
             dropped: false,
             named: false,
             params: std::collections::BTreeMap::new(),
+            params_lost: false,
             block: None,
         }
     }
@@ -236,6 +240,8 @@ impl<'a> Session<'a> {
             Piece::TooLong { newline } => {
                 self.skipped.end_line();
                 self.skipped_escaped.clear();
+                self.params.clear();
+                self.params_lost = format == Format::Text;
                 if !self.opts.report {
                     out.extend_from_slice(TOO_LONG);
                     if newline {
@@ -535,9 +541,14 @@ impl<'a> Session<'a> {
     /// the scan `found` (`password: $1`), an SQL assignment or an INSERT's
     /// column list, in this text before the list or in the text before
     /// ([`params`]); every value of an error's context list, which comes
-    /// before its statement. A list uses up what was named before it; what
-    /// is named after the last one waits for the next text's.
+    /// before its statement, and of the first list after a line too long
+    /// to read. A list uses up what was named before it; what is named
+    /// after the last one waits for the next text's.
     fn parameters(&mut self, text: &[u8], found: &[Finding]) -> Vec<Finding> {
+        // Placeholders and lists both hold a `$`.
+        if memchr::memchr(b'$', text).is_none() {
+            return Vec::new();
+        }
         let wanted = |k: Kind| matches!(k, Kind::Secret | Kind::Cvv) && self.opts.enabled(k);
         let mut named: Vec<(usize, u16, Kind)> = found
             .iter()
@@ -546,17 +557,14 @@ impl<'a> Session<'a> {
                 params::placeholder(&text[f.range.clone()]).map(|n| (f.range.end, n, f.kind))
             })
             .collect();
-        // SQL names placeholders only where it holds one.
-        if memchr::memchr(b'$', text).is_some() {
-            let kind = |c: &[u8]| self.fields.kind_of_bytes(c).filter(|&k| wanted(k));
-            named.extend(params::assigned(text, kind));
-            named.extend(params::inserted(text, kind));
-        }
-        if named.is_empty() && self.params.is_empty() {
+        let kind = |c: &[u8]| self.fields.kind_of_bytes(c).filter(|&k| wanted(k));
+        named.extend(params::assigned(text, kind));
+        named.extend(params::inserted(text, kind));
+        let lists = params::lists(text);
+        if named.is_empty() && lists.is_empty() {
             return Vec::new();
         }
         named.sort_by_key(|n| n.0);
-        let lists = params::lists(text);
         params::drop_errors_statements(text, &lists, &mut named);
         let mut named = named.into_iter().peekable();
         let mut values = Vec::new();
@@ -564,7 +572,8 @@ impl<'a> Session<'a> {
             while let Some((_, n, k)) = named.next_if(|n| n.0 <= list.start) {
                 self.params.entry(n).or_insert(k);
             }
-            let context = list.context && self.opts.enabled(Kind::Secret);
+            let lost = std::mem::take(&mut self.params_lost);
+            let context = (list.context || lost) && self.opts.enabled(Kind::Secret);
             for (n, range) in list.entries {
                 let kind = match self.params.get(&n) {
                     Some(&kind) => kind,

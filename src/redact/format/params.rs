@@ -88,7 +88,9 @@ pub(super) fn assigned<K: Copy>(
         let Some((n, end)) = placeholder_at(text, at) else {
             continue;
         };
+        // On the placeholder's line: a line read alone must agree.
         let back = &text[at.saturating_sub(NAME_REACH)..at];
+        let back = &back[memchr::memrchr(b'\n', back).map_or(0, |nl| nl + 1)..];
         if let Some(k) = name_before(back).and_then(&kind) {
             out.push((end, n, k));
         }
@@ -273,10 +275,14 @@ pub(super) fn inserted<K: Copy>(
         }
         // Each row of the VALUES list, `(…)` after `(…), `.
         let mut i = from;
-        loop {
-            while text.get(i) == Some(&b' ') {
+        let blanks = |mut i: usize| {
+            while matches!(text.get(i), Some(b' ' | b'\t')) {
                 i += 1;
             }
+            i
+        };
+        loop {
+            i = blanks(i);
             if text.get(i) != Some(&b'(') {
                 break;
             }
@@ -300,7 +306,7 @@ pub(super) fn inserted<K: Copy>(
                 let kind = picked[0].1;
                 out.extend(inside(1..close - i).map(|n| (close, n, kind)));
             }
-            i = close + 1;
+            i = blanks(close + 1);
             if text.get(i) != Some(&b',') {
                 break;
             }
@@ -460,6 +466,8 @@ mod tests {
         assert_eq!(got, [(1, 8), (2, 3), (4, 8)]);
         // Where each ends: after its digits.
         assert_eq!(assigned(b"pwd = $12 ", secret), [(9, 12, 3)]);
+        // Not from the line before, which a line read alone cannot see.
+        assert!(assigned(b"pwd =\n  $1", secret).is_empty());
     }
 
     #[test]
@@ -512,6 +520,13 @@ mod tests {
         let text =
             b"INSERT INTO t (note, created, password) VALUES ('a,b', now(), crypt($1, 'bf'))";
         assert_eq!(inserted(text, secret), [(text.len() - 1, 1, 8)]);
+        // Tabs before a row and spaces before its comma.
+        let text = b"INSERT INTO t (a, password) VALUES\t($1, $2) , ($3, $4)";
+        let got: Vec<u16> = inserted(text, secret)
+            .into_iter()
+            .map(|(_, n, _)| n)
+            .collect();
+        assert_eq!(got, [2, 4]);
         // A row that does not count as many values as columns: all of its
         // placeholders.
         let text = b"INSERT INTO t (a, password)\tVALUES ($1, $2, $3)";
