@@ -113,7 +113,8 @@ pub struct Session<'a> {
     /// ([`Session::ndjson_text_line`]).
     block: Option<usize>,
     /// Placeholders that a statement in the text before named after a
-    /// secret (`password = $1`), with the type of their name's value:
+    /// secret or a security code (`password = $1`), with the type of their
+    /// name's value:
     /// the next text's parameters list holds their values ([`params`]).
     /// Text only, as `block` is.
     params: std::collections::BTreeMap<u16, Kind>,
