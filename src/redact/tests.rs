@@ -815,10 +815,11 @@ fn postgres_parameters_lists_follow_their_statement() {
         assert!(!out.contains(gone), "{out}");
     }
     assert!(out.contains("$1 = 'kept', $2 = 'kept too'"), "{out}");
-    // A context list alone, line by line too.
-    let alone = "CONTEXT:  unnamed portal with parameters: $1 = 'pw9'\n";
+    // A context list alone, line by line too; a bind error's parameter.
+    let alone = "CONTEXT:  unnamed portal with parameters: $1 = 'pw9'\n\
+                 CONTEXT:  unnamed portal parameter $2 = 'pw7'\n";
     for out in [text(alone), redact(Format::Text, alone, &budgeted()).0] {
-        assert!(!out.contains("pw9"), "{out}");
+        assert!(!out.contains("pw9") && !out.contains("pw7"), "{out}");
     }
     // A name is read on its placeholder's line only, in a block or alone.
     let split =

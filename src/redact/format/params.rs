@@ -25,9 +25,18 @@ use memchr::memmem::Finder;
 /// PostgreSQL's most parameters a statement may bind.
 const MAX_PLACEHOLDER: u16 = u16::MAX;
 
-/// A list's start, as PostgreSQL writes it (`DETAIL:  parameters: `, and
-/// `CONTEXT:  unnamed portal with parameters: `).
-static LIST: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"parameters: $"));
+/// A list's start, as PostgreSQL writes it (`DETAIL:  parameters: `,
+/// `CONTEXT:  unnamed portal with parameters: `), and a bind error's one
+/// parameter (`CONTEXT:  unnamed portal parameter $1 = '…'`, `portal
+/// "P_1" parameter $1 = …`).
+/// Two searches, each with its `$`: a byte few texts hold, which the
+/// search's prefilter can look for rather than a word's common letters.
+static LIST: LazyLock<[Finder<'static>; 2]> =
+    LazyLock::new(|| [Finder::new(b"parameters: $"), Finder::new(b"parameter $")]);
+
+/// How far before a bind error's `parameter $N` its `portal` may stand
+/// (a named portal's quoted name between them).
+const PORTAL_REACH: usize = 80;
 
 /// The keyword before an INSERT's rows, in the two cases statements write
 /// it in (not `Values`). A search for each cost 290,000 fewer instructions
@@ -142,21 +151,41 @@ pub(super) struct List {
 /// reads past a newline). A value whose closing quote is not on its line
 /// (a line cut short) runs to the line's end.
 pub(super) fn lists(text: &[u8]) -> Vec<List> {
+    let [lists, binds] = &*LIST;
+    let mut lists = lists.find_iter(text).map(|s| (s, false)).peekable();
+    let mut binds = binds
+        .find_iter(text)
+        .filter(|&s| bind_error(text, s))
+        .map(|s| (s, true))
+        .peekable();
+    let starts = std::iter::from_fn(|| match (lists.peek(), binds.peek()) {
+        (Some(l), Some(b)) if l.0 < b.0 => lists.next(),
+        (Some(_), None) => lists.next(),
+        _ => binds.next(),
+    });
     let mut out = Vec::new();
     let mut from = 0;
-    while let Some(at) = LIST.find(&text[from..]) {
-        let start = from + at;
-        let mut i = start + b"parameters: ".len();
+    for (start, one) in starts {
+        if start < from {
+            continue;
+        }
+        let (mut i, context) = if one {
+            (start + b"parameter ".len(), true)
+        } else {
+            (
+                start + b"parameters: ".len(),
+                text[..start].ends_with(b"with "),
+            )
+        };
         let mut entries = Vec::new();
         while let Some((n, value, next)) = entry(text, i) {
             entries.push((n, value));
             i = next;
             match text[i..].strip_prefix(b", $") {
-                Some(_) => i += 2,
-                None => break,
+                Some(_) if !one => i += 2,
+                _ => break,
             }
         }
-        let context = text[..start].ends_with(b"with ");
         out.push(List {
             start,
             entries,
@@ -165,6 +194,14 @@ pub(super) fn lists(text: &[u8]) -> Vec<List> {
         from = i.max(start + 1);
     }
     out
+}
+
+/// Whether the `parameter` at `start` is a bind error's: `portal` before
+/// it on its line, within [`PORTAL_REACH`].
+fn bind_error(text: &[u8], start: usize) -> bool {
+    let before = &text[start.saturating_sub(PORTAL_REACH)..start];
+    let before = &before[memchr::memrchr(b'\n', before).map_or(0, |nl| nl + 1)..];
+    memchr::memmem::find(before, b"portal ").is_some()
 }
 
 /// The entry at `i` (`$N = 'value'` or `$N = NULL`): its number, its
@@ -450,6 +487,18 @@ mod tests {
         assert_eq!(values(two, &got[0].entries), [(1, &b"a"[..])]);
         assert_eq!(values(two, &got[1].entries), [(3, &b"b"[..])]);
         assert!(lists(b"parameters: none").is_empty());
+        // A bind error's one parameter: a context, with a portal before.
+        for bind in [
+            &b"CONTEXT:  unnamed portal parameter $2 = 'x', $3 = 'y'"[..],
+            b"portal \"P_1\" parameter $2 = 'x'",
+        ] {
+            let got = lists(bind);
+            assert_eq!(got.len(), 1);
+            assert!(got[0].context);
+            assert_eq!(values(bind, &got[0].entries), [(2, &b"x"[..])]);
+        }
+        assert!(lists(b"the parameter $1 = 'a'").is_empty());
+        assert!(lists(b"portal\nparameter $1 = 'a'").is_empty());
         // Nothing is read past its line.
         let lines = b"parameters: $1 = 'cut\nnext 'quoted' line";
         assert_eq!(values(lines, &lists(lines)[0].entries), [(1, &b"cut"[..])]);
