@@ -29,6 +29,7 @@ const MAX_PLACEHOLDER: u16 = u16::MAX;
 /// `CONTEXT:  unnamed portal with parameters: `), and a bind error's one
 /// parameter (`CONTEXT:  unnamed portal parameter $1 = '…'`, `portal
 /// "P_1" parameter $1 = …`).
+///
 /// Two searches, each with its `$`: a byte few texts hold, which the
 /// search's prefilter can look for rather than a word's common letters.
 static LIST: LazyLock<[Finder<'static>; 2]> =
