@@ -47,8 +47,9 @@ static VALUES: LazyLock<[Finder<'static>; 2]> =
 
 /// The number of a placeholder `$N` that is the whole of `value`.
 pub(super) fn placeholder(value: &[u8]) -> Option<u16> {
-    let digits = value.strip_prefix(b"$")?;
-    number(digits)
+    placeholder_at(value, 0)
+        .filter(|&(_, end)| end == value.len())
+        .map(|(n, _)| n)
 }
 
 /// `digits` as a placeholder's number (1 to [`MAX_PLACEHOLDER`]).
@@ -420,7 +421,7 @@ fn column_list(text: &[u8], values: usize) -> Option<Vec<&[u8]>> {
         inner[open + 1..]
             .split(|&c| c == b',')
             .map(|c| {
-                let c = trim(c);
+                let c = c.trim_ascii();
                 let c = c.rsplit(|&b| b == b'.').next().unwrap_or(c);
                 c.strip_prefix(b"\"")
                     .and_then(|c| c.strip_suffix(b"\""))
@@ -429,10 +430,6 @@ fn column_list(text: &[u8], values: usize) -> Option<Vec<&[u8]>> {
             })
             .collect(),
     )
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    s.trim_ascii()
 }
 
 #[cfg(test)]
