@@ -1605,6 +1605,33 @@ fn reports_and_option_errors_never_echo_input() {
 /// same redacted document (spacing aside) and the same report, on shapes
 /// chosen to reach every branch of the raw walker, and on the corpus.
 #[test]
+fn a_bare_value_runs_on_past_a_semicolon_or_comma_that_starts_no_pair() {
+    for (line, want) in [
+        (
+            "login password=ab;cd user=bob",
+            "login password=***** user=bob",
+        ),
+        (
+            "Server=db;Password=p4ss;w0rd;Database=x",
+            "Server=db;Password=*********;Database=x",
+        ),
+        ("pwd=a,b,c", "pwd=*****"),
+        ("(password=ab;cd)", "(password=*****)"),
+        ("{\"m\":\"password=ab;cd\"}", "{\"m\":\"password=*****\"}"),
+        // What starts another pair, or follows a space, is not the value.
+        ("password=ab;path=/", "password=**;path=/"),
+        ("password=ab,user:bob", "password=**,user:bob"),
+        ("password=ab; path=/", "password=**; path=/"),
+        ("{password=ab, user=bob}", "{password=**, user=bob}"),
+        ("password=ab;f(x)", "password=**;f(x)"),
+        ("password=ab;", "password=**;"),
+        ("password=ab,\"n\":1", "password=**,\"n\":1"),
+    ] {
+        assert_eq!(text(line), want, "{line}");
+    }
+}
+
+#[test]
 fn the_raw_walker_agrees_with_the_value_walker() {
     let r = Redactor::new(
         &EngineSettings::default(),
@@ -1651,6 +1678,8 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         r#"{"a":"password='x","b":"y'","c":"PASSWORD 'p","d":"q'"}"#,
         r#"{"msg":"login password='hunter2","user":"o'brien"}"#,
         r#"{"Name":"DB_PASSWORD","Value=x":1}"#,
+        // A bare value running on past a `;` stops at an escape either way.
+        r#"{"m":"password=a;b\nc","n":"pwd=x;y","o":"secret=p;q\"r"}"#,
     ]
     .iter()
     .map(|l| l.replace("TOKEN", &token))

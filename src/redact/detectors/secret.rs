@@ -321,7 +321,7 @@ fn validate_pair<const ELEMENT: bool>(text: &[u8], m: Range<usize>, out: &mut Ve
         // password=hunter2)`, `(using password: YES)`), not the value's.
         s.len() - 1
     } else {
-        s.len()
+        runs_on(text, m.end) - m.start
     };
     if start >= end {
         return;
@@ -445,6 +445,38 @@ fn runs_to_line_end(text: &[u8], m: &Range<usize>, start: usize) -> Option<usize
     let end = from + rest[..end].trim_ascii_end().len();
     (end > m.end).then_some(end)
 }
+
+/// Where a bare value that the pattern ended at `end` (before a `;` or a
+/// `,`) really ends: a password may hold those bytes (`password=p4ss;w0rd`),
+/// and what follows one is the value's still unless it starts another pair
+/// (`Password=…;Database=x`, `password=x,user=y`), a space (`password=x;
+/// path=/`, `{password=x, user=y}`) or a quote. Each piece taken is bare
+/// bytes that end where a value would: at a space, a quote, a bracket's
+/// close, a `&`, the text's end, or another `;` or `,` read the same way;
+/// one that ends at a `=`, `:`, `(` or anything else is not taken. A
+/// backslash stops the reading too: what an escape stands for is not known
+/// here (`password=a;b\nc` in a line of text keeps `;b\nc`).
+fn runs_on(text: &[u8], mut end: usize) -> usize {
+    while let Some(b';' | b',') = text.get(end) {
+        let piece = text[end + 1..]
+            .iter()
+            .take_while(|&&b| !b.is_ascii_whitespace() && !PIECE_STOPS.contains(&b))
+            .count();
+        let after = text.get(end + 1 + piece);
+        if piece == 0 || after.is_some_and(|b| !b.is_ascii_whitespace() && !PIECE_ENDS.contains(b))
+        {
+            break;
+        }
+        end += 1 + piece;
+    }
+    end
+}
+
+/// Bytes a piece of a bare value [`runs_on`] reads cannot hold.
+const PIECE_STOPS: &[u8] = b"\"',;&}])(=:<>\\";
+
+/// Bytes a piece may end at, beside a space and the text's end.
+const PIECE_ENDS: &[u8] = b"\"',;&}])";
 
 /// The most bytes of indentation (and `- `) read before a YAML-style
 /// line's name ([`runs_to_line_end`]).
