@@ -1632,6 +1632,66 @@ fn a_bare_value_runs_on_past_a_semicolon_or_comma_that_starts_no_pair() {
 }
 
 #[test]
+fn hibernate_binds_follow_their_statement() {
+    let t = "2026-12-03 10:00:01 TRACE o.h.t.d.s.BasicBinder - ";
+    // One line: the statement names each bind.
+    let log = format!(
+        "2026-12-03 10:00:01 DEBUG org.hibernate.SQL - insert into users (email, password_hash, id) values (?, ?, ?)\n\
+         {t}binding parameter [1] as [VARCHAR] - [ann@shop.io]\n\
+         {t}binding parameter [2] as [VARCHAR] - [$2a$10$hunter2]\n\
+         {t}binding parameter [3] as [BIGINT] - [42]\n"
+    );
+    let out = text(&log);
+    assert!(!out.contains("hunter2") && !out.contains("ann@"), "{out}");
+    assert!(out.ends_with("- [42]\n"), "{out}");
+    // Formatted over indented lines, Hibernate 6's spelling, and a bind
+    // the statement does not hold.
+    let log = "Hibernate: \n    update\n        users \n    set\n        nickname=?,\n        password=? \n    where\n        id=?\n\
+               binding parameter (1:VARCHAR) <- [annie]\n\
+               binding parameter (2:VARCHAR) <- [hunter2]\n\
+               binding parameter (3:BIGINT) <- [7]\n\
+               binding parameter (4:BIGINT) <- [8]\n";
+    let out = text(log);
+    assert!(
+        out.contains("<- [annie]") && out.contains("<- [7]"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2") && !out.contains("<- [8]"), "{out}");
+    // No statement seen, another thread's statement logged between one
+    // and its binds, or a row that does not count as its columns: the
+    // value is masked.
+    for log in [
+        "update users set password=? where id=?\nselect * from orders where note=?\n\
+         binding parameter [1] as [VARCHAR] - [hunter2]\n"
+            .to_owned(),
+        format!("{t}binding parameter [1] as [VARCHAR] - [hunter2]\n"),
+        "insert into t (a, password) values (?, now(), ?)\nbinding parameter [1] as [VARCHAR] - [hunter2]\n".to_owned(),
+    ] {
+        assert!(!text(&log).contains("hunter2"), "{log}");
+    }
+    let long = format!(
+        "update users set nickname=? where id=?\n{}\nbinding parameter [1] as [VARCHAR] - [hunter2]\n",
+        "x".repeat(300)
+    );
+    let out = streamed(Format::Text, &long, 200, 64);
+    assert!(
+        out.contains("line-too-long") && !out.contains("hunter2"),
+        "{out}"
+    );
+    // Without that line, the statement keeps the bind.
+    let short = long.replace(&"x".repeat(300), "x");
+    assert!(streamed(Format::Text, &short, 200, 64).contains("[hunter2]"));
+    // Nulls stay; lines that only look like binds or statements stay.
+    for line in [
+        "insert into u (password) values (?)\nbinding parameter [1] as [VARCHAR] - [null]\n",
+        "GET /a?b=1 binding parameter of the request\n",
+        "what? binding parameter [x] as [VARCHAR] - [y]\n",
+    ] {
+        assert_eq!(text(line), line);
+    }
+}
+
+#[test]
 fn the_raw_walker_agrees_with_the_value_walker() {
     let r = Redactor::new(
         &EngineSettings::default(),

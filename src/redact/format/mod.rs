@@ -15,6 +15,7 @@ use super::lines::{Piece, TOO_LONG, each_line};
 use super::scanner::Scanner;
 use super::{Findings, Options};
 
+mod binds;
 mod members;
 mod params;
 mod raw;
@@ -121,6 +122,9 @@ pub struct Session<'a> {
     /// A line too long to read came since the last parameters list: it
     /// may have named placeholders, so the next list is masked whole.
     params_lost: bool,
+    /// The statement whose JDBC binds come next ([`binds`]). Text only,
+    /// as `params` is.
+    binds: binds::Binds,
 }
 
 impl<'a> Session<'a> {
@@ -148,6 +152,7 @@ impl<'a> Session<'a> {
             named: false,
             params: std::collections::BTreeMap::new(),
             params_lost: false,
+            binds: binds::Binds::default(),
             block: None,
         }
     }
@@ -243,6 +248,7 @@ impl<'a> Session<'a> {
                 self.skipped_escaped.clear();
                 self.params.clear();
                 self.params_lost = format == Format::Text;
+                self.binds.lose();
                 if !self.opts.report {
                     out.extend_from_slice(TOO_LONG);
                     if newline {
@@ -446,7 +452,8 @@ impl<'a> Session<'a> {
             merge(&mut found, &blocks);
         }
         if lines.is_some() {
-            let values = self.parameters(text, &found);
+            let mut values = self.parameters(text, &found);
+            values.extend(self.bound(text));
             if !values.is_empty() {
                 merge(&mut found, &values);
             }
@@ -593,6 +600,20 @@ impl<'a> Session<'a> {
         values
     }
 
+    /// The values of `text`'s JDBC binds (`binding parameter [2] as
+    /// [VARCHAR] - […]`) that the statement before them puts under a name
+    /// of an enabled type, or under no name that can be told: masked as a
+    /// secret then ([`binds`]).
+    fn bound(&mut self, text: &[u8]) -> Vec<Finding> {
+        let enabled = |k: Kind| self.opts.enabled(k);
+        let kind = |c: &[u8]| self.fields.kind_of_bytes(c).filter(|&k| enabled(k));
+        let unknown = enabled(Kind::Secret).then_some(Kind::Secret);
+        (self.binds.values(text, kind, unknown).into_iter())
+            .filter(|(_, range)| !range.is_empty() && !stands_in(&text[range.clone()]))
+            .map(|(kind, range)| Finding { kind, range })
+            .collect()
+    }
+
     /// `s` redacted as a new string (None when nothing was found or in
     /// report mode), and whether a finding's action was `drop`.
     fn redact_string(&mut self, s: &str) -> Result<(Option<String>, bool), RedactError> {
@@ -608,6 +629,7 @@ impl<'a> Session<'a> {
             // on into the next text.
             self.block = None;
             self.params.clear();
+            self.binds.lose();
             if self.opts.report {
                 return Ok((None, self.dropped));
             }
@@ -736,6 +758,7 @@ impl<'a> Session<'a> {
         let done = self.text_line(line, out);
         self.block = None;
         self.params.clear();
+        self.binds.lose();
         done
     }
 

@@ -53,7 +53,7 @@ pub(super) fn placeholder(value: &[u8]) -> Option<u16> {
 }
 
 /// `digits` as a placeholder's number (1 to [`MAX_PLACEHOLDER`]).
-fn number(digits: &[u8]) -> Option<u16> {
+pub(super) fn number(digits: &[u8]) -> Option<u16> {
     if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -84,7 +84,7 @@ fn is_ident(c: u8) -> bool {
 
 /// How far back from a placeholder its name is read: past blanks, a
 /// function's name and `(`, the `=`, and the name itself.
-const NAME_REACH: usize = 128;
+pub(super) const NAME_REACH: usize = 128;
 
 /// The placeholders that SQL assignments and comparisons in `text` put
 /// under a name that `kind` picks (`password = $1`, `"password"=$1::text`,
@@ -112,7 +112,7 @@ pub(super) fn assigned<K: Copy>(
 /// The name assigned or compared to what follows `back`: `name = `, or
 /// `name = fn(`; unquoted, or quoted once or twice, without a table's
 /// prefix.
-fn name_before(back: &[u8]) -> Option<&[u8]> {
+pub(super) fn name_before(back: &[u8]) -> Option<&[u8]> {
     let blanks = |s: &[u8]| s.trim_ascii_end().len();
     let mut i = blanks(back);
     // A function's first argument: `crypt($1`.
@@ -295,6 +295,43 @@ pub(super) fn inserted<K: Copy>(
     secret: impl Fn(&[u8]) -> Option<K>,
 ) -> Vec<(usize, u16, K)> {
     let mut out = Vec::new();
+    for insert in inserts(text, |columns| columns.iter().any(|c| secret(c).is_some())) {
+        let picked: Vec<(usize, K)> = (insert.columns.iter().enumerate())
+            .filter_map(|(i, c)| secret(c).map(|k| (i, k)))
+            .collect();
+        let inside = |v: Range<usize>| {
+            memchr::memchr_iter(b'$', &text[v.clone()])
+                .filter_map(move |d| placeholder_at(&text[..v.end], v.start + d))
+                .map(|(n, _)| n)
+        };
+        for (close, row) in insert.rows {
+            if row.len() == insert.columns.len() {
+                for &(col, kind) in &picked {
+                    out.extend(inside(row[col].clone()).map(|n| (close, n, kind)));
+                }
+            } else {
+                let kind = picked[0].1;
+                out.extend(inside(row[0].start..close).map(|n| (close, n, kind)));
+            }
+        }
+    }
+    out
+}
+
+/// An INSERT's column list and its rows: each row's `)` and its values'
+/// ranges in the text.
+pub(super) struct Insert<'a> {
+    pub columns: Vec<&'a [u8]>,
+    pub rows: Vec<(usize, Vec<Range<usize>>)>,
+}
+
+/// Each INSERT in `text` whose column list `wanted` takes, with its rows
+/// (`VALUES (…), (…)`), on the statement's line and within [`REACH`].
+pub(super) fn inserts<'a>(
+    text: &'a [u8],
+    mut wanted: impl FnMut(&[&[u8]]) -> bool,
+) -> Vec<Insert<'a>> {
+    let mut out = Vec::new();
     let mut from = 0;
     for values in keywords(text) {
         if values < from {
@@ -304,14 +341,10 @@ pub(super) fn inserted<K: Copy>(
         let Some(columns) = column_list(text, values) else {
             continue;
         };
-        let picked: Vec<(usize, K)> = columns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| secret(c).map(|k| (i, k)))
-            .collect();
-        if picked.is_empty() {
+        if !wanted(&columns) {
             continue;
         }
+        let mut rows = Vec::new();
         // Each row of the VALUES list, `(…)` after `(…), `.
         let mut i = from;
         let blanks = |mut i: usize| {
@@ -331,20 +364,10 @@ pub(super) fn inserted<K: Copy>(
                 break;
             };
             let close = i + close;
-            let inside = |v: Range<usize>| {
-                let v = i + v.start..i + v.end;
-                memchr::memchr_iter(b'$', &text[v.clone()])
-                    .filter_map(move |d| placeholder_at(&text[..v.end], v.start + d))
-                    .map(|(n, _)| n)
-            };
-            if row.len() == columns.len() {
-                for &(col, kind) in &picked {
-                    out.extend(inside(row[col].clone()).map(|n| (close, n, kind)));
-                }
-            } else {
-                let kind = picked[0].1;
-                out.extend(inside(1..close - i).map(|n| (close, n, kind)));
-            }
+            rows.push((
+                close,
+                row.into_iter().map(|v| i + v.start..i + v.end).collect(),
+            ));
             i = blanks(close + 1);
             if text.get(i) != Some(&b',') {
                 break;
@@ -352,6 +375,7 @@ pub(super) fn inserted<K: Copy>(
             i += 1;
         }
         from = from.max(i);
+        out.push(Insert { columns, rows });
     }
     out
 }
