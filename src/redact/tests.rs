@@ -1601,9 +1601,6 @@ fn reports_and_option_errors_never_echo_input() {
     assert!(!e.0.contains("4111"), "{e}");
 }
 
-/// The raw NDJSON walker against the `Value` walker, line by line: the
-/// same redacted document (spacing aside) and the same report, on shapes
-/// chosen to reach every branch of the raw walker, and on the corpus.
 #[test]
 fn a_bare_value_runs_on_past_a_semicolon_or_comma_that_starts_no_pair() {
     for (line, want) in [
@@ -1681,6 +1678,52 @@ fn hibernate_binds_follow_their_statement() {
     // Without that line, the statement keeps the bind.
     let short = long.replace(&"x".repeat(300), "x");
     assert!(streamed(Format::Text, &short, 200, 64).contains("[hunter2]"));
+    // Statements and binds that could not be read, or only in part: the
+    // value is masked, and the next line goes on.
+    for log in [
+        // A formatted statement's first line last in its block (a budget
+        // reads each line alone), after a statement that keeps bind 1.
+        "o.h.SQL - select u.id from users u where u.nickname=?\n\
+         binding parameter [1] as [VARCHAR] - [annie]\n\
+         o.h.SQL - \n    update\n        users\n    set\n        password=?\n    where\n        id=?\n\
+         binding parameter [1] as [VARCHAR] - [hunter2]\nnext\n",
+        // A logger's name cut to `SQL`, colors around the verb, a quote
+        // in the line's prefix, a bind indented.
+        "select * from t where nickname=?\nSQL - \n    update users set password=? where id=?\n\
+         binding parameter [1] as [VARCHAR] - [hunter2]\nnext\n",
+        "select * from t where nickname=?\n\x1b[34mupdate\x1b[0m users set password=?\n\
+         binding parameter [1] as [VARCHAR] - [hunter2]\nnext\n",
+        "select * from t where nickname=?\n[o'brien] Hibernate: update users set password=?\n\
+         binding parameter [1] as [VARCHAR] - [hunter2]\nnext\n",
+        "Hibernate:update users set password=? where id=?\n  \
+         binding parameter [1] as [VARCHAR] - [hunter2]\nnext\n",
+        // Hibernate 4's bare value, a layout not known, a value over lines.
+        "binding parameter [2] as [VARCHAR] - hunter2\nnext\n",
+        "binding parameter [2] is hunter2\nnext\n",
+        "binding parameter [2] as [VARCHAR] - [hunter2\nhunter2\nhunter2]\nnext\n",
+    ] {
+        for opts in [Options::default(), budgeted()] {
+            let (out, _) = redact(Format::Text, log, &opts);
+            assert!(
+                !out.contains("hunter2") && out.ends_with("\nnext\n"),
+                "{log} -> {out}"
+            );
+        }
+    }
+    // A formatted statement read a line at a time keeps its binds too.
+    let log = "o.h.SQL - \n    update users\n    set nickname=?\nbinding parameter [1] as [VARCHAR] - [annie]\n";
+    assert_eq!(redact(Format::Text, log, &budgeted()).0, log);
+    // In JSON strings no statement is read: every bind is masked.
+    let ndjson = "{\"message\":\"update users set nickname=? where id=?\"}\n\
+                  {\"message\":\"binding parameter [1] as [VARCHAR] - [hunter2]\",\"x\":\"[y]\"}\n";
+    let (out, _) = redact(Format::Ndjson, ndjson, &Options::default());
+    assert!(
+        !out.contains("hunter2") && out.contains("\"x\":\"[y]\""),
+        "{out}"
+    );
+    let ndjson = "{\"m\":\"binding parameter [1] as [VARCHAR] - [p4\\\"ss]\"}\n";
+    let (out, _) = redact(Format::Ndjson, ndjson, &Options::default());
+    assert!(!out.contains("ss"), "{out}");
     // Nulls stay; lines that only look like binds or statements stay.
     for line in [
         "insert into u (password) values (?)\nbinding parameter [1] as [VARCHAR] - [null]\n",
@@ -1691,6 +1734,9 @@ fn hibernate_binds_follow_their_statement() {
     }
 }
 
+/// The raw NDJSON walker against the `Value` walker, line by line: the
+/// same redacted document (spacing aside) and the same report, on shapes
+/// chosen to reach every branch of the raw walker, and on the corpus.
 #[test]
 fn the_raw_walker_agrees_with_the_value_walker() {
     let r = Redactor::new(
@@ -1738,6 +1784,9 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         r#"{"a":"password='x","b":"y'","c":"PASSWORD 'p","d":"q'"}"#,
         r#"{"msg":"login password='hunter2","user":"o'brien"}"#,
         r#"{"Name":"DB_PASSWORD","Value=x":1}"#,
+        // JDBC binds, masked in strings whole.
+        r#"{"m":"binding parameter [1] as [VARCHAR] - [p]","n":"[q]"}"#,
+        r#"{"m":"binding parameter (2:VARCHAR) <- [p] ]","n":["binding parameter [3] as [X] - [a]b"]}"#,
         // A bare value running on past a `;` stops at an escape either way.
         r#"{"m":"password=a;b\nc","n":"pwd=x;y","o":"secret=p;q\"r"}"#,
     ]

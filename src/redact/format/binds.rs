@@ -9,11 +9,13 @@
 //! A bind is numbered, not named, so a value is kept only where the
 //! statement before it shows what it is: a `?` assigned or compared to a
 //! column (`password=?`) or in an INSERT's row under its column list.
-//! Where that column names a secret (or another type the field rules
-//! know), the value is masked as one; where no column can be told (a
-//! statement not seen, too long, or a row whose count does not match its
-//! columns), it is masked as a secret: fail closed. Lines of text only, as
-//! PostgreSQL's lists ([`super::params`]) are.
+//! Where that column names a secret or a security code, the value is
+//! masked as one; where no column can be told (a statement not seen, too
+//! long, or not read; a row whose count does not match its columns), it
+//! is masked as a secret: fail closed. Threads interleave their lines, so
+//! [`RECENT`] statements must agree. Statements are read on lines of text
+//! only, as PostgreSQL's lists ([`super::params`]) are; in JSON strings
+//! every bind is masked ([`unread`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
@@ -32,15 +34,20 @@ static BINDING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"bindi
 
 /// Where a statement starts, beside a line holding a placeholder and an
 /// SQL verb: Hibernate's own `show_sql` prefix and its SQL logger's
-/// name, whole or as Spring Boot shortens it, after which a formatted
-/// statement's lines follow.
-static STARTS: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
+/// name, whole or as Spring Boot (`o.h.SQL`) and Quarkus (`org.hib.SQL`)
+/// shorten it, after which a formatted statement's lines follow.
+static STARTS: LazyLock<[Finder<'static>; 4]> = LazyLock::new(|| {
     [
-        Finder::new(b"Hibernate: "),
-        Finder::new(b"org.hibernate.SQL"),
+        Finder::new(b"Hibernate:"),
+        Finder::new(b"hibernate.SQL"),
+        Finder::new(b"hib.SQL"),
         Finder::new(b"o.h.SQL"),
     ]
 });
+
+/// The most lines after a bind's line that its value, holding a newline,
+/// is masked over, looking for its closing `]`.
+const SPILL: u8 = 64;
 
 /// How many statements before a bind it may belong to. Threads' lines
 /// interleave (`update … password=?` and `select … where note=?` both
@@ -61,6 +68,9 @@ pub(super) struct Binds {
     open: bool,
     /// The last [`RECENT`] statements with placeholders, newest last.
     recent: VecDeque<Columns>,
+    /// A bind's value went on past its line: how many more lines may hold
+    /// it, and the type they are masked as.
+    spill: (u8, Option<K>),
 }
 
 /// A statement's placeholders: how many, and by number the type its
@@ -69,6 +79,22 @@ pub(super) struct Binds {
 struct Columns {
     count: u16,
     named: BTreeMap<u16, Option<K>>,
+}
+
+impl Columns {
+    /// A statement not read: every number it might hold is unknown.
+    fn unknown() -> Self {
+        Columns {
+            count: u16::MAX,
+            named: BTreeMap::new(),
+        }
+    }
+}
+
+/// Whether a line starts a statement by a name that Hibernate logs it
+/// under ([`STARTS`]).
+fn starts(line: &[u8]) -> bool {
+    STARTS.iter().any(|s| s.find(line).is_some())
 }
 
 /// A type a column's name gives its values.
@@ -82,10 +108,7 @@ impl Binds {
         self.statement.clear();
         self.too_long = false;
         self.open = false;
-        self.remember(Columns {
-            count: u16::MAX,
-            named: BTreeMap::new(),
-        });
+        self.remember(Columns::unknown());
     }
 
     /// The values bound in `text` (whole lines of text) that are to be
@@ -98,7 +121,19 @@ impl Binds {
         unknown: Option<K>,
     ) -> Vec<(K, Range<usize>)> {
         let mut out = Vec::new();
-        if !self.open && memchr::memchr(b'?', text).is_none() && BINDING.find(text).is_none() {
+        if !self.open
+            && self.spill.0 == 0
+            && memchr::memchr(b'?', text).is_none()
+            && BINDING.find(text).is_none()
+        {
+            // A formatted statement's first line, last in its text (a
+            // stream's cut, a budget's single lines): the rest comes next.
+            let body = text.strip_suffix(b"\n").unwrap_or(text);
+            let last = &body[memchr::memrchr(b'\n', body).map_or(0, |nl| nl + 1)..];
+            if starts(last) {
+                self.open = true;
+                self.push(last);
+            }
             return out;
         }
         let mut from = 0;
@@ -107,21 +142,47 @@ impl Binds {
             let line = from..end;
             from = end + 1;
             let l = &text[line.clone()];
-            if self.open && matches!(l.first(), Some(b' ' | b'\t')) {
-                self.push(l);
+            let body = l.strip_suffix(b"\r").unwrap_or(l);
+            if self.spill.0 > 0 {
+                // A value holding a newline: masked to a line's closing
+                // `]`.
+                self.spill.0 -= 1;
+                let mut end = body.len();
+                if body.ends_with(b"]") {
+                    self.spill.0 = 0;
+                    end -= 1;
+                }
+                if let Some(k) = self.spill.1 {
+                    out.push((k, line.start..line.start + end));
+                }
                 continue;
             }
-            self.close(&kind);
             if let Some(at) = BINDING.find(l) {
-                let Some((n, value)) = bound(l, at + b"binding parameter ".len()) else {
+                self.close(&kind);
+                let Some((n, value, closed)) = bound(body, at + b"binding parameter ".len()) else {
                     continue;
                 };
-                if let Some(k) = self.kind_of(n, unknown) {
+                let k = self.kind_of(n, unknown);
+                if !closed {
+                    self.spill = (SPILL, k);
+                }
+                if let Some(k) = k {
                     out.push((k, line.start + value.start..line.start + value.end));
                 }
-            } else if STARTS.iter().any(|s| s.find(l).is_some()) || holds_statement(l) {
-                self.open = true;
+            } else if self.open && matches!(l.first(), Some(b' ' | b'\t')) {
                 self.push(l);
+            } else {
+                self.close(&kind);
+                if starts(l) || holds_statement(l) {
+                    self.open = true;
+                    self.push(l);
+                } else if memchr::memchr(b'?', l).is_some() && !placeholders(l).is_empty() {
+                    // Placeholders in a statement whose start was not
+                    // seen or read (a logger's name shortened past
+                    // knowing, colors around its verb): its binds are
+                    // told by none.
+                    self.remember(Columns::unknown());
+                }
             }
         }
         out
@@ -179,11 +240,12 @@ impl Binds {
     /// unknown when it ran too long.
     fn read(&mut self, kind: &impl Fn(&[u8]) -> Option<K>) -> Columns {
         let statement = std::mem::take(&mut self.statement);
-        if std::mem::take(&mut self.too_long) {
-            return Columns {
-                count: u16::MAX,
-                named: BTreeMap::new(),
-            };
+        // Too long, or a quote left open (a line's prefix may hold one,
+        // `[user o'brien]`): which `?`s are quoted cannot be told.
+        if std::mem::take(&mut self.too_long)
+            || memchr::memchr_iter(b'\'', &statement).count() % 2 == 1
+        {
+            return Columns::unknown();
         }
         let marks = placeholders(&statement);
         let mut columns = BTreeMap::new();
@@ -215,6 +277,34 @@ impl Binds {
             named: columns,
         }
     }
+}
+
+/// The values of the binds in `text` read without their statement, as in
+/// JSON strings (NDJSON's two walkers read a line whole or each string
+/// alone, and must agree, so nothing carries from one string to the
+/// next): all of them. A value ends at the last `]` before the string's
+/// close: the text's end for a `string`, else its quote or the line's
+/// end.
+pub(super) fn unread(text: &[u8], string: bool) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    for at in BINDING.find_iter(text) {
+        if at < from {
+            continue;
+        }
+        // A string (decoded) ends with the text; in a line of JSON, a
+        // string without escapes ends at its quote (one with escapes is
+        // walked decoded, so a bind found there is enough).
+        let stop = match string {
+            true => text.len(),
+            false => memchr::memchr2(b'"', b'\n', &text[at..]).map_or(text.len(), |s| at + s),
+        };
+        if let Some((_, value, _)) = bound(&text[..stop], at + b"binding parameter ".len()) {
+            out.push(value);
+        }
+        from = stop;
+    }
+    out
 }
 
 /// Whether a line holds a statement with placeholders: an SQL verb as a
@@ -256,11 +346,14 @@ fn placeholders(statement: &[u8]) -> Vec<usize> {
     out
 }
 
-/// A bind's number and its value's range in `line`, from `at` just past
-/// `binding parameter `: `[N] as [TYPE] - [value]` or `(N:TYPE) <-
-/// [value]`, the value inside the line's last `]` (to the line's end when
-/// it has none past the value's `[`).
-fn bound(line: &[u8], at: usize) -> Option<(u16, Range<usize>)> {
+/// A bind's number, its value's range in `line` (a line without its
+/// CR, or a JSON string, or the part of a line up to a string's close),
+/// and whether the value closed on it. From `at`, just past `binding
+/// parameter `: `[N] as [TYPE] - [value]` or `(N:TYPE) <- [value]`, the
+/// value inside the last `]` (to the end when none follows its `[`);
+/// Hibernate 4's `[N] as [TYPE] - value`, to the end; any other layout
+/// after a number, all of the rest.
+fn bound(line: &[u8], at: usize) -> Option<(u16, Range<usize>, bool)> {
     let rest = &line[at..];
     let close = match rest.first()? {
         b'[' => b']',
@@ -272,14 +365,17 @@ fn bound(line: &[u8], at: usize) -> Option<(u16, Range<usize>)> {
         return None;
     }
     let n = params::number(&rest[1..1 + digits])?;
-    let after = at + 1 + digits;
-    let arrow = [&b" - ["[..], b" <- ["]
-        .iter()
-        .filter_map(|a| memchr::memmem::find(&line[after..], a).map(|p| after + p + a.len()))
-        .min()?;
-    let line_end = line.len() - usize::from(line.ends_with(b"\r"));
-    let end = memchr::memrchr(b']', &line[arrow..line_end]).map_or(line_end, |e| arrow + e);
-    Some((n, arrow..end))
+    let after = at + 2 + digits;
+    let find =
+        |arrow: &[u8]| memchr::memmem::find(&line[after..], arrow).map(|p| after + p + arrow.len());
+    let Some(open) = [&b" - ["[..], b" <- ["].into_iter().filter_map(find).min() else {
+        let from = find(b" - ").unwrap_or(after);
+        return Some((n, from..line.len(), true));
+    };
+    Some(match memchr::memrchr(b']', &line[open..]) {
+        Some(e) => (n, open..open + e, true),
+        None => (n, open..line.len(), false),
+    })
 }
 
 #[cfg(test)]
@@ -305,12 +401,21 @@ mod tests {
 
     #[test]
     fn binds_are_read_in_both_spellings() {
-        let line = b"x binding parameter [12] as [VARCHAR] - [a ] b]\r";
-        assert_eq!(bound(line, 20), Some((12, 41..46)));
+        let line = b"x binding parameter [12] as [VARCHAR] - [a ] b]";
+        assert_eq!(bound(line, 20), Some((12, 41..46, true)));
         let line = b"binding parameter (3:VARCHAR) <- [p]";
-        assert_eq!(bound(line, 18), Some((3, 34..35)));
+        assert_eq!(bound(line, 18), Some((3, 34..35, true)));
+        let line = b"binding parameter (3:VARCHAR) <- [p";
+        assert_eq!(bound(line, 18), Some((3, 34..35, false)));
+        // Hibernate 4's bare value, and a layout not known.
+        let line = b"binding parameter [2] as [VARCHAR] - hunter2";
+        assert_eq!(bound(line, 18), Some((2, 37..44, true)));
+        assert_eq!(
+            bound(b"binding parameter [1] is p", 18),
+            Some((1, 21..26, true))
+        );
         assert_eq!(bound(b"binding parameter [0] as [X] - [p]", 18), None);
-        assert_eq!(bound(b"binding parameter [1] as [X]", 18), None);
+        assert_eq!(bound(b"binding parameter of x", 18), None);
     }
 
     #[test]

@@ -199,6 +199,7 @@ impl<'a> Session<'a> {
         found.clear();
         self.scanner.scan(block, &mut found);
         found.retain(|f| self.opts.enabled(f.kind));
+        self.unread_binds(block, false, &mut found);
         self.pairs = fields::may_hold_a_pair(block);
         let mut k = 0;
         let mut start = 0;
@@ -457,6 +458,8 @@ impl<'a> Session<'a> {
             if !values.is_empty() {
                 merge(&mut found, &values);
             }
+        } else {
+            self.unread_binds(text, true, &mut found);
         }
         if !extra.is_empty() {
             merge(&mut found, extra);
@@ -601,17 +604,41 @@ impl<'a> Session<'a> {
     }
 
     /// The values of `text`'s JDBC binds (`binding parameter [2] as
-    /// [VARCHAR] - […]`) that the statement before them puts under a name
-    /// of an enabled type, or under no name that can be told: masked as a
-    /// secret then ([`binds`]).
+    /// [VARCHAR] - […]`) that a recent statement puts under a secret's or
+    /// a security code's name, or under no name that can be told: masked
+    /// as a secret then ([`binds`]).
     fn bound(&mut self, text: &[u8]) -> Vec<Finding> {
         let enabled = |k: Kind| self.opts.enabled(k);
-        let kind = |c: &[u8]| self.fields.kind_of_bytes(c).filter(|&k| enabled(k));
+        // Secrets and codes, as parameters lists: a card or an address has
+        // a shape of its own, which the scan finds in a value kept.
+        let kind = |c: &[u8]| {
+            (self.fields.kind_of_bytes(c))
+                .filter(|&k| matches!(k, Kind::Secret | Kind::Cvv) && enabled(k))
+        };
         let unknown = enabled(Kind::Secret).then_some(Kind::Secret);
         (self.binds.values(text, kind, unknown).into_iter())
             .filter(|(_, range)| !range.is_empty() && !stands_in(&text[range.clone()]))
             .map(|(kind, range)| Finding { kind, range })
             .collect()
+    }
+
+    /// Adds to `found` the values of JDBC binds read without their
+    /// statement (JSON strings, and NDJSON blocks scanned whole, which
+    /// must agree): masked as secrets ([`binds::unread`]).
+    fn unread_binds(&self, text: &[u8], string: bool, found: &mut Vec<Finding>) {
+        if !self.opts.enabled(Kind::Secret) {
+            return;
+        }
+        let values: Vec<Finding> = (binds::unread(text, string).into_iter())
+            .filter(|range| !range.is_empty() && !stands_in(&text[range.clone()]))
+            .map(|range| Finding {
+                kind: Kind::Secret,
+                range,
+            })
+            .collect();
+        if !values.is_empty() {
+            merge(found, &values);
+        }
     }
 
     /// `s` redacted as a new string (None when nothing was found or in
