@@ -1710,6 +1710,53 @@ fn hibernate_binds_follow_their_statement() {
             );
         }
     }
+    // `?`s are counted from the statement's verb (Logback's `:?` for a
+    // caller it was not given), `||?` among them; a value that ran on
+    // ends at the next bind; a column the field rules name masks its
+    // value, whatever its type; a bind after words that only look like
+    // one.
+    let t = "TRACE o.h.t.d.s.BasicBinder:? - binding parameter";
+    for (log, kept) in [
+        (
+            format!(
+                "DEBUG org.hibernate.SQL:? - update users set nickname=?, password=? where id=?\n\
+             {t} [1] as [VARCHAR] - [annie]\n{t} [2] as [VARCHAR] - [hunter2]\n"
+            ),
+            "[annie]",
+        ),
+        (
+            format!(
+                "Hibernate: update users set log=(log||?), password=?, nickname=? where id=?\n\
+             {t} [1] as [VARCHAR] - [annie]\n{t} [2] as [VARCHAR] - [hunter2]\n"
+            ),
+            "(log||?)",
+        ),
+        (
+            format!(
+                "Hibernate: update users set note=?, password=? where id=?\n\
+             {t} [1] as [VARCHAR] - [annie\n{t} [2] as [VARCHAR] - [hunter2]\n"
+            ),
+            "[annie",
+        ),
+        (
+            format!(
+                "Hibernate: update users set ssn=? where id=?\n{t} [1] as [VARCHAR] - [hunter2]\n{t} [2] as [BIGINT] - [7]\n"
+            ),
+            "[7]",
+        ),
+        (
+            format!(
+                "Hibernate: update users set password=? where id=?\n{t} of type X; binding parameter [1] as [VARCHAR] - [hunter2]\n"
+            ),
+            "type X",
+        ),
+    ] {
+        let out = text(&log);
+        assert!(
+            !out.contains("hunter2") && out.contains(kept),
+            "{log} -> {out}"
+        );
+    }
     // A formatted statement read a line at a time keeps its binds too.
     let log = "o.h.SQL - \n    update users\n    set nickname=?\nbinding parameter [1] as [VARCHAR] - [annie]\n";
     assert_eq!(redact(Format::Text, log, &budgeted()).0, log);
@@ -1721,7 +1768,9 @@ fn hibernate_binds_follow_their_statement() {
         !out.contains("hunter2") && out.contains("\"x\":\"[y]\""),
         "{out}"
     );
-    let ndjson = "{\"m\":\"binding parameter [1] as [VARCHAR] - [p4\\\"ss]\"}\n";
+    let ndjson = "{\"m\":\"binding parameter [1] as [VARCHAR] - [p4\\\"ss]\"}\n\
+                  binding parameter [1] as [VARCHAR] - [\"p4ss\"]\n\
+                  {\"m\":\"binding parameter of X; binding parameter [1] as [X] - [p4ss]\"}\n";
     let (out, _) = redact(Format::Ndjson, ndjson, &Options::default());
     assert!(!out.contains("ss"), "{out}");
     // Nulls stay; lines that only look like binds or statements stay.
@@ -1787,6 +1836,8 @@ fn the_raw_walker_agrees_with_the_value_walker() {
         // JDBC binds, masked in strings whole.
         r#"{"m":"binding parameter [1] as [VARCHAR] - [p]","n":"[q]"}"#,
         r#"{"m":"binding parameter (2:VARCHAR) <- [p] ]","n":["binding parameter [3] as [X] - [a]b"]}"#,
+        r#"binding parameter [1] as [VARCHAR] - ["p"]"#,
+        r#"{"m":"binding parameter of X, binding parameter [1] as [X] - [p]"}"#,
         // A bare value running on past a `;` stops at an escape either way.
         r#"{"m":"password=a;b\nc","n":"pwd=x;y","o":"secret=p;q\"r"}"#,
     ]

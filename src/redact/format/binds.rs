@@ -9,8 +9,8 @@
 //! A bind is numbered, not named, so a value is kept only where the
 //! statement before it shows what it is: a `?` assigned or compared to a
 //! column (`password=?`) or in an INSERT's row under its column list.
-//! Where that column names a secret or a security code, the value is
-//! masked as one; where no column can be told (a statement not seen, too
+//! Where the field rules know that column's name (a secret's, a security
+//! code's, an SSN's), the value is masked; where no column can be told (a statement not seen, too
 //! long, or not read; a row whose count does not match its columns), it
 //! is masked as a secret: fail closed. Threads interleave their lines, so
 //! [`RECENT`] statements must agree. Statements are read on lines of text
@@ -108,6 +108,7 @@ impl Binds {
         self.statement.clear();
         self.too_long = false;
         self.open = false;
+        self.spill = (0, None);
         self.remember(Columns::unknown());
     }
 
@@ -143,6 +144,11 @@ impl Binds {
             from = end + 1;
             let l = &text[line.clone()];
             let body = l.strip_suffix(b"\r").unwrap_or(l);
+            if self.spill.0 > 0 && (BINDING.find(l).is_some() || starts(l)) {
+                // A bind or a statement ends a value that ran on: it is
+                // read as itself.
+                self.spill.0 = 0;
+            }
             if self.spill.0 > 0 {
                 // A value holding a newline: masked to a line's closing
                 // `]`.
@@ -157,11 +163,10 @@ impl Binds {
                 }
                 continue;
             }
-            if let Some(at) = BINDING.find(l) {
+            let bind = (BINDING.find_iter(body))
+                .find_map(|at| bound(body, at + b"binding parameter ".len()));
+            if let Some((n, value, closed)) = bind {
                 self.close(&kind);
-                let Some((n, value, closed)) = bound(body, at + b"binding parameter ".len()) else {
-                    continue;
-                };
                 let k = self.kind_of(n, unknown);
                 if !closed {
                     self.spill = (SPILL, k);
@@ -176,7 +181,7 @@ impl Binds {
                 if starts(l) || holds_statement(l) {
                     self.open = true;
                     self.push(l);
-                } else if memchr::memchr(b'?', l).is_some() && !placeholders(l).is_empty() {
+                } else if placed(l) {
                     // Placeholders in a statement whose start was not
                     // seen or read (a logger's name shortened past
                     // knowing, colors around its verb): its binds are
@@ -247,7 +252,13 @@ impl Binds {
         {
             return Columns::unknown();
         }
-        let marks = placeholders(&statement);
+        let Some(from) = verb(&statement) else {
+            return Columns::unknown();
+        };
+        let marks: Vec<usize> = placeholders(&statement[from..])
+            .into_iter()
+            .map(|m| from + m)
+            .collect();
         let mut columns = BTreeMap::new();
         for (i, &at) in marks.iter().enumerate() {
             let back = &statement[at.saturating_sub(params::NAME_REACH)..at];
@@ -285,9 +296,13 @@ impl Binds {
 /// next): all of them. A value ends at the last `]` before the string's
 /// close: the text's end for a `string`, else its quote or the line's
 /// end.
-pub(super) fn unread(text: &[u8], string: bool) -> Vec<Range<usize>> {
+///
+/// Each bind comes with where its words start, a value or not: a line of
+/// NDJSON that is no JSON is read as text, where a value cut short at a
+/// quote here runs on.
+pub(super) fn unread(text: &[u8], string: bool) -> Vec<(usize, Option<Range<usize>>)> {
     let mut out = Vec::new();
-    let mut from = 0;
+    let (mut from, mut stop) = (0, 0);
     for at in BINDING.find_iter(text) {
         if at < from {
             continue;
@@ -295,14 +310,19 @@ pub(super) fn unread(text: &[u8], string: bool) -> Vec<Range<usize>> {
         // A string (decoded) ends with the text; in a line of JSON, a
         // string without escapes ends at its quote (one with escapes is
         // walked decoded, so a bind found there is enough).
-        let stop = match string {
-            true => text.len(),
-            false => memchr::memchr2(b'"', b'\n', &text[at..]).map_or(text.len(), |s| at + s),
-        };
-        if let Some((_, value, _)) = bound(&text[..stop], at + b"binding parameter ".len()) {
-            out.push(value);
+        // The close found for an earlier bind is this one's too while it
+        // lies ahead: a string of repeated words is read once.
+        if string || at >= stop {
+            stop = match string {
+                true => text.len(),
+                false => memchr::memchr2(b'"', b'\n', &text[at..]).map_or(text.len(), |s| at + s),
+            };
         }
-        from = stop;
+        let value = bound(&text[..stop], at + b"binding parameter ".len());
+        if value.is_some() {
+            from = stop;
+        }
+        out.push((at, value.map(|(_, v, _)| v)));
     }
     out
 }
@@ -310,22 +330,47 @@ pub(super) fn unread(text: &[u8], string: bool) -> Vec<Range<usize>> {
 /// Whether a line holds a statement with placeholders: an SQL verb as a
 /// word, and a `?` placeholder.
 fn holds_statement(line: &[u8]) -> bool {
-    if memchr::memchr(b'?', line).is_none() || placeholders(line).is_empty() {
-        return false;
+    memchr::memchr(b'?', line).is_some()
+        && verb(line).is_some_and(|v| !placeholders(&line[v..]).is_empty())
+}
+
+/// Where a statement's first SQL verb starts, as a word: its `?`s are
+/// counted from there, past a log line's prefix (Logback prints `?` for a
+/// caller it was not given: `org.hibernate.SQL:? - update …`).
+fn verb(text: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for word in text.split(|c| !c.is_ascii_alphabetic()) {
+        if [
+            "select", "insert", "update", "delete", "merge", "call", "with",
+        ]
+        .iter()
+        .any(|v| word.eq_ignore_ascii_case(v.as_bytes()))
+        {
+            return Some(at);
+        }
+        at += word.len() + 1;
     }
-    line.split(|c| !c.is_ascii_alphabetic()).any(|w| {
-        ["select", "insert", "update", "delete", "merge", "call"]
-            .iter()
-            .any(|v| w.eq_ignore_ascii_case(v.as_bytes()))
-    })
+    None
+}
+
+/// Whether a line holds a `?` where SQL puts a placeholder (after `=`,
+/// `(`, `,`, `<` or `>`, blanks between): a statement's line whose start
+/// was not read.
+fn placed(line: &[u8]) -> bool {
+    memchr::memchr(b'?', line).is_some()
+        && placeholders(line).into_iter().any(|at| {
+            let before = line[..at].trim_ascii_end();
+            matches!(before.last(), Some(b'=' | b'(' | b',' | b'<' | b'>'))
+        })
 }
 
 /// Where each `?` placeholder of a statement stands, in order: a `?` that
-/// no name's byte or other `?` touches, outside quotes (PostgreSQL's JSON
-/// operators `?|` and `?&` are none). At most `u16::MAX`.
+/// no name's byte or other `?` touches, outside quotes (`(log||?)` holds
+/// one: through JDBC, an operator `?` is written `??`). At most
+/// `u16::MAX`.
 fn placeholders(statement: &[u8]) -> Vec<usize> {
     let touches =
-        |c: Option<&u8>| c.is_some_and(|&c| c.is_ascii_alphanumeric() || b"_?|&".contains(&c));
+        |c: Option<&u8>| c.is_some_and(|&c| c.is_ascii_alphanumeric() || b"_?".contains(&c));
     let mut out = Vec::new();
     let mut quoted = false;
     for (i, &c) in statement.iter().enumerate() {
@@ -420,8 +465,8 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_outside_quotes() {
-        let s = b"a=? and b in (?,?) and c='?' and d ?| e and f?";
-        assert_eq!(placeholders(s), [2, 14, 16]);
+        let s = b"a=? and b in (?,?) and c='?' and d ?? e and f? and (g||?)";
+        assert_eq!(placeholders(s), [2, 14, 16, 55]);
     }
 
     #[test]

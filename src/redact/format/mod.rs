@@ -199,8 +199,9 @@ impl<'a> Session<'a> {
         found.clear();
         self.scanner.scan(block, &mut found);
         found.retain(|f| self.opts.enabled(f.kind));
-        self.unread_binds(block, false, &mut found);
+        let binds = self.unread_binds(block, false, &mut found);
         self.pairs = fields::may_hold_a_pair(block);
+        let mut b = 0;
         let mut k = 0;
         let mut start = 0;
         // Clean lines are copied a run at a time.
@@ -211,7 +212,13 @@ impl<'a> Session<'a> {
             while k < found.len() && found[k].range.end <= start {
                 k += 1;
             }
-            let hit = k < found.len() && found[k].range.start < end;
+            while b < binds.len() && binds[b] < start {
+                b += 1;
+            }
+            // A bind's line is walked or read as text even where its value
+            // was cut short.
+            let bind = b < binds.len() && binds[b] < end;
+            let hit = bind || k < found.len() && found[k].range.start < end;
             if hit || !self.passes_raw(line) {
                 if !self.opts.report {
                     out.extend_from_slice(&block[clean_from..start]);
@@ -459,7 +466,7 @@ impl<'a> Session<'a> {
                 merge(&mut found, &values);
             }
         } else {
-            self.unread_binds(text, true, &mut found);
+            let _ = self.unread_binds(text, true, &mut found);
         }
         if !extra.is_empty() {
             merge(&mut found, extra);
@@ -604,18 +611,18 @@ impl<'a> Session<'a> {
     }
 
     /// The values of `text`'s JDBC binds (`binding parameter [2] as
-    /// [VARCHAR] - […]`) that a recent statement puts under a secret's or
-    /// a security code's name, or under no name that can be told: masked
-    /// as a secret then ([`binds`]).
+    /// [VARCHAR] - […]`) that a recent statement puts under a name the
+    /// field rules know, or under no name that can be told ([`binds`]).
     fn bound(&mut self, text: &[u8]) -> Vec<Finding> {
         let enabled = |k: Kind| self.opts.enabled(k);
-        // Secrets and codes, as parameters lists: a card or an address has
-        // a shape of its own, which the scan finds in a value kept.
-        let kind = |c: &[u8]| {
-            (self.fields.kind_of_bytes(c))
-                .filter(|&k| matches!(k, Kind::Secret | Kind::Cvv) && enabled(k))
-        };
+        // A column the field rules name: masked as a secret (a code as a
+        // code), not as its own type, whose action may want its shape (a
+        // card's tokenization); an SSN or a key bare has none to find.
         let unknown = enabled(Kind::Secret).then_some(Kind::Secret);
+        let kind = |c: &[u8]| match self.fields.kind_of_bytes(c)? {
+            Kind::Cvv if enabled(Kind::Cvv) => Some(Kind::Cvv),
+            _ => unknown,
+        };
         (self.binds.values(text, kind, unknown).into_iter())
             .filter(|(_, range)| !range.is_empty() && !stands_in(&text[range.clone()]))
             .map(|(kind, range)| Finding { kind, range })
@@ -625,11 +632,13 @@ impl<'a> Session<'a> {
     /// Adds to `found` the values of JDBC binds read without their
     /// statement (JSON strings, and NDJSON blocks scanned whole, which
     /// must agree): masked as secrets ([`binds::unread`]).
-    fn unread_binds(&self, text: &[u8], string: bool, found: &mut Vec<Finding>) {
+    /// Returns where each bind's words start.
+    fn unread_binds(&self, text: &[u8], string: bool, found: &mut Vec<Finding>) -> Vec<usize> {
         if !self.opts.enabled(Kind::Secret) {
-            return;
+            return Vec::new();
         }
-        let values: Vec<Finding> = (binds::unread(text, string).into_iter())
+        let binds = binds::unread(text, string);
+        let values: Vec<Finding> = (binds.iter().filter_map(|(_, v)| v.clone()))
             .filter(|range| !range.is_empty() && !stands_in(&text[range.clone()]))
             .map(|range| Finding {
                 kind: Kind::Secret,
@@ -639,6 +648,7 @@ impl<'a> Session<'a> {
         if !values.is_empty() {
             merge(found, &values);
         }
+        binds.into_iter().map(|(at, _)| at).collect()
     }
 
     /// `s` redacted as a new string (None when nothing was found or in
