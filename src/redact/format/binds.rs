@@ -10,12 +10,13 @@
 //! statement before it shows what it is: a `?` assigned or compared to a
 //! column (`password=?`) or in an INSERT's row under its column list.
 //! Where the field rules know that column's name (a secret's, a security
-//! code's, an SSN's), the value is masked; where no column can be told (a statement not seen, too
-//! long, or not read; a row whose count does not match its columns), it
-//! is masked as a secret: fail closed. Threads interleave their lines, so
-//! [`RECENT`] statements must agree. Statements are read on lines of text
-//! only, as PostgreSQL's lists ([`super::params`]) are; in JSON strings
-//! every bind is masked ([`unread`]).
+//! code's, an SSN's), the value is masked; where no column can be told (a
+//! statement not seen, too long, or not read; a row whose count does not
+//! match its columns), it is masked as a secret: fail closed. Threads
+//! interleave their lines, so [`RECENT`] statements must agree.
+//! Statements are read on lines of text only, as PostgreSQL's lists
+//! ([`super::params`]) are; in JSON strings every bind is masked
+//! ([`unread`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
@@ -309,9 +310,9 @@ pub(super) fn unread(text: &[u8], string: bool) -> Vec<(usize, Option<Range<usiz
         }
         // A string (decoded) ends with the text; in a line of JSON, a
         // string without escapes ends at its quote (one with escapes is
-        // walked decoded, so a bind found there is enough).
-        // The close found for an earlier bind is this one's too while it
-        // lies ahead: a string of repeated words is read once.
+        // walked decoded, so a bind found there is enough). The close
+        // found for an earlier bind is this one's too while it lies
+        // ahead: a string of repeated words is read once.
         if string || at >= stop {
             stop = match string {
                 true => text.len(),

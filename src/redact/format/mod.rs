@@ -122,8 +122,8 @@ pub struct Session<'a> {
     /// A line too long to read came since the last parameters list: it
     /// may have named placeholders, so the next list is masked whole.
     params_lost: bool,
-    /// The statement whose JDBC binds come next ([`binds`]). Text only,
-    /// as `params` is.
+    /// The recent statements whose JDBC binds may come next, and the one
+    /// being read ([`binds`]). Text only, as `params` is.
     binds: binds::Binds,
 }
 
@@ -631,8 +631,8 @@ impl<'a> Session<'a> {
 
     /// Adds to `found` the values of JDBC binds read without their
     /// statement (JSON strings, and NDJSON blocks scanned whole, which
-    /// must agree): masked as secrets ([`binds::unread`]).
-    /// Returns where each bind's words start.
+    /// must agree): masked as secrets ([`binds::unread`]). Returns where
+    /// each bind's words start.
     fn unread_binds(&self, text: &[u8], string: bool, found: &mut Vec<Finding>) -> Vec<usize> {
         if !self.opts.enabled(Kind::Secret) {
             return Vec::new();
